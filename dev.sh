@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine:
+#   ./dev.sh demo   set everything up and run the whole chain end to end
+#   ./dev.sh test   set up everything the tests need and run them
+#   ./dev.sh setup  only set up (system packages, .venv, .venv-tflite)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+VENV=${EDGE_VENV:-$ROOT/.venv}
+TFLITE_VENV=${EDGE_TFLITE_VENV:-$ROOT/.venv-tflite}
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+apt_packages=(mosquitto mosquitto-clients qemu-user-static mmdebstrap mtools dosfstools e2fsprogs fdisk
+              openssh-server openssh-client chromium)
+
+setup_system() {
+  local missing=()
+  for p in "${apt_packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing system packages: ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+setup_python() {
+  [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
+  say "installing the toolkit with host, agent and dev extras into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[host,agent,dev]"
+  # The legacy runtime needs numpy<2, so it lives in a venv of its own.
+  [ -x "$TFLITE_VENV/bin/python" ] || { say "creating $TFLITE_VENV"; "$PY" -m venv "$TFLITE_VENV"; }
+  say "installing the agent with tflite-runtime 2.14 (numpy<2) into $TFLITE_VENV"
+  "$TFLITE_VENV/bin/python" -m pip install -q --upgrade pip
+  "$TFLITE_VENV/bin/python" -m pip install -q -e ".[tflite-runtime]" pytest pytest-timeout
+}
+
+cmd=${1:-test}; shift || true
+case "$cmd" in
+  setup) setup_system; setup_python ;;
+  test)
+    setup_system; setup_python
+    export EDGE_TFLITE_RUNTIME_PYTHON="$TFLITE_VENV/bin/python"
+    say "running the tests"
+    exec "$VENV/bin/python" -m pytest "$@" ;;
+  demo)
+    setup_system; setup_python
+    exec "$VENV/bin/edge-demo" "$@" ;;
+  *) echo "usage: ./dev.sh [setup|test|demo] [args...]" >&2; exit 2 ;;
+esac
