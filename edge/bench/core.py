@@ -180,7 +180,7 @@ def model_record(r: ModelResult, first: ModelResult | None = None, samples: bool
         "runs": r.stats.count,
         "elapsed_s": round(r.elapsed_s, 4),
         "stopped_by": r.stopped_by,
-        "latency_ms": {k: round(float(v), 4) for k, v in r.stats.as_dict().items() if k != "count"},
+        "latency_ms": {k: round(float(v), 6) for k, v in r.stats.as_dict().items() if k != "count"},
         "inferences_per_s": round(r.inferences_per_s, 3),
         "rss_delta_mb": r.rss_delta_mb,
         # >1 means slower than the first model (for latencies), faster (for inferences_per_s).
@@ -191,5 +191,5 @@ def model_record(r: ModelResult, first: ModelResult | None = None, samples: bool
         },
     }
     if samples:
-        rec["samples_ms"] = [round(x, 5) for x in r.samples_ms]
+        rec["samples_ms"] = [round(x, 6) for x in r.samples_ms]
     return rec
