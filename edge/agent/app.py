@@ -165,11 +165,12 @@ class Agent:
                                 "check the input matches the model; report a bug if it persists")
             return
         self.window.add(res.latency_ms["total"])
-        seq = self.spool.next_seq("predictions")
-        payload = messages.prediction(self.device, seq=seq, source=item.name,
+        payload = messages.prediction(self.device, seq=0, source=item.name,
                                       model_sha256=self.pipeline.model.sha256, latency_ms=res.latency_ms,
                                       kind=res.kind, result_key=res.result_key, result=res.result)
-        self.outbox.send(self.topics.predictions, payload, qos=1)
+        # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
+        seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
+        payload["seq"] = seq
         self.last_seq = seq
         self.predictions += 1
         if self.first_prediction_s is None:
@@ -177,7 +178,7 @@ class Agent:
         if item.response_topic:
             try:
                 self.client.publish(item.response_topic, _json(payload), 1, False,
-                                    {"correlation_data": item.correlation_data})
+                                    {"CorrelationData": item.correlation_data} if item.correlation_data else None)
             except Exception:
                 log.exception("cannot answer on %s", item.response_topic)
         log.debug("%s -> seq %d %s %.2f ms", item.name, seq, res.result_key, res.latency_ms["total"])
@@ -185,13 +186,9 @@ class Agent:
     # --- metrics -----------------------------------------------------------------------------------------
     def metrics_payload(self) -> dict[str, Any]:
         snap = self.window.snapshot()
-        depth = dropped = None
-        try:
-            depth, dropped = self.spool.depth(), self.spool.dropped()
-        except Exception:
-            log.debug("spool stats unavailable", exc_info=True)
-        return messages.metrics(self.device, **snap, **health(), spool_depth=depth, dropped=dropped,
-                                errors=self.window.errors, predictions=self.predictions)
+        stats = self.outbox.stats()
+        return messages.metrics(self.device, **snap, **health(), spool_depth=stats["spool_depth"],
+                                dropped=stats["dropped"], errors=self.window.errors, predictions=self.predictions)
 
     def _metrics_loop(self) -> None:
         interval = self.cfg.metrics.interval_s
@@ -217,7 +214,7 @@ class Agent:
         self.client = MqttClient(url, mq.client_id or f"edge-agent-{self.device}",
                                  will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
                                  tls=self.tls_options(), keepalive=mq.keepalive_s, backoff_min=mq.backoff_min_s,
-                                 backoff_max=mq.backoff_max_s, protocol=mq.protocol)
+                                 backoff_max=mq.backoff_max_s, protocol=4 if mq.protocol == 311 else 5)
         self.client.on_connect(self._on_connect)
         self.outbox = Outbox(self.client, self.spool)
         self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
@@ -273,4 +270,5 @@ class Agent:
                         depth, self.client.last_error)
         self.client.stop(messages.OFFLINE.encode())
         self.outbox.stop()
+        self.spool.close()
         log.info("stopped after %d predictions (last seq %s)", self.predictions, self.last_seq)
