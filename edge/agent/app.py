@@ -127,7 +127,10 @@ class Agent:
 
     def publish_bench(self, report: Any) -> None:
         if self.outbox is not None:
-            self.outbox.send(self.topics.bench, messages.envelope(self.device, report=report), qos=1)
+            # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
+            body = ({**report, **messages.envelope(self.device)} if isinstance(report, dict)
+                    else messages.envelope(self.device, report=report))
+            self.outbox.send(self.topics.bench, body, qos=1)
 
     def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
         self.outbox.send(self.topics.cmd_result,

@@ -150,7 +150,7 @@ def bench(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
     params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
     with agent.pipeline.lock:  # the interpreter is not thread-safe: pause inferences meanwhile
-        report = fn(agent.pipeline.model, params)
+        report = fn(agent.pipeline.model, params, device=getattr(agent, "device", None))
     agent.publish_bench(report)
     return report if isinstance(report, dict) else {"report": report}
 

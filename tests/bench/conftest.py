@@ -1,16 +1,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import run_module
-
-# Short runs: these tests check behaviour, not speed (figures live in benchmarks/).
-QUICK = ("--runs", "20", "--min-secs", "0", "--warmup", "2", "--warmup-min-secs", "0")
+from tests.bench.bench_helpers import QUICK, bench_cli
 
 
 @pytest.fixture(scope="session")
@@ -21,10 +17,6 @@ def mobilenet(coral: Path) -> Path:
 @pytest.fixture(scope="session")
 def lstm(coral: Path) -> Path:
     return coral / "keras_lstm_mnist_ptq.tflite"
-
-
-def bench_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return run_module("edge.bench", *(str(a) for a in args), timeout=timeout)
 
 
 @pytest.fixture(scope="session")

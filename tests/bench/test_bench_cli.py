@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import QUICK, bench_cli
-
 from edge.bench.report import table
+from tests.bench.bench_helpers import QUICK, bench_cli
 
 CONTRACT = {
     "schema", "device", "ts", "model", "runtime", "delegate", "threads", "init_ms", "first_inference_ms",

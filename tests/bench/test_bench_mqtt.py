@@ -6,9 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import QUICK, bench_cli
-
 from edge.broker import Mosquitto, free_port
+from tests.bench.bench_helpers import QUICK, bench_cli
 
 
 def subscribe(broker: Mosquitto, topic: str) -> subprocess.Popen[str]:
