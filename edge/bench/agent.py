@@ -33,13 +33,13 @@ class AgentBenchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runs: int = Field(50, ge=1, le=100_000, description="minimum number of timed invokes")
-    warmup: int = Field(1, ge=0, le=10_000, description="minimum number of warm-up invokes")
-    min_secs: float = Field(1.0, ge=0, le=60, description="minimum duration of the timed runs, seconds")
-    max_secs: float = Field(10.0, gt=0, le=120, description="maximum duration of the timed runs, seconds; "
+    runs: int = Field(default=50, ge=1, le=100_000, description="minimum number of timed invokes")
+    warmup: int = Field(default=1, ge=0, le=10_000, description="minimum number of warm-up invokes")
+    min_secs: float = Field(default=1.0, ge=0, le=60, description="minimum duration of the timed runs, seconds")
+    max_secs: float = Field(default=10.0, gt=0, le=120, description="maximum duration of the timed runs, seconds; "
                             "the agent serves no inference meanwhile")
-    warmup_min_secs: float = Field(0.5, ge=0, le=10, description="minimum duration of the warm-up, seconds")
-    seed: int = Field(0, ge=0, description="seed of the random inputs")
+    warmup_min_secs: float = Field(default=0.5, ge=0, le=10, description="minimum duration of the warm-up, seconds")
+    seed: int = Field(default=0, ge=0, description="seed of the random inputs")
 
     @model_validator(mode="after")
     def _window(self) -> AgentBenchParams:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -28,7 +28,7 @@ EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 
 
-def _int_at_least(low: int, name: str):  # type: ignore[no-untyped-def]
+def _int_at_least(low: int, name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -40,7 +40,7 @@ def _int_at_least(low: int, name: str):  # type: ignore[no-untyped-def]
     return parse
 
 
-def _seconds(name: str, positive: bool = False):  # type: ignore[no-untyped-def]
+def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)

@@ -33,13 +33,13 @@ class BenchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runs: int = Field(50, ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)")
-    min_secs: float = Field(1.0, ge=0, description="keep timing until at least this many seconds have passed")
-    max_secs: float = Field(150.0, gt=0, description="stop timing after this many seconds, even below `runs`")
-    warmup: int = Field(1, ge=0, description="minimum number of untimed warm-up invokes after the first inference")
-    warmup_min_secs: float = Field(0.5, ge=0, description="warm up for at least this many seconds")
-    block: int = Field(10, ge=1, description="invokes per turn when several models are interleaved")
-    seed: int = Field(0, ge=0, description="seed of the random inputs")
+    runs: int = Field(default=50, ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)")
+    min_secs: float = Field(default=1.0, ge=0, description="keep timing until at least this many seconds have passed")
+    max_secs: float = Field(default=150.0, gt=0, description="stop timing after this many seconds, even below `runs`")
+    warmup: int = Field(default=1, ge=0, description="minimum number of untimed warm-up invokes after the first inference")
+    warmup_min_secs: float = Field(default=0.5, ge=0, description="warm up for at least this many seconds")
+    block: int = Field(default=10, ge=1, description="invokes per turn when several models are interleaved")
+    seed: int = Field(default=0, ge=0, description="seed of the random inputs")
 
     @model_validator(mode="after")
     def _window(self) -> BenchOptions:

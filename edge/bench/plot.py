@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edge.bench.core import ModelResult
 from edge.errors import EdgeError
@@ -14,7 +15,7 @@ class PlotUnavailableError(EdgeError):
     """matplotlib is not installed (it is an optional extra on the device)."""
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:
