@@ -37,3 +37,18 @@ def test_bench_with_tflite_runtime_2_14(mobilenet: Path) -> None:
     report = out["report"]
     assert report["runtime"] == {"name": "tflite_runtime", "version": "2.14.0"}
     assert report["runs"] == 20 and 0 < report["latency_ms"]["min"] <= report["latency_ms"]["p50"]
+
+
+def test_plot_without_matplotlib_is_explained(mobilenet: Path, tmp_path: Path) -> None:
+    """The device venv has no matplotlib (an optional extra): --plot fails fast, before benchmarking."""
+    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
+    assert python, "EDGE_TFLITE_RUNTIME_PYTHON is not set (see test_bench_with_tflite_runtime_2_14)"
+    has = subprocess.run([python, "-c", "import matplotlib"], capture_output=True, env=subprocess_env())
+    assert has.returncode != 0, f"{python} has matplotlib: this test needs the device venv without it"
+    r = subprocess.run([python, "-m", "edge.bench", str(mobilenet), "--runtime", "tflite_runtime",
+                        "--plot", str(tmp_path / "p.png"), "--min-secs", "30"], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT, env=subprocess_env())
+    assert r.returncode == 2, r.stderr
+    assert "--plot needs matplotlib, which is not installed" in r.stderr
+    assert "pip install 'edge-ml-toolkit[plot]'" in r.stderr
+    assert not (tmp_path / "p.png").exists() and r.stdout == ""  # nothing was benchmarked
