@@ -10,8 +10,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 from edge.broker import Mosquitto
 from tests.agent.conftest import agent_args
 
@@ -25,7 +23,6 @@ def _feed(d: Path, data: bytes, n: int, every_s: float, written: list[str]) -> N
         time.sleep(every_s)
 
 
-@pytest.mark.slow
 def test_broker_and_agent_killed_mid_stream_lose_nothing(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
                                                          subscriber, agents) -> None:
     d, state = tmp_path / "in", tmp_path / "state"
