@@ -43,13 +43,18 @@ def test_latencies_match_an_independent_timer(mobilenet: Path) -> None:
     theirs = np.array(r.samples_ms)
     assert r.first_inference_ms * 1e6 >= log[0][1] - 1
     # Sample by sample: the benchmark's window encloses the spy's, and adds only the spy's own call overhead.
-    assert np.all(theirs * 1e6 >= ours * 1e6 - 1)
-    assert float(np.median(theirs - ours)) < 0.02  # ms; one invoke here is ~0.5-1 ms
+    extra = theirs - ours
+    assert np.all(extra * 1e6 >= -1)
+    # One invoke here is ~0.5-1 ms; the spy's overhead is ~1 us. A preemption landing in that microsecond
+    # gap is possible on a loaded CI machine, so allow two outliers, not a systematic bias.
+    assert float(np.median(extra)) < 0.02
+    assert int(np.sum(extra > 0.05)) <= 2
+    assert float(np.sort(extra)[:-2].mean()) < 0.02
     assert r.stats.p50 == pytest.approx(percentile(list(ours), 50), rel=0.02)
-    assert r.stats.mean == pytest.approx(float(ours.mean()), rel=0.02)
     # ... and the summary is exactly numpy's over the samples it reports.
     assert r.stats.p90 == pytest.approx(float(np.percentile(theirs, 90)), rel=1e-9)
     assert r.stats.p99 == pytest.approx(float(np.percentile(theirs, 99)), rel=1e-9)
+    assert r.stats.mean == pytest.approx(float(theirs.mean()), rel=1e-9)
     assert r.stats.std == pytest.approx(float(theirs.std()), rel=1e-9)
     assert (r.stats.min, r.stats.max) == (float(theirs.min()), float(theirs.max()))
     assert r.inferences_per_s == pytest.approx(1000.0 / theirs.mean(), rel=1e-9)
