@@ -128,7 +128,10 @@ class Agent:
 
     def publish_bench(self, report: Any) -> None:
         if self.outbox is not None:
-            self.outbox.send(self.topics.bench, messages.envelope(self.device, report=report), qos=1)
+            # edge-bench reports carry their own schema/device/ts envelope; anything else gets ours
+            body = report if isinstance(report, dict) and "schema" in report else \
+                messages.envelope(self.device, report=report)
+            self.outbox.send(self.topics.bench, body, qos=1)
 
     def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
         self.outbox.send(self.topics.cmd_result,
