@@ -128,9 +128,9 @@ class Agent:
 
     def publish_bench(self, report: Any) -> None:
         if self.outbox is not None:
-            # edge-bench reports carry their own schema/device/ts envelope; anything else gets ours
-            body = report if isinstance(report, dict) and "schema" in report else \
-                messages.envelope(self.device, report=report)
+            # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
+            body = ({**report, **messages.envelope(self.device)} if isinstance(report, dict)
+                    else messages.envelope(self.device, report=report))
             self.outbox.send(self.topics.bench, body, qos=1)
 
     def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
