@@ -338,10 +338,10 @@ class MqttClient:
                 return
             was = self._connected.is_set()
             self._connected.clear()
-        if reason is not None and getattr(reason, "is_failure", False) and not self._stopping.is_set():
-            self._set_error(f"connection lost: {reason}")
-        elif was and not self._stopping.is_set():
-            self._set_error("connection lost")
+        if was and not self._stopping.is_set():
+            failed = reason is not None and getattr(reason, "is_failure", False)
+            self._set_error(f"connection lost: {reason}" if failed else "connection lost")
+        # When not connected yet, the CONNACK refusal (already recorded) says more than the close.
         if was:
             for cb in list(self._on_disconnect):
                 self._call(cb)
