@@ -84,6 +84,7 @@ class Outbox:
         self._acked = 0
         self._dropped_qos0 = 0
         self._rejected = 0
+        self._inflight_peak = 0
         client.on_puback(self._on_puback)
         client.on_connect(self._wake.set)
         client.on_disconnect(self._wake.set)
@@ -158,10 +159,11 @@ class Outbox:
             "dropped": spool_dropped + self._dropped_qos0,
             "dropped_spool": spool_dropped,
             "dropped_qos0": self._dropped_qos0,
-            "rejected": self._rejected,
+            "rejected": self._rejected + self.client.rejected,
             "published": self._published,
             "acked": self._acked,
             "inflight": len(self._inflight),
+            "inflight_peak": self._inflight_peak,
         }
 
     def stop(self) -> None:
@@ -204,7 +206,8 @@ class Outbox:
             self._inflight.clear()
             self._cursor = 0
             self._generation = gen
-        room = self.max_inflight - len(self._inflight)
+        limit = min(self.max_inflight, self.client.receive_maximum or self.max_inflight)
+        room = limit - len(self._inflight)
         if room <= 0:
             return False
         rows = self.spool.pending(limit=min(room, _BATCH), after_id=self._cursor)
@@ -237,6 +240,7 @@ class Outbox:
             self.spool.ack([row.id])
         else:
             self._inflight[token] = row.id
+            self._inflight_peak = max(self._inflight_peak, len(self._inflight))
         return True
 
     def _drain_acks(self) -> None:

@@ -11,6 +11,8 @@ persisted counter, so metrics can say how much was lost and why.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +21,71 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import EdgeError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+# One Spool per file per process; another process opening the same file would publish every message
+# twice and race on deletes, so an advisory lock (released by the kernel even on SIGKILL) stops it.
+_LOCKS: dict[str, tuple[int, int]] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_path(path: Path) -> None:
+    key = str(path.resolve())
+    with _LOCKS_GUARD:
+        if key in _LOCKS:
+            fd, count = _LOCKS[key]
+            _LOCKS[key] = (fd, count + 1)
+            return
+        if fcntl is None:  # pragma: no cover - not a Linux device
+            _LOCKS[key] = (-1, 1)
+            return
+        fd = os.open(key + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SpoolError(f"the spool {path} is in use by another process (pid {holder})",
+                             "run one agent per spool file, or give each agent its own spool path") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        _LOCKS[key] = (fd, 1)
+
+
+def _unlock_path(path: Path) -> None:
+    key = str(path.resolve())
+    with _LOCKS_GUARD:
+        if key not in _LOCKS:
+            return
+        fd, count = _LOCKS.pop(key)
+        if count > 1:
+            _LOCKS[key] = (fd, count - 1)
+        elif fd >= 0:
+            os.close(fd)
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _salvage_counters(path: Path) -> list[tuple[str, int]] | None:
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [(str(n), int(v)) for n, v in db.execute("SELECT name, value FROM counters")]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -65,18 +132,27 @@ class Spool:
         self.max_bytes = int(max_bytes)
         self.max_age_s = float(max_age_s)
         self._lock = threading.Lock()
+        self._closed = False
+        self._seq_floor = 0
+        #: Where a corrupt spool was moved to when this one was opened (None normally).
+        self.quarantined: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
-                                       timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM messages").fetchone()
-        except (sqlite3.Error, OSError) as err:
-            raise SpoolError(f"cannot open the spool {self.path}: {err}",
-                             "check the directory is writable and has free space; if the file is corrupt, "
-                             "move it away (its unsent messages are lost) and restart") from err
+        except OSError as err:
+            raise SpoolError(f"cannot create the spool directory {self.path.parent}: {err}",
+                             "choose a writable spool path") from err
+        _lock_path(self.path)
+        try:
+            try:
+                row = self._open()
+            except sqlite3.DatabaseError as err:
+                if not _is_sqlite_file(self.path):
+                    raise SpoolError(f"{self.path} is not a spool (not an SQLite database): {err}",
+                                     "point the spool at a new file; this one was left untouched") from err
+                row = self._quarantine(err)
+        except BaseException:
+            _unlock_path(self.path)
+            raise
         self._bytes = int(row[0])
         self._depth = int(row[1])
         self._last_age_check = 0.0
@@ -84,6 +160,45 @@ class Spool:
         self._age_check_interval = min(1.0, self.max_age_s / 4)
         with self._lock:
             self._expire(time.time())
+
+    def _open(self) -> tuple[int, int]:
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {ok}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("SELECT id, topic, payload, qos, retain, created, attempts, historical, size "
+                             "FROM messages LIMIT 0").fetchall()
+            return self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM messages").fetchone()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _quarantine(self, err: Exception) -> tuple[int, int]:
+        # A corrupt spool (SD card after a power cut) must not keep a headless device from working:
+        # keep the file for forensics, start a new one, and make sure seq still only goes up.
+        counters = _salvage_counters(self.path)
+        target = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(Path(str(target) + suffix))
+        self.quarantined = target
+        row = self._open()
+        if counters is not None:
+            self._db.executemany("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", counters)
+        else:
+            # Counters unreadable: continue numbering from the clock (ms), far above any old seq.
+            self._seq_floor = int(time.time() * 1000)
+            self._db.execute("INSERT OR REPLACE INTO counters (name, value) VALUES ('seq_floor', ?)",
+                             (self._seq_floor,))
+        logging.getLogger("edge.spool").error(
+            "spool %s was corrupt (%s); moved to %s and started a new one (its unsent messages are lost)",
+            self.path, err, target)
+        return row
 
     # ------------------------------------------------------------------ writing
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
@@ -103,9 +218,9 @@ class Spool:
 
         def payload() -> bytes:
             row = self._db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, 1) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value", ("seq:" + name,)
-            ).fetchall()[0]
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                ("seq:" + name, self._first_seq())).fetchall()[0]
             holder.append(int(row[0]))
             return build(holder[0])
 
@@ -133,6 +248,11 @@ class Spool:
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (topic, sqlite3.Binary(data), int(qos), int(bool(retain)), now, int(historical), size))
                 self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise SpoolError(f"cannot write to the spool {self.path}: {err}",
+                                 "free disk space or lower the spool max_bytes; the message was not stored"
+                                 ) from err
             except BaseException:
                 self._rollback()
                 raise
@@ -261,14 +381,20 @@ class Spool:
             self._begin()
             try:
                 row = self._db.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, 1) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value", ("seq:" + name,)
-                ).fetchall()[0]
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                    ("seq:" + name, self._first_seq())).fetchall()[0]
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
         return int(row[0])
+
+    def _first_seq(self) -> int:
+        if not self._seq_floor:
+            row = self._db.execute("SELECT value FROM counters WHERE name = 'seq_floor'").fetchone()
+            self._seq_floor = int(row[0]) if row else -1
+        return max(self._seq_floor, 0) + 1
 
     # ------------------------------------------------------------------ plumbing
     def _begin(self) -> None:
@@ -283,10 +409,14 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._db.close()
             except sqlite3.Error:  # pragma: no cover
                 pass
+            _unlock_path(self.path)
 
     def __enter__(self) -> Spool:
         return self

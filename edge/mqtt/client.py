@@ -80,6 +80,9 @@ _REFUSALS = {
 
 def _describe_oserror(err: OSError, url: BrokerURL) -> str:
     where = f"{url.host}:{url.port}"
+    if url.tls and isinstance(err, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return (f"TLS handshake with {where} failed: connection reset (is it a TLS port? mqtts:// usually "
+                f"listens on 8883, plain mqtt:// on 1883)")
     if isinstance(err, ConnectionRefusedError):
         return f"unreachable: connection refused by {where} (is the broker running and listening there?)"
     if isinstance(err, ssl.SSLCertVerificationError):
@@ -126,10 +129,16 @@ class MqttClient:
         self._on_puback: list[Callable[[int], None]] = []
         self._acked_waiters: dict[int, threading.Event] = {}
         self._last_error: str | None = None
+        self._attempt_error = False
         self._ssl_context: ssl.SSLContext | None = None
         #: Seconds slept before each reconnect attempt (most recent last): for logs and tests.
         self.backoff_history: deque[float] = deque(maxlen=64)
         self.connect_attempts = 0
+        #: Messages the broker acknowledged with an error reason code (MQTT 5).
+        self.rejected = 0
+        #: From the broker's CONNACK (MQTT 5), None when it sets no limit.
+        self.receive_maximum: int | None = None
+        self.maximum_packet_size: int | None = None
 
     # ------------------------------------------------------------------ registration
     def on_connect(self, callback: Callable[[], None]) -> None:
@@ -214,6 +223,14 @@ class MqttClient:
             if client is None or not self._connected.is_set():
                 return None
         props = self._properties(properties) if properties and self.protocol == 5 else None
+        limit = self.maximum_packet_size
+        if limit is not None:
+            data = payload.encode() if isinstance(payload, str) else payload
+            # Fixed header (<= 5) + topic (2 + len) + mid (2) + properties: a safe upper bound.
+            size = 5 + 2 + len(topic.encode()) + 2 + len(data) + (64 if props is not None else 1)
+            if size > limit:
+                raise ValueError(f"message of {size} bytes on {topic!r} exceeds the broker's maximum "
+                                 f"packet size of {limit} bytes")
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             # Dropped connection: paho may have queued it, but this paho client is never reused.
@@ -250,9 +267,9 @@ class MqttClient:
         if self.tls is not None:
             c.tls_set_context(self._tls_context())
         gen = self._generation + 1  # the number this connection gets if it succeeds
-        c.on_connect = lambda cl, ud, flags, rc, props: self._handle_connect(cl, rc, gen)
+        c.on_connect = lambda cl, ud, flags, rc, props: self._handle_connect(cl, rc, gen, props)
         c.on_disconnect = lambda cl, ud, flags, rc, props: self._handle_disconnect(cl, rc)
-        c.on_publish = lambda cl, ud, mid, rc, props: self._handle_puback(gen, mid)
+        c.on_publish = lambda cl, ud, mid, rc, props: self._handle_puback(gen, mid, rc)
         return c
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -282,12 +299,15 @@ class MqttClient:
                 self._client = client
             self.connect_attempts += 1
             gen_before = self._generation
+            self._attempt_error = False
             try:
                 client.connect(self.url.host, self.url.port, keepalive=int(max(1, self.keepalive)))
             except (OSError, ValueError) as err:
                 msg = _describe_oserror(err, self.url) if isinstance(err, OSError) else str(err)
                 self._set_error(msg)
             else:
+                if self._stopping.is_set():  # stop() may have looked at the previous client
+                    client.disconnect()
                 try:
                     client.loop_forever(timeout=0.5)
                 except Exception as err:  # paho bug or callback escape: never kill the thread
@@ -295,6 +315,10 @@ class MqttClient:
                     self._set_error(f"network loop failed: {err}")
             if self._connected.is_set():  # loop ended without on_disconnect (socket error)
                 self._handle_disconnect(client, None)
+            if self._generation == gen_before and not self._attempt_error and not self._stopping.is_set():
+                hint = "" if self.url.tls else " (is it a TLS port? then use mqtts://)"
+                self._set_error(f"no MQTT answer from {self.url.host}:{self.url.port}: the connection "
+                                f"closed before the broker accepted it{hint}")
             with self._lock:
                 self._client = None
             if self._stopping.is_set():
@@ -310,15 +334,20 @@ class MqttClient:
         # Reason strings and OS errors never carry the password; the URL is always shown redacted.
         if self.url.password:
             message = message.replace(self.url.password, "***")
+        self._attempt_error = True
         if message != self._last_error:
             self.log.warning("MQTT %s: %s", self.url.redacted(), message)
         self._last_error = message
 
-    def _handle_connect(self, client: paho.Client, reason: Any, gen: int) -> None:
+    def _handle_connect(self, client: paho.Client, reason: Any, gen: int, props: Any = None) -> None:
         if reason.is_failure:
             text = str(reason)
             self._set_error(_REFUSALS.get(text, f"refused by the broker: {text}"))
             return
+        # MQTT 5 brokers announce how many un-acked QoS 1 messages they accept and the largest
+        # packet; exceeding either gets us disconnected, and replaying would do it again forever.
+        self.receive_maximum = int(getattr(props, "ReceiveMaximum", 0) or 0) or None
+        self.maximum_packet_size = int(getattr(props, "MaximumPacketSize", 0) or 0) or None
         with self._lock:
             self._generation = gen
             subs = list(self._subs.items())
@@ -346,8 +375,13 @@ class MqttClient:
             for cb in list(self._on_disconnect):
                 self._call(cb)
 
-    def _handle_puback(self, gen: int, mid: int) -> None:
+    def _handle_puback(self, gen: int, mid: int, reason: Any = None) -> None:
         token = (gen << _MID_BITS) | mid
+        if reason is not None and getattr(reason, "is_failure", False):
+            # The broker received the message and refused it (MQTT 5, e.g. an ACL): sending it
+            # again cannot help, so it still counts as acknowledged, but say so.
+            self.rejected += 1
+            self.log.warning("broker refused a message (mid %d): %s", mid, reason)
         with self._lock:
             waiter = self._acked_waiters.pop(token, None)
         if waiter is not None:

@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.broker import Mosquitto, free_port
-from edge.mqtt import Message, MqttClient, Will
+from edge.mqtt import Message, MqttClient, TLSOptions, Will
 from tests.transport._helpers import read_until, start_child
 
 
@@ -188,3 +188,117 @@ def test_stop_publishes_offline_and_disconnects_cleanly(mosquitto: Mosquitto) ->
     assert sub(mosquitto, "edge/dev-g/availability") == ["1 edge/dev-g/availability offline"]
     log = (mosquitto.workdir / "mosquitto.log").read_text()
     assert "dev-g disconnected" in log or "Client dev-g disconnected" in log
+
+
+def test_half_open_connection_is_detected_by_keepalive(mosquitto: Mosquitto) -> None:
+    # A frozen broker looks like Wi-Fi that dropped without a TCP reset: only keep-alive notices.
+    client = MqttClient(mosquitto.url, "dev-h", keepalive=1, backoff_min=0.1, backoff_max=0.3)
+    client.start()
+    try:
+        assert client.wait_connected(10)
+        assert mosquitto.proc is not None
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        while client.connected and time.monotonic() - started < 10:
+            time.sleep(0.05)
+        noticed = time.monotonic() - started
+        mosquitto.proc.send_signal(signal.SIGCONT)
+        assert not client.connected and noticed < 5, noticed
+        assert client.wait_connected(10), client.last_error
+        assert client.generation == 2
+    finally:
+        client.stop()
+
+
+def _make_certs(d: Path) -> tuple[Path, Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (d / "ca.pem", d / "server.pem", d / "server.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def test_tls_broker(tmp_path: Path) -> None:
+    ca, cert, key = _make_certs(tmp_path)
+    tls_port = free_port()
+    broker = Mosquitto(workdir=tmp_path / "b", extra_conf=(
+        f"user {getpass.getuser()}\nlistener {tls_port} 127.0.0.1\n"
+        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n"))
+    broker.workdir.mkdir()
+    with broker:
+        url = f"mqtts://127.0.0.1:{tls_port}"
+        good = MqttClient(url, "dev-tls", tls=TLSOptions(ca_file=str(ca)))
+        done = threading.Event()
+        good.on_puback(lambda mid: done.set())
+        good.start()
+        try:
+            assert good.wait_connected(10), good.last_error
+            assert good.publish("edge/dev-tls/status", "{}", qos=1) is not None and done.wait(5)
+        finally:
+            good.stop()
+
+        untrusted = MqttClient(url, "dev-tls2", backoff_min=0.2, backoff_max=0.4)  # system CAs only
+        untrusted.start()
+        deadline = time.monotonic() + 10
+        while untrusted.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        untrusted.stop()
+        assert not untrusted.connected
+        assert "not trusted" in (untrusted.last_error or ""), untrusted.last_error
+
+        insecure = MqttClient(url, "dev-tls3", tls=TLSOptions(insecure=True))
+        insecure.start()
+        try:
+            assert insecure.wait_connected(10), insecure.last_error
+        finally:
+            insecure.stop()
+
+        plain_port_over_tls = MqttClient(f"mqtts://127.0.0.1:{broker.port}", "dev-tls4",
+                                         tls=TLSOptions(ca_file=str(ca)), backoff_min=0.2, backoff_max=0.4)
+        plain_port_over_tls.start()
+        deadline = time.monotonic() + 10
+        while plain_port_over_tls.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        plain_port_over_tls.stop()
+        assert "TLS" in (plain_port_over_tls.last_error or ""), plain_port_over_tls.last_error
+
+        plain_over_tls_port = MqttClient(f"mqtt://127.0.0.1:{tls_port}", "dev-tls5", keepalive=2,
+                                         backoff_min=0.2, backoff_max=0.4)
+        plain_over_tls_port.start()
+        deadline = time.monotonic() + 15
+        while plain_over_tls_port.last_error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        plain_over_tls_port.stop()
+        assert "mqtts://" in (plain_over_tls_port.last_error or ""), plain_over_tls_port.last_error

@@ -193,3 +193,33 @@ def test_agent_sigkilled_mid_stream_and_restarted_on_same_spool(
     assert len(historical) >= backlog - 25
     with Spool(spool) as s:
         assert s.depth() == 0
+
+
+def test_respects_broker_receive_maximum_and_packet_size(tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path / "b", extra_conf="max_inflight_messages 5\nmax_packet_size 3000\n")
+    broker.workdir.mkdir()
+    with broker, Spool(tmp_path / "s.db") as spool:
+        coll = Collector(broker, "edge/#")
+        client = MqttClient(broker.url, "dev")
+        box = Outbox(client, spool, max_inflight=100)
+        box.start()
+        client.start()
+        try:
+            assert client.wait_connected(10)
+            assert (client.receive_maximum, client.maximum_packet_size) == (5, 3000)
+            for i in range(100):
+                box.send(TOPIC, prediction(i), seq="predictions")
+            # Too big for this broker: replaying it would get us disconnected forever. Dropped, counted.
+            box.send("edge/dev/errors", {"blob": "x" * 5000})
+            box.send(TOPIC, prediction(100), seq="predictions")
+            assert box.flush(20), box.stats()
+            stats = box.stats()
+            assert stats["inflight_peak"] <= 5
+            assert stats["rejected"] == 1
+            assert client.generation == 1, "the broker must never have had to disconnect us"
+            assert coll.wait_for(lambda: len(coll.seqs()) >= 101, 10)
+            assert_complete(coll, 101)
+        finally:
+            coll.close()
+            box.stop()
+            client.stop()

@@ -93,12 +93,58 @@ def test_seq_and_messages_survive_sigkill(tmp_path: Path) -> None:
         assert spool.depth() == len(payloads)
 
 
-def test_unusable_spool_file_is_a_clear_error(tmp_path: Path) -> None:
+def test_not_a_database_is_a_clear_error_and_left_alone(tmp_path: Path) -> None:
     bad = tmp_path / "junk.db"
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(SpoolError) as info:
         Spool(bad)
-    assert str(bad) in info.value.what and "move it away" in info.value.fix
+    assert str(bad) in info.value.what and "not an SQLite database" in info.value.what
+    assert "new file" in info.value.fix
+    assert bad.read_bytes() == b"this is not a database" * 100
+    with Spool(tmp_path / "ok.db"):  # the lock of the failed attempt was released
+        pass
+
+
+@pytest.mark.parametrize("damage", ["pages", "counters"])
+def test_corrupt_spool_is_quarantined_and_seq_still_increases(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path) as spool:
+        for _ in range(300):
+            spool.put("edge/d/predictions", b"x" * 200)
+        last = max(spool.next_seq() for _ in range(7))
+    raw = bytearray(path.read_bytes())
+    if damage == "pages":
+        raw[4096 * 8:4096 * 11] = b"\xde\xad" * (4096 * 3 // 2)  # message pages: counters still readable
+    else:
+        raw[100:4096 * 12] = b"\xff" * (4096 * 12 - 100)  # the schema itself
+    path.write_bytes(bytes(raw))
+    with Spool(path) as spool:
+        assert spool.quarantined is not None and spool.quarantined.exists()
+        assert spool.depth() == 0
+        n = spool.next_seq()
+        assert n > last
+        if damage == "pages":
+            assert n == last + 1, "salvaged counters continue exactly"
+        spool.put("t", b"y")
+    with Spool(path) as spool:  # the new file is healthy
+        assert spool.quarantined is None and spool.depth() == 1 and spool.next_seq() == n + 1
+
+
+def test_one_process_per_spool(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path) as a, Spool(path) as b:  # same process: allowed (one lock, shared)
+        a.put("t", b"1")
+        assert [m.payload for m in b.pending()] == [b"1"]
+    proc = start_child("seq", str(path))
+    try:
+        read_until(proc, lambda line: line.isdigit(), timeout=60)
+        with pytest.raises(SpoolError, match=f"in use by another process \\(pid {proc.pid}\\)"):
+            Spool(path)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with Spool(path) as spool:  # the kernel dropped the lock with the process
+        assert spool.depth() >= 2
 
 
 def test_two_connections_share_the_file(tmp_path: Path) -> None:
