@@ -217,11 +217,7 @@ class Spool:
         holder: list[int] = []
 
         def payload() -> bytes:
-            row = self._db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-                ("seq:" + name, self._first_seq())).fetchall()[0]
-            holder.append(int(row[0]))
+            holder.append(self._increment("seq:" + name))
             return build(holder[0])
 
         msg_id, _ = self._insert(topic, payload, qos, retain, historical)
@@ -380,15 +376,18 @@ class Spool:
         with self._lock:
             self._begin()
             try:
-                row = self._db.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-                    ("seq:" + name, self._first_seq())).fetchall()[0]
+                value = self._increment("seq:" + name)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
-        return int(row[0])
+        return value
+
+    def _increment(self, key: str) -> int:
+        # Inside a transaction. No RETURNING: Raspberry Pi OS bullseye ships SQLite 3.34.
+        self._db.execute("INSERT INTO counters (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + 1", (key, self._first_seq()))
+        return int(self._db.execute("SELECT value FROM counters WHERE name = ?", (key,)).fetchone()[0])
 
     def _first_seq(self) -> int:
         if not self._seq_floor:
