@@ -79,6 +79,11 @@ class Outbox:
         self._cursor = 0  # highest spool id published on the current connection
         self._generation = -1
         self._boot_last_id = spool.last_id()  # everything up to here was spooled by an earlier run
+        # Highest id published so far, and as of the last reconnect: rows up to the latter are replays.
+        # Kept in memory: an UPDATE per message just to remember "sent once" would cost a third of
+        # the spool's write budget; after a crash, everything found at start-up counts as a replay.
+        self._sent_upto = 0
+        self._replay_upto = 0
         self._thread: threading.Thread | None = None
         self._published = 0
         self._acked = 0
@@ -205,6 +210,7 @@ class Outbox:
                 self.log.info("replaying %d unacknowledged messages after reconnect", len(self._inflight))
             self._inflight.clear()
             self._cursor = 0
+            self._replay_upto = self._sent_upto
             self._generation = gen
         limit = min(self.max_inflight, self.client.receive_maximum or self.max_inflight)
         room = limit - len(self._inflight)
@@ -213,7 +219,9 @@ class Outbox:
         rows = self.spool.pending(limit=min(room, _BATCH), after_id=self._cursor)
         if not rows:
             return False
-        self.spool.mark_attempted(r.id for r in rows)
+        replays = [r.id for r in rows if r.id <= self._replay_upto or r.id <= self._boot_last_id]
+        if replays:
+            self.spool.mark_attempted(replays)  # diagnostics: how often a message had to be re-sent
         for row in rows:
             if not self._publish(row):
                 return False
@@ -221,7 +229,8 @@ class Outbox:
 
     def _publish(self, row: SpooledMessage) -> bool:
         payload = row.payload
-        if row.historical or row.attempts > 0 or row.id <= self._boot_last_id:
+        if (row.historical or row.attempts > 0 or row.id <= self._boot_last_id
+                or row.id <= self._replay_upto):
             payload = mark_historical(payload)
         try:
             token = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
@@ -236,6 +245,7 @@ class Outbox:
             return False  # disconnected meanwhile; replay starts over after the reconnect
         self._published += 1
         self._cursor = row.id
+        self._sent_upto = max(self._sent_upto, row.id)
         if row.qos == 0:
             self.spool.ack([row.id])
         else:
