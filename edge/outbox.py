@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
-from edge.mqtt.client import MqttClient
+from edge.mqtt.client import MqttClient, publish_properties
 from edge.spool import Spool, SpooledMessage
 
 _BATCH = 200  # spool rows read per query
@@ -104,16 +104,20 @@ class Outbox:
         self._wake.set()
 
     def send(self, topic: str, payload: dict[str, Any] | bytes | str, qos: int = 1, retain: bool = False,
-             *, seq: str | None = None) -> int | None:
+             *, seq: str | None = None, properties: dict[str, Any] | None = None) -> int | None:
         """Queue durably (QoS >= 1) and publish as soon as possible; QoS 0 is best effort, never spooled.
 
         ``seq="predictions"`` sets ``payload["seq"]`` (a dict payload) from the spool's persisted
         counter of that name *in the same transaction* that spools the message, so a crash can never
         burn a sequence number without its message; the number is returned.
+        ``properties``: MQTT 5 publish properties by paho name (e.g. ``{"CorrelationData": b"42"}``),
+        stored with the message.
         """
         _check_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        if properties:
+            publish_properties(properties)  # validate now, not in the sender thread
         if seq is not None and not isinstance(payload, dict):
             raise TypeError("seq= needs a dict payload (the number is stored under the key 'seq')")
         if qos == 0:
@@ -121,7 +125,7 @@ class Outbox:
             if seq is not None:
                 number = self.spool.next_seq(seq)
                 payload = {**payload, "seq": number}  # type: ignore[dict-item]
-            if self.client.publish(topic, _encode(payload), qos=0, retain=retain) is None:
+            if self.client.publish(topic, _encode(payload), qos=0, retain=retain, properties=properties) is None:
                 self._dropped_qos0 += 1
             else:
                 self._published += 1
@@ -132,9 +136,9 @@ class Outbox:
             obj = dict(payload)  # type: ignore[arg-type]
             _, number = self.spool.put_sequenced(
                 topic, lambda n: _encode({**obj, "seq": n}), name=seq, qos=1, retain=retain,
-                historical=self._outage())
+                historical=self._outage(), properties=properties)
         else:
-            self.spool.put(topic, _encode(payload), 1, retain, historical=self._outage())
+            self.spool.put(topic, _encode(payload), 1, retain, historical=self._outage(), properties=properties)
             number = None
         self._wake.set()
         return number
@@ -233,9 +237,11 @@ class Outbox:
                 or row.id <= self._replay_upto):
             payload = mark_historical(payload)
         try:
-            token = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
-        except ValueError as err:
-            # Cannot ever be sent (e.g. spooled by an older version with a bad topic): drop it.
+            token = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain,
+                                        properties=row.properties)
+        except Exception as err:
+            # Cannot ever be encoded (bad topic or property spooled by an older version): drop it
+            # rather than block everything behind it forever.
             self.log.error("dropping spooled message %d on %r: %s", row.id, row.topic, err)
             self._rejected += 1
             self.spool.ack([row.id])

@@ -11,6 +11,8 @@ persisted counter, so metrics can say how much was lost and why.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import sqlite3
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge.errors import EdgeError
 
@@ -87,6 +90,29 @@ def _salvage_counters(path: Path) -> list[tuple[str, int]] | None:
         return None
 
 
+def _dump_properties(props: dict[str, Any]) -> str:
+    def enc(v: Any) -> Any:
+        if isinstance(v, (bytes, bytearray)):
+            return {"b64": base64.b64encode(bytes(v)).decode()}
+        if isinstance(v, (list, tuple)):
+            return [enc(x) for x in v]
+        return v
+    return json.dumps({k: enc(v) for k, v in props.items()})
+
+
+def _load_properties(text: str) -> dict[str, Any]:
+    def dec(v: Any) -> Any:
+        if isinstance(v, dict) and set(v) == {"b64"}:
+            return base64.b64decode(v["b64"])
+        if isinstance(v, list):
+            return [dec(x) for x in v]
+        return v
+    out = {k: dec(v) for k, v in json.loads(text).items()}
+    if "UserProperty" in out:  # paho wants (name, value) tuples
+        out["UserProperty"] = [tuple(p) for p in out["UserProperty"]]
+    return out
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused, so order is id order
@@ -97,6 +123,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     historical INTEGER NOT NULL DEFAULT 0,
+    properties TEXT,  -- MQTT 5 publish properties as JSON (bytes base64-encoded), NULL when none
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -119,6 +146,8 @@ class SpooledMessage:
     attempts: int
     #: True when the message was spooled while the broker was unreachable.
     historical: bool = False
+    #: MQTT 5 publish properties by paho name (e.g. ``CorrelationData``), None when none.
+    properties: dict[str, Any] | None = None
 
 
 class Spool:
@@ -170,7 +199,11 @@ class Spool:
             if ok != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {ok}")
             self._db.executescript(_SCHEMA)
-            self._db.execute("SELECT id, topic, payload, qos, retain, created, attempts, historical, size "
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+            if "properties" not in columns:  # spool written by an older version
+                self._db.execute("ALTER TABLE messages ADD COLUMN properties TEXT")
+            self._db.execute("SELECT id, topic, payload, qos, retain, created, attempts, historical, size, "
+                             "properties "
                              "FROM messages LIMIT 0").fetchall()
             return self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM messages").fetchone()
         except BaseException:
@@ -202,13 +235,14 @@ class Spool:
 
     # ------------------------------------------------------------------ writing
     def put(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, *,
-            historical: bool = False) -> int:
+            historical: bool = False, properties: dict[str, Any] | None = None) -> int:
         """Append durably and return the message id; drops the oldest messages if over the limits."""
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        return self._insert(topic, lambda: data, qos, retain, historical)[0]
+        return self._insert(topic, lambda: data, qos, retain, historical, properties)[0]
 
     def put_sequenced(self, topic: str, build: Callable[[int], bytes], *, name: str = "predictions",
-                      qos: int = 1, retain: bool = False, historical: bool = False) -> tuple[int, int]:
+                      qos: int = 1, retain: bool = False, historical: bool = False,
+                      properties: dict[str, Any] | None = None) -> tuple[int, int]:
         """Take ``next_seq(name)`` and append ``build(seq)`` in ONE transaction; returns (id, seq).
 
         With ``next_seq()`` then ``put()``, a SIGKILL between the two commits leaves a hole in the
@@ -220,17 +254,18 @@ class Spool:
             holder.append(self._increment("seq:" + name))
             return build(holder[0])
 
-        msg_id, _ = self._insert(topic, payload, qos, retain, historical)
+        msg_id, _ = self._insert(topic, payload, qos, retain, historical, properties)
         return msg_id, holder[0]
 
     def _insert(self, topic: str, make: Callable[[], bytes], qos: int, retain: bool,
-                historical: bool) -> tuple[int, int]:
+                historical: bool, properties: dict[str, Any] | None = None) -> tuple[int, int]:
+        props = _dump_properties(properties) if properties else None
         now = time.time()
         with self._lock:
             self._begin()
             try:
                 data = make()
-                size = len(data) + len(topic.encode())
+                size = len(data) + len(topic.encode()) + (len(props) if props else 0)
                 if size > self.max_bytes:
                     raise SpoolError(f"message of {size} bytes for {topic!r} is larger than the whole spool "
                                      f"({self.max_bytes} bytes)",
@@ -240,9 +275,10 @@ class Spool:
                 if self._bytes + size > self.max_bytes:
                     self._drop_oldest(self._bytes + size - self.max_bytes)
                 cur = self._db.execute(
-                    "INSERT INTO messages (topic, payload, qos, retain, created, historical, size) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (topic, sqlite3.Binary(data), int(qos), int(bool(retain)), now, int(historical), size))
+                    "INSERT INTO messages (topic, payload, qos, retain, created, historical, size, properties) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (topic, sqlite3.Binary(data), int(qos), int(bool(retain)), now, int(historical), size,
+                     props))
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
@@ -345,10 +381,11 @@ class Spool:
         """Oldest first; ``after_id`` continues a scan without re-reading messages already in flight."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain, created, attempts, historical FROM messages "
+                "SELECT id, topic, payload, qos, retain, created, attempts, historical, properties FROM messages "
                 "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
         return [SpooledMessage(id=r[0], topic=r[1], payload=bytes(r[2]), qos=r[3], retain=bool(r[4]),
-                               created=r[5], attempts=r[6], historical=bool(r[7])) for r in rows]
+                               created=r[5], attempts=r[6], historical=bool(r[7]),
+                               properties=_load_properties(r[8]) if r[8] else None) for r in rows]
 
     def last_id(self) -> int:
         """The highest id ever handed out (0 for a new spool)."""

@@ -78,6 +78,17 @@ _REFUSALS = {
 }
 
 
+def publish_properties(values: dict[str, Any]) -> Properties:
+    """paho ``Properties`` for a PUBLISH from ``{"CorrelationData": b"..", "ResponseTopic": ".."}``."""
+    props = Properties(PacketTypes.PUBLISH)
+    for name, value in values.items():
+        try:
+            setattr(props, name, value)
+        except Exception as err:  # paho raises MQTTException for unknown names and bad types
+            raise ValueError(f"invalid MQTT 5 publish property {name}={value!r}: {err}") from None
+    return props
+
+
 def _describe_oserror(err: OSError, url: BrokerURL) -> str:
     where = f"{url.host}:{url.port}"
     if url.tls and isinstance(err, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
@@ -245,10 +256,7 @@ class MqttClient:
 
     @staticmethod
     def _properties(values: dict[str, Any]) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)
-        for name, value in values.items():
-            setattr(props, name, value)
-        return props
+        return publish_properties(values)
 
     # ------------------------------------------------------------------ network thread
     def _new_paho(self) -> paho.Client:

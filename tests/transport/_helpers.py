@@ -24,6 +24,7 @@ class Collector:
     def __init__(self, broker: Mosquitto, topic: str) -> None:
         self.topic = topic
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.correlation: list[tuple[bytes, bytes | None]] = []  # (payload, CorrelationData)
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"collector-{time.monotonic_ns()}",
@@ -45,6 +46,8 @@ class Collector:
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            props = getattr(msg, "properties", None)
+            self.correlation.append((bytes(msg.payload), getattr(props, "CorrelationData", None)))
 
     def json(self, topic_suffix: str = "") -> list[dict]:
         with self.lock:

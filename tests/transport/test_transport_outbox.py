@@ -98,8 +98,12 @@ def test_broker_down_at_start_then_everything_arrives_marked(
             time.sleep(0.02)
         for i in range(40):
             box.send(TOPIC, prediction(i), seq="predictions")
+        # MQTT 5 properties are spooled with the message (answers to requests keep their correlation id).
+        box.send("edge/dev/answer", b"cat", properties={"CorrelationData": b"req-7", "ResponseTopic": "r/t"})
+        with pytest.raises(ValueError, match="property"):
+            box.send("edge/dev/answer", b"x", properties={"NoSuchProperty": 1})
         assert box.flush(0.3) is False, "nothing can be acknowledged without a broker"
-        assert spool.depth() == 40
+        assert spool.depth() == 41
         mosquitto.start()
         assert coll.subscribed.wait(10)
         assert box.flush(20), box.stats()
@@ -107,6 +111,7 @@ def test_broker_down_at_start_then_everything_arrives_marked(
         msgs = assert_complete(coll, 40)
         assert all(m.get("historical") is True for m in msgs)
         assert [m["seq"] for m in msgs][:40] == list(range(1, 41)), "replay keeps the order"
+        assert coll.wait_for(lambda: (b"cat", b"req-7") in coll.correlation, 5), coll.correlation[-3:]
         box.stop()
         client.stop()
 

@@ -156,3 +156,27 @@ def test_two_connections_share_the_file(tmp_path: Path) -> None:
         assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert reader.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
         reader.close()
+
+
+def test_properties_round_trip_and_old_spools_are_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+            qos INTEGER NOT NULL, retain INTEGER NOT NULL, created REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, historical INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO counters VALUES ('seq:predictions', 41);
+    """)
+    db.execute("INSERT INTO messages (topic, payload, qos, retain, created, size) VALUES ('t', x'01', 1, 0, ?, 2)",
+               (time.time(),))
+    db.commit()
+    db.close()
+    with Spool(path) as spool:
+        assert spool.quarantined is None
+        assert [(m.payload, m.properties) for m in spool.pending()] == [(b"\x01", None)]
+        props = {"CorrelationData": b"\x00\xffid", "ResponseTopic": "a/b",
+                 "UserProperty": [("k", "v")], "MessageExpiryInterval": 60}
+        spool.put("t2", b"x", properties=props)
+        assert spool.pending()[-1].properties == props
+        assert spool.next_seq() == 42
