@@ -30,9 +30,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.errors import EdgeError
 from edge.mqtt.url import BrokerURL, parse_broker_url
 
 _MID_BITS = 16  # paho mids are 1..65535
+
+
+class TLSConfigError(EdgeError):
+    """TLS options that cannot work (missing or unreadable CA, certificate or key file)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,23 @@ def publish_properties(values: dict[str, Any]) -> Properties:
     return props
 
 
+def _build_tls_context(tls: TLSOptions) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise TLSConfigError(
+            f"cannot use the TLS files (ca_file={tls.ca_file!r}, cert_file={tls.cert_file!r}, "
+            f"key_file={tls.key_file!r}): {err}",
+            "check the paths exist, are readable and hold PEM data; the key must match the certificate") from err
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _describe_oserror(err: OSError, url: BrokerURL) -> str:
     where = f"{url.host}:{url.port}"
     if url.tls and isinstance(err, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
@@ -141,7 +163,9 @@ class MqttClient:
         self._acked_waiters: dict[int, threading.Event] = {}
         self._last_error: str | None = None
         self._attempt_error = False
-        self._ssl_context: ssl.SSLContext | None = None
+        # Built now: a missing CA or key file is a configuration error to report at start-up,
+        # not something for the network thread to retry forever.
+        self._ssl_context: ssl.SSLContext | None = _build_tls_context(self.tls) if self.tls else None
         #: Seconds slept before each reconnect attempt (most recent last): for logs and tests.
         self.backoff_history: deque[float] = deque(maxlen=64)
         self.connect_attempts = 0
@@ -283,14 +307,7 @@ class MqttClient:
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
             assert self.tls is not None
-            ctx = ssl.create_default_context(cafile=self.tls.ca_file)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if self.tls.cert_file:
-                ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            if self.tls.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl_context = ctx
+            self._ssl_context = _build_tls_context(self.tls)
         return self._ssl_context
 
     def _next_delay(self, failures: int) -> float:
@@ -302,7 +319,13 @@ class MqttClient:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            client = self._new_paho()
+            try:
+                client = self._new_paho()
+            except Exception as err:  # never let the network thread die
+                self.log.exception("cannot set up the MQTT client")
+                self._set_error(f"cannot set up the MQTT client: {err}")
+                self._stopping.wait(self.backoff_max)
+                continue
             with self._lock:
                 self._client = client
             self.connect_attempts += 1
