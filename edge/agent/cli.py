@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -115,6 +117,8 @@ def run(a: argparse.Namespace) -> int:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return exc.exit_code
     agent.install_signal_handlers()
+    # `kill -USR1 <pid>` prints every thread's stack to the log: the way to see where a device hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return agent.run()
     except EdgeError as exc:

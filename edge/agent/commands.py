@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge.errors import EdgeError
+
 log = logging.getLogger("edge.agent.cmd")
 
 Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]  # (agent, command) -> result
@@ -141,16 +143,26 @@ def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    """Delegates to ``edge.bench.run_for_agent(model, params) -> dict`` when edge-bench is part of the build."""
-    if importlib.util.find_spec("edge.bench") is None:
+    """``edge.bench.run_for_agent(model, params, device=...)`` on the loaded model, when edge-bench is in the build.
+
+    The report goes to ``<prefix>/<device>/bench`` and is the command's result.
+    """
+    try:
+        spec = importlib.util.find_spec("edge.bench")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise CommandError("bench not available in this build (edge.bench is not installed)")
     mod = importlib.import_module("edge.bench")
     fn = getattr(mod, "run_for_agent", None)
     if fn is None:
         raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
     params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
-    with agent.pipeline.lock:  # the interpreter is not thread-safe: pause inferences meanwhile
-        report = fn(agent.pipeline.model, params, device=getattr(agent, "device", None))
+    try:
+        with agent.pipeline.lock:  # the interpreter is not thread-safe: inferences wait meanwhile
+            report = fn(agent.pipeline.model, params, device=agent.device)
+    except EdgeError as exc:
+        raise CommandError(f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what) from exc
     agent.publish_bench(report)
     return report if isinstance(report, dict) else {"report": report}
 

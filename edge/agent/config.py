@@ -41,8 +41,10 @@ class MqttConfig(Section):
     client_id: Optional[str] = Field(None, title="MQTT client id", description="Default edge-agent-<device id>")
     keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive", description="MQTT keepalive in seconds")
     protocol: Literal[5, 311] = Field(5, title="MQTT protocol", description="5 (MQTT 5) or 311 (MQTT 3.1.1)")
-    backoff_min_s: float = Field(1.0, gt=0, title="Reconnect backoff minimum", description="Seconds")
-    backoff_max_s: float = Field(120.0, gt=0, title="Reconnect backoff maximum", description="Seconds")
+    backoff_min_s: float = Field(1.0, gt=0, title="Reconnect backoff minimum",
+                                 description="First wait before reconnecting (doubles, with jitter), seconds")
+    backoff_max_s: float = Field(120.0, gt=0, title="Reconnect backoff maximum",
+                                 description="Longest wait between reconnect attempts, seconds")
 
     @field_validator("prefix")
     @classmethod
@@ -81,7 +83,7 @@ class SourceConfig(Section):
     camera_interval_s: float = Field(1.0, ge=0, le=3600, title="Camera interval",
                                      description="Seconds between camera frames")
     queue_size: int = Field(64, ge=1, le=100_000, title="MQTT request queue",
-                            description="Pending 'infer' requests kept before the oldest are refused")
+                            description="Pending 'infer' requests; more are refused with an errors message")
 
 
 class PreprocessConfig(Section):

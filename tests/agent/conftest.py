@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -116,6 +117,8 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # faulthandler: stacks of every thread into the log
+            time.sleep(1)
             self.proc.kill()
             raise AssertionError(f"agent did not exit within {timeout}s:\n{self.output()[-4000:]}") from None
 

@@ -91,7 +91,8 @@ def test_commands_and_metrics_on_a_live_agent(mosquitto: Mosquitto, tmp_path: Pa
         b'{"id": "u1", "action": "format_disk"}',
         b'{"id": "s0", "action": "set", "top_k": "three"}',
         b'{"id": "s1", "action": "set", "top_k": 1}',
-        b'{"id": "b1", "action": "bench"}',
+        b'{"id": "b1", "action": "bench", "runs": 5, "min_secs": 0.05, "max_secs": 1}',
+        b'{"id": "b2", "action": "bench", "runs": 0}',
     ]
     for c in commands:
         sub.publish("edge/c1/cmd", c)
@@ -103,7 +104,10 @@ def test_commands_and_metrics_on_a_live_agent(mosquitto: Mosquitto, tmp_path: Pa
     assert not by_id["u1"]["ok"] and "unknown action 'format_disk'" in by_id["u1"]["error"]
     assert not by_id["s0"]["ok"] and "top_k must be" in by_id["s0"]["error"]
     assert by_id["s1"]["ok"] and by_id["s1"]["result"]["top_k"] == 1
-    assert by_id["b1"]["ok"] or "bench not available" in by_id["b1"]["error"]
+    assert by_id["b1"]["ok"], by_id["b1"]  # edge.bench on the agent's own interpreter
+    (report,) = sub.wait(lambda s: s.json("edge/c1/bench"), 30, "bench report")
+    assert report["device"] == "c1" and report["schema"] == 1
+    assert not by_id["b2"]["ok"] and "runs" in by_id["b2"]["error"]
     assert all(r["schema"] == 1 and r["device"] == "c1" for r in results)
 
     shutil.copy(coral / "cat.bmp", d / "cat1.bmp")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -35,7 +36,6 @@ def _probe(python: str, broker: Mosquitto, tmp_path: Path, coral: Path, *extra: 
 
 
 def test_agent_never_imports_tensorflow(mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber) -> None:
-    import sys
     sub = subscriber(["edge/r1/predictions"])
     out = _probe(sys.executable, mosquitto, tmp_path, coral)  # this venv HAS tensorflow installed
     assert out["rc"] == 0, out["stderr"]
@@ -61,3 +61,15 @@ def test_agent_runs_with_tflite_runtime_2_14(mosquitto: Mosquitto, tmp_path: Pat
     numpy_version = subprocess.run([python, "-c", "import numpy; print(numpy.__version__)"], capture_output=True,
                                    text=True).stdout
     assert numpy_version.startswith("1."), numpy_version
+
+
+def test_camera_without_opencv_says_what_to_install(tmp_path: Path, coral: Path) -> None:
+    # cv2 is an optional extra: block it so the test means the same with or without it installed
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from edge.agent.cli import main\nsys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "run", "--model",
+                        str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", "camera:0", "--broker",
+                        "mqtt://127.0.0.1:1", "--device-id", "cam", "--state-dir", str(tmp_path / "s"), "--once"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=subprocess_env())
+    assert r.returncode == 2, r.stderr
+    assert "needs OpenCV" in r.stderr and "edge-ml-toolkit[camera]" in r.stderr and "Traceback" not in r.stderr

@@ -180,10 +180,12 @@ def test_set_and_bench_commands() -> None:
     agent = _FakeAgent(settings={})
     assert reg.dispatch(agent, b'{"id":"a","action":"set","top_k":3,"threshold":0.1}') == \
         ("a", "set", True, {"top_k": 3, "threshold": 0.1}, None)
-    cid, action, ok, result, error = reg.dispatch(agent, b'{"id":"b","action":"bench"}')
-    import importlib.util
-    if importlib.util.find_spec("edge.bench") is None:
-        assert not ok and error and "bench not available in this build" in error
+
+def test_bench_command_without_edge_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    monkeypatch.setitem(sys.modules, "edge.bench", None)  # a build without edge-bench
+    cid, action, ok, result, error = commands.default_registry().dispatch(_FakeAgent(), b'{"id":"b","action":"bench"}')
+    assert (cid, ok) == ("b", False) and error and "bench not available in this build" in error
 
 
 def test_handler_bug_is_an_error_result_not_a_crash() -> None:
