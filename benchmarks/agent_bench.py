@@ -206,6 +206,7 @@ def main() -> int:
     a.workdir.mkdir(parents=True, exist_ok=True)
     model = build_model(a.workdir)
     input_tensor(model, a.workdir)
+    load_before = os.getloadavg()[0]  # a shared machine: the figures mean more next to this
     ag = agent_run(model, a.workdir, a.images, a.rounds)
     rounds = ag["rounds"]
     ratios = [r["per_inference_ms"] / r["bare_per_inference_ms"] for r in rounds]
@@ -223,6 +224,7 @@ def main() -> int:
         "rss_ratio": figures["rss_ratio"] <= TARGETS["rss_ratio"],
         "first_prediction_s": figures["first_prediction_s"] <= TARGETS["first_prediction_s"],
     }
+    print(f"load average     {load_before:.2f} before, {os.getloadavg()[0]:.2f} after ({os.cpu_count()} CPUs)")
     print(f"model            {model.name} ({model.stat().st_size / 1e6:.1f} MB), threads=1, "
           f"{a.rounds} rounds of {a.images} images, each between two bare loops of {a.images} invokes")
     for i, r in enumerate(rounds):
@@ -242,6 +244,7 @@ def main() -> int:
         "threads": 1, "agent": {k: v for k, v in ag.items() if k != "stderr"},
         "figures": figures, "targets": TARGETS, "pass": passed,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_1m_before_after": [load_before, os.getloadavg()[0]],
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")
