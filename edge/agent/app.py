@@ -205,8 +205,8 @@ class Agent:
             return exc
 
     def process(self, item: Item, prepared: Prepared | Exception | None = None) -> None:
-        if prepared is None:
-            prepared = self.prepare(item)
+        if prepared is None or (isinstance(prepared, Prepared) and prepared.model is not self.pipeline.model):
+            prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
         try:
             if isinstance(prepared, Exception):
                 raise prepared

@@ -308,3 +308,17 @@ def test_python_dash_m_edge_is_edge_agent() -> None:
     from edge.agent.cli import main
 
     assert main.__module__ == "edge.agent.cli"
+
+
+def test_usage_errors_exit_2_with_a_fix(tmp_path: Path, coral: Path) -> None:
+    model = str(coral / "mobilenet_v1_0.25_128_quant.tflite")
+    cases = [
+        (["--source", "mqtt", "--broker", "http://host:1"], "unsupported scheme 'http'"),
+        (["--source", str(tmp_path / "missing"), "--broker", "mqtt://h:1"], "neither an existing file"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--top-k", "0"], "postprocess.top_k = 0"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--device-id", "a/b"], "mqtt.device_id = 'a/b'"),
+    ]
+    for args, needle in cases:
+        r = run_module("edge", "run", "--model", model, "--state-dir", str(tmp_path / "s"), *args, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr and "fix:" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
