@@ -227,10 +227,15 @@ class MqttClient:
         """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1)."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
+        # Called from a handler (e.g. a "shutdown" command) the network thread cannot wait for
+        # its own PUBACK; the PUBLISH still goes out before the DISCONNECT, in order.
+        in_network_thread = threading.current_thread() is self._thread
         if offline_payload is not None and self.will is not None and self.connected:
             done = threading.Event()
             mid = self.publish(self.will.topic, offline_payload, qos=1, retain=True, _waiter=done)
-            if mid is None or not done.wait(max(0.0, deadline - time.monotonic())):
+            if in_network_thread:
+                pass
+            elif mid is None or not done.wait(max(0.0, deadline - time.monotonic())):
                 self.log.warning("could not confirm the offline message on %s; the broker will publish "
                                  "the Last Will when it notices the connection is gone", self.will.topic)
         with self._lock:
@@ -240,9 +245,9 @@ class MqttClient:
                 client.disconnect()
             except Exception:  # pragma: no cover - best effort on the way out
                 self.log.debug("disconnect failed", exc_info=True)
-        if self._thread is not None:
+        if self._thread is not None and not in_network_thread:
             self._thread.join(max(0.1, deadline - time.monotonic()))
-            self._thread = None
+        self._thread = None
         self._connected.clear()
 
     # ------------------------------------------------------------------ publishing

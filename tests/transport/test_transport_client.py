@@ -324,3 +324,25 @@ def test_missing_tls_files_fail_at_construction(tmp_path: Path) -> None:
     with pytest.raises(TLSConfigError):
         MqttClient("mqtts://127.0.0.1", "dev-x", tls=TLSOptions(ca_file=str(ca), cert_file=str(cert),
                                                                key_file=str(tmp_path / "missing.key")))
+
+
+def test_stop_from_a_message_handler(mosquitto: Mosquitto) -> None:
+    # e.g. a "shutdown" command: stop() runs in the network thread and must neither hang nor raise.
+    client = MqttClient(mosquitto.url, "dev-i", will=Will("edge/dev-i/availability", "offline"))
+    stopped = threading.Event()
+
+    def handler(_msg: Message) -> None:
+        client.stop(offline_payload="offline", timeout=2)
+        stopped.set()
+
+    client.subscribe("edge/dev-i/cmd", handler)
+    client.on_connect(lambda: client.publish("edge/dev-i/availability", "online", qos=1, retain=True))
+    client.start()
+    assert client.wait_connected(10)
+    assert retained(mosquitto, "edge/dev-i/availability") == "online"
+    started = time.monotonic()
+    pub(mosquitto, "edge/dev-i/cmd", "shutdown")
+    assert stopped.wait(5) and time.monotonic() - started < 2
+    assert retained(mosquitto, "edge/dev-i/availability") == "offline"
+    time.sleep(0.3)
+    assert not client.connected
