@@ -346,3 +346,24 @@ def test_stop_from_a_message_handler(mosquitto: Mosquitto) -> None:
     assert retained(mosquitto, "edge/dev-i/availability") == "offline"
     time.sleep(0.3)
     assert not client.connected
+
+
+def test_duplicate_client_id_is_explained_and_backs_off(mosquitto: Mosquitto) -> None:
+    a = MqttClient(mosquitto.url, "same-id", backoff_min=0.05, backoff_max=0.4)
+    b = MqttClient(mosquitto.url, "same-id", backoff_min=0.05, backoff_max=0.4)
+    a.start()
+    assert a.wait_connected(10)
+    b.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "same client id" not in (a.last_error or "") + (b.last_error or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = (a.last_error or "") + (b.last_error or "")
+        # mosquitto 2.0.11 just closes the old connection; newer brokers say "session taken over".
+        assert "same client id 'same-id'" in text, text
+        time.sleep(2)
+        # Without growing back-off they would take each other over every 50 ms.
+        assert a.generation + b.generation < 30, (a.generation, b.generation)
+    finally:
+        a.stop()
+        b.stop()
