@@ -235,3 +235,19 @@ def test_respects_broker_receive_maximum_and_packet_size(tmp_path: Path) -> None
             coll.close()
             box.stop()
             client.stop()
+
+
+def test_full_spool_drops_oldest_and_stats_count_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    client = MqttClient("mqtt://127.0.0.1:1", "dev")  # never started: the broker is "down"
+    with Spool(path, max_bytes=3000) as spool:
+        box = Outbox(client, spool)
+        for i in range(40):
+            box.send(TOPIC, prediction(i), seq="predictions")
+        stats = box.stats()
+        assert stats["dropped_spool"] == stats["dropped_spool_since_start"] == 40 - spool.depth() > 0
+        kept = [json.loads(m.payload)["seq"] for m in spool.pending()]
+        assert kept == list(range(41 - len(kept), 41)), "the newest are kept"
+    with Spool(path, max_bytes=3000) as spool:
+        again = Outbox(client, spool).stats()
+        assert again["dropped_spool"] == stats["dropped_spool"] and again["dropped_spool_since_start"] == 0
