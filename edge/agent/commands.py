@@ -40,22 +40,34 @@ class CommandRegistry:
     def __contains__(self, action: object) -> bool:
         return action in self.handlers
 
-    def dispatch(self, agent: Any, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
+    def dispatch(
+        self, agent: Any, payload: bytes
+    ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
         """-> (id, action, ok, result, error). Never raises."""
         try:
             cmd = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return None, None, False, None, f"command is not JSON ({exc}); send {{\"id\": ..., \"action\": ...}}"
+            return None, None, False, None, f'command is not JSON ({exc}); send {{"id": ..., "action": ...}}'
         if not isinstance(cmd, dict):
             return None, None, False, None, f"command must be a JSON object, received {type(cmd).__name__}"
         cid, action = cmd.get("id"), cmd.get("action")
         if not isinstance(action, str) or not action:
-            return cid, action, False, None, "command has no 'action' (expected one of: " + \
-                ", ".join(sorted(self.handlers)) + ")"
+            return (
+                cid,
+                action,
+                False,
+                None,
+                "command has no 'action' (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
+            )
         handler = self.handlers.get(action)
         if handler is None:
-            return cid, action, False, None, f"unknown action {action!r} (expected one of: " + \
-                ", ".join(sorted(self.handlers)) + ")"
+            return (
+                cid,
+                action,
+                False,
+                None,
+                f"unknown action {action!r} (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
+            )
         try:
             return cid, action, True, handler(agent, cmd), None
         except CommandError as exc:
@@ -106,9 +118,14 @@ class CommandWorker:
 
 # --- built-in actions ---------------------------------------------------------------------------------
 
+
 def ping(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    return {"pong": True, "agent_version": agent.version, "uptime_s": round(time.monotonic() - agent.started_mono, 3),
-            "seq": agent.last_seq}
+    return {
+        "pong": True,
+        "agent_version": agent.version,
+        "uptime_s": round(time.monotonic() - agent.started_mono, 3),
+        "seq": agent.last_seq,
+    }
 
 
 def reload(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:

@@ -49,8 +49,14 @@ class Settings:
 
 
 class Pipeline:
-    def __init__(self, model: LoadedModel, labels: dict[int, str], norm: Normalization, settings: Settings,
-                 max_image_pixels: int = 40_000_000) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        labels: dict[int, str],
+        norm: Normalization,
+        settings: Settings,
+        max_image_pixels: int = 40_000_000,
+    ) -> None:
         self.model = model
         self.labels = labels
         self.norm = norm
@@ -59,15 +65,20 @@ class Pipeline:
         self.kind = postprocess.model_kind(model.outputs)
         self.lock = threading.Lock()
         if len(model.inputs) != 1:
-            raise InputError(f"{model.path.name} has {len(model.inputs)} inputs; the agent feeds one image",
-                             "use a single-input image model")
+            raise InputError(
+                f"{model.path.name} has {len(model.inputs)} inputs; the agent feeds one image",
+                "use a single-input image model",
+            )
         image_layout(model.inputs[0])  # fail at start-up, not on the first image
 
     def prepare(self, data: ImageInput, name: str = "") -> Prepared:
         """Decode and preprocess (no interpreter involved): may run on another thread, ahead of invoke."""
         t0 = time.perf_counter()
-        img = data if isinstance(data, Image.Image) else decode_image(data, max_pixels=self.max_image_pixels,
-                                                                       name=name)
+        img = (
+            data
+            if isinstance(data, Image.Image)
+            else decode_image(data, max_pixels=self.max_image_pixels, name=name)
+        )
         tensor = image_to_tensor(img, self.model.inputs[0], self.norm)
         return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model)
 
@@ -87,8 +98,12 @@ class Pipeline:
             key, value = self._post(outs, self.settings)
             t3 = time.perf_counter()
         pre = prepared.preprocess_ms
-        lat = {"preprocess": pre, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-               "total": pre + (t3 - t1) * 1e3}
+        lat = {
+            "preprocess": pre,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": pre + (t3 - t1) * 1e3,
+        }
         return Result(self.kind, key, value, lat)
 
     def run(self, data: ImageInput, name: str = "") -> Result:
