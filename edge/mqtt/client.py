@@ -153,6 +153,9 @@ class MqttClient:
 
         self._lock = threading.Lock()
         self._client: paho.Client | None = None
+        # The client whose CONNACK was handled: subscribe() goes straight to it. Set under the lock
+        # together with the snapshot of subscriptions, so none falls between the two.
+        self._live_client: paho.Client | None = None
         self._generation = 0  # number of successful connections so far
         self._connected = threading.Event()
         self._stopping = threading.Event()
@@ -195,7 +198,7 @@ class MqttClient:
         """Subscribe now (if connected) and again after every reconnect."""
         with self._lock:
             self._subs[topic] = (handler, qos)
-            client = self._client if self._connected.is_set() else None
+            client = self._live_client
         if client is not None:
             client.message_callback_add(topic, self._dispatcher(handler))
             client.subscribe(topic, qos)
@@ -360,6 +363,7 @@ class MqttClient:
                                 f"closed before the broker accepted it{hint}")
             with self._lock:
                 self._client = None
+                self._live_client = None
             if self._stopping.is_set():
                 break
             if self._generation == gen_before:
@@ -403,6 +407,7 @@ class MqttClient:
         self.maximum_packet_size = int(getattr(props, "MaximumPacketSize", 0) or 0) or None
         with self._lock:
             self._generation = gen
+            self._live_client = client
             subs = list(self._subs.items())
         for topic, (handler, _qos) in subs:
             client.message_callback_add(topic, self._dispatcher(handler))
@@ -421,6 +426,7 @@ class MqttClient:
                 return
             was = self._connected.is_set()
             self._connected.clear()
+            self._live_client = None
         if was and not self._stopping.is_set():
             failed = reason is not None and getattr(reason, "is_failure", False)
             if failed and getattr(reason, "value", None) == 0x8E:  # Session taken over (MQTT 5)

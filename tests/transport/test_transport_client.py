@@ -101,6 +101,13 @@ def test_reconnects_resubscribes_and_calls_on_connect_again(mosquitto: Mosquitto
     client.start()
     try:
         assert client.wait_connected(10)
+        late: list[bytes] = []
+        client.subscribe("edge/dev-b/late", lambda m: late.append(m.payload))  # while connected
+        deadline = time.monotonic() + 5
+        while not late and time.monotonic() < deadline:
+            pub(mosquitto, "edge/dev-b/late", "hello")
+            time.sleep(0.1)
+        assert late and late[0] == b"hello"
         mosquitto.kill()
         deadline = time.monotonic() + 5
         while client.connected and time.monotonic() < deadline:
