@@ -24,7 +24,8 @@ from tests.conftest import ROOT, subprocess_env
 class Subscriber:
     """Collects every message on ``topics``; resubscribes after a broker restart."""
 
-    def __init__(self, broker: Mosquitto, topics: list[str], protocol: int = mqtt.MQTTv5) -> None:
+    def __init__(self, broker: Mosquitto, topics: list[str], protocol: int = mqtt.MQTTv5,
+                 persistent: bool = False) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.cond = threading.Condition()
         self.connects = 0
@@ -49,7 +50,18 @@ class Subscriber:
         self.client.on_connect = on_connect
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
-        self.client.connect_async(broker.host, broker.port, keepalive=10)
+        if persistent:
+            # A session the broker keeps (and queues QoS 1 for) while we are away, so nothing
+            # published between a broker restart and our re-subscription is lost to the test.
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.client.connect_async(broker.host, broker.port, keepalive=10, clean_start=False,
+                                      properties=props)
+        else:
+            self.client.connect_async(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
         self.wait(lambda s: s.connects >= 1, 10, "subscriber never subscribed")
 
