@@ -21,12 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edge
 from edge.agent import messages, system
 from edge.agent.commands import CommandWorker, default_registry
-from edge.agent.config import AgentConfig
 from edge.agent.metrics import LatencyWindow, health
 from edge.agent.pipeline import Pipeline, Prepared, Settings
 from edge.agent.sources import Item, Source, open_source
@@ -34,6 +33,10 @@ from edge.errors import EdgeError
 from edge.labels import read_labels
 from edge.preprocess import Normalization
 from edge.runtime import LoadedModel, load_model
+
+if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic stays out (config_view)
+    from edge.agent.config import AgentConfig
+    from edge.agent.config_view import ConfigView
 
 log = logging.getLogger("edge.agent")
 
@@ -47,7 +50,7 @@ def _json(payload: dict[str, Any]) -> bytes:
 class Agent:
     version = edge.__version__
 
-    def __init__(self, cfg: AgentConfig, *, delegates: Any = None) -> None:
+    def __init__(self, cfg: AgentConfig | ConfigView, *, delegates: Any = None) -> None:
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
         self.topics = messages.Topics(cfg.mqtt.prefix, self.device)

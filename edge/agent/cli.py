@@ -114,13 +114,17 @@ def check_config(path: str) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
-    from edge.agent.app import Agent
-    from edge.agent.config import load_config
-    from edge.agent.sources import source_kind
-    from edge.mqtt.url import parse_broker_url
+    from edge.agent.config_view import ForkedValidation
 
     try:
-        cfg = load_config(a.config, flags=_flags(a))
+        # pydantic validates in a child (see config_view): the agent does not keep ~11 MB for it,
+        # and numpy and the runtime import here meanwhile.
+        validation = ForkedValidation(a.config, _flags(a)).start()
+        from edge.agent.app import Agent
+        from edge.agent.sources import source_kind
+        from edge.mqtt.url import parse_broker_url
+
+        cfg = validation.result()
         _setup_logging(cfg.log_level)
         if cfg.source.spec is None:
             raise EdgeError("no source given", "pass --source FILE|DIR|mqtt|camera[:N] (or [source] spec)")

@@ -1,0 +1,120 @@
+"""The agent's validated configuration, kept without pydantic in the long-running process.
+
+Validation is pydantic's (the models of :mod:`edge.agent.config`, same errors), but pydantic with
+pydantic_core and the stdlib it drags in (importlib.metadata, email, zipfile, decimal, zoneinfo,
+hashlib/OpenSSL through ``secrets``) holds ~11 MB of RSS for the agent's whole life, for a config
+read once. So ``edge-agent run`` validates in a forked child that sends back the plain values
+(``model_dump()``), and the agent keeps a read-only :class:`ConfigView` of them. The parent imports
+numpy and the runtime meanwhile, so start-up is not slower. Where ``fork`` is missing, or the process
+already runs threads (a fork would copy locks another thread holds), validation runs in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError
+
+
+class ConfigView:
+    """Attribute access to validated config values (``cfg.mqtt.broker``), read-only."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        tree = {k: ConfigView(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+        object.__setattr__(self, "_values", tree)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no config key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("the agent's configuration is read-only once validated")
+
+    def __repr__(self) -> str:
+        return f"ConfigView({self.model_dump()!r})"
+
+    def model_dump(self) -> dict[str, Any]:
+        return {k: v.model_dump() if isinstance(v, ConfigView) else v for k, v in self._values.items()}
+
+    def resolved_state_dir(self) -> Path:
+        return Path(self._values["state_dir"]).expanduser()
+
+
+class ConfigValidationFailed(EdgeError):
+    """An EdgeError raised in the validating child, re-raised here with its exit code."""
+
+    def __init__(self, what: str, fix: str, exit_code: int) -> None:
+        super().__init__(what, fix)
+        self.exit_code = exit_code
+
+
+def _validate(path: str | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    from edge.agent.config import load_config
+
+    return load_config(path, flags=flags).model_dump()
+
+
+class ForkedValidation:
+    """``start()`` forks the validating child; ``result()`` waits for it and returns the view."""
+
+    def __init__(self, path: str | None, flags: Mapping[str, Any]) -> None:
+        self.path, self.flags = path, dict(flags)
+        self._pid: int | None = None
+        self._fd: int | None = None
+
+    def start(self) -> ForkedValidation:
+        if not hasattr(os, "fork") or threading.active_count() > 1:
+            return self
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; coverage does not follow forks
+            os.close(r)
+            code = 0
+            try:
+                try:
+                    msg: tuple[Any, ...] = ("ok", _validate(self.path, self.flags))
+                except EdgeError as exc:
+                    msg = ("error", exc.what, exc.fix, exc.exit_code)
+                with os.fdopen(w, "wb") as fh:
+                    fh.write(pickle.dumps(msg))
+            except BaseException:  # a bug: show it; the parent reports a child that sent nothing
+                import traceback
+
+                traceback.print_exc()
+                code = 70
+            finally:
+                os._exit(code)  # no atexit, no flushing of the parent's buffers
+        os.close(w)
+        self._pid, self._fd = pid, r
+        return self
+
+    def result(self) -> ConfigView:
+        if self._pid is None:
+            return ConfigView(_validate(self.path, self.flags))
+        assert self._fd is not None
+        with os.fdopen(self._fd, "rb") as fh:
+            data = fh.read()
+        _, status = os.waitpid(self._pid, 0)
+        if not data:
+            raise EdgeError(
+                f"the config validation process failed (wait status {status})",
+                "run `edge-agent check-config FILE` to see the problem",
+            )
+        msg = pickle.loads(data)  # our own child's bytes
+        if msg[0] == "error":
+            raise ConfigValidationFailed(msg[1], msg[2], msg[3])
+        return ConfigView(msg[1])
+
+
+def load_config_view(path: str | None, flags: Mapping[str, Any]) -> ConfigView:
+    """Validate defaults < file < EDGE_* < flags and return the values, keeping pydantic out of this process."""
+    return ForkedValidation(path, flags).start().result()
