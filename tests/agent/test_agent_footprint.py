@@ -1,0 +1,96 @@
+"""What the agent's long-running process keeps imported: the RSS budget of issue 3, asserted without timing.
+
+benchmarks/agent_bench.py measures the RSS ratio; these tests pin down the causes it depends on, in a
+subprocess running the agent as users do: pydantic validates the config in a forked child and never
+loads here; no importlib.metadata; a junk file does not make Pillow import its ~40 other plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from edge.broker import Mosquitto
+from tests.conftest import ROOT, subprocess_env
+
+_PROBE = textwrap.dedent("""
+    import json, sys
+    import edge.agent.config_view as cv
+    forked = []
+    start = cv.ForkedValidation.start
+    def spy(self):
+        out = start(self)
+        forked.append(self._pid is not None)
+        return out
+    cv.ForkedValidation.start = spy
+    from edge.agent.cli import main
+    rc = main(sys.argv[1:])
+    print("PROBE " + json.dumps({"rc": rc, "forked": forked, "modules": sorted(sys.modules)}))
+""")
+
+PREINIT_PLUGINS = {f"PIL.{n}ImagePlugin" for n in ("Bmp", "Gif", "Jpeg", "Png", "Ppm")}
+
+
+def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a_cat.bmp").write_bytes((coral / "cat.bmp").read_bytes())
+    (src / "b_hot_dog.jpg").write_bytes((coral / "hot_dog.jpg").read_bytes())
+    (src / "c_junk.tif").write_bytes(b"II*\x00 not really a TIFF")
+    sub = subscriber(["edge/fp/predictions", "edge/fp/errors"])
+    args = ["run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", str(src),
+            "--broker", mosquitto.url, "--device-id", "fp", "--state-dir", str(tmp_path / "state"), "--once",
+            "--top-k", "2"]
+    r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=180,
+                       cwd=ROOT, env=subprocess_env())
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
+    assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
+    out = json.loads(line[6:])
+    assert out["rc"] == 0, r.stderr
+    assert out["forked"] == [True], "the config was not validated in a forked child"
+    mods = set(out["modules"])
+    assert not {m for m in mods if m.split(".")[0] in ("pydantic", "pydantic_core")}
+    assert "importlib.metadata" not in mods
+    assert "edge.agent.config" not in mods
+    plugins = {m for m in mods if m.startswith("PIL.") and m.endswith("ImagePlugin")}
+    assert plugins <= PREINIT_PLUGINS, f"Pillow loaded {sorted(plugins - PREINIT_PLUGINS)}"
+    # and the work was really done: two predictions (top-k from the validated flags), one clear error
+    preds = sub.wait(lambda s: len(s.json("edge/fp/predictions")) >= 2 and s.json("edge/fp/predictions"), 30,
+                     "two predictions")
+    assert all(len(p["top_k"]) == 2 for p in preds)
+    err = sub.wait(lambda s: s.json("edge/fp/errors"), 30, "the junk file's error")[0]
+    assert err["source"] == "c_junk.tif" and "not a JPEG, PNG or BMP" in err["error"]
+
+
+def test_config_errors_from_the_child_keep_their_message_and_exit_code(tmp_path: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text('[postprocess]\ntop_k = 0\n[mqtt]\nbogus = 1\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(bad), "--source", "mqtt", "--model", "m.tflite"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env(),
+    )
+    assert r.returncode == 2, r
+    assert "postprocess.top_k = 0" in r.stderr and "mqtt.bogus" in r.stderr and "unknown key" in r.stderr
+    assert "fix:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_config_view_is_read_only_and_matches_the_model() -> None:
+    from edge.agent.config import load_config
+    from edge.agent.config_view import ConfigView
+
+    cfg = load_config(None, flags={"postprocess": {"top_k": 3}, "state_dir": "~/x"}, environ={})
+    view = ConfigView(cfg.model_dump())
+    assert view.postprocess.top_k == 3 and view.mqtt.broker == cfg.mqtt.broker
+    assert view.resolved_state_dir() == cfg.resolved_state_dir()
+    assert view.model_dump() == cfg.model_dump()
+    try:
+        view.postprocess.top_k = 4
+    except AttributeError as exc:
+        assert "read-only" in str(exc)
+    else:
+        raise AssertionError("a ConfigView accepted an assignment")
