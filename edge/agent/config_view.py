@@ -49,6 +49,44 @@ class ConfigView:
         return Path(self._values["state_dir"]).expanduser()
 
 
+class Secret:
+    """A secret config value (pydantic's SecretStr, without pydantic): ``**********`` in reprs and logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> Any:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+def plain(value: Any) -> Any:
+    """``model_dump()`` output with pydantic's secret types replaced: unpickling them would import pydantic."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "get_secret_value"):
+        return Secret(value.get_secret_value())
+    return value
+
+
 class ConfigValidationFailed(EdgeError):
     """An EdgeError raised in the validating child, re-raised here with its exit code."""
 
@@ -60,7 +98,7 @@ class ConfigValidationFailed(EdgeError):
 def _validate(path: str | None, flags: Mapping[str, Any]) -> dict[str, Any]:
     from edge.agent.config import load_config
 
-    return load_config(path, flags=flags).model_dump()
+    return plain(load_config(path, flags=flags).model_dump())
 
 
 class ForkedValidation:

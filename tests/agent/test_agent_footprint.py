@@ -94,3 +94,17 @@ def test_config_view_is_read_only_and_matches_the_model() -> None:
         assert "read-only" in str(exc)
     else:
         raise AssertionError("a ConfigView accepted an assignment")
+
+
+def test_secrets_cross_without_pydantic() -> None:
+    import pickle
+
+    from pydantic import SecretStr
+
+    from edge.agent.config_view import ConfigView, Secret, plain
+
+    dumped = plain({"mqtt": {"password": SecretStr("hunter2"), "hosts": [SecretStr("a")]}})
+    assert b"pydantic" not in pickle.dumps(dumped)  # the parent unpickles it without importing pydantic
+    view = ConfigView(pickle.loads(pickle.dumps(dumped)))
+    assert isinstance(view.mqtt.password, Secret) and view.mqtt.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(view) and str(view.mqtt.password) == "**********"
