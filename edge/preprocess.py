@@ -123,7 +123,10 @@ def pixels_to_input(pixels: np.ndarray, spec: TensorSpec, norm: Normalization) -
         if dtype == np.int8:
             return (pixels.astype(np.int16) - 128).astype(np.int8)
         if np.issubdtype(dtype, np.floating):
-            return (pixels.astype(np.float32) / 255.0).astype(dtype)
+            # In place: one input-sized buffer instead of three (less to allocate, and less heap churn)
+            real = pixels.astype(np.float32)
+            real /= np.float32(255.0)
+            return real.astype(dtype, copy=False)
         mean, std = 0.0, 255.0
     else:
         mean = 0.0 if norm.mean is None else float(norm.mean)
