@@ -133,7 +133,9 @@ def pixels_to_input(pixels: np.ndarray, spec: TensorSpec, norm: Normalization) -
         std = 1.0 if norm.std is None else float(norm.std)
         if std == 0:
             raise InputError("input std must not be 0", "set input_std to the value the model was trained with")
-    real = (pixels.astype(np.float32) - mean) / std
+    real = pixels.astype(np.float32)
+    real -= np.float32(mean)
+    real /= np.float32(std)
     return quantize(real, spec)
 
 
@@ -141,7 +143,7 @@ def quantize(real: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Real values -> the tensor's dtype, with its scale/zero point when quantized."""
     dtype = spec.dtype
     if np.issubdtype(dtype, np.floating):
-        return real.astype(dtype)
+        return real.astype(dtype, copy=False)
     if spec.quantized:
         real = real / spec.scale + spec.zero_point
     info = np.iinfo(dtype)
