@@ -108,3 +108,30 @@ def test_secrets_cross_without_pydantic() -> None:
     view = ConfigView(pickle.loads(pickle.dumps(dumped)))
     assert isinstance(view.mqtt.password, Secret) and view.mqtt.password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(view) and str(view.mqtt.password) == "**********"
+
+
+def test_directory_record_forgets_deleted_files(tmp_path: Path) -> None:
+    """Processed-file records must not grow for ever when processed files are cleaned away."""
+    import sqlite3
+    import threading
+
+    from edge.agent.sources.directory import DirectorySource
+
+    d, state = tmp_path / "in", tmp_path / "state"
+    d.mkdir()
+    for n in ("a.jpg", "b.jpg", "c.jpg"):
+        (d / n).write_bytes(b"x")
+    stop = threading.Event()
+    src = DirectorySource(d, state, settle_s=0.0)
+    for item in src.items(stop, once=True):
+        src.done(item)
+    (d / "a.jpg").unlink()
+    (d / "b.jpg").unlink()
+    assert list(src.items(stop, once=True)) == []  # c.jpg still done; the scan drops a and b
+    assert set(src.record.seen) == {"c.jpg"}
+    src.close()
+    rows = sqlite3.connect(state / "sources.db").execute("SELECT name FROM processed").fetchall()
+    assert rows == [("c.jpg",)]
+    src = DirectorySource(d, state, settle_s=0.0)  # and after a restart c.jpg is still not redone
+    assert list(src.items(stop, once=True)) == []
+    src.close()

@@ -51,7 +51,21 @@ class ProcessedRecord:
                 "INSERT OR REPLACE INTO processed VALUES (?,?,?,?,?)",
                 (self.key, name, size, mtime_ns, time.time()),
             )
-        self.seen[name] = (size, mtime_ns)
+            self.seen[name] = (size, mtime_ns)
+
+    def forget_missing(self, present: set[str]) -> int:
+        """Drop the records of files no longer in the directory; returns how many.
+
+        A camera writing one frame a second that a cleaner deletes would otherwise grow this record
+        (memory and database) by ~86,000 entries a day for ever.
+        """
+        with self._lock:
+            gone = [n for n in self.seen if n not in present]
+            if gone:
+                self.db.executemany("DELETE FROM processed WHERE dir=? AND name=?", [(self.key, n) for n in gone])
+                for n in gone:
+                    del self.seen[n]
+        return len(gone)
 
     def close(self) -> None:
         with self._lock:
@@ -77,6 +91,8 @@ class DirectorySource:
         except OSError as exc:
             log.error("cannot list %s: %s", self.directory, exc)
             return []
+        # Names being processed count as present: their record is written when they are done.
+        self.record.forget_missing({e.name for e in entries} | self._pending)
         for e in entries:
             name = e.name
             if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name in self._pending:
