@@ -42,8 +42,17 @@ class ConfigView:
     def __repr__(self) -> str:
         return f"ConfigView({self.model_dump()!r})"
 
-    def model_dump(self) -> dict[str, Any]:
-        return {k: v.model_dump() if isinstance(v, ConfigView) else v for k, v in self._values.items()}
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConfigView) and other._values == self._values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle (__setattr__ refuses slot state)
+        return (ConfigView, (self.model_dump(),))
+
+    def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
+        """The values as nested dicts; ``mode="json"`` as pydantic's: paths as str, secrets masked."""
+        return {k: _dump(v, mode) for k, v in self._values.items()}
 
     def resolved_state_dir(self) -> Path:
         return Path(self._values["state_dir"]).expanduser()
@@ -84,6 +93,19 @@ def plain(value: Any) -> Any:
         return type(value)(plain(v) for v in value)
     if hasattr(value, "get_secret_value"):
         return Secret(value.get_secret_value())
+    return value
+
+
+def _dump(value: Any, mode: str) -> Any:
+    if isinstance(value, ConfigView):
+        return value.model_dump(mode=mode)
+    if mode == "json":
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, Secret):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [_dump(v, mode) for v in value]
     return value
 
 

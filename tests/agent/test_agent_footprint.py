@@ -88,6 +88,11 @@ def test_config_view_is_read_only_and_matches_the_model() -> None:
     assert view.postprocess.top_k == 3 and view.mqtt.broker == cfg.mqtt.broker
     assert view.resolved_state_dir() == cfg.resolved_state_dir()
     assert view.model_dump() == cfg.model_dump()
+    assert view.model_dump(mode="json") == cfg.model_dump(mode="json")
+    import copy
+    import pickle
+
+    assert copy.deepcopy(view) == view == pickle.loads(pickle.dumps(view)) and copy.copy(view).mqtt == view.mqtt
     try:
         view.postprocess.top_k = 4
     except AttributeError as exc:
