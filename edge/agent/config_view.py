@@ -11,6 +11,7 @@ already runs threads (a fork would copy locks another thread holds), validation 
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import threading
@@ -20,21 +21,47 @@ from typing import Any
 
 from edge.errors import EdgeError
 
+ORIGIN = "__origin__"  # in a snapshot: (module, qualname) of the model a section came from
+
 
 class ConfigView:
-    """Attribute access to validated config values (``cfg.mqtt.broker``), read-only."""
+    """Attribute access to validated config values (``cfg.mqtt.broker``), read-only.
 
-    __slots__ = ("_values",)
+    Methods and properties defined on the config models (e.g. a section's ``allows(action)``) work
+    too: they are looked up on the model class, whose module is imported on first use.
+    """
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        tree = {k: ConfigView(v) if isinstance(v, Mapping) else v for k, v in values.items()}
-        object.__setattr__(self, "_values", tree)
+    __slots__ = ("_values", "_origin")
+
+    def __init__(self, tree: Mapping[str, Any]) -> None:
+        values = {k: ConfigView(v) if isinstance(v, Mapping) else v for k, v in tree.items() if k != ORIGIN}
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_origin", tree.get(ORIGIN))
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self._values[name]
         except KeyError:
-            raise AttributeError(f"no config key {name!r}") from None
+            pass
+        attr = self._model_attribute(name)
+        if attr is _MISSING:
+            raise AttributeError(f"no config key {name!r}")
+        return attr
+
+    def _model_attribute(self, name: str) -> Any:
+        if self._origin is None or name.startswith("__"):
+            return _MISSING
+        module, qualname = self._origin
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        for klass in cls.__mro__:  # the model's own classes, not pydantic's BaseModel machinery
+            if klass is object or klass.__module__.split(".")[0] == "pydantic":
+                break
+            if name in vars(klass):
+                attr = vars(klass)[name]
+                return attr.__get__(self, cls) if hasattr(attr, "__get__") else attr
+        return _MISSING
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("the agent's configuration is read-only once validated")
@@ -48,14 +75,23 @@ class ConfigView:
     __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle (__setattr__ refuses slot state)
-        return (ConfigView, (self.model_dump(),))
+        return (ConfigView, (self._tree(),))
+
+    def _tree(self) -> dict[str, Any]:
+        tree = {k: v._tree() if isinstance(v, ConfigView) else v for k, v in self._values.items()}
+        if self._origin is not None:
+            tree[ORIGIN] = self._origin
+        return tree
 
     def model_dump(self, *, mode: str = "python") -> dict[str, Any]:
         """The values as nested dicts; ``mode="json"`` as pydantic's: paths as str, secrets masked."""
         return {k: _dump(v, mode) for k, v in self._values.items()}
 
-    def resolved_state_dir(self) -> Path:
+    def resolved_state_dir(self) -> Path:  # here, not looked up: that would import edge.agent.config
         return Path(self._values["state_dir"]).expanduser()
+
+
+_MISSING = object()
 
 
 class Secret:
@@ -117,10 +153,26 @@ class ConfigValidationFailed(EdgeError):
         self.exit_code = exit_code
 
 
+def snapshot(model: Any) -> dict[str, Any]:
+    """A pydantic model's values (``model_dump()``, secrets as :class:`Secret`) and where each section came from."""
+    tree: dict[str, Any] = plain(model.model_dump())
+    _add_origins(model, tree)
+    return tree
+
+
+def _add_origins(model: Any, tree: dict[str, Any]) -> None:
+    cls = type(model)
+    tree[ORIGIN] = (cls.__module__, cls.__qualname__)
+    for name in cls.model_fields:
+        sub = getattr(model, name, None)
+        if hasattr(type(sub), "model_fields") and isinstance(tree.get(name), dict):
+            _add_origins(sub, tree[name])
+
+
 def _validate(path: str | None, flags: Mapping[str, Any]) -> dict[str, Any]:
     from edge.agent.config import load_config
 
-    return plain(load_config(path, flags=flags).model_dump())
+    return snapshot(load_config(path, flags=flags))
 
 
 class ForkedValidation:

@@ -13,6 +13,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
 from edge.broker import Mosquitto
 from tests.conftest import ROOT, subprocess_env
 
@@ -140,3 +143,37 @@ def test_directory_record_forgets_deleted_files(tmp_path: Path) -> None:
     src = DirectorySource(d, state, settle_s=0.0)  # and after a restart c.jpg is still not redone
     assert list(src.items(stop, once=True)) == []
     src.close()
+
+
+class _Access(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    disabled: list[str] = Field(default_factory=list, description="refused actions")
+
+    def allows(self, action: str) -> bool:
+        return action not in self.disabled
+
+    @property
+    def strict(self) -> bool:
+        return "*" in self.disabled
+
+
+class _Root(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    commands: _Access = Field(default_factory=_Access, description="what runs")
+
+
+def test_model_methods_work_on_the_view() -> None:
+    """Sections with behaviour (e.g. a ``commands.allows(action)``) keep it across the fork."""
+    import pickle
+
+    from edge.agent.config_view import ConfigView, snapshot
+
+    tree = snapshot(_Root.model_validate({"commands": {"disabled": ["bench", "*"]}}))
+    view = ConfigView(pickle.loads(pickle.dumps(tree)))
+    assert view.commands.allows("ping") and not view.commands.allows("bench") and view.commands.strict
+    assert pickle.loads(pickle.dumps(view)).commands.allows("reload")
+    assert view.model_dump() == {"commands": {"disabled": ["bench", "*"]}}
+    with pytest.raises(AttributeError, match="no config key 'nope'"):
+        view.commands.nope  # noqa: B018
+    with pytest.raises(AttributeError, match="no config key 'model_validate'"):
+        view.model_validate  # noqa: B018  (pydantic's own methods are not the model's)
