@@ -38,6 +38,7 @@ class Splits:
 
 def _fit_shape(x: np.ndarray, shape: tuple[int | None, ...], source: str) -> np.ndarray:
     want = tuple(shape[1:])
+    received = tuple(x.shape)
     got = tuple(x.shape[1:])
     # A grayscale set stored as (N, H, W) for a model taking (N, H, W, 1) is common (MNIST, digits).
     if len(got) + 1 == len(want) and want[-1] == 1:
@@ -46,7 +47,7 @@ def _fit_shape(x: np.ndarray, shape: tuple[int | None, ...], source: str) -> np.
     ok = len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
     if not ok:
         exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want) + ")"
-        raise ConvertError(f"{source}: samples have shape {tuple(x.shape)}, the model expects {exp}",
+        raise ConvertError(f"{source}: samples have shape {received}, the model expects {exp}",
                            "reshape/resize the data to the model's input, or pass the matching model")
     return x
 

@@ -28,7 +28,9 @@ def loss_for(model: Any, y: np.ndarray) -> Any:
     probs = False
     try:
         last = model.layers[-1]
+        last = getattr(last, "layer", last)  # pruning/QAT wrappers
         act = getattr(last, "activation", None)
+        act = getattr(act, "activation", act)  # QAT's QuantizeAwareActivation wraps the function
         probs = getattr(act, "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
     except (IndexError, AttributeError):
         pass
