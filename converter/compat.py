@@ -201,6 +201,8 @@ def check(path: Path, *, tflite_python: str | None = None, edgetpu: bool = False
     tpu = edgetpu_analysis(info)
     tpu["compiler"] = run_edgetpu_compiler(path) if edgetpu else {
         "run": False, "reason": "edgetpu_compiler was not run (pass --edgetpu to compile for a Coral)", "output": None}
+    if not edgetpu and not tpu["ok"]:
+        tpu["reason"] += " (convert with --edgetpu to target a Coral)"
     if tpu["compiler"].get("run") and not tpu["compiler"].get("ok"):
         tpu["ok"] = False
         tpu["reason"] = tpu["compiler"]["reason"]

@@ -15,17 +15,20 @@ class Bar:
         self.label, self.total, self.enabled, self.width = label, max(total, 1), enabled, width
         self.started = time.perf_counter()
         self._last = 0.0
+        # Redrawing with \r only makes sense on a terminal; logs get the final line only.
+        self.live = sys.stderr.isatty()
 
     def update(self, done: int, extra: str = "", force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()
-        if not force and now - self._last < 0.2 and done < self.total:
+        if done < self.total and (not self.live or (not force and now - self._last < 0.2)):
             return
         self._last = now
         filled = int(self.width * min(done, self.total) / self.total)
-        sys.stderr.write(f"\r{self.label:<14} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                         f"{now - self.started:5.1f}s {extra}\x1b[K")
+        line = (f"{self.label:<14} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                f"{now - self.started:5.1f}s {extra}")
+        sys.stderr.write(f"\r{line}\x1b[K" if self.live else line)
         if done >= self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()

@@ -54,7 +54,7 @@ def table(report: dict[str, Any]) -> str:
     else:
         lines.append("accuracy     not measured (no --data)")
     for name, c in report["compatibility"].items():
-        lines.append(f"{name:<13}{'ok  ' if c['ok'] else 'NO  '} {c['reason']}")
+        lines.append(f"{name:<15}{'ok' if c['ok'] else 'NO'}  {c['reason']}")
     if report.get("candidates"):
         lines.append("candidates   (smallest within --max-accuracy-drop is kept)")
         for c in report["candidates"]:
