@@ -37,7 +37,7 @@ TARGETS = {
     "digits_qat_drop_pp_max": 0.5,
     "digits_prune_qat_drop_pp_max": 1.0,
     "digits_prune_qat_gzip_reduction_min": 0.35,
-    "mobilenet_v2_int8_seconds_max": 60.0,
+    "mobilenet_v2_int8_seconds_max": 60.0,  # whole edge-convert call: load, convert, evaluate, check
 }
 
 
@@ -139,7 +139,7 @@ def digits_bench(tmp: Path, epochs: int) -> dict[str, Any]:
             "fine_tune_epochs": epochs, "edge_convert": runs, "baseline_tf_docs": base}
 
 
-def mobilenet_bench(tmp: Path, samples: int) -> dict[str, Any]:
+def mobilenet_bench(tmp: Path, samples: int, repeats: int) -> dict[str, Any]:
     keras = _tf.keras()
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
@@ -152,22 +152,30 @@ def mobilenet_bench(tmp: Path, samples: int) -> dict[str, Any]:
     rep = convert(tmp / "mnv2.h5", output=tmp / "mnv2_f32.tflite", quantize_mode="none", quiet=True)
     out["edge_convert_float32"] = {"seconds": round(time.perf_counter() - t, 2),
                                    "size_bytes": rep["output"]["size_bytes"]}
-    t = time.perf_counter()
-    rep = convert(tmp / "mnv2.h5", output=tmp / "mnv2_int8.tflite", data=tmp / "random.npy", quiet=True,
-                  eval_split=0.2, calibration_samples=samples)
-    total = time.perf_counter() - t
+    # Wall time on a shared machine is noisy: best of `repeats` runs, interleaved with the baseline.
+    totals, quants, base8 = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rep = convert(tmp / "mnv2.h5", output=tmp / "mnv2_int8.tflite", data=tmp / "random.npy", quiet=True,
+                      eval_split=0.2, calibration_samples=samples)
+        totals.append(round(time.perf_counter() - t, 2))
+        quants.append(next(s for s in rep["steps"] if s["name"] == "quantize")["seconds"])
+        base8.append(round(baseline_convert(model, tmp / "b_int8.tflite", x[: int(samples * 0.8)]), 2))
     q = next(s for s in rep["steps"] if s["name"] == "quantize")
     out["edge_convert_int8"] = {
-        "seconds_total": round(total, 2), "seconds_quantize": q["seconds"], "size_bytes": rep["output"]["size_bytes"],
+        "seconds_total": min(totals), "seconds_quantize": min(quants), "runs_seconds_total": totals,
+        "size_bytes": rep["output"]["size_bytes"],
+        "shared_quantization_bytes_saved": q["shared_quantization_bytes_saved"],
         "top1_agreement": rep["metrics"]["top1_agreement"], "output_sqnr_db": rep["metrics"]["output_sqnr_db"],
+        "note": "random weights: the softmax is near-uniform, so agreement/SQNR say nothing about accuracy",
         "calibration_samples": q["calibration_samples"],
         "tflite_runtime_214_ok": rep["compatibility"]["tflite_runtime"]["ok"],
         "steps": {s["name"]: s["seconds"] for s in rep["steps"]}}
     out["int8_size_ratio"] = round(out["edge_convert_float32"]["size_bytes"] / rep["output"]["size_bytes"], 2)
     s32 = baseline_convert(model, tmp / "b_f32.tflite", None)
-    s8 = baseline_convert(model, tmp / "b_int8.tflite", x[: int(samples * 0.8)])
     out["baseline_tf_docs"] = {"float32": {"seconds": round(s32, 2), "size_bytes": (tmp / "b_f32.tflite").stat().st_size},
-                               "int8": {"seconds": round(s8, 2), "size_bytes": (tmp / "b_int8.tflite").stat().st_size}}
+                               "int8": {"seconds": min(base8), "runs_seconds": base8,
+                                        "size_bytes": (tmp / "b_int8.tflite").stat().st_size}}
     out["baseline_tf_docs"]["int8_size_ratio"] = round(
         out["baseline_tf_docs"]["float32"]["size_bytes"] / out["baseline_tf_docs"]["int8"]["size_bytes"], 2)
     return out
@@ -178,12 +186,14 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="write the results JSON here (e.g. benchmarks/reference/convert_x86_64.json)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for QAT / pruning (3)")
     p.add_argument("--mobilenet-samples", type=int, default=125, help="random samples for MobileNetV2 (125)")
+    p.add_argument("--repeats", type=int, default=2, help="MobileNetV2 int8 runs; the best wall time counts (2)")
     args = p.parse_args()
     started = time.perf_counter()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="convert-bench-") as d:
         tmp = Path(d)
         digits = digits_bench(tmp, args.epochs)
-        mnv2 = mobilenet_bench(tmp, args.mobilenet_samples)
+        mnv2 = mobilenet_bench(tmp, args.mobilenet_samples, args.repeats)
     e = digits["edge_convert"]
     results = {
         "mobilenet_v2_int8_size_ratio_min": mnv2["int8_size_ratio"],
@@ -198,8 +208,11 @@ def main() -> int:
         "benchmark": "benchmarks/convert_bench.py",
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
                     "tensorflow": _tf.tf().__version__,
+                    "loadavg_1_5_15_start": [round(v, 2) for v in load_before],
+                    "loadavg_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
                     "note": "shared 2-core machine, loaded by ~7 other engineers running tests at the same time: "
-                            "wall times are noisy (upper bounds); sizes and accuracies are deterministic per seed"},
+                            "wall times are noisy (upper bounds; MobileNetV2 int8 is the best of --repeats runs, interleaved with the "
+                            "TF-docs baseline); sizes and accuracies are deterministic per seed"},
         "seconds": round(time.perf_counter() - started, 1),
         "targets": {k: {"target": TARGETS[k], "measured": results[k], "pass": verdicts[k]} for k in TARGETS},
         "digits": digits,

@@ -210,6 +210,8 @@ def convert(
         best: tuple[int, float, int] | None = None
         try:
             for i, (name, c_mode, c_qat) in enumerate(CANDIDATES):
+                if edgetpu and c_mode != "int8":
+                    continue  # the Edge TPU runs full int8 only
                 if c_qat and qat_model is None:
                     if source.flavor != "tf_keras":
                         continue
