@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, metavar="S",
                    help="exit after S seconds (status 1 if --count was given and not reached)")
     p.add_argument("--web", metavar="HOST:PORT", help="serve a live dashboard, e.g. 127.0.0.1:8080")
+    p.add_argument("--sse-seconds", type=float, default=60.0, metavar="S",
+                   help="close each dashboard event stream after S s; browsers reconnect by themselves "
+                        "(lower it behind proxies that cut idle streams; default 60)")
     p.add_argument("--interval", type=float, default=0.5, help="table refresh period in seconds")
     return p
 
@@ -203,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         from edge.watch.web import Dashboard
 
         host, port = parse_hostport(args.web)
-        dashboard = Dashboard(fleet, host, port, broker=args.broker).start()
+        dashboard = Dashboard(fleet, host, port, broker=args.broker, stream_seconds=args.sse_seconds).start()
         print(f"edge-watch: dashboard on {dashboard.url}", file=sys.stderr, flush=True)
     table = None if args.json else LiveTable(sys.stdout, broker=args.broker)
     watcher.start()

@@ -64,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         fleet, stop = self.server.fleet, self.server.stopping
-        end = time.monotonic() + STREAM_SECONDS
+        end = time.monotonic() + self.server.stream_seconds
         version = -1
         try:
             self.wfile.write(b"retry: 1000\n\n")
@@ -87,8 +87,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, addr: tuple[str, int], fleet: Fleet, broker: str) -> None:
+    def __init__(self, addr: tuple[str, int], fleet: Fleet, broker: str, stream_seconds: float) -> None:
         self.fleet = fleet
+        self.stream_seconds = stream_seconds
         self.broker = broker
         self.page = page()
         self.stopping = threading.Event()
@@ -98,9 +99,10 @@ class _Server(ThreadingHTTPServer):
 class Dashboard:
     """The HTTP server in a background thread; ``port=0`` picks a free port."""
 
-    def __init__(self, fleet: Fleet, host: str = "127.0.0.1", port: int = 0, *, broker: str = "") -> None:
+    def __init__(self, fleet: Fleet, host: str = "127.0.0.1", port: int = 0, *, broker: str = "",
+                 stream_seconds: float = STREAM_SECONDS) -> None:
         try:
-            self.server = _Server((host, port), fleet, broker)
+            self.server = _Server((host, port), fleet, broker, stream_seconds)
         except OSError as err:
             raise EdgeError(f"cannot serve the dashboard on {host}:{port}: {err}",
                             "pick another port with --web HOST:PORT") from err
