@@ -123,6 +123,21 @@ class MetricsConfig(Section):
     window_s: float = Field(60.0, gt=0, title="Latency window", description="Percentiles cover this many seconds")
 
 
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(True, title="Home Assistant discovery",
+                          description="Publish MQTT discovery configs (retained) so Home Assistant creates "
+                                      "sensors for this device by itself")
+    discovery_prefix: str = Field("homeassistant", min_length=1, title="Discovery prefix",
+                                  description="Home Assistant's discovery prefix (its MQTT integration setting)")
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix_ok(cls, v: str) -> str:
+        if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must not contain MQTT wildcards (+ #) nor start or end with '/'")
+        return v
+
+
 class AgentConfig(Section):
     state_dir: Path = Field(Path("~/.local/state/edge-agent"), title="State directory",
                             description="Spool, sequence numbers and the directory source's record live here")
@@ -140,6 +155,8 @@ class AgentConfig(Section):
                                            description="Output tensors -> results")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, title="Spool", description="On-disk store and forward")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, title="Metrics", description="Health reports")
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig, title="Home Assistant",
+                                               description="MQTT discovery for Home Assistant")
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser()

@@ -15,44 +15,17 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import unquote, urlsplit
 
 from edge import schemas
 from edge.errors import EdgeError
+from edge.mqtt.url import BrokerURL, parse_broker_url
 from edge.watch.state import Fleet, Malformed, Message, top_result
 from edge.watch.table import LiveTable
 
 CSV_COLUMNS = ("received", "ts", "device", "seq", "source", "kind", "label", "index", "score",
                "latency_total_ms", "latency_inference_ms", "historical", "model_sha256")
-
-
-@dataclass(frozen=True)
-class BrokerURL:
-    host: str
-    port: int
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_broker_url(url: str) -> BrokerURL:
-    """``mqtt://[user:pass@]host[:port]``, ``mqtts://...`` or a bare ``host[:port]``."""
-    if "://" not in url:
-        url = "mqtt://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl") or not parts.hostname:
-        raise EdgeError(f"cannot use broker URL {url!r}",
-                        "write it as mqtt://host:1883 (or mqtts://host:8883 for TLS)")
-    tls = parts.scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as err:
-        raise EdgeError(f"bad port in broker URL {url!r}: {err}", "use a number, e.g. mqtt://host:1883") from err
-    return BrokerURL(parts.hostname, port, tls, unquote(parts.username) if parts.username else None,
-                     unquote(parts.password) if parts.password else None)
 
 
 def subscriptions(prefix: str, device: str | None) -> list[tuple[str, int]]:
@@ -206,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
         from edge.watch.web import Dashboard
 
         host, port = parse_hostport(args.web)
-        dashboard = Dashboard(fleet, host, port, broker=args.broker, stream_seconds=args.sse_seconds).start()
+        dashboard = Dashboard(fleet, host, port, broker=broker.redacted(), stream_seconds=args.sse_seconds).start()
         print(f"edge-watch: dashboard on {dashboard.url}", file=sys.stderr, flush=True)
-    table = None if args.json else LiveTable(sys.stdout, broker=args.broker)
+    table = None if args.json else LiveTable(sys.stdout, broker=broker.redacted())
     watcher.start()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     status = 0

@@ -77,3 +77,62 @@ def spawn() -> Iterator[Any]:
     yield start
     for p in procs:
         p.kill()
+
+
+class Collector:
+    """A real paho subscriber that keeps every message (retained ones included) on ``topics``."""
+
+    def __init__(self, broker: Mosquitto, topics: list[str]) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "collector never subscribed"
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append(msg)
+            self.cond.notify_all()
+
+    def on(self, pattern: str) -> list[mqtt.MQTTMessage]:
+        with self.cond:
+            return [m for m in self.messages if mqtt.topic_matches_sub(pattern, m.topic)]
+
+    def wait_for(self, pattern: str, n: int = 1, timeout: float = 60) -> list[mqtt.MQTTMessage]:
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(found := [m for m in self.messages if mqtt.topic_matches_sub(pattern, m.topic)]) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{len(found)} of {n} messages on {pattern} after {timeout} s; "
+                                         f"topics seen: {sorted({m.topic for m in self.messages})}")
+                self.cond.wait(left)
+            return found
+
+    def publish(self, topic: str, payload: str | bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def collector(mosquitto: Mosquitto) -> Iterator[Any]:
+    made: list[Collector] = []
+
+    def make(*topics: str) -> Collector:
+        c = Collector(mosquitto, list(topics))
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
