@@ -85,7 +85,8 @@ class Broker:
 
         self._server = MiniBroker().start()
         self.protocol = 311  # the embedded broker speaks MQTT 3.1.1 only
-        self.description = f"the embedded Python broker on {self._server.url} (mosquitto is not installed)"
+        why = "--broker-kind embedded" if self.kind == "embedded" else "mosquitto is not installed"
+        self.description = f"the embedded Python broker on {self._server.url} ({why})"
         return self._server.url
 
     def stop(self) -> None:
