@@ -64,3 +64,27 @@ def test_node_red_flow_is_importable_json() -> None:
     for node in nodes.values():
         for wire in node.get("wires", []):
             assert all(target in nodes for target in wire)
+
+
+def test_node_red_function_runs_in_a_real_js_engine(tmp_path: Path) -> None:
+    """The function node's body, run by headless Chromium's V8 on contract payloads."""
+    from .test_dashboard import chromium
+
+    (flow,) = [b for b in blocks("json") if "mqtt in" in b]
+    body = next(n for n in json.loads(flow) if n["type"] == "function")["func"]
+    low = samples.prediction("pi-1", seq=2, score=0.5)
+    generic = samples.generic("pi-1", seq=3)
+    cases = [samples.prediction("pi-1", seq=1, label="seven", score=0.91, total=4.5), low, generic]
+    page = tmp_path / "fn.html"
+    page.write_text(
+        "<html><body><pre id=out></pre><script>\n"
+        f"function node(msg) {{\n{body}\n}}\n"
+        f"const cases = {json.dumps(cases)};\n"
+        "document.getElementById('out').textContent = JSON.stringify(cases.map(p => node({payload: p})));\n"
+        "</script></body></html>")
+    r = chromium(page.as_uri(), tmp_path, "--dump-dom")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(re.search(r"<pre id=\"out\">(.*?)</pre>", r.stdout, flags=re.S).group(1)  # type: ignore[union-attr]
+                     .replace("&quot;", '"'))
+    assert out[0] == {"payload": "seven", "device": "pi-1", "latency": 4.5}
+    assert out[1] is None and out[2] is None  # below 0.8, and no top_k
