@@ -27,7 +27,7 @@ def _ago(seconds: float | None) -> str:
 
 
 def rows(snapshot: dict[str, Any]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for d in snapshot["devices"]:
         runtime = d["runtime"] or "-"
         if d["delegate"]:

@@ -111,7 +111,7 @@ class Dashboard:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     def start(self) -> Dashboard:
         self._thread.start()
