@@ -83,8 +83,15 @@ def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calib
                            f"{first[0] if first else type(exc).__name__}",
                            "try --quantize float16 or none; ops without an int8 kernel cannot be fully quantized"
                            ) from exc
+    saved = 0
+    if mode in NEEDS_CALIBRATION or mode == "dynamic":
+        from converter.shrink import share_quantization_vectors
+
+        shrunk = share_quantization_vectors(data)
+        if len(shrunk) < len(data):
+            saved, data = len(data) - len(shrunk), shrunk
     in_dt, out_dt = io_dtypes(mode, io_dtype)
     return data, {"name": "quantize", "seconds": round(time.perf_counter() - started, 3), "mode": mode,
-                  "input_dtype": in_dt, "output_dtype": out_dt,
+                  "input_dtype": in_dt, "output_dtype": out_dt, "shared_quantization_bytes_saved": saved,
                   "calibration_samples": int(len(calibration)) if mode in NEEDS_CALIBRATION and calibration is not None
                   else 0}

@@ -202,3 +202,28 @@ def test_edgetpu_enforces_needs_and_says_the_compiler_was_not_run(digits, tmp_pa
     assert not f16["compatibility"]["edgetpu"]["ok"]
     assert "not 8-bit" in f16["compatibility"]["edgetpu"]["reason"]
     assert f16["compatibility"]["edgetpu"]["cpu_ops"]  # DEQUANTIZE is not an Edge TPU op
+
+
+def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(digits, tmp_path, litert,
+                                                                       tflite_python) -> None:
+    import subprocess
+
+    from converter import _tf
+    from converter.shrink import share_quantization_vectors
+
+    tf, keras = _tf.tf(), _tf.keras()
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(digits.model, compile=False))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([s[None]] for s in digits.x_test[:50])
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    original = conv.convert()
+    shared = share_quantization_vectors(original)
+    assert len(shared) < len(original)
+    (tmp_path / "a.tflite").write_bytes(original)
+    (tmp_path / "b.tflite").write_bytes(shared)
+    np.testing.assert_array_equal(litert(tmp_path / "a.tflite", digits.x_test),
+                                  litert(tmp_path / "b.tflite", digits.x_test))
+    proc = subprocess.run([tflite_python, "-c", "import sys, tflite_runtime.interpreter as t; "
+                           "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors(); i.invoke(); print('ok')",
+                           str(tmp_path / "b.tflite")], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr
