@@ -82,6 +82,7 @@ class Watcher:
             self.client.tls_set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(1, 10)
 
     def start(self) -> None:
@@ -97,6 +98,9 @@ class Watcher:
         self.client.loop_stop()
         if self._csv_file:
             self._csv_file.close()
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self.connected.clear()  # paho reconnects by itself; the table says so meanwhile
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any = None) -> None:
         if reason.is_failure:
@@ -127,6 +131,12 @@ class Watcher:
             self.seen += 1
             if self.count is not None and self.seen >= self.count:
                 self.done.set()
+
+
+def _connection_note(watcher: Watcher, broker: BrokerURL) -> str:
+    if watcher.connected.is_set():
+        return ""
+    return f"not connected to {broker.redacted()} yet (retrying)"
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -192,10 +202,14 @@ def run(args: argparse.Namespace) -> int:
             if watcher.connect_error:
                 raise EdgeError(watcher.connect_error, "check the credentials in --broker")
             if deadline is not None and time.monotonic() >= deadline:
-                if args.count is not None:
-                    where = "" if watcher.connected.is_set() else " (never connected to the broker)"
+                if not watcher.connected.is_set():
+                    # an unreachable broker must not look like a quiet fleet
+                    print(f"edge-watch: never connected to the broker at {broker.redacted()} in "
+                          f"{args.timeout:g} s: is it running, and is the address right?", file=sys.stderr)
+                    status = 1
+                elif args.count is not None:
                     print(f"edge-watch: timed out after {args.timeout:g} s with {watcher.seen} of "
-                          f"{args.count} messages{where}", file=sys.stderr)
+                          f"{args.count} messages", file=sys.stderr)
                     status = 1
                 break
             watcher.done.wait(args.interval)
@@ -205,13 +219,13 @@ def run(args: argparse.Namespace) -> int:
                 if table.ansi or (fleet.version != drawn_version and time.monotonic() - last_plain >= 5):
                     drawn_version = fleet.version
                     last_plain = time.monotonic()
-                    table.draw(fleet.snapshot())
+                    table.draw(fleet.snapshot(), note=_connection_note(watcher, broker))
     finally:
         watcher.stop()
         if dashboard is not None:
             dashboard.stop()
     if table is not None and (table.ansi or fleet.version != drawn_version):
-        table.draw(fleet.snapshot())
+        table.draw(fleet.snapshot(), note=_connection_note(watcher, broker))
     return status
 
 

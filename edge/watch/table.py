@@ -43,7 +43,7 @@ def rows(snapshot: dict[str, Any]) -> list[tuple[str, ...]]:
 
 
 def render(snapshot: dict[str, Any], *, color: bool = True, width: int | None = None,
-           broker: str = "") -> list[str]:
+           broker: str = "", note: str = "") -> list[str]:
     """The table as lines (colour escapes optional), each cut to ``width``."""
     body = rows(snapshot)
     widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
@@ -71,9 +71,11 @@ def render(snapshot: dict[str, Any], *, color: bool = True, width: int | None = 
     if snapshot["recent_malformed"]:
         last = snapshot["recent_malformed"][-1]
         foot += f"; last malformed on {last['topic']}: {last['reason']}"
+    if note:
+        foot += f"; {note}"
     if width:
         foot = foot[:width]
-    lines.append(f"{_YELLOW}{foot}{_RESET}" if color and snapshot["malformed"] else foot)
+    lines.append(f"{_YELLOW}{foot}{_RESET}" if color and (snapshot["malformed"] or note) else foot)
     return lines
 
 
@@ -86,9 +88,9 @@ class LiveTable:
         self.ansi = stream.isatty() if ansi is None else ansi
         self._drawn = 0
 
-    def draw(self, snapshot: dict[str, Any]) -> None:
+    def draw(self, snapshot: dict[str, Any], note: str = "") -> None:
         width = shutil.get_terminal_size((140, 24)).columns - 1 if self.ansi else None
-        lines = render(snapshot, color=self.ansi, width=width, broker=self.broker)
+        lines = render(snapshot, color=self.ansi, width=width, broker=self.broker, note=note)
         out = []
         if self.ansi and self._drawn:
             out.append(f"\x1b[{self._drawn}F\x1b[J")

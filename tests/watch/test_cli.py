@@ -89,4 +89,7 @@ def test_bad_arguments_are_explained() -> None:
     assert r.returncode == 2 and "unsupported scheme" in r.stderr and "hunter2" not in r.stderr
     r = run_module("edge.watch", "--broker", "mqtt://127.0.0.1:1", "--count", "1", "--timeout", "1",
                    timeout=60)
-    assert r.returncode == 1 and "never connected" in r.stderr
+    assert r.returncode == 1 and "never connected to the broker at mqtt://127.0.0.1:1" in r.stderr
+    assert "not connected to mqtt://127.0.0.1:1 yet" in r.stdout  # the table says so too
+    r = run_module("edge.watch", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1", "--json", timeout=60)
+    assert r.returncode == 1 and "never connected" in r.stderr and r.stdout == ""
