@@ -125,3 +125,42 @@ def test_discovery_can_be_switched_off(mosquitto: Mosquitto, collector: Any, cor
     assert agent.wait(60) == 0, (tmp_path / "agent-off.log").read_text()[-3000:]
     everything.wait_for("edge/off/status")
     assert everything.on("homeassistant/#") == []
+
+
+def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Path, tmp_path: Path) -> None:
+    """Two real agents (an image classifier and an LSTM digit model) on the dashboard in headless Chromium."""
+    from edge.broker import free_port, wait_port
+
+    from .test_dashboard import DOCS_SHOT, Dom, chromium
+
+    port = free_port()
+    spawn("--broker", mosquitto.url, "--web", f"127.0.0.1:{port}", "--sse-seconds", "2", "--timeout", "120")
+    assert wait_port("127.0.0.1", port, timeout=30)
+    url = f"http://127.0.0.1:{port}/"
+    pets = tmp_path / "pets"
+    pets.mkdir()
+    for i in range(6):
+        shutil.copy(coral / ("cat.bmp" if i % 2 else "hot_dog.jpg"), pets / f"img{i}{'.bmp' if i % 2 else '.jpg'}")
+    runs = [
+        start_agent(mosquitto, tmp_path, pets, "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+                    "--labels", str(coral / "imagenet_labels.txt"), "--once", device="pi-kitchen"),
+        start_agent(mosquitto, tmp_path, coral / "mnist_nine.bmp", "--model",
+                    str(coral / "keras_lstm_mnist_ptq.tflite"), "--once", device="pi-garage"),
+    ]
+    for run in runs:
+        assert run.wait(120) == 0
+    r = chromium(url, tmp_path, "--virtual-time-budget=1500", "--dump-dom")
+    assert r.returncode == 0, r.stderr[-2000:]
+    dom = Dom(r.stdout)
+    rows = [e["attrs"]["data-device"] for e in dom.find("tr", class_="device")]
+    assert rows == ["pi-garage", "pi-kitchen"]
+    labels = [e["text"] for e in dom.find("td", class_="label")]
+    assert labels[0] == "9" and labels[1] != "-"  # the LSTM reads the nine
+    assert [e["text"] for e in dom.find("td", class_="avail")] == ["offline", "offline"]  # --once: clean exit
+    series = {s["attrs"]["data-device"]: int(s["attrs"]["data-points"]) for s in dom.find("polyline", class_="series")}
+    assert series == {"pi-garage": 1, "pi-kitchen": 6}
+    shot = tmp_path / "dashboard-real.png"
+    r = chromium(url, tmp_path, "--virtual-time-budget=500", f"--screenshot={shot}", "--window-size=1200,800")
+    assert r.returncode == 0 and shot.stat().st_size > 10_000
+    if not DOCS_SHOT.exists():  # docs/img/dashboard.png comes from here: delete it and rerun to refresh
+        shutil.copy(shot, DOCS_SHOT)

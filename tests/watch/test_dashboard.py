@@ -136,6 +136,3 @@ def test_chromium_shows_the_devices_and_a_latency_chart(mosquitto: Mosquitto, sp
     r = chromium(url, tmp_path, "--virtual-time-budget=500", f"--screenshot={shot}", "--window-size=1200,800")
     assert r.returncode == 0 and shot.stat().st_size > 10_000, r.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    DOCS_SHOT.parent.mkdir(exist_ok=True)
-    if not DOCS_SHOT.exists():  # the docs' picture comes from this test (commit it when it changes)
-        shutil.copy(shot, DOCS_SHOT)
