@@ -14,8 +14,8 @@ The agent's ``bench`` command calls :func:`run_for_agent`.
 from __future__ import annotations
 
 from edge.bench.agent import AgentBenchParams, BenchParamsError, run_for_agent
-from edge.bench.core import BenchOptions, ModelBench, ModelResult
+from edge.bench.core import BenchError, BenchOptions, ModelBench, ModelResult
 from edge.bench.runner import BenchRun, benchmark, run
 
-__all__ = ["AgentBenchParams", "BenchOptions", "BenchParamsError", "BenchRun", "ModelBench", "ModelResult",
+__all__ = ["AgentBenchParams", "BenchError", "BenchOptions", "BenchParamsError", "BenchRun", "ModelBench", "ModelResult",
            "benchmark", "run", "run_for_agent"]

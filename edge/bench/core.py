@@ -23,9 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge.bench import system
 from edge.bench.stats import LatencyStats, summarize
+from edge.errors import EdgeError
 from edge.runtime import LoadedModel
 
 Feed = Mapping[int, np.ndarray]  # input tensor index -> value
+
+
+class BenchError(EdgeError):
+    """A model failed while being benchmarked."""
 
 
 class BenchOptions(BaseModel):
@@ -98,14 +103,21 @@ class ModelBench:
         clock = time.perf_counter_ns
         out: list[int] = []
         cycle = len(self.feeds) > 1
-        for _ in range(n):
-            if cycle:
-                self._next = (self._next + 1) % len(self.feeds)
-                self._set(self._next)
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            out.append(t1 - t0)
+        try:
+            for _ in range(n):
+                if cycle:
+                    self._next = (self._next + 1) % len(self.feeds)
+                    self._set(self._next)
+                t0 = clock()
+                invoke()
+                t1 = clock()
+                out.append(t1 - t0)
+        except Exception as exc:  # the runtime's own errors are terse: say which model and what to try
+            raise BenchError(
+                f"{self.loaded.path.name} failed while running ({self.loaded.runtime.name} "
+                f"{self.loaded.runtime.version}, delegate {self.loaded.delegate}): {type(exc).__name__}: {exc}",
+                "check the model runs in the agent (edge-agent run --once), try --delegate cpu or another "
+                "--runtime") from exc
         return out
 
     def first_inference(self) -> float:

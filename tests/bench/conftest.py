@@ -24,6 +24,6 @@ def cli_json(tmp_path_factory: pytest.TempPathFactory, mobilenet: Path, lstm: Pa
     """One real CLI run of two models with --json --plot --output --samples, shared by several tests."""
     out = tmp_path_factory.mktemp("cli")
     proc = bench_cli(mobilenet, lstm, *QUICK, "--json", "--samples", "--plot", out / "plot.png",
-                     "--output", out / "report.json", "--device-id", "bench-json")
+                     "--output", out / "report.json", "--device-id", "bench-json", "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     return {"report": json.loads(proc.stdout), "dir": out, "stdout": proc.stdout, "stderr": proc.stderr}

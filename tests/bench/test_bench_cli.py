@@ -26,6 +26,7 @@ def test_json_report_keys(cli_json: dict[str, Any], mobilenet: Path, lstm: Path)
     assert set(r["cpu"]) >= {"governor", "freq_mhz_before", "freq_mhz_after", "temp_c_before", "temp_c_after",
                              "throttled"}
     assert r["device"] == "bench-json" and r["arch"] and r["ts"].endswith("Z")
+    assert r["threads"] == 1 and r["input"] == "random (seed 0)" and r["options"]["runs"] == 20
     assert [m["model"]["path"] for m in r["models"]] == [str(mobilenet), str(lstm)]
     for m in r["models"]:
         lat = m["latency_ms"]
@@ -67,13 +68,16 @@ def _reference(report: dict[str, Any], tmp: Path, scale: float) -> Path:
     return path
 
 
-def test_reference_pass_and_regression(cli_json: dict[str, Any], mobilenet: Path, tmp_path: Path) -> None:
+def test_reference_pass_and_regression(cli_json: dict[str, Any], mobilenet: Path, coral: Path,
+                                      tmp_path: Path) -> None:
     # 10x slower than recorded cannot be within +30 %, 10x faster cannot be a regression: no noise flips them.
-    ok = bench_cli(mobilenet, *QUICK, "--reference", _reference(cli_json["report"], tmp_path, 10.0))
+    ok = bench_cli(mobilenet, *QUICK, "--reference", _reference(cli_json["report"], tmp_path, 10.0),
+                   "--input", coral / "cat.bmp")
     assert ok.returncode == 0, ok.stderr
     assert "mobilenet_v1_0.25_128_quant.tflite: p50" in ok.stderr and " ok" in ok.stderr
     assert "reference note: test reference" in ok.stderr
     assert "p50 x first" in ok.stdout and "mobilenet_v1_0.25_128_quant.tflite" in ok.stdout  # the table
+    assert f"input {coral / 'cat.bmp'}" in ok.stdout
     bad = bench_cli(mobilenet, *QUICK, "--json", "--reference", _reference(cli_json["report"], tmp_path, 0.1),
                     "--tolerance", "0.3")
     assert bad.returncode == 1, bad.stderr

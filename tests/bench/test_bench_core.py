@@ -141,3 +141,24 @@ def test_options_and_inputs_are_validated(mobilenet: Path, tmp_path: Path) -> No
     (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(InputError, match="cannot be decoded"):
         feeds_for(m, str(tmp_path))
+
+
+def test_a_failing_invoke_names_the_model(lstm: Path) -> None:
+    """The failure is injected: the Coral model_invoking_error.tflite cannot even load without its custom op."""
+    from edge.bench.core import BenchError
+
+    m = load_model(lstm)
+    m.interpreter.set_tensor = lambda index, value: None  # keep the feed from touching the interpreter
+    calls: list[int] = []
+    real = m.interpreter.invoke
+
+    def fails_on_third() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("Node number 3 (FAKE) failed to invoke.")
+        real()
+
+    m.interpreter.invoke = fails_on_third
+    with pytest.raises(BenchError, match=r"keras_lstm_mnist_ptq.tflite failed while running .*Node number 3") as e:
+        benchmark(m, BenchOptions(runs=5, warmup=1, min_secs=0, warmup_min_secs=0))
+    assert "--delegate cpu" in e.value.fix
