@@ -50,9 +50,11 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
     try:
         everything.wait_for("edge/t1/predictions", 2)
         everything.wait_for("edge/t1/errors", 1)
-        for cmd in ('{"id": "a1", "action": "ping"}', "not json at all", '{"id": 7, "action": "fly"}'):
+        for cmd in ('{"id": "a1", "action": "ping"}', "not json at all", '{"id": 7, "action": "fly"}',
+                    '{"id": "b1", "action": "bench", "runs": 3, "min_secs": 0, "warmup_min_secs": 0}'):
             everything.publish("edge/t1/cmd", cmd)
-        everything.wait_for("edge/t1/cmd/result", 3)
+        everything.wait_for("edge/t1/cmd/result", 4)
+        everything.wait_for("edge/t1/bench", 1)
         everything.wait_for("edge/t1/metrics", 1)
         configs_before = len(everything.wait_for("homeassistant/sensor/edge_t1/+/config", 5))
         # Home Assistant restarted: its birth message makes the agent send discovery again
@@ -77,7 +79,7 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
         assert schemas.problems(kind, payload) == [], (m.topic, payload)
         assert schemas.problems(kind, payload, builtin=True) == [], (m.topic, payload)
         seen[kind] = seen.get(kind, 0) + 1
-    assert set(seen) >= {"availability", "status", "predictions", "errors", "metrics", "cmd_result"}, seen
+    assert set(seen) == {"availability", "status", "predictions", "errors", "metrics", "cmd_result", "bench"}, seen
     results = {json.loads(m.payload)["id"]: json.loads(m.payload) for m in everything.on("edge/t1/cmd/result")}
     assert results["a1"]["ok"] is True and results[7]["ok"] is False and results[None]["ok"] is False
 
