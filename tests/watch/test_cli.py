@@ -93,3 +93,37 @@ def test_bad_arguments_are_explained() -> None:
     assert "not connected to mqtt://127.0.0.1:1 yet" in r.stdout  # the table says so too
     r = run_module("edge.watch", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1", "--json", timeout=60)
     assert r.returncode == 1 and "never connected" in r.stderr and r.stdout == ""
+
+
+def test_on_a_terminal_the_table_is_redrawn_in_place(mosquitto: Mosquitto) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    publish(mosquitto, [("edge/pi-1/status", samples.status()), ("edge/pi-1/availability", "online")],
+            retain=True)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edge.watch", "--broker", mosquitto.url, "--timeout", "3",
+                             "--interval", "0.3"], stdin=follower, stdout=follower, stderr=follower,
+                            env=subprocess_env(COLUMNS="160", LINES="30"), close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(30) == 0
+    os.close(leader)
+    out = b"".join(chunks).decode(errors="replace")
+    redraws = out.count("\x1b[J")
+    assert redraws >= 3, out[-2000:]  # cursor up + clear, once per tick
+    assert "\x1b[32monline" in out  # availability in green
+    last = out.rsplit("\x1b[J", 1)[1]
+    assert "pi-1" in last and "digits_int8.tflite" in last and "2 messages, 0 malformed" in last
