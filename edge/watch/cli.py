@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,7 @@ class Watcher:
         self.count = count
         self.err = err
         self.seen = 0
+        self.pipe_closed = False
         self.done = threading.Event()
         self.connected = threading.Event()
         self.connect_error: str | None = None
@@ -123,8 +125,14 @@ class Watcher:
                 return
             assert isinstance(result, Message)
             if self.json_out is not None:
-                self.json_out.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
-                self.json_out.flush()
+                try:
+                    self.json_out.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
+                    self.json_out.flush()
+                except (BrokenPipeError, ValueError):
+                    # the reader went away (`edge-watch --json | head -1`): that is the end, not an error
+                    self.pipe_closed = True
+                    self.done.set()
+                    return
             if self._csv is not None and result.kind == "predictions":
                 self._csv.writerow(csv_row(result))
                 self._csv_file.flush()  # type: ignore[union-attr]
@@ -224,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
         watcher.stop()
         if dashboard is not None:
             dashboard.stop()
+    if watcher.pipe_closed:
+        # stdout is a closed pipe: point it at /dev/null so the interpreter's final flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if table is not None and (table.ansi or fleet.version != drawn_version):
         table.draw(fleet.snapshot(), note=_connection_note(watcher, broker))
     return status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,27 @@ def test_on_a_terminal_the_table_is_redrawn_in_place(mosquitto: Mosquitto) -> No
     assert "\x1b[32monline" in out  # availability in green
     last = out.rsplit("\x1b[J", 1)[1]
     assert "pi-1" in last and "digits_int8.tflite" in last and "2 messages, 0 malformed" in last
+
+
+def test_a_reader_that_goes_away_ends_edge_watch_cleanly(mosquitto: Mosquitto) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    publish(mosquitto, [("edge/pi-1/availability", "online")], retain=True)
+    # like `edge-watch --json | head -1`
+    proc = subprocess.Popen([sys.executable, "-m", "edge.watch", "--broker", mosquitto.url, "--json",
+                             "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=subprocess_env())
+    try:
+        assert json.loads(proc.stdout.readline())["kind"] == "availability"  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]
+        started = time.monotonic()
+        publish(mosquitto, [("edge/pi-1/predictions", samples.prediction(seq=i)) for i in range(1, 4)])
+        assert proc.wait(20) == 0
+        assert time.monotonic() - started < 15
+        err = proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert "Traceback" not in err and "BrokenPipe" not in err, err
+    finally:
+        proc.kill()
