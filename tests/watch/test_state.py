@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from edge.watch.state import Fleet, Malformed, Message, percentile
 from edge.watch.table import LiveTable, render
 
@@ -49,8 +51,9 @@ def test_replayed_predictions_are_deduplicated_on_seq() -> None:
     assert len(d["latency_series"]) == 3
 
 
-def test_malformed_messages_are_counted_and_never_raise() -> None:
-    fleet = Fleet()
+@pytest.mark.parametrize("validator", ["auto", "builtin"])
+def test_malformed_messages_are_counted_and_never_raise(validator: str) -> None:
+    fleet = Fleet(validator=validator)
     bad_schema = samples.prediction()
     del bad_schema["seq"]
     cases = {
