@@ -279,7 +279,9 @@ class Agent:
             **snap,
             **health(),
             spool_depth=stats["spool_depth"],
-            dropped=stats["dropped"],
+            # since this start, as docs/mqtt.md promises; the spool's lifetime count beside it
+            dropped=stats.get("dropped_spool_since_start", stats["dropped_spool"]) + stats["dropped_qos0"],
+            dropped_total=stats["dropped"],
             errors=self.window.errors,
             predictions=self.predictions,
         )
