@@ -102,6 +102,15 @@ def convert(
     if qat and quantize_mode not in (None, "int8"):
         raise ConvertError(f"--qat trains the model for int8; received --quantize {quantize_mode}",
                            "drop --quantize (int8 is used with --qat) or drop --qat")
+    if prune is not None and not 0.0 < prune < 1.0:
+        raise ConvertError(f"--prune must be a sparsity between 0 and 1 (e.g. 0.5); received {prune}",
+                           "pass the fraction of weights to zero, e.g. --prune 0.5")
+    if data is None and (edgetpu or quantize_mode in quantize.NEEDS_CALIBRATION):
+        what = "--edgetpu needs a full int8 model, which needs" if edgetpu else \
+            f"--quantize {quantize_mode} calibrates activation ranges on sample inputs, which needs"
+        raise ConvertError(f"{what} calibration data; no --data was given",
+                           "pass --data (an .npz/.npy or image folder of typical inputs)" +
+                           ("" if edgetpu else ", or use --quantize float16"))
     if (prune is not None or qat) and data is None:
         raise ConvertError(f"{'--prune' if prune is not None else '--qat'} fine-tunes the model, which needs "
                            "labelled data; no --data was given",

@@ -25,8 +25,10 @@ from edge.runtime import load_model
 # tensorflow/lite/core/kernels/register.cc (AddBuiltin(..., min_version, max_version); ops added without
 # versions register version 1 only). Source: the copy stored for kuangzy2011/tensorflow-back20231123 at
 # commit 315d929aafcc205d9cdda6701bd60b831ab7e556 (TF master of late 2023; the v2.14.0 tag itself was not
-# available offline). It is only the fallback: when a tflite-runtime python is available the model is
-# really loaded, and tests/converter checks this table against the real runtime on our models.
+# available offline). Its boundaries were then checked against the real tflite-runtime 2.14.0 wheel (a model
+# patched to the max version loads, max + 1 fails) for ADD, CONV_2D, DEPTHWISE_CONV_2D, DEQUANTIZE,
+# FULLY_CONNECTED, MAX_POOL_2D, MEAN, QUANTIZE, RESHAPE and SOFTMAX; tests/converter/test_compat_table.py
+# repeats that check. It is only the fallback: with a tflite-runtime python the model is really loaded.
 TFLITE_RUNTIME_214_MAX_OP_VERSIONS: dict[str, int] = {
     "ABS": 5, "HARD_SWISH": 1, "RELU": 3, "RELU_N1_TO_1": 1, "RELU_0_TO_1": 1, "RELU6": 3, "TANH": 3,
     "LOGISTIC": 3, "AVERAGE_POOL_2D": 3, "MAX_POOL_2D": 3, "L2_POOL_2D": 1, "CONV_2D": 7,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,10 @@ def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calib
     elif mode == "int16x8":
         conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     try:
-        data = conv.convert()
+        with warnings.catch_warnings():
+            # "Statistics for quantized inputs were expected": int8 I/O needs none, the warning only confuses.
+            warnings.simplefilter("ignore", UserWarning)
+            data = conv.convert()
     except Exception as exc:
         first = str(exc).strip().splitlines()
         raise ConvertError(f"the TFLite converter rejected the model in mode {mode}: "

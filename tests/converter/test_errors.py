@@ -19,6 +19,8 @@ def _cli(*args: str) -> tuple[int, str]:
 
 
 def test_fast_errors_before_tensorflow(tmp_path: Path) -> None:
+    m = str(tmp_path / "m.h5")
+    (tmp_path / "m.h5").write_bytes(b"never read: option errors come first")
     (tmp_path / "model.onnx").write_bytes(b"x")
     (tmp_path / "emptydir").mkdir()
     cases = [
@@ -26,6 +28,13 @@ def test_fast_errors_before_tensorflow(tmp_path: Path) -> None:
         ((str(tmp_path / "model.onnx"),), "expected .h5, .keras or a SavedModel folder"),
         ((str(tmp_path / "emptydir"),), "not a SavedModel"),
         ((str(tmp_path / "missing.h5"), "--quantize", "int9"), "invalid choice"),
+        ((m, "--prune", "0.5"), "needs labelled data"),
+        ((m, "--edgetpu"), "needs calibration data"),
+        ((m, "--edgetpu", "--quantize", "float16"), "--edgetpu needs a fully int8 model"),
+        ((m, "--quantize", "int8"), "calibration data; no --data was given"),
+        ((m, "--prune", "1.5", "--data", m), "between 0 and 1 (e.g. 0.5); received 1.5"),
+        ((m, "--qat", "--quantize", "float16", "--data", m), "--qat trains the model for int8"),
+        ((m, "--max-accuracy-drop", "1", "--quantize", "int8", "--data", m), "--quantize was also given"),
     ]
     for args, message in cases:
         code, err = _cli(*args)
@@ -46,12 +55,7 @@ def test_bad_models_and_data_via_cli(digits, tmp_path: Path) -> None:
         ((m, "--data", str(tmp_path / "wrong_shape.npz")), "samples have shape (20, 9, 9), the model expects "
          "(N, 8, 8, 1)", "fix:"),
         ((m, "--data", str(tmp_path / "strings.npz")), "expected numbers", "fix:"),
-        ((m, "--prune", "0.5"), "needs labelled data", "--data"),
         ((m, "--qat", "--data", str(tmp_path / "nolabels.npy")), "has no labels", "x and y"),
-        ((m, "--edgetpu"), "needs calibration data", "--data"),
-        ((m, "--edgetpu", "--quantize", "float16"), "--edgetpu needs a fully int8 model", "fix:"),
-        ((m, "--quantize", "int8"), "no --data was given", "--quantize float16"),
-        ((m, "--prune", "1.5", "--data", str(digits.train)), "between 0 and 1", "--prune 0.5"),
     ]
     for args, what, fix in cases:
         code, err = _cli(*args)
@@ -98,10 +102,11 @@ def test_keras3_model_converts_but_not_for_tfmot(digits, tmp_path: Path) -> None
     assert code == 2
     assert "saved by Keras 3" in err and "tf_keras" in err and "drop --prune/--qat" in err
     # Without tfmot steps it converts (through Keras 3's own SavedModel export) and runs.
-    rep = convert(path, data=digits.train, eval_split=0.3, calibration_samples=50)
+    rep = convert(path, data=digits.train, eval_split=0.3, calibration_samples=8)
     assert rep["input"]["flavor"] == "keras3" and rep["quantization"]["mode"] == "int8"
     assert rep["compatibility"]["ai_edge_litert"]["ok"] and rep["metrics"]["top1_agreement"] is not None
-    assert any("fewer than 100" in w for w in rep["warnings"])
+    assert any("only 8 samples (fewer than 100)" in w for w in rep["warnings"])
+    assert any("calibration misses classes" in w for w in rep["warnings"])
 
 
 def test_savedmodel_folder_and_image_folder(digits, tmp_path: Path, litert) -> None:
