@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import edge
-from edge.agent import messages, system
+from edge.agent import discovery, messages, system
 from edge.agent.commands import CommandWorker, default_registry
 from edge.agent.config import AgentConfig
 from edge.agent.metrics import LatencyWindow, health
@@ -53,6 +53,7 @@ class Agent:
         self.topics = messages.Topics(cfg.mqtt.prefix, self.device)
         self.commands = default_registry()
         self.on_connect_hooks: list[Hook] = []
+        self.on_status_hooks: list[Hook] = []  # after each status message (connect, model reload)
         self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
@@ -72,6 +73,7 @@ class Agent:
         self.outbox: Any = None
         self.source: Source | None = None
         self._worker: CommandWorker | None = None
+        discovery.install(self)
 
     # --- model -------------------------------------------------------------------------------------------
     def load_model(self) -> LoadedModel:
@@ -159,6 +161,11 @@ class Agent:
     def publish_status(self) -> None:
         if self.client is not None:
             self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
+            for hook in list(self.on_status_hooks):
+                try:
+                    hook(self)
+                except Exception:
+                    log.exception("on-status hook %r failed", hook)
 
     def publish_bench(self, report: Any) -> None:
         if self.outbox is not None:

@@ -209,6 +209,27 @@ class MetricsConfig(Section):
     )
 
 
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(
+        default=True,
+        title="Home Assistant discovery",
+        description="Publish MQTT discovery configs (retained) so Home Assistant creates sensors for this device",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        min_length=1,
+        title="Discovery prefix",
+        description="Home Assistant's discovery prefix (its MQTT integration setting)",
+    )
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix_ok(cls, v: str) -> str:
+        if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must not contain MQTT wildcards (+ #) nor start or end with '/'")
+        return v
+
+
 class AgentConfig(Section):
     state_dir: Path = Field(
         default=Path("~/.local/state/edge-agent"),
@@ -241,6 +262,9 @@ class AgentConfig(Section):
     )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, title="Metrics", description="Health reports"
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery for Home Assistant"
     )
 
     def resolved_state_dir(self) -> Path:
