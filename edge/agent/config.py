@@ -65,6 +65,12 @@ class MqttConfig(Section):
         description="Longest wait between reconnect attempts, seconds",
     )
 
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_from_text(cls, v: Any) -> Any:
+        # EDGE_MQTT_PROTOCOL=311 arrives as text; Literal[5, 311] does not coerce it.
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
+
     @field_validator("prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
