@@ -42,6 +42,9 @@ class Mosquitto:
     host: str = "127.0.0.1"
     port: int = 0
     extra_conf: str = ""
+    # Keep sessions and queued QoS 1 messages across a SIGKILL (saved on every change), as a
+    # production broker configured for store-and-forward would.
+    persistent: bool = False
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edge-mosquitto-")))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -60,7 +63,8 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+               "autosave_on_changes true\n" if self.persistent else "persistence false\n") +
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             f"{self.extra_conf}\n"
