@@ -98,8 +98,8 @@ def _load_images(folder: Path, shape: tuple[int | None, ...], normalize: str) ->
                 continue
             try:
                 with Image.open(p) as img:
-                    img = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                    arr = np.asarray(img, dtype=np.float32)
+                    small = img.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+                    arr = np.asarray(small, dtype=np.float32)
             except OSError as exc:
                 raise ConvertError(f"cannot read image {p}: {exc}", "remove or re-save the file") from exc
             xs.append(arr[..., None] if c == 1 else arr)

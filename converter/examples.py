@@ -83,6 +83,6 @@ def export_images(folder: str | Path, *, per_class: int = 5, size: int = 32, spl
         out_dir = folder / str(label) if by_class else folder
         out_dir.mkdir(parents=True, exist_ok=True)
         p = out_dir / (f"{n:03d}.png" if by_class else f"digit{label}_{n:03d}.png")
-        Image.fromarray(pixels, mode="L").resize((size, size), Image.NEAREST).save(p)
+        Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.NEAREST).save(p)
         written.append(p)
     return written

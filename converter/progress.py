@@ -46,7 +46,7 @@ def keras_callback(label: str, epochs: int, steps: int, enabled: bool) -> Any:
 
     keras = _tf.keras()
 
-    class _Progress(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+    class _Progress(keras.callbacks.Callback):  # type: ignore[name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.bar = Bar(label, epochs * steps, enabled)

@@ -37,7 +37,7 @@ def share_quantization_vectors(data: bytes) -> bytes:
             cache[key] = builder.CreateNumpyVector(arr)
         return cache[key]
 
-    class SharedQuantization(schema.QuantizationParametersT):  # type: ignore[misc,name-defined]
+    class SharedQuantization(schema.QuantizationParametersT):  # type: ignore[name-defined]
         def Pack(self, builder: Any) -> int:  # noqa: N802 (generated API name)
             fields = {name: vector(builder, getattr(self, attr), dt)
                       for name, attr, dt in (("Min", "min", "<f4"), ("Max", "max", "<f4"), ("Scale", "scale", "<f4"),
@@ -53,7 +53,7 @@ def share_quantization_vectors(data: bytes) -> bytes:
             schema.QuantizationParametersAddQuantizedDimension(builder, self.quantizedDimension)
             return schema.QuantizationParametersEnd(builder)
 
-    class AlignedBuffer(schema.BufferT):  # type: ignore[misc,name-defined]
+    class AlignedBuffer(schema.BufferT):  # type: ignore[name-defined]
         def Pack(self, builder: Any) -> int:  # noqa: N802
             off = None
             if self.data is not None:

@@ -43,6 +43,7 @@ def loss_for(model: Any, y: np.ndarray) -> Any:
 def fit(model: Any, data: Dataset, *, epochs: int, batch_size: int, learning_rate: float, label: str,
         progress: bool, callbacks: list[Any] | None = None) -> None:
     keras = _tf.keras()
+    assert data.y is not None  # require_labels() ran before
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_for(model, data.y),
                   metrics=["accuracy"])
     steps = math.ceil(len(data) / batch_size)
