@@ -154,6 +154,11 @@ def test_dynamic_range_fails_tflite_runtime_by_load_and_by_table(digits, tmp_pat
     monkeypatch.delenv("EDGE_TFLITE_RUNTIME_PYTHON")
     table = compat.check(out)["tflite_runtime"]
     assert table["method"] == "op_versions" and not table["ok"] and "FULLY_CONNECTED v12" in table["reason"]
+    # A python without tflite_runtime (this one) falls back to the table and says so.
+    import sys
+
+    fallback = compat.check(out, tflite_python=sys.executable)["tflite_runtime"]
+    assert fallback["method"] == "op_versions" and "has no tflite_runtime" in fallback["reason"]
     # The table agrees with the real runtime on the int8 and float16 models too.
     for mode in ("int8", "float16"):
         r = convert(digits.model, output=tmp_path / f"{mode}.tflite", quantize_mode=mode, data=digits.train,
@@ -227,3 +232,16 @@ def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(digits, t
                            "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors(); i.invoke(); print('ok')",
                            str(tmp_path / "b.tflite")], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_api_takes_a_model_object_and_leaves_it_untouched(digits, tmp_path) -> None:
+    from converter import _tf
+
+    model = _tf.keras().models.load_model(digits.model, compile=False)
+    before = [w.copy() for w in model.get_weights()]
+    rep = convert(model, output=tmp_path / "obj.tflite", data=digits.train, eval_data=digits.test, prune=0.5,
+                  epochs=1)
+    assert rep["steps"][0]["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.02)
+    after = model.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))  # pruning worked on a copy
+    assert (tmp_path / "obj.report.json").exists()
