@@ -18,7 +18,7 @@ import pytest
 from edge.broker import free_port, wait_port
 from edge.flash.ssh import DeployError, wait_for_online
 from tests.conftest import run_module
-from tests.flash.helpers import MOBILENET, rewrite, sh
+from tests.flash.helpers import MOBILENET, clean_env, rewrite, sh
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def leftovers() -> set[str]:
     return {p.name for p in Path("/var/tmp").glob("edge-flash.*")}
 
 
-def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path) -> None:
+def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path, mosquitto) -> None:
     a, b = make_bundle("x86_64"), make_bundle("x86_64", device_id="second")
     prefix = tmp_path / "target"
     before = leftovers()
@@ -73,6 +73,20 @@ def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path) -> 
     assert second.returncode == 0, second.stderr
     assert os.readlink(prefix / "current") == f"releases/{b.manifest.bundle_id}"
     assert os.readlink(prefix / "previous") == f"releases/{a.manifest.bundle_id}"
+
+    # the installed agent, started as the unit would (no systemd here), is what --wait-online waits for
+    agent = subprocess.Popen([str(prefix / "bin" / "edge-agent"), "run", "--config",
+                              str(prefix / "current" / "config" / "agent.toml"), "--broker", mosquitto.url],
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "agent.log", "wb"),
+                             env=clean_env(), cwd=tmp_path)
+    try:
+        waited = flash(sshd, "ssh", prefix, "--bundle", str(b.path), "--wait-online", mosquitto.url,
+                       "--wait-timeout", "120")
+        assert waited.returncode == 0, waited.stderr + (tmp_path / "agent.log").read_text()
+        assert "already installed" in waited.stderr and "second is online, running" in waited.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
 
     back = flash(sshd, "rollback", prefix)
     assert back.returncode == 0, back.stderr
