@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -144,6 +145,10 @@ def test_systemd_unit_is_valid_and_hardened(make_bundle, tmp_path: Path) -> None
     rendered.write_text(unit.replace("@PREFIX@", str(prefix)))
     proc = sh("systemd-analyze", "verify", rendered, check=False)
     assert proc.returncode == 0, proc.stderr
+    # systemd's own exposure score (0 = locked down, 10 = unprotected); "OK" is below 3
+    sec = sh("systemd-analyze", "security", "--offline=true", rendered, check=False).stdout
+    score = float(re.search(r"Overall exposure level for edge-agent.service: ([\d.]+) (\w+)", sec).group(1))
+    assert score < 3.0, sec
     assert "u edge-agent" in files["systemd/edge-agent.sysusers"].decode()
 
 
