@@ -177,11 +177,16 @@ class Agent:
             qos=1,
         )
 
-    def _publish_error(self, source: str, what: str, fix: str) -> None:
+    def _publish_error(self, source: str, what: str, fix: str) -> bool:
         self.window.add_error()
-        self.outbox.send(
-            self.topics.errors, messages.error(self.device, source=source, error=what, fix=fix), qos=1
-        )
+        try:
+            self.outbox.send(
+                self.topics.errors, messages.error(self.device, source=source, error=what, fix=fix), qos=1
+            )
+        except Exception as exc:
+            log.error("%s: cannot spool the error report: %s", source, exc)
+            return False
+        return True
 
     def _on_connect(self, *args: Any) -> None:
         # Retained state is re-sent on every connect: a broker restarted without persistence forgets it.
@@ -204,25 +209,24 @@ class Agent:
         except Exception as exc:
             return exc
 
-    def process(self, item: Item, prepared: Prepared | Exception | None = None) -> None:
-        if prepared is None:
-            prepared = self.prepare(item)
+    def process(self, item: Item, prepared: Prepared | Exception | None = None) -> bool:
+        """Run one input; True once its prediction or error report is in the spool (the input is done)."""
+        if prepared is None or (isinstance(prepared, Prepared) and prepared.model is not self.pipeline.model):
+            prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
         try:
             if isinstance(prepared, Exception):
                 raise prepared
             res = self.pipeline.infer(prepared)
         except EdgeError as exc:
             log.warning("%s: %s (fix: %s)", item.name, exc.what, exc.fix)
-            self._publish_error(item.name, exc.what, exc.fix)
-            return
+            return self._publish_error(item.name, exc.what, exc.fix)
         except Exception as exc:  # a runtime failure on one input must not stop the agent
             log.error("%s: inference failed: %s: %s", item.name, type(exc).__name__, exc, exc_info=exc)
-            self._publish_error(
+            return self._publish_error(
                 item.name,
                 f"inference failed: {type(exc).__name__}: {exc}",
                 "check the input matches the model; report a bug if it persists",
             )
-            return
         self.window.add(res.latency_ms["total"])
         payload = messages.prediction(
             self.device,
@@ -234,8 +238,12 @@ class Agent:
             result_key=res.result_key,
             result=res.result,
         )
-        # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
-        seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
+        try:
+            # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
+            seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
+        except Exception as exc:  # e.g. disk full: keep running; the input is not marked done
+            log.error("%s: cannot spool the prediction (%s); it is retried after a restart", item.name, exc)
+            return False
         payload["seq"] = seq
         self.last_seq = seq
         self.predictions += 1
@@ -253,6 +261,7 @@ class Agent:
             except Exception:
                 log.exception("cannot answer on %s", item.response_topic)
         log.debug("%s -> seq %d %s %.2f ms", item.name, seq, res.result_key, res.latency_ms["total"])
+        return True
 
     # --- metrics -----------------------------------------------------------------------------------------
     def metrics_payload(self) -> dict[str, Any]:
@@ -263,7 +272,9 @@ class Agent:
             **snap,
             **health(),
             spool_depth=stats["spool_depth"],
-            dropped=stats["dropped"],
+            # since this start, as docs/mqtt.md promises; the spool's lifetime count beside it
+            dropped=stats.get("dropped_spool_since_start", stats["dropped_spool"]) + stats["dropped_qos0"],
+            dropped_total=stats["dropped"],
             errors=self.window.errors,
             predictions=self.predictions,
         )
@@ -347,8 +358,8 @@ class Agent:
             metrics_thread.start()
         try:
             for item, prepared in self._prefetched():
-                self.process(item, prepared)
-                self.source.done(item)
+                if self.process(item, prepared):
+                    self.source.done(item)
         finally:
             self.shutdown()
         return 0

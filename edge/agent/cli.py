@@ -117,6 +117,7 @@ def run(a: argparse.Namespace) -> int:
     from edge.agent.app import Agent
     from edge.agent.config import load_config
     from edge.agent.sources import source_kind
+    from edge.mqtt.url import parse_broker_url
 
     try:
         cfg = load_config(a.config, flags=_flags(a))
@@ -124,6 +125,7 @@ def run(a: argparse.Namespace) -> int:
         if cfg.source.spec is None:
             raise EdgeError("no source given", "pass --source FILE|DIR|mqtt|camera[:N] (or [source] spec)")
         source_kind(cfg.source.spec)  # a wrong path fails now, before the model loads
+        parse_broker_url(cfg.mqtt.broker)  # and so does a malformed broker URL
         agent = Agent(cfg)
     except EdgeError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)

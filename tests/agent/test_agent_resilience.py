@@ -200,3 +200,49 @@ def test_status_and_metrics_payloads_are_json(tmp_path: Path) -> None:
         errors=0,
     )
     assert json.loads(json.dumps(m))["latency_ms"]["p99"] is None
+
+
+def test_full_spool_drops_oldest_and_counts_it(tmp_path: Path, coral: Path, agents) -> None:
+    from edge.broker import free_port
+    from tests.agent.conftest import Subscriber
+    from tests.conftest import subprocess_env
+
+    broker = Mosquitto(workdir=tmp_path)
+    broker.port = free_port()  # nothing listening yet: the agent spools everything
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(20):
+        shutil.copy(coral / "cat.bmp", d / f"img_{i:02d}.bmp")
+    env = subprocess_env(EDGE_SPOOL_MAX_BYTES="4096")  # room for a handful of predictions
+    args = agent_args(
+        broker,
+        "f1",
+        tmp_path / "state",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--source",
+        str(d),
+        "--metrics-interval",
+        "0.3",
+        "--log-level",
+        "DEBUG",
+    )
+    agent = agents(args, tmp_path / "agent.log", env=env)
+    deadline = time.monotonic() + 30
+    while "-> seq 20 " not in agent.output():
+        assert time.monotonic() < deadline and agent.alive(), agent.output()[-3000:]
+        time.sleep(0.1)
+    broker.start()
+    try:
+        sub = Subscriber(broker, ["edge/f1/predictions", "edge/f1/metrics"])
+        m = sub.wait(lambda s: [m for m in s.json("edge/f1/metrics") if m["dropped"] > 0], 30, "metrics")[-1]
+        preds = sub.wait(lambda s: s.json("edge/f1/predictions"), 30, "predictions")
+        time.sleep(0.5)
+        seqs = sorted(p["seq"] for p in sub.json("edge/f1/predictions"))
+        assert seqs[-1] == 20 and len(seqs) < 20, seqs  # the newest survive, the oldest were dropped
+        assert m["dropped"] == 20 - len(seqs), (m, seqs)
+        assert seqs == list(range(seqs[0], 21)) and all(p["historical"] for p in preds)
+        sub.close()
+        assert agent.terminate() == 0
+    finally:
+        broker.stop()

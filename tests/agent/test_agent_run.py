@@ -308,3 +308,51 @@ def test_python_dash_m_edge_is_edge_agent() -> None:
     from edge.agent.cli import main
 
     assert main.__module__ == "edge.agent.cli"
+
+
+def test_usage_errors_exit_2_with_a_fix(tmp_path: Path, coral: Path) -> None:
+    model = str(coral / "mobilenet_v1_0.25_128_quant.tflite")
+    cases = [
+        (["--source", "mqtt", "--broker", "http://host:1"], "unsupported scheme 'http'"),
+        (["--source", str(tmp_path / "missing"), "--broker", "mqtt://h:1"], "neither an existing file"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--top-k", "0"], "postprocess.top_k = 0"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--device-id", "a/b"], "mqtt.device_id = 'a/b'"),
+    ]
+    for args, needle in cases:
+        r = run_module("edge", "run", "--model", model, "--state-dir", str(tmp_path / "s"), *args, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr and "fix:" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber) -> None:
+    """The Edge TPU loader is a seam: a stand-in that reports a specific failure (no Coral here)."""
+    from edge.agent.app import Agent
+    from edge.agent.config import load_config
+    from edge.errors import DelegateError
+
+    class UnpluggedCoral:
+        name = "edgetpu"
+
+        def load(self, runtime, options):  # the DelegateLoader protocol
+            raise DelegateError("Edge TPU at usb:0 stopped responding (stand-in)", "replug the Coral")
+
+    sub = subscriber(["edge/s1/status", "edge/s1/predictions"])
+    cfg = load_config(
+        None,
+        environ={},
+        flags={
+            "model": {"path": str(coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")},
+            "source": {"spec": str(coral / "cat.bmp")},
+            "mqtt": {"broker": mosquitto.url, "device_id": "s1"},
+            "state_dir": str(tmp_path / "state"),
+            "once": True,
+            "metrics": {"interval_s": 0},
+        },
+    )
+    agent = Agent(cfg, delegates={"edgetpu": UnpluggedCoral()})
+    assert agent.run() == 0
+    status = sub.wait(lambda s: s.json("edge/s1/status"), 10, "status")[0]
+    assert any("usb:0 stopped responding (stand-in)" in n and "CPU twin" in n for n in status["notes"]), (
+        status
+    )
+    assert sub.wait(lambda s: s.json("edge/s1/predictions"), 10, "prediction")[0]["source"] == "cat.bmp"
