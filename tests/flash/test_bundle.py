@@ -208,3 +208,13 @@ def test_host_tool_imports_no_runtime_numpy_or_tensorflow() -> None:
             "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_invalid_agent_config_is_refused_at_bundle_time(tmp_path: Path, coral: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[postprocess]\ntop_k = 0\n[mqtt]\nbrokr = 'typo'\n")
+    proc = run_module("edge.flash", "bundle", "-m", str(coral / MOBILENET), "--config", str(bad), "-o",
+                      str(tmp_path / "b.tar.gz"))
+    assert proc.returncode == 2 and "the agent config is invalid" in proc.stderr
+    assert "postprocess.top_k" in proc.stderr and "brokr" in proc.stderr
+    assert not (tmp_path / "b.tar.gz").exists()
