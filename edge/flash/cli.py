@@ -121,14 +121,20 @@ def _run(args: argparse.Namespace) -> int:
         target = ssh.Target.from_args(args)
         if args.cmd == "rollback":
             ssh.rollback(target)
+            print(f"{args.host}: rolled back to the previous release under {args.prefix}")
             return 0
-        ssh.deploy(target, args.bundle, force=args.force, wait_online=args.wait_online,
-                   wait_timeout=args.wait_timeout, topic_prefix=args.topic_prefix)
+        summary = ssh.deploy(target, args.bundle, force=args.force, wait_online=args.wait_online,
+                             wait_timeout=args.wait_timeout, topic_prefix=args.topic_prefix)
+        print(f"{args.host}: release {summary.get('release')} is current at {summary.get('prefix')} "
+              f"(previous: {summary.get('previous') or 'none'})")
         return 0
     if args.cmd == "sd":
         from edge.flash import sd
 
-        sd.provision(args.target, args.bundle, hostname=args.hostname, ssh_key=args.ssh_key, user=args.user,
-                     wifi=args.wifi, wifi_country=args.wifi_country, mode=args.mode, assume_yes=args.yes)
+        done = sd.provision(args.target, args.bundle, hostname=args.hostname, ssh_key=args.ssh_key,
+                            user=args.user, wifi=args.wifi, wifi_country=args.wifi_country, mode=args.mode,
+                            assume_yes=args.yes)
+        print(f"{args.target}: {done.mode} first-boot provisioning written and verified "
+              f"({len(done.written)} files in the FAT partition)")
         return 0
     raise AssertionError(args.cmd)

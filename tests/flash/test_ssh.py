@@ -69,6 +69,7 @@ def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path, mos
     assert check["ok"] and check["arch"] == "x86_64" and check["models"][0]["file"] == f"models/{MOBILENET}"
     assert "copying" in first.stderr and f"release {a.manifest.bundle_id}" in first.stderr
     assert leftovers() == before  # the upload directory is cleaned up
+    assert f"release {a.manifest.bundle_id} is current at {prefix} (previous: none)" in first.stdout
 
     second = flash(sshd, "ssh", prefix, "--bundle", str(b.path))
     assert second.returncode == 0, second.stderr
