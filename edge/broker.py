@@ -42,6 +42,8 @@ class Mosquitto:
     host: str = "127.0.0.1"
     port: int = 0
     extra_conf: str = ""
+    # Replaces ``allow_anonymous true`` right after the listener line: TLS, password_file, acl_file...
+    listener_conf: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edge-mosquitto-")))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -59,7 +61,7 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            + ("allow_anonymous true" if self.listener_conf is None else self.listener_conf) + "\n"
             "persistence false\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"

@@ -338,7 +338,9 @@ class MqttClient:
                 return
             was = self._connected.is_set()
             self._connected.clear()
-        if reason is not None and getattr(reason, "is_failure", False) and not self._stopping.is_set():
+        if not was:
+            pass  # never connected: the CONNACK refusal or the socket error already says why
+        elif reason is not None and getattr(reason, "is_failure", False) and not self._stopping.is_set():
             self._set_error(f"connection lost: {reason}")
         elif was and not self._stopping.is_set():
             self._set_error("connection lost")
