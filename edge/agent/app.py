@@ -1,0 +1,274 @@
+"""The agent: wiring and lifecycle.
+
+start: load the model (errors exit 2 before touching the network) -> open the
+spool -> connect (the Last Will is ``offline``) -> on every (re)connect publish
+``online`` + status and run the on-connect hooks -> feed the source through the
+pipeline, every result spooled before it is published -> on SIGTERM/SIGINT or
+the end of a --once run: flush (bounded), publish ``offline``, exit 0.
+
+Extension points for other features: ``Agent.commands`` (action -> handler),
+``Agent.on_connect_hooks`` (called with the agent after each connect) and
+``Agent.status_extras`` (functions adding keys to the status message).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import edge
+from edge.agent import messages, system
+from edge.agent.commands import CommandWorker, default_registry
+from edge.agent.config import AgentConfig
+from edge.agent.metrics import LatencyWindow, health
+from edge.agent.pipeline import Pipeline, Settings
+from edge.agent.sources import Item, Source, open_source
+from edge.errors import EdgeError
+from edge.labels import read_labels
+from edge.preprocess import Normalization
+from edge.runtime import LoadedModel, load_model
+
+log = logging.getLogger("edge.agent")
+
+Hook = Callable[["Agent"], None]
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+class Agent:
+    version = edge.__version__
+
+    def __init__(self, cfg: AgentConfig, *, delegates: Any = None) -> None:
+        self.cfg = cfg
+        self.device = cfg.mqtt.device_id or system.hostname()
+        self.topics = messages.Topics(cfg.mqtt.prefix, self.device)
+        self.commands = default_registry()
+        self.on_connect_hooks: list[Hook] = []
+        self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
+        self.stop_event = threading.Event()
+        self.window = LatencyWindow(cfg.metrics.window_s)
+        self.delegates = delegates  # the delegate seam of edge.runtime.load_model (tests)
+        self.state_dir = cfg.resolved_state_dir()
+        self.started_at = messages.utc_iso()
+        self.started_mono = time.monotonic()
+        self.last_seq: int | None = None
+        self.predictions = 0
+        self.first_prediction_s: float | None = None
+        self.settings = Settings(cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values)
+        self.pipeline: Pipeline = self._build_pipeline(self.load_model())
+        self.client: Any = None
+        self.spool: Any = None
+        self.outbox: Any = None
+        self.source: Source | None = None
+        self._worker: CommandWorker | None = None
+
+    # --- model -------------------------------------------------------------------------------------------
+    def load_model(self) -> LoadedModel:
+        m = self.cfg.model
+        if m.path is None:
+            raise EdgeError("no model given", "pass --model path/to/model.tflite (or [model] path in the config)")
+        return load_model(m.path, runtime=m.runtime, threads=m.threads, delegate=m.delegate,
+                          delegates=self.delegates, max_bytes=m.max_bytes)
+
+    def _build_pipeline(self, model: LoadedModel) -> Pipeline:
+        p = self.cfg.preprocess
+        labels = read_labels(self.cfg.model.labels)
+        pipe = Pipeline(model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels)
+        for note in model.notes:
+            log.warning("%s", note)
+        log.info("model %s (sha256 %s..., %s) on %s %s, delegate %s, %d bytes, init %.1f ms", model.path,
+                 model.sha256[:12], pipe.kind, model.runtime.name, model.runtime.version, model.delegate,
+                 model.size_bytes, model.init_ms)
+        return pipe
+
+    def reload_model(self) -> LoadedModel:
+        model = self.load_model()
+        pipe = self._build_pipeline(model)
+        with self.pipeline.lock:
+            self.pipeline = pipe
+        self.publish_status()
+        return model
+
+    def apply_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        with self.pipeline.lock:
+            for k, v in values.items():
+                setattr(self.settings, k, v)
+        log.info("settings changed: %s", values)
+        return {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+
+    # --- messages ----------------------------------------------------------------------------------------
+    def status_payload(self) -> dict[str, Any]:
+        m = self.pipeline.model
+        body = messages.status(
+            self.device, agent_version=self.version, started_at=self.started_at,
+            model={"path": str(m.path), "requested_path": str(m.requested_path), "sha256": m.sha256,
+                   "size_bytes": m.size_bytes, "inputs": [t.describe() for t in m.inputs],
+                   "outputs": [t.describe() for t in m.outputs]},
+            runtime={"name": m.runtime.name, "version": m.runtime.version}, delegate=m.delegate, notes=m.notes,
+            arch=system.arch(), board=system.board(), hostname=system.hostname(), python=system.python_version(),
+            threads=m.threads, source=self.source.description if self.source else str(self.cfg.source.spec),
+            kind=self.pipeline.kind)
+        body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        for extra in self.status_extras:
+            body.update(extra(self))
+        return body
+
+    def publish_status(self) -> None:
+        if self.client is not None:
+            self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
+
+    def publish_bench(self, report: Any) -> None:
+        if self.outbox is not None:
+            self.outbox.send(self.topics.bench, messages.envelope(self.device, report=report), qos=1)
+
+    def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
+        self.outbox.send(self.topics.cmd_result,
+                         messages.cmd_result(self.device, id=cid, action=action, ok=ok, result=result, error=error),
+                         qos=1)
+
+    def _publish_error(self, source: str, what: str, fix: str) -> None:
+        self.window.add_error()
+        self.outbox.send(self.topics.errors, messages.error(self.device, source=source, error=what, fix=fix), qos=1)
+
+    def _on_connect(self, *args: Any) -> None:
+        # Retained state is re-sent on every connect: a broker restarted without persistence forgets it.
+        try:
+            self.client.publish(self.topics.availability, messages.ONLINE.encode(), 1, True, None)
+            self.publish_status()
+        except Exception:
+            log.exception("cannot publish availability/status")
+        for hook in list(self.on_connect_hooks):
+            try:
+                hook(self)
+            except Exception:
+                log.exception("on-connect hook %r failed", hook)
+
+    # --- one input ---------------------------------------------------------------------------------------
+    def process(self, item: Item) -> None:
+        try:
+            res = self.pipeline.run(item.data, item.name)
+        except EdgeError as exc:
+            log.warning("%s: %s (fix: %s)", item.name, exc.what, exc.fix)
+            self._publish_error(item.name, exc.what, exc.fix)
+            return
+        except Exception as exc:  # a runtime failure on one input must not stop the agent
+            log.exception("%s: inference failed", item.name)
+            self._publish_error(item.name, f"inference failed: {type(exc).__name__}: {exc}",
+                                "check the input matches the model; report a bug if it persists")
+            return
+        self.window.add(res.latency_ms["total"])
+        payload = messages.prediction(self.device, seq=0, source=item.name,
+                                      model_sha256=self.pipeline.model.sha256, latency_ms=res.latency_ms,
+                                      kind=res.kind, result_key=res.result_key, result=res.result)
+        # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
+        seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
+        payload["seq"] = seq
+        self.last_seq = seq
+        self.predictions += 1
+        if self.first_prediction_s is None:
+            self.first_prediction_s = time.monotonic() - self.started_mono
+        if item.response_topic:
+            try:
+                self.client.publish(item.response_topic, _json(payload), 1, False,
+                                    {"CorrelationData": item.correlation_data} if item.correlation_data else None)
+            except Exception:
+                log.exception("cannot answer on %s", item.response_topic)
+        log.debug("%s -> seq %d %s %.2f ms", item.name, seq, res.result_key, res.latency_ms["total"])
+
+    # --- metrics -----------------------------------------------------------------------------------------
+    def metrics_payload(self) -> dict[str, Any]:
+        snap = self.window.snapshot()
+        stats = self.outbox.stats()
+        return messages.metrics(self.device, **snap, **health(), spool_depth=stats["spool_depth"],
+                                dropped=stats["dropped"], errors=self.window.errors, predictions=self.predictions)
+
+    def _metrics_loop(self) -> None:
+        interval = self.cfg.metrics.interval_s
+        while not self.stop_event.wait(interval):
+            try:
+                if self.client.connected:
+                    self.client.publish(self.topics.metrics, _json(self.metrics_payload()), 0, False, None)
+            except Exception:
+                log.exception("cannot publish metrics")
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def _connect(self) -> None:
+        from edge.mqtt.client import MqttClient, Will
+        from edge.mqtt.url import parse_broker_url
+        from edge.outbox import Outbox
+        from edge.spool import Spool
+
+        mq = self.cfg.mqtt
+        url = parse_broker_url(mq.broker)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        spool_path = self.cfg.spool.path or self.state_dir / "spool.db"
+        self.spool = Spool(Path(spool_path), max_bytes=self.cfg.spool.max_bytes, max_age_s=self.cfg.spool.max_age_s)
+        self.client = MqttClient(url, mq.client_id or f"edge-agent-{self.device}",
+                                 will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
+                                 tls=self.tls_options(), keepalive=mq.keepalive_s, backoff_min=mq.backoff_min_s,
+                                 backoff_max=mq.backoff_max_s, protocol=4 if mq.protocol == 311 else 5)
+        self.client.on_connect(self._on_connect)
+        self.outbox = Outbox(self.client, self.spool)
+        self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
+        self.client.subscribe(self.topics.cmd, lambda msg: self._worker.submit(bytes(msg.payload)), 1)  # type: ignore[union-attr]
+        log.info("device %s, broker %s, spool %s (%d waiting)", self.device, url.redacted(), spool_path,
+                 self.spool.depth())
+
+    def tls_options(self) -> Any:
+        """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
+        return None
+
+    def install_signal_handlers(self) -> None:
+        def _stop(signum: int, _frame: Any) -> None:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self._connect()
+        assert self._worker is not None
+        self.source = open_source(str(cfg.source.spec), state_dir=self.state_dir, client=self.client,
+                                  infer_topic=self.topics.infer, cfg=cfg.source,
+                                  on_refused=lambda name, why: self._publish_error(name, why, "slow down requests"))
+        self._worker.start()
+        self.outbox.start()
+        self.client.start()
+        metrics_thread = None
+        if cfg.metrics.interval_s > 0:
+            metrics_thread = threading.Thread(target=self._metrics_loop, name="edge-metrics", daemon=True)
+            metrics_thread.start()
+        try:
+            for item in self.source.items(self.stop_event, cfg.once):
+                self.process(item)
+                self.source.done(item)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        if self.source is not None:
+            self.source.close()
+        if self._worker is not None:
+            self._worker.stop()
+        flushed = self.outbox.flush(self.cfg.flush_timeout_s)
+        depth = self.spool.depth()
+        if flushed:
+            log.info("all messages acknowledged by the broker")
+        else:
+            log.warning("%d messages stay in the spool (broker unreachable: %s); they are sent at the next start",
+                        depth, self.client.last_error)
+        self.client.stop(messages.OFFLINE.encode())
+        self.outbox.stop()
+        self.spool.close()
+        log.info("stopped after %d predictions (last seq %s)", self.predictions, self.last_seq)

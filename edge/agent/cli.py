@@ -1,0 +1,133 @@
+"""``edge-agent`` (also ``python -m edge``): run a model on this device, or check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import edge
+from edge.errors import EdgeError
+
+log = logging.getLogger("edge.agent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edge-agent {edge.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the model on a source and publish over MQTT",
+                         description="Flags override the config file, which EDGE_* variables override too.")
+    run.add_argument("--config", help="TOML config file (see docs/agent.md)")
+    run.add_argument("--model", help="the .tflite model")
+    run.add_argument("--labels", help="labels file: one label a line, or 'N label' lines")
+    run.add_argument("--source", help="a file, a directory, 'mqtt', or 'camera[:N]'")
+    run.add_argument("--broker", help="mqtt://[user:pass@]host:port")
+    run.add_argument("--device-id", help="device id (topic level); default the hostname")
+    run.add_argument("--prefix", help="topic prefix (default edge)")
+    run.add_argument("--once", action="store_true", default=None,
+                     help="process what the source holds, wait for acks (or spool), exit 0")
+    run.add_argument("--flush-timeout", type=float, help="seconds to wait for broker acks at exit (default 10)")
+    run.add_argument("--runtime", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"])
+    run.add_argument("--threads", type=int, help="interpreter threads")
+    run.add_argument("--delegate", choices=["auto", "cpu", "edgetpu"])
+    run.add_argument("--top-k", type=int, help="classes per prediction (default 5)")
+    run.add_argument("--threshold", type=float, help="minimum score")
+    run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent)")
+    run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    chk = sub.add_parser("check-config", help="validate a TOML config file")
+    chk.add_argument("file")
+    return p
+
+
+def _flags(a: argparse.Namespace) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        if value is None:
+            return
+        node = tree
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+
+    put("model.path", a.model)
+    put("model.labels", a.labels)
+    put("model.runtime", a.runtime)
+    put("model.threads", a.threads)
+    put("model.delegate", a.delegate)
+    put("source.spec", a.source)
+    put("mqtt.broker", a.broker)
+    put("mqtt.device_id", a.device_id)
+    put("mqtt.prefix", a.prefix)
+    put("once", a.once)
+    put("flush_timeout_s", a.flush_timeout)
+    put("postprocess.top_k", a.top_k)
+    put("postprocess.threshold", a.threshold)
+    put("state_dir", a.state_dir)
+    put("metrics.interval_s", a.metrics_interval)
+    put("log_level", a.log_level)
+    return tree
+
+
+def _setup_logging(level: str) -> None:
+    # stderr, no timestamps when journald adds its own? Keep them: plain files and terminals need them.
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def check_config(path: str) -> int:
+    from edge.agent.config import check_file
+
+    try:
+        problems = check_file(path)
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not problems:
+        print(f"{path}: ok")
+        return 0
+    print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+    for key, value, msg in problems:
+        print(f"  {key} = {value!r}: {msg}", file=sys.stderr)
+    return 1
+
+
+def run(a: argparse.Namespace) -> int:
+    from edge.agent.app import Agent
+    from edge.agent.config import load_config
+    from edge.agent.sources import source_kind
+
+    try:
+        cfg = load_config(a.config, flags=_flags(a))
+        _setup_logging(cfg.log_level)
+        if cfg.source.spec is None:
+            raise EdgeError("no source given", "pass --source FILE|DIR|mqtt|camera[:N] (or [source] spec)")
+        source_kind(cfg.source.spec)  # a wrong path fails now, before the model loads
+        agent = Agent(cfg)
+    except EdgeError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    agent.install_signal_handlers()
+    try:
+        return agent.run()
+    except EdgeError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.command == "check-config":
+        return check_config(a.file)
+    return run(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
