@@ -10,6 +10,8 @@ Which actions the agent executes at all is configured here too
 (:class:`CommandsConfig`): a disabled action is refused and audited, nothing else.
 """
 
+# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
+# ruff: noqa: UP045
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +21,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +34,7 @@ class CommandsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    disabled: list[str] = Field(default_factory=list, description="actions refused with 'disabled', e.g. "
+    disabled: list[str] = Field(default_factory=list, title="Disabled actions", description="actions refused with 'disabled', e.g. "
                                 "[\"bench\", \"model/set\"]; '*' disables every action except ping")
 
     def allows(self, action: str) -> bool:
@@ -46,10 +48,10 @@ class AuditConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="record every command received")
-    file: Path | None = Field(None, description="JSON-lines file; default <state_dir>/audit.jsonl")
-    publish: bool = Field(True, description="also publish each record on <prefix>/<device>/audit (QoS 1)")
-    max_bytes: int = Field(5 * 1024 * 1024, ge=4096, description="the file is rotated to <file>.1 beyond this")
+    enabled: bool = Field(True, title="Audit commands", description="record every command received")
+    file: Optional[Path] = Field(None, title="Audit file", description="JSON-lines file; default <state_dir>/audit.jsonl")
+    publish: bool = Field(True, title="Publish audit records", description="also publish each record on <prefix>/<device>/audit (QoS 1)")
+    max_bytes: int = Field(5 * 1024 * 1024, ge=4096, title="Audit file size limit", description="the file is rotated to <file>.1 beyond this")
 
 
 def _ts() -> str:

@@ -31,6 +31,7 @@ from edge.agent.pipeline import Pipeline, Settings
 from edge.agent.sources import Item, Source, open_source
 from edge.errors import EdgeError
 from edge.labels import read_labels
+from edge.ota.agent import AgentSecurity
 from edge.preprocess import Normalization
 from edge.runtime import LoadedModel, load_model
 
@@ -63,6 +64,8 @@ class Agent:
         self.predictions = 0
         self.first_prediction_s: float | None = None
         self.settings = Settings(cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values)
+        # Undoes an interrupted model update and picks the installed model, before anything loads.
+        self.security = AgentSecurity(self)
         self.pipeline: Pipeline = self._build_pipeline(self.load_model())
         self.client: Any = None
         self.spool: Any = None
@@ -73,14 +76,15 @@ class Agent:
     # --- model -------------------------------------------------------------------------------------------
     def load_model(self) -> LoadedModel:
         m = self.cfg.model
-        if m.path is None:
+        path, _labels = self.security.model_path()
+        if path is None:
             raise EdgeError("no model given", "pass --model path/to/model.tflite (or [model] path in the config)")
-        return load_model(m.path, runtime=m.runtime, threads=m.threads, delegate=m.delegate,
+        return load_model(path, runtime=m.runtime, threads=m.threads, delegate=m.delegate,
                           delegates=self.delegates, max_bytes=m.max_bytes)
 
     def _build_pipeline(self, model: LoadedModel) -> Pipeline:
         p = self.cfg.preprocess
-        labels = read_labels(self.cfg.model.labels)
+        labels = read_labels(self.security.model_path()[1])
         pipe = Pipeline(model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels)
         for note in model.notes:
             log.warning("%s", note)
@@ -207,24 +211,25 @@ class Agent:
         from edge.spool import Spool
 
         mq = self.cfg.mqtt
-        url = parse_broker_url(mq.broker)
+        url = self.security.credentials(parse_broker_url(mq.broker))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         spool_path = self.cfg.spool.path or self.state_dir / "spool.db"
         self.spool = Spool(Path(spool_path), max_bytes=self.cfg.spool.max_bytes, max_age_s=self.cfg.spool.max_age_s)
         self.client = MqttClient(url, mq.client_id or f"edge-agent-{self.device}",
                                  will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
-                                 tls=self.tls_options(), keepalive=mq.keepalive_s, backoff_min=mq.backoff_min_s,
+                                 tls=self.tls_options(url), keepalive=mq.keepalive_s, backoff_min=mq.backoff_min_s,
                                  backoff_max=mq.backoff_max_s, protocol=4 if mq.protocol == 311 else 5)
         self.client.on_connect(self._on_connect)
         self.outbox = Outbox(self.client, self.spool)
         self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
         self.client.subscribe(self.topics.cmd, lambda msg: self._worker.submit(bytes(msg.payload)), 1)  # type: ignore[union-attr]
+        self.security.attach()
         log.info("device %s, broker %s, spool %s (%d waiting)", self.device, url.redacted(), spool_path,
                  self.spool.depth())
 
-    def tls_options(self) -> Any:
+    def tls_options(self, url: Any) -> Any:
         """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
-        return None
+        return self.security.tls_options(url)
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: Any) -> None:
@@ -261,6 +266,7 @@ class Agent:
             self.source.close()
         if self._worker is not None:
             self._worker.stop()
+        self.security.stop()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()
         if flushed:

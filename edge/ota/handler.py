@@ -22,11 +22,11 @@ class OtaConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="accept model updates on <prefix>/<device>/model/set")
-    public_keys: list[str] = Field(default_factory=list, description="Ed25519 public keys trusted for updates: "
+    enabled: bool = Field(True, title="Accept updates", description="accept model updates on <prefix>/<device>/model/set")
+    public_keys: list[str] = Field(default_factory=list, title="Trusted update keys", description="Ed25519 public keys trusted for updates: "
                                    ".pub file paths, PEM or base64 text. Empty: every update is refused")
-    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, description="largest model accepted over the air")
-    guard: GuardLimits = Field(default_factory=GuardLimits, description="limits of the model health check")
+    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, title="Update size limit", description="largest model accepted over the air")
+    guard: GuardLimits = Field(default_factory=GuardLimits, title="Health check limits", description="limits of the model health check")
 
 
 class UpdateHandler:

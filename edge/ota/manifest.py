@@ -15,6 +15,8 @@ cap, the framing, the signature against its configured public keys, the
 target device, then sizes and hashes; only then does it write anything.
 """
 
+# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
+# ruff: noqa: UP045
 from __future__ import annotations
 
 import base64
@@ -24,7 +26,7 @@ import json
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -70,9 +72,9 @@ class Manifest(BaseModel):
     version: str = Field(..., min_length=1, max_length=128, description="model version, free text (e.g. 1.4.0)")
     sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the model bytes")
     size: int = Field(..., ge=0, description="model size in bytes")
-    labels_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the labels file")
+    labels_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the labels file")
     labels_size: int = Field(0, ge=0, description="labels size in bytes (0 = no labels)")
-    device: str | None = Field(None, max_length=256, description="target device id; null = any device")
+    device: Optional[str] = Field(None, max_length=256, description="target device id; null = any device")
     key_id: str = Field(..., min_length=1, max_length=64, description="fingerprint of the signing public key")
     created: str = Field(..., description="UTC time of signing (ISO 8601)")
 
