@@ -23,6 +23,7 @@ from edge.audit import AuditLog
 from edge.errors import EdgeError
 from edge.ota.handler import ACTION, UpdateHandler, current_from_path
 from edge.ota.install import InstalledModel, ModelStore
+from edge.ota.manifest import MAX_HEADER
 
 if TYPE_CHECKING:  # pragma: no cover
     from edge.agent.app import Agent
@@ -101,7 +102,10 @@ class AgentSecurity:
         self.audit = AuditLog(self.cfg.audit, agent.state_dir / "audit.jsonl", agent.device, self._publish_audit)
         self.handler = UpdateHandler(self.cfg.ota, self.store, device=agent.device, current=self._current,
                                      activate=self.activate)
-        self._updates: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        # Bounded by bytes, not count: many small (bad) updates queue up, two huge ones do not.
+        self._updates: queue.Queue[bytes | None] = queue.Queue()
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last_update: dict[str, Any] | None = None
         self.broker_redacted: str | None = None
@@ -208,17 +212,31 @@ class AgentSecurity:
                                    "fix": "remove model/set from commands.disabled in the agent config"},
                          outcome="disabled")
             return
-        try:
-            self._updates.put_nowait(payload)
-        except queue.Full:
-            self._answer(payload, {"ok": False, "reason": "busy", "error": "another model update is in progress",
-                                   "fix": "wait for its result on cmd/result, then push again"}, outcome="refused")
+        if len(payload) > self.cfg.ota.max_bytes + MAX_HEADER + 12:
+            # Refused at once: an oversize message is never queued.
+            self._answer(payload, {"ok": False, "reason": "oversize",
+                                   "error": f"update message is {len(payload)} bytes, over the device's "
+                                            f"{self.cfg.ota.max_bytes}-byte model limit",
+                                   "fix": "shrink the model or raise ota.max_bytes in the agent config"},
+                         outcome="refused")
+            return
+        with self._pending_lock:
+            busy = self._pending_bytes + len(payload) > self.cfg.ota.max_pending_bytes
+            if not busy:
+                self._pending_bytes += len(payload)
+        if busy:
+            self._answer(payload, {"ok": False, "reason": "busy", "error": "other model updates are in progress",
+                                   "fix": "wait for their results on cmd/result, then push again"}, outcome="refused")
+            return
+        self._updates.put(payload)
 
     def _update_loop(self) -> None:
         while True:
             payload = self._updates.get()
             if payload is None:
                 return
+            with self._pending_lock:
+                self._pending_bytes = max(0, self._pending_bytes - len(payload))
             started = time.monotonic()
             try:
                 answer = self.handler.handle(payload)

@@ -29,3 +29,7 @@ def sign(keys: dict[str, Any]) -> Callable[..., bytes]:
         return build_message(model, signer, version=version, **kw)
 
     return _sign
+
+
+# The agent tests' helpers (a subscriber that survives restarts, agent processes) serve here too.
+from tests.agent.conftest import agents, subscriber  # noqa: E402,F401
