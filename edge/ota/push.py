@@ -7,49 +7,27 @@ with the same ``id``: ``ok``, the new ``version``/``sha256``, or the ``reason`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import ssl
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from edge.errors import EdgeError
+from edge.mqtt.url import BrokerURL, parse_broker_url
 from edge.ota.manifest import DEFAULT_MAX_BYTES, build_message
 
 PASSWORD_ENV = "EDGE_MQTT_PASSWORD"
 
 
-@dataclass(frozen=True)
-class Broker:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    def redacted(self) -> str:
-        auth = f"{self.username}:***@" if self.username and self.password else (
-            f"{self.username}@" if self.username else "")
-        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
-
-
-def parse_broker(url: str, username: str | None = None, password: str | None = None) -> Broker:
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise EdgeError(f"broker URL scheme must be mqtt:// or mqtts://; received {parts.scheme!r}",
-                        "e.g. mqtts://broker.local:8883")
-    tls = parts.scheme in ("mqtts", "ssl")
-    try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError as exc:
-        raise EdgeError(f"broker URL has an invalid port ({exc})", "e.g. mqtt://host:1883") from exc
-    return Broker(parts.hostname or "localhost", port, tls, username or (unquote(parts.username)
-                  if parts.username else None),
-                  password or (unquote(parts.password) if parts.password else None))
+def parse_broker(url: str, username: str | None = None, password: str | None = None) -> BrokerURL:
+    """The transport's URL parser, with user and password given apart (never in a URL on a command line)."""
+    parsed = parse_broker_url(url)
+    return dataclasses.replace(parsed, username=username or parsed.username,
+                               password=password if password is not None else parsed.password)
 
 
 def read_secret(value: str | None = None, file: str | Path | None = None, env: str = PASSWORD_ENV) -> str | None:
@@ -103,7 +81,7 @@ def push_model(broker_url: str, device_id: str, key_path: str | Path, model_path
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-push-{cmd_id}")
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
-    if broker.tls or ca_file:
+    if broker.tls:
         client.tls_set_context(tls_context(ca_file, cert_file, key_file))
 
     def on_connect(c: Any, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:

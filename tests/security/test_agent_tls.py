@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.mqtt.client import Message, MqttClient, TLSOptions
+from tests.conftest import run_module
 
 from .tls_broker import USERS, SecureBroker, start_secure_broker
 
@@ -63,10 +64,11 @@ def _agent_args(b: SecureBroker, tmp_path: Path, coral: Path, password: str, *ex
 
 
 def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_path: Path, coral: Path,
-                                                      agents: Any) -> None:
+                                                      agents: Any, keys: dict[str, Any]) -> None:
     w = Watcher(secure)
     try:
-        agent = agents(_agent_args(secure, tmp_path, coral, USERS[DEV]), tmp_path / "agent.log")
+        agent = agents(_agent_args(secure, tmp_path, coral, USERS[DEV], "--update-key", str(keys["public"])),
+                       tmp_path / "agent.log")
         status = json.loads(w.wait_for(f"edge/{DEV}/status")[-1].payload)
         assert status["broker"] == f"mqtts://{DEV}:***@localhost:{secure.port}"
         assert w.wait_for(f"edge/{DEV}/availability")[-1].payload == b"online"
@@ -76,6 +78,15 @@ def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_
         assert pred["top_k"][0]["index"] == 9
         w.client.publish(f"edge/{DEV}/cmd", json.dumps({"id": "p", "action": "ping"}), qos=1)
         assert json.loads(w.wait_for(f"edge/{DEV}/cmd/result")[-1].payload)["ok"]
+        # A signed update pushed over TLS by the operator account.
+        op_pw = tmp_path / "operator-password"
+        op_pw.write_text(USERS["operator"])
+        r = run_module("edge.flash", "push-model", "--broker", f"mqtts://localhost:{secure.port}", "--device-id", DEV,
+                       "--key", str(keys["private"]), "--username", "operator", "--password-file", str(op_pw),
+                       "--ca-file", str(secure.pki.ca), "--version", "7", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+                       timeout=120)
+        assert r.returncode == 0 and json.loads(r.stdout)["result"]["version"] == "7", r.stdout + r.stderr
+        assert USERS["operator"] not in r.stdout + r.stderr
         assert agent.terminate() == 0
         # Everything the agent published stayed under its ACL'd prefix, and no secret leaked anywhere.
         assert all(m.topic.startswith(f"edge/{DEV}/") for m in w.messages), {m.topic for m in w.messages}

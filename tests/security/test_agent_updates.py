@@ -54,7 +54,7 @@ def test_push_model_installs_and_the_agent_serves_it(mosquitto: Mosquitto, tmp_p
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status on the configured model")
-    r = run_module("edge.ota", "push-model", "--broker", mosquitto.url, "--device-id", DEV, "--key",
+    r = run_module("edge.flash", "push-model", "--broker", mosquitto.url, "--device-id", DEV, "--key",
                    str(keys["private"]), str(mobilenet), "--labels", str(coral / "imagenet_labels.txt"),
                    "--version", "2.0", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
