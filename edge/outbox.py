@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
-from edge.mqtt.client import MqttClient
+from edge.mqtt.client import MqttClient, publish_properties
 from edge.spool import Spool, SpooledMessage
 
 _BATCH = 200  # spool rows read per query
@@ -79,11 +79,17 @@ class Outbox:
         self._cursor = 0  # highest spool id published on the current connection
         self._generation = -1
         self._boot_last_id = spool.last_id()  # everything up to here was spooled by an earlier run
+        # Highest id published so far, and as of the last reconnect: rows up to the latter are replays.
+        # Kept in memory: an UPDATE per message just to remember "sent once" would cost a third of
+        # the spool's write budget; after a crash, everything found at start-up counts as a replay.
+        self._sent_upto = 0
+        self._replay_upto = 0
         self._thread: threading.Thread | None = None
         self._published = 0
         self._acked = 0
         self._dropped_qos0 = 0
         self._rejected = 0
+        self._inflight_peak = 0
         client.on_puback(self._on_puback)
         client.on_connect(self._wake.set)
         client.on_disconnect(self._wake.set)
@@ -98,16 +104,20 @@ class Outbox:
         self._wake.set()
 
     def send(self, topic: str, payload: dict[str, Any] | bytes | str, qos: int = 1, retain: bool = False,
-             *, seq: str | None = None) -> int | None:
+             *, seq: str | None = None, properties: dict[str, Any] | None = None) -> int | None:
         """Queue durably (QoS >= 1) and publish as soon as possible; QoS 0 is best effort, never spooled.
 
         ``seq="predictions"`` sets ``payload["seq"]`` (a dict payload) from the spool's persisted
         counter of that name *in the same transaction* that spools the message, so a crash can never
         burn a sequence number without its message; the number is returned.
+        ``properties``: MQTT 5 publish properties by paho name (e.g. ``{"CorrelationData": b"42"}``),
+        stored with the message.
         """
         _check_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+        if properties:
+            publish_properties(properties)  # validate now, not in the sender thread
         if seq is not None and not isinstance(payload, dict):
             raise TypeError("seq= needs a dict payload (the number is stored under the key 'seq')")
         if qos == 0:
@@ -115,7 +125,7 @@ class Outbox:
             if seq is not None:
                 number = self.spool.next_seq(seq)
                 payload = {**payload, "seq": number}  # type: ignore[dict-item]
-            if self.client.publish(topic, _encode(payload), qos=0, retain=retain) is None:
+            if self.client.publish(topic, _encode(payload), qos=0, retain=retain, properties=properties) is None:
                 self._dropped_qos0 += 1
             else:
                 self._published += 1
@@ -126,9 +136,9 @@ class Outbox:
             obj = dict(payload)  # type: ignore[arg-type]
             _, number = self.spool.put_sequenced(
                 topic, lambda n: _encode({**obj, "seq": n}), name=seq, qos=1, retain=retain,
-                historical=self._outage())
+                historical=self._outage(), properties=properties)
         else:
-            self.spool.put(topic, _encode(payload), 1, retain, historical=self._outage())
+            self.spool.put(topic, _encode(payload), 1, retain, historical=self._outage(), properties=properties)
             number = None
         self._wake.set()
         return number
@@ -158,10 +168,11 @@ class Outbox:
             "dropped": spool_dropped + self._dropped_qos0,
             "dropped_spool": spool_dropped,
             "dropped_qos0": self._dropped_qos0,
-            "rejected": self._rejected,
+            "rejected": self._rejected + self.client.rejected,
             "published": self._published,
             "acked": self._acked,
             "inflight": len(self._inflight),
+            "inflight_peak": self._inflight_peak,
         }
 
     def stop(self) -> None:
@@ -203,14 +214,18 @@ class Outbox:
                 self.log.info("replaying %d unacknowledged messages after reconnect", len(self._inflight))
             self._inflight.clear()
             self._cursor = 0
+            self._replay_upto = self._sent_upto
             self._generation = gen
-        room = self.max_inflight - len(self._inflight)
+        limit = min(self.max_inflight, self.client.receive_maximum or self.max_inflight)
+        room = limit - len(self._inflight)
         if room <= 0:
             return False
         rows = self.spool.pending(limit=min(room, _BATCH), after_id=self._cursor)
         if not rows:
             return False
-        self.spool.mark_attempted(r.id for r in rows)
+        replays = [r.id for r in rows if r.id <= self._replay_upto or r.id <= self._boot_last_id]
+        if replays:
+            self.spool.mark_attempted(replays)  # diagnostics: how often a message had to be re-sent
         for row in rows:
             if not self._publish(row):
                 return False
@@ -218,12 +233,15 @@ class Outbox:
 
     def _publish(self, row: SpooledMessage) -> bool:
         payload = row.payload
-        if row.historical or row.attempts > 0 or row.id <= self._boot_last_id:
+        if (row.historical or row.attempts > 0 or row.id <= self._boot_last_id
+                or row.id <= self._replay_upto):
             payload = mark_historical(payload)
         try:
-            token = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
-        except ValueError as err:
-            # Cannot ever be sent (e.g. spooled by an older version with a bad topic): drop it.
+            token = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain,
+                                        properties=row.properties)
+        except Exception as err:
+            # Cannot ever be encoded (bad topic or property spooled by an older version): drop it
+            # rather than block everything behind it forever.
             self.log.error("dropping spooled message %d on %r: %s", row.id, row.topic, err)
             self._rejected += 1
             self.spool.ack([row.id])
@@ -233,10 +251,12 @@ class Outbox:
             return False  # disconnected meanwhile; replay starts over after the reconnect
         self._published += 1
         self._cursor = row.id
+        self._sent_upto = max(self._sent_upto, row.id)
         if row.qos == 0:
             self.spool.ack([row.id])
         else:
             self._inflight[token] = row.id
+            self._inflight_peak = max(self._inflight_peak, len(self._inflight))
         return True
 
     def _drain_acks(self) -> None:

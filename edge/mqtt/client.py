@@ -30,9 +30,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.errors import EdgeError
 from edge.mqtt.url import BrokerURL, parse_broker_url
 
 _MID_BITS = 16  # paho mids are 1..65535
+
+
+class TLSConfigError(EdgeError):
+    """TLS options that cannot work (missing or unreadable CA, certificate or key file)."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,39 @@ _REFUSALS = {
 }
 
 
+def publish_properties(values: dict[str, Any]) -> Properties:
+    """paho ``Properties`` for a PUBLISH from ``{"CorrelationData": b"..", "ResponseTopic": ".."}``."""
+    props = Properties(PacketTypes.PUBLISH)
+    for name, value in values.items():
+        try:
+            setattr(props, name, value)
+        except Exception as err:  # paho raises MQTTException for unknown names and bad types
+            raise ValueError(f"invalid MQTT 5 publish property {name}={value!r}: {err}") from None
+    return props
+
+
+def _build_tls_context(tls: TLSOptions) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise TLSConfigError(
+            f"cannot use the TLS files (ca_file={tls.ca_file!r}, cert_file={tls.cert_file!r}, "
+            f"key_file={tls.key_file!r}): {err}",
+            "check the paths exist, are readable and hold PEM data; the key must match the certificate") from err
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _describe_oserror(err: OSError, url: BrokerURL) -> str:
     where = f"{url.host}:{url.port}"
+    if url.tls and isinstance(err, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return (f"TLS handshake with {where} failed: connection reset (is it a TLS port? mqtts:// usually "
+                f"listens on 8883, plain mqtt:// on 1883)")
     if isinstance(err, ConnectionRefusedError):
         return f"unreachable: connection refused by {where} (is the broker running and listening there?)"
     if isinstance(err, ssl.SSLCertVerificationError):
@@ -126,10 +162,18 @@ class MqttClient:
         self._on_puback: list[Callable[[int], None]] = []
         self._acked_waiters: dict[int, threading.Event] = {}
         self._last_error: str | None = None
-        self._ssl_context: ssl.SSLContext | None = None
+        self._attempt_error = False
+        # Built now: a missing CA or key file is a configuration error to report at start-up,
+        # not something for the network thread to retry forever.
+        self._ssl_context: ssl.SSLContext | None = _build_tls_context(self.tls) if self.tls else None
         #: Seconds slept before each reconnect attempt (most recent last): for logs and tests.
         self.backoff_history: deque[float] = deque(maxlen=64)
         self.connect_attempts = 0
+        #: Messages the broker acknowledged with an error reason code (MQTT 5).
+        self.rejected = 0
+        #: From the broker's CONNACK (MQTT 5), None when it sets no limit.
+        self.receive_maximum: int | None = None
+        self.maximum_packet_size: int | None = None
 
     # ------------------------------------------------------------------ registration
     def on_connect(self, callback: Callable[[], None]) -> None:
@@ -214,6 +258,14 @@ class MqttClient:
             if client is None or not self._connected.is_set():
                 return None
         props = self._properties(properties) if properties and self.protocol == 5 else None
+        limit = self.maximum_packet_size
+        if limit is not None:
+            data = payload.encode() if isinstance(payload, str) else payload
+            # Fixed header (<= 5) + topic (2 + len) + mid (2) + properties: a safe upper bound.
+            size = 5 + 2 + len(topic.encode()) + 2 + len(data) + (64 if props is not None else 1)
+            if size > limit:
+                raise ValueError(f"message of {size} bytes on {topic!r} exceeds the broker's maximum "
+                                 f"packet size of {limit} bytes")
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             # Dropped connection: paho may have queued it, but this paho client is never reused.
@@ -228,10 +280,7 @@ class MqttClient:
 
     @staticmethod
     def _properties(values: dict[str, Any]) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)
-        for name, value in values.items():
-            setattr(props, name, value)
-        return props
+        return publish_properties(values)
 
     # ------------------------------------------------------------------ network thread
     def _new_paho(self) -> paho.Client:
@@ -250,22 +299,15 @@ class MqttClient:
         if self.tls is not None:
             c.tls_set_context(self._tls_context())
         gen = self._generation + 1  # the number this connection gets if it succeeds
-        c.on_connect = lambda cl, ud, flags, rc, props: self._handle_connect(cl, rc, gen)
+        c.on_connect = lambda cl, ud, flags, rc, props: self._handle_connect(cl, rc, gen, props)
         c.on_disconnect = lambda cl, ud, flags, rc, props: self._handle_disconnect(cl, rc)
-        c.on_publish = lambda cl, ud, mid, rc, props: self._handle_puback(gen, mid)
+        c.on_publish = lambda cl, ud, mid, rc, props: self._handle_puback(gen, mid, rc)
         return c
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
             assert self.tls is not None
-            ctx = ssl.create_default_context(cafile=self.tls.ca_file)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if self.tls.cert_file:
-                ctx.load_cert_chain(self.tls.cert_file, self.tls.key_file)
-            if self.tls.insecure:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl_context = ctx
+            self._ssl_context = _build_tls_context(self.tls)
         return self._ssl_context
 
     def _next_delay(self, failures: int) -> float:
@@ -277,17 +319,31 @@ class MqttClient:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            client = self._new_paho()
+            try:
+                client = self._new_paho()
+            except Exception as err:  # never let the network thread die
+                self.log.exception("cannot set up the MQTT client")
+                self._set_error(f"cannot set up the MQTT client: {err}")
+                self._stopping.wait(self.backoff_max)
+                continue
             with self._lock:
                 self._client = client
             self.connect_attempts += 1
             gen_before = self._generation
+            self._attempt_error = False
             try:
                 client.connect(self.url.host, self.url.port, keepalive=int(max(1, self.keepalive)))
             except (OSError, ValueError) as err:
                 msg = _describe_oserror(err, self.url) if isinstance(err, OSError) else str(err)
                 self._set_error(msg)
             else:
+                if self._stopping.is_set():  # stop() may have looked at the previous client
+                    client.disconnect()
+                # paho writes from the publishing thread when it believes no loop thread exists; over TLS
+                # that races this thread's SSL_read on the same SSL object and corrupts the stream
+                # ("Bad socket read/write", random disconnects). Declared as the loop thread (what
+                # loop_start() does), paho queues the packet and wakes this loop to write it.
+                client._thread = threading.current_thread()  # noqa: SLF001
                 try:
                     client.loop_forever(timeout=0.5)
                 except Exception as err:  # paho bug or callback escape: never kill the thread
@@ -295,6 +351,10 @@ class MqttClient:
                     self._set_error(f"network loop failed: {err}")
             if self._connected.is_set():  # loop ended without on_disconnect (socket error)
                 self._handle_disconnect(client, None)
+            if self._generation == gen_before and not self._attempt_error and not self._stopping.is_set():
+                hint = "" if self.url.tls else " (is it a TLS port? then use mqtts://)"
+                self._set_error(f"no MQTT answer from {self.url.host}:{self.url.port}: the connection "
+                                f"closed before the broker accepted it{hint}")
             with self._lock:
                 self._client = None
             if self._stopping.is_set():
@@ -310,15 +370,20 @@ class MqttClient:
         # Reason strings and OS errors never carry the password; the URL is always shown redacted.
         if self.url.password:
             message = message.replace(self.url.password, "***")
+        self._attempt_error = True
         if message != self._last_error:
             self.log.warning("MQTT %s: %s", self.url.redacted(), message)
         self._last_error = message
 
-    def _handle_connect(self, client: paho.Client, reason: Any, gen: int) -> None:
+    def _handle_connect(self, client: paho.Client, reason: Any, gen: int, props: Any = None) -> None:
         if reason.is_failure:
             text = str(reason)
             self._set_error(_REFUSALS.get(text, f"refused by the broker: {text}"))
             return
+        # MQTT 5 brokers announce how many un-acked QoS 1 messages they accept and the largest
+        # packet; exceeding either gets us disconnected, and replaying would do it again forever.
+        self.receive_maximum = int(getattr(props, "ReceiveMaximum", 0) or 0) or None
+        self.maximum_packet_size = int(getattr(props, "MaximumPacketSize", 0) or 0) or None
         with self._lock:
             self._generation = gen
             subs = list(self._subs.items())
@@ -338,18 +403,21 @@ class MqttClient:
                 return
             was = self._connected.is_set()
             self._connected.clear()
-        if not was:
-            pass  # never connected: the CONNACK refusal or the socket error already says why
-        elif reason is not None and getattr(reason, "is_failure", False) and not self._stopping.is_set():
-            self._set_error(f"connection lost: {reason}")
-        elif was and not self._stopping.is_set():
-            self._set_error("connection lost")
+        if was and not self._stopping.is_set():
+            failed = reason is not None and getattr(reason, "is_failure", False)
+            self._set_error(f"connection lost: {reason}" if failed else "connection lost")
+        # When not connected yet, the CONNACK refusal (already recorded) says more than the close.
         if was:
             for cb in list(self._on_disconnect):
                 self._call(cb)
 
-    def _handle_puback(self, gen: int, mid: int) -> None:
+    def _handle_puback(self, gen: int, mid: int, reason: Any = None) -> None:
         token = (gen << _MID_BITS) | mid
+        if reason is not None and getattr(reason, "is_failure", False):
+            # The broker received the message and refused it (MQTT 5, e.g. an ACL): sending it
+            # again cannot help, so it still counts as acknowledged, but say so.
+            self.rejected += 1
+            self.log.warning("broker refused a message (mid %d): %s", mid, reason)
         with self._lock:
             waiter = self._acked_waiters.pop(token, None)
         if waiter is not None:
