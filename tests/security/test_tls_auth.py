@@ -148,3 +148,21 @@ def test_client_certificate_required(tmp_path: Path) -> None:
             with_cert.stop()
     finally:
         b.broker.stop()
+
+
+def test_tls_connection_survives_publishing_while_receiving(secure: SecureBroker) -> None:
+    # Regression: paho wrote from the publishing thread while the network thread read the same SSL
+    # object, which corrupted the TLS stream and dropped the connection every few hundred messages.
+    c = _client(secure.url("operator", USERS["operator"]), TLSOptions(ca_file=str(secure.pki.ca)), "op")
+    received = []
+    try:
+        assert c.wait_connected(10)
+        c.subscribe("edge/load/#", lambda m: received.append(1))
+        time.sleep(0.3)
+        sent = 0
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            sent += c.publish("edge/load/x", b"y" * 2000, qos=1) is not None
+        assert sent > 1000 and c.generation == 1 and c.connected, (sent, c.generation, c.last_error)
+    finally:
+        c.stop()
