@@ -67,26 +67,33 @@ class AuditedRegistry:
         return self.inner.handlers
 
     def dispatch(self, agent: Any, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
+        """Same contract as the inner registry's: never raises (the command worker must not die)."""
         import json
 
         action: Any = None
+        cmd: Any = None
         try:
             cmd = json.loads(payload.decode("utf-8"))
             action = cmd.get("action") if isinstance(cmd, dict) else None
-        except (UnicodeDecodeError, ValueError):
-            cmd = None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            pass
         if isinstance(action, str) and not self.security.cfg.commands.allows(action):
             cid = cmd.get("id") if isinstance(cmd, dict) else None
             error = (f"action {action!r} is disabled on this device "
                      "(commands.disabled in the agent config)")
-            self.security.audit.record(action=action, cmd_id=cid, topic=agent.topics.cmd, outcome="disabled",
-                                       payload=payload, error=error)
+            self._audit(agent, action, cid, "disabled", payload, error)
             return cid, action, False, None, error
         cid, action, ok, result, error = self.inner.dispatch(agent, payload)
-        outcome = "done" if ok else ("malformed" if action is None or action not in self.inner else "failed")
-        self.security.audit.record(action=action, cmd_id=cid, topic=agent.topics.cmd, outcome=outcome,
-                                   payload=payload, error=error)
+        known = isinstance(action, str) and action in self.inner.handlers
+        self._audit(agent, action, cid, "done" if ok else ("failed" if known else "malformed"), payload, error)
         return cid, action, ok, result, error
+
+    def _audit(self, agent: Any, action: Any, cid: Any, outcome: str, payload: bytes, error: str | None) -> None:
+        try:
+            self.security.audit.record(action=action, cmd_id=cid, topic=agent.topics.cmd, outcome=outcome,
+                                       payload=payload, error=error)
+        except Exception:  # auditing must never take the command path down
+            log.exception("cannot audit command %r", action)
 
 
 class AgentSecurity:

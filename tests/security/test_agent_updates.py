@@ -203,3 +203,22 @@ def test_disabled_actions_are_refused_and_audited(mosquitto: Mosquitto, tmp_path
     audit = sub.wait(lambda s: len(s.json(f"{T}/audit")) >= 4 and s.json(f"{T}/audit"), 30, "4 audit records")
     outcomes = {(a["action"], a["outcome"]) for a in audit}
     assert {("model/set", "disabled"), ("reload", "disabled"), ("ping", "done"), (None, "malformed")} <= outcomes
+
+
+def test_fuzzed_commands_and_updates_never_stop_the_agent(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
+                                                          keys: dict[str, Any], subscriber: Any, agents: Any) -> None:
+    import random
+
+    from edge import fuzz
+
+    sub = subscriber([f"{T}/#"])
+    agent = _start(agents, mosquitto, tmp_path, coral, keys)
+    _status(sub, lambda m: True, "status")
+    rng = random.Random(5)
+    for _ in range(150):
+        sub.publish(f"{T}/cmd", fuzz.mutate_command(rng))
+    for _ in range(5):
+        sub.publish(f"{T}/model/set", bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+    sub.publish(f"{T}/cmd", json.dumps({"id": "still-there", "action": "ping"}))
+    assert _result(sub, "still-there")["ok"]
+    assert agent.alive() and "Traceback" not in agent.output()
