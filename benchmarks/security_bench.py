@@ -249,7 +249,8 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
             send(build_message(mutant, signer, version="m", device=dev, cmd_id=cid()))
         for _ in range(10):
             w.pub(f"{t}/model/set", bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))))
-        done = w.wait(lambda: {r.get("id") for r in w.json(f"{t}/cmd/result")} >= set(sent_ids), 600)
+        done = w.wait(lambda: {r.get("id") for r in w.json(f"{t}/cmd/result")} >= set(sent_ids) and len(
+            [r for r in w.json(f"{t}/cmd/result") if r.get("action") == "model/set"]) >= len(sent_ids) + 10, 600)
         answers = [r for r in w.json(f"{t}/cmd/result") if r.get("action") == "model/set"]
         # Signed mutants that pass every check are installed (they are validly signed, and they run):
         # put the original model back with a good update before the last checks.

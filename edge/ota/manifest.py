@@ -51,6 +51,7 @@ REFUSAL_REASONS = {
     "health_check": "the new model failed its health check; the previous model was kept or restored",
     "install_failed": "writing or switching the model failed; the previous model was kept or restored",
     "busy": "another update is in progress",
+    "disabled": "model/set is disabled in this agent's config (commands.disabled)",
 }
 
 
