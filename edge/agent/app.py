@@ -66,7 +66,7 @@ class Agent:
         self.settings = Settings(cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values)
         # Undoes an interrupted model update and picks the installed model, before anything loads.
         self.security = AgentSecurity(self)
-        self.pipeline: Pipeline = self._build_pipeline(self.load_model())
+        self.pipeline: Pipeline = self._initial_pipeline()
         self.client: Any = None
         self.spool: Any = None
         self.outbox: Any = None
@@ -81,6 +81,15 @@ class Agent:
             raise EdgeError("no model given", "pass --model path/to/model.tflite (or [model] path in the config)")
         return load_model(path, runtime=m.runtime, threads=m.threads, delegate=m.delegate,
                           delegates=self.delegates, max_bytes=m.max_bytes)
+
+    def _initial_pipeline(self) -> Pipeline:
+        # An installed update that stopped loading (new runtime, disk error) must not brick the device.
+        while True:
+            try:
+                return self._build_pipeline(self.load_model())
+            except EdgeError as exc:
+                if not self.security.fall_back(exc):
+                    raise
 
     def _build_pipeline(self, model: LoadedModel) -> Pipeline:
         p = self.cfg.preprocess

@@ -79,11 +79,12 @@ class AuditedRegistry:
             pass
         if isinstance(action, str) and not self.security.cfg.commands.allows(action):
             cid = cmd.get("id") if isinstance(cmd, dict) else None
-            error = (f"action {action!r} is disabled on this device "
+            error: str | None = (f"action {action!r} is disabled on this device "
                      "(commands.disabled in the agent config)")
             self._audit(agent, action, cid, "disabled", payload, error)
             return cid, action, False, None, error
-        cid, action, ok, result, error = self.inner.dispatch(agent, payload)
+        cid, action, ok, result, error2 = self.inner.dispatch(agent, payload)
+        error = error2
         known = isinstance(action, str) and action in self.inner.handlers
         self._audit(agent, action, cid, "done" if ok else ("failed" if known else "malformed"), payload, error)
         return cid, action, ok, result, error
@@ -124,6 +125,27 @@ class AgentSecurity:
             labels = Path(self.current.labels_path) if self.current.labels_path else self.cfg.model.labels
             return Path(self.current.path), labels
         return self.cfg.model.path, self.cfg.model.labels
+
+    def fall_back(self, error: Exception) -> bool:
+        """The installed model does not load at start-up: go back to the previous model, else the configured one.
+
+        Returns False when there is nothing to fall back to (the configured model itself failed).
+        """
+        bad = self.current
+        if bad is None:
+            return False
+        prev = self.store.previous()
+        configured = self.cfg.model.path
+        target = prev if prev is not None and prev.path != bad.path and self.store._valid(prev) else None
+        if target is not None and configured is not None and Path(target.path) == Path(configured):
+            target = None
+        self.store.set_active(target)
+        self.current = target
+        note = (f"installed model {bad.version!r} does not load ({getattr(error, 'what', error)}); went back to "
+                + (f"version {target.version!r}" if target else "the configured model"))
+        self.notes.append(note)
+        log.warning("%s", note)
+        return True
 
     def _current(self) -> InstalledModel | None:
         if self.current is not None:
@@ -186,7 +208,7 @@ class AgentSecurity:
         agent = self.agent
         agent.commands = AuditedRegistry(agent.commands, self)  # type: ignore[assignment]
         if agent._worker is not None:
-            agent._worker.registry = agent.commands  # type: ignore[assignment]
+            agent._worker.registry = agent.commands
         agent.status_extras.append(lambda _agent: self.status())
         agent.client.subscribe(self.topic_model_set, self._on_model_set, 1)
         self._thread = threading.Thread(target=self._update_loop, name="edge-ota", daemon=True)

@@ -34,7 +34,7 @@ def cmd_push_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``keygen`` and ``push-model`` on an argparse subparsers object (edge-flash's)."""
     k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing model updates")
     k.add_argument("--out", default="edge-update.key", help="private key file (written 0600)")

@@ -153,6 +153,10 @@ class ModelStore:
     def previous(self) -> InstalledModel | None:
         return self._read_pointer("previous.json")
 
+    def set_active(self, model: InstalledModel | None) -> None:
+        """Point the agent at ``model`` (None: its configured model), e.g. when the installed one stopped loading."""
+        self._write_pointer("active.json", model)
+
     def _pause(self, phase: str) -> None:
         if os.environ.get(PAUSE_ENV) == phase:
             (self.dir / f"paused-at-{phase}").write_text(str(os.getpid()))
@@ -249,9 +253,9 @@ class ModelStore:
         candidate = InstalledModel(path=str(self.dir / f"{stem}.tflite"), sha256=m.sha256, version=m.version,
                                    labels_path=str(self.dir / f"{stem}.labels.txt") if update.labels else None,
                                    installed_at=_now())
-        previous_previous = self.previous()
+        previous_previous, active = self.previous(), self.active()
         journal = {"phase": "journaled", "candidate": candidate.describe(), "started": _now(),
-                   "previous_active": self.active().describe() if self.active() else None,
+                   "previous_active": active.describe() if active else None,
                    "previous_previous": previous_previous.describe() if previous_previous else None}
         atomic_write(self.journal_path, json.dumps(journal).encode())
         self._pause("journaled")

@@ -222,3 +222,22 @@ def test_fuzzed_commands_and_updates_never_stop_the_agent(mosquitto: Mosquitto, 
     sub.publish(f"{T}/cmd", json.dumps({"id": "still-there", "action": "ping"}))
     assert _result(sub, "still-there")["ok"]
     assert agent.alive() and "Traceback" not in agent.output()
+
+
+def test_an_installed_model_that_stopped_loading_falls_back_at_start_up(tmp_path: Path, coral: Path) -> None:
+    import shutil
+
+    from edge.agent.app import Agent
+    from edge.agent.config import load_config
+    from edge.ota.install import InstalledModel, ModelStore, sha256_file
+
+    store = ModelStore(tmp_path / "state")
+    broken = store.dir / "v9-broken.tflite"
+    shutil.copy(coral / "model_invoking_error.tflite", broken)  # sha matches: only loading it fails
+    store.set_active(InstalledModel(str(broken), sha256_file(broken), "9"))
+    cfg = load_config(None, flags={"model": {"path": str(coral / "keras_lstm_mnist_ptq.tflite")},
+                                   "state_dir": str(tmp_path / "state"), "mqtt": {"device_id": DEV}}, environ={})
+    agent = Agent(cfg)
+    assert agent.pipeline.model.sha256 == _sha(coral / "keras_lstm_mnist_ptq.tflite")
+    assert store.active() is None
+    assert any("'9' does not load" in n and "configured model" in n for n in agent.security.notes)
