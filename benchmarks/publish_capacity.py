@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sqlite3
 import statistics
@@ -180,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": platform.machine(), "python": platform.python_version(),
             "paho_mqtt": paho_mqtt.__version__, "sqlite": sqlite3.sqlite_version,
             "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split("\n")[0],
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
+            # The machine is shared: other load makes absolute figures noisy; compare the ratio.
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         },
     }
     print(f"Outbox.send() call: p50 {pct(send_us, 50):.0f} us, p99 {pct(send_us, 99):.0f} us "

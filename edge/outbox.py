@@ -90,6 +90,7 @@ class Outbox:
         self._dropped_qos0 = 0
         self._rejected = 0
         self._inflight_peak = 0
+        self._dropped_at_start = spool.dropped()
         client.on_puback(self._on_puback)
         client.on_connect(self._wake.set)
         client.on_disconnect(self._wake.set)
@@ -168,6 +169,7 @@ class Outbox:
             "dropped": spool_dropped + self._dropped_qos0,
             "dropped_spool": spool_dropped,
             "dropped_qos0": self._dropped_qos0,
+            "dropped_spool_since_start": spool_dropped - self._dropped_at_start,
             "rejected": self._rejected + self.client.rejected,
             "published": self._published,
             "acked": self._acked,

@@ -153,7 +153,14 @@ class SpooledMessage:
 class Spool:
     """A durable FIFO of outgoing messages; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: str | Path, *, max_bytes: int = 50_000_000, max_age_s: float = 7 * 86400) -> None:
+    def __init__(self, path: str | Path, *, max_bytes: int = 50_000_000, max_age_s: float = 7 * 86400,
+                 synchronous: str = "NORMAL") -> None:
+        """``synchronous="FULL"`` fsyncs every message: survives power cuts too, at a few ms per
+        message on an SD card (and wears it); the default survives any process crash."""
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise SpoolError(f"spool synchronous must be NORMAL or FULL, got {synchronous!r}",
+                             "use NORMAL (survives crashes) or FULL (also survives power cuts, slower)")
+        self.synchronous = synchronous.upper()
         if max_bytes <= 0 or max_age_s <= 0:
             raise SpoolError(f"spool limits must be positive, got max_bytes={max_bytes}, max_age_s={max_age_s}",
                              "set spool max_bytes and max_age_s to positive values")
@@ -194,7 +201,7 @@ class Spool:
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA synchronous={self.synchronous}")
             ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
                 raise sqlite3.DatabaseError(f"quick_check: {ok}")

@@ -34,6 +34,7 @@ from edge.errors import EdgeError
 from edge.mqtt.url import BrokerURL, parse_broker_url
 
 _MID_BITS = 16  # paho mids are 1..65535
+_STABLE_S = 10.0  # a connection that lasted this long was healthy: back-off starts over
 
 
 class TLSConfigError(EdgeError):
@@ -152,6 +153,9 @@ class MqttClient:
 
         self._lock = threading.Lock()
         self._client: paho.Client | None = None
+        # The client whose CONNACK was handled: subscribe() goes straight to it. Set under the lock
+        # together with the snapshot of subscriptions, so none falls between the two.
+        self._live_client: paho.Client | None = None
         self._generation = 0  # number of successful connections so far
         self._connected = threading.Event()
         self._stopping = threading.Event()
@@ -163,6 +167,8 @@ class MqttClient:
         self._acked_waiters: dict[int, threading.Event] = {}
         self._last_error: str | None = None
         self._attempt_error = False
+        self._short_streak = 0
+        self._connected_at = 0.0
         # Built now: a missing CA or key file is a configuration error to report at start-up,
         # not something for the network thread to retry forever.
         self._ssl_context: ssl.SSLContext | None = _build_tls_context(self.tls) if self.tls else None
@@ -192,7 +198,7 @@ class MqttClient:
         """Subscribe now (if connected) and again after every reconnect."""
         with self._lock:
             self._subs[topic] = (handler, qos)
-            client = self._client if self._connected.is_set() else None
+            client = self._live_client
         if client is not None:
             client.message_callback_add(topic, self._dispatcher(handler))
             client.subscribe(topic, qos)
@@ -227,10 +233,15 @@ class MqttClient:
         """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1)."""
         deadline = time.monotonic() + timeout
         self._stopping.set()
+        # Called from a handler (e.g. a "shutdown" command) the network thread cannot wait for
+        # its own PUBACK; the PUBLISH still goes out before the DISCONNECT, in order.
+        in_network_thread = threading.current_thread() is self._thread
         if offline_payload is not None and self.will is not None and self.connected:
             done = threading.Event()
             mid = self.publish(self.will.topic, offline_payload, qos=1, retain=True, _waiter=done)
-            if mid is None or not done.wait(max(0.0, deadline - time.monotonic())):
+            if in_network_thread:
+                pass
+            elif mid is None or not done.wait(max(0.0, deadline - time.monotonic())):
                 self.log.warning("could not confirm the offline message on %s; the broker will publish "
                                  "the Last Will when it notices the connection is gone", self.will.topic)
         with self._lock:
@@ -240,9 +251,9 @@ class MqttClient:
                 client.disconnect()
             except Exception:  # pragma: no cover - best effort on the way out
                 self.log.debug("disconnect failed", exc_info=True)
-        if self._thread is not None:
+        if self._thread is not None and not in_network_thread:
             self._thread.join(max(0.1, deadline - time.monotonic()))
-            self._thread = None
+        self._thread = None
         self._connected.clear()
 
     # ------------------------------------------------------------------ publishing
@@ -357,9 +368,24 @@ class MqttClient:
                                 f"closed before the broker accepted it{hint}")
             with self._lock:
                 self._client = None
+                self._live_client = None
             if self._stopping.is_set():
                 break
-            failures = 0 if self._generation != gen_before else failures + 1
+            if self._generation == gen_before:
+                failures += 1
+            else:
+                # A connection that the broker closes soon after accepting it, again and again (two
+                # clients with one id taking each other over, an ACL kick) must not turn into a
+                # reconnect storm: from the second short-lived connection in a row, keep backing off.
+                lived = time.monotonic() - self._connected_at
+                self._short_streak = self._short_streak + 1 if lived < _STABLE_S else 0
+                failures = max(0, self._short_streak - 1)
+                if self._short_streak >= 2 and not self._stopping.is_set():
+                    self._set_error(
+                        f"connection closed {self._short_streak} times in a row soon after connecting "
+                        f"(last: {self._last_error or 'connection lost'}); is another client using the same "
+                        f"client id {self.client_id!r} (a second agent with this device id?), or does the "
+                        "broker refuse this client?")
             delay = self._next_delay(failures)
             self.backoff_history.append(delay)
             self.log.info("MQTT %s not connected (%s); retrying in %.1f s",
@@ -386,12 +412,14 @@ class MqttClient:
         self.maximum_packet_size = int(getattr(props, "MaximumPacketSize", 0) or 0) or None
         with self._lock:
             self._generation = gen
+            self._live_client = client
             subs = list(self._subs.items())
         for topic, (handler, _qos) in subs:
             client.message_callback_add(topic, self._dispatcher(handler))
         if subs:
             client.subscribe([(topic, qos) for topic, (_h, qos) in subs])
         self._last_error = None
+        self._connected_at = time.monotonic()
         self._connected.set()
         self.log.info("MQTT connected to %s as %s", self.url.redacted(), self.client_id)
         for cb in list(self._on_connect):
@@ -403,9 +431,14 @@ class MqttClient:
                 return
             was = self._connected.is_set()
             self._connected.clear()
+            self._live_client = None
         if was and not self._stopping.is_set():
             failed = reason is not None and getattr(reason, "is_failure", False)
-            self._set_error(f"connection lost: {reason}" if failed else "connection lost")
+            if failed and getattr(reason, "value", None) == 0x8E:  # Session taken over (MQTT 5)
+                self._set_error(f"connection taken over: another client connected with the same client id "
+                                f"{self.client_id!r} (is a second agent running with this device id?)")
+            else:
+                self._set_error(f"connection lost: {reason}" if failed else "connection lost")
         # When not connected yet, the CONNACK refusal (already recorded) says more than the close.
         if was:
             for cb in list(self._on_disconnect):

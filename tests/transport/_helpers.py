@@ -21,22 +21,29 @@ CHILD = Path(__file__).with_name("child.py")
 class Collector:
     """A plain paho subscriber (MQTT 5) that reconnects quickly and re-subscribes, recording everything."""
 
-    def __init__(self, broker: Mosquitto, topic: str) -> None:
+    def __init__(self, broker: Mosquitto, topic: str, persistent: bool = False) -> None:
         self.topic = topic
         self.messages: list[tuple[str, bytes, bool]] = []
         self.correlation: list[tuple[bytes, bytes | None]] = []  # (payload, CorrelationData)
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"collector-{time.monotonic_ns()}",
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"collector-{topic}-{persistent}",
                                   protocol=paho.MQTTv5)
-        self.client.reconnect_delay_set(1, 1)
-        self.client._reconnect_min_delay = 0.05  # type: ignore[attr-defined]  # faster than the device client
-        self.client._reconnect_max_delay = 0.1  # type: ignore[attr-defined]
+        # Faster than the device clients in the tests, so it is back first after a broker restart.
+        self.client.reconnect_delay_set(0.05, 0.1)  # type: ignore[arg-type]  # floats work at run time
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_disconnect = lambda *a: self.subscribed.clear()
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
+        # persistent: a session the broker keeps (and queues for) across restarts when it has
+        # persistence on, so the test does not race the device to the broker after a restart.
+        props = None
+        if persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
         self.client.loop_start()
         assert self.subscribed.wait(10), "test subscriber could not subscribe"
 

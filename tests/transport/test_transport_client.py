@@ -101,6 +101,13 @@ def test_reconnects_resubscribes_and_calls_on_connect_again(mosquitto: Mosquitto
     client.start()
     try:
         assert client.wait_connected(10)
+        late: list[bytes] = []
+        client.subscribe("edge/dev-b/late", lambda m: late.append(m.payload))  # while connected
+        deadline = time.monotonic() + 5
+        while not late and time.monotonic() < deadline:
+            pub(mosquitto, "edge/dev-b/late", "hello")
+            time.sleep(0.1)
+        assert late and late[0] == b"hello"
         mosquitto.kill()
         deadline = time.monotonic() + 5
         while client.connected and time.monotonic() < deadline:
@@ -324,3 +331,46 @@ def test_missing_tls_files_fail_at_construction(tmp_path: Path) -> None:
     with pytest.raises(TLSConfigError):
         MqttClient("mqtts://127.0.0.1", "dev-x", tls=TLSOptions(ca_file=str(ca), cert_file=str(cert),
                                                                key_file=str(tmp_path / "missing.key")))
+
+
+def test_stop_from_a_message_handler(mosquitto: Mosquitto) -> None:
+    # e.g. a "shutdown" command: stop() runs in the network thread and must neither hang nor raise.
+    client = MqttClient(mosquitto.url, "dev-i", will=Will("edge/dev-i/availability", "offline"))
+    stopped = threading.Event()
+
+    def handler(_msg: Message) -> None:
+        client.stop(offline_payload="offline", timeout=2)
+        stopped.set()
+
+    client.subscribe("edge/dev-i/cmd", handler)
+    client.on_connect(lambda: client.publish("edge/dev-i/availability", "online", qos=1, retain=True))
+    client.start()
+    assert client.wait_connected(10)
+    assert retained(mosquitto, "edge/dev-i/availability") == "online"
+    started = time.monotonic()
+    pub(mosquitto, "edge/dev-i/cmd", "shutdown")
+    assert stopped.wait(5) and time.monotonic() - started < 2
+    assert retained(mosquitto, "edge/dev-i/availability") == "offline"
+    time.sleep(0.3)
+    assert not client.connected
+
+
+def test_duplicate_client_id_is_explained_and_backs_off(mosquitto: Mosquitto) -> None:
+    a = MqttClient(mosquitto.url, "same-id", backoff_min=0.05, backoff_max=0.4)
+    b = MqttClient(mosquitto.url, "same-id", backoff_min=0.05, backoff_max=0.4)
+    a.start()
+    assert a.wait_connected(10)
+    b.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "same client id" not in (a.last_error or "") + (b.last_error or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = (a.last_error or "") + (b.last_error or "")
+        # mosquitto 2.0.11 just closes the old connection; newer brokers say "session taken over".
+        assert "same client id 'same-id'" in text, text
+        time.sleep(2)
+        # Without growing back-off they would take each other over every 50 ms.
+        assert a.generation + b.generation < 30, (a.generation, b.generation)
+    finally:
+        a.stop()
+        b.stop()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import getpass
 import json
 import signal
 import threading
@@ -84,13 +85,16 @@ def test_live_messages_are_not_historical_and_qos0_bypasses_spool(
         client.stop()
 
 
-def test_broker_down_at_start_then_everything_arrives_marked(
-        mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]) -> None:
-    coll = collector("edge/#")
-    mosquitto.kill()
-    client = MqttClient(mosquitto.url, "dev", backoff_min=0.2, backoff_max=0.5)
-    with Spool(tmp_path / "s.db") as spool:
-        box = Outbox(client, spool)
+def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path / "b", extra_conf=(
+        f"persistence true\npersistence_location {tmp_path}/b/\nuser {getpass.getuser()}\n"))
+    broker.workdir.mkdir()
+    broker.start()
+    coll = Collector(broker, "edge/#", persistent=True)
+    broker.stop()  # clean stop: the subscriber's session is saved and comes back with the broker
+    client = MqttClient(broker.url, "dev", backoff_min=0.2, backoff_max=0.5)
+    box = Outbox(client, Spool(tmp_path / "s.db"))
+    try:
         box.start()
         client.start()
         deadline = time.monotonic() + 5
@@ -103,17 +107,20 @@ def test_broker_down_at_start_then_everything_arrives_marked(
         with pytest.raises(ValueError, match="property"):
             box.send("edge/dev/answer", b"x", properties={"NoSuchProperty": 1})
         assert box.flush(0.3) is False, "nothing can be acknowledged without a broker"
-        assert spool.depth() == 41
-        mosquitto.start()
-        assert coll.subscribed.wait(10)
+        assert box.spool.depth() == 41
+        broker.start()
         assert box.flush(20), box.stats()
         assert coll.wait_for(lambda: len(coll.seqs()) >= 40, 10)
         msgs = assert_complete(coll, 40)
         assert all(m.get("historical") is True for m in msgs)
         assert [m["seq"] for m in msgs][:40] == list(range(1, 41)), "replay keeps the order"
         assert coll.wait_for(lambda: (b"cat", b"req-7") in coll.correlation, 5), coll.correlation[-3:]
+    finally:
+        coll.close()
         box.stop()
         client.stop()
+        box.spool.close()
+        broker.stop()
 
 
 def test_broker_sigkilled_mid_stream_nothing_lost(
@@ -144,7 +151,7 @@ def test_broker_sigkilled_mid_stream_nothing_lost(
         time.sleep(0.3)
         stalled = box.stats()["inflight"]
         mosquitto.kill()
-        time.sleep(0.3)
+        assert coll.wait_for(lambda: not coll.subscribed.is_set(), 5), "subscriber did not see the broker go"
         mosquitto.start()
         producer.join(30)
         assert box.flush(30), box.stats()
@@ -228,3 +235,19 @@ def test_respects_broker_receive_maximum_and_packet_size(tmp_path: Path) -> None
             coll.close()
             box.stop()
             client.stop()
+
+
+def test_full_spool_drops_oldest_and_stats_count_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    client = MqttClient("mqtt://127.0.0.1:1", "dev")  # never started: the broker is "down"
+    with Spool(path, max_bytes=3000) as spool:
+        box = Outbox(client, spool)
+        for i in range(40):
+            box.send(TOPIC, prediction(i), seq="predictions")
+        stats = box.stats()
+        assert stats["dropped_spool"] == stats["dropped_spool_since_start"] == 40 - spool.depth() > 0
+        kept = [json.loads(m.payload)["seq"] for m in spool.pending()]
+        assert kept == list(range(41 - len(kept), 41)), "the newest are kept"
+    with Spool(path, max_bytes=3000) as spool:
+        again = Outbox(client, spool).stats()
+        assert again["dropped_spool"] == stats["dropped_spool"] and again["dropped_spool_since_start"] == 0

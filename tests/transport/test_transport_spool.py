@@ -180,3 +180,13 @@ def test_properties_round_trip_and_old_spools_are_migrated(tmp_path: Path) -> No
         spool.put("t2", b"x", properties=props)
         assert spool.pending()[-1].properties == props
         assert spool.next_seq() == 42
+
+
+def test_synchronous_mode(tmp_path: Path) -> None:
+    with Spool(tmp_path / "full.db", synchronous="full") as spool:
+        assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        spool.put("t", b"x")
+    with Spool(tmp_path / "normal.db") as spool:
+        assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with pytest.raises(SpoolError, match="NORMAL or FULL"):
+        Spool(tmp_path / "x.db", synchronous="OFF")
