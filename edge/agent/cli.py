@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,8 +21,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edge-agent {edge.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the model on a source and publish over MQTT",
-                         description="Flags override the config file, which EDGE_* variables override too.")
+    run = sub.add_parser(
+        "run",
+        help="run the model on a source and publish over MQTT",
+        description="Flags override the config file, which EDGE_* variables override too.",
+    )
     run.add_argument("--config", help="TOML config file (see docs/agent.md)")
     run.add_argument("--model", help="the .tflite model")
     run.add_argument("--labels", help="labels file: one label a line, or 'N label' lines")
@@ -28,9 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", help="mqtt://[user:pass@]host:port")
     run.add_argument("--device-id", help="device id (topic level); default the hostname")
     run.add_argument("--prefix", help="topic prefix (default edge)")
-    run.add_argument("--once", action="store_true", default=None,
-                     help="process what the source holds, wait for acks (or spool), exit 0")
-    run.add_argument("--flush-timeout", type=float, help="seconds to wait for broker acks at exit (default 10)")
+    run.add_argument(
+        "--once",
+        action="store_true",
+        default=None,
+        help="process what the source holds, wait for acks (or spool), exit 0",
+    )
+    run.add_argument(
+        "--flush-timeout", type=float, help="seconds to wait for broker acks at exit (default 10)"
+    )
     run.add_argument("--runtime", choices=["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"])
     run.add_argument("--threads", type=int, help="interpreter threads")
     run.add_argument("--delegate", choices=["auto", "cpu", "edgetpu"])
@@ -90,8 +101,11 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
 
 def _setup_logging(level: str) -> None:
     # stderr, no timestamps when journald adds its own? Keep them: plain files and terminals need them.
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def check_config(path: str) -> int:
@@ -115,6 +129,7 @@ def run(a: argparse.Namespace) -> int:
     from edge.agent.app import Agent
     from edge.agent.config import load_config
     from edge.agent.sources import source_kind
+    from edge.mqtt.url import parse_broker_url
 
     try:
         cfg = load_config(a.config, flags=_flags(a))
@@ -122,11 +137,14 @@ def run(a: argparse.Namespace) -> int:
         if cfg.source.spec is None:
             raise EdgeError("no source given", "pass --source FILE|DIR|mqtt|camera[:N] (or [source] spec)")
         source_kind(cfg.source.spec)  # a wrong path fails now, before the model loads
+        parse_broker_url(cfg.mqtt.broker)  # and so does a malformed broker URL
         agent = Agent(cfg)
     except EdgeError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return exc.exit_code
     agent.install_signal_handlers()
+    # `kill -USR1 <pid>` prints every thread's stack to the log: the way to see where a device hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return agent.run()
     except EdgeError as exc:

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge.errors import EdgeError
+
 log = logging.getLogger("edge.agent.cmd")
 
 Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]  # (agent, command) -> result
@@ -38,22 +40,34 @@ class CommandRegistry:
     def __contains__(self, action: object) -> bool:
         return action in self.handlers
 
-    def dispatch(self, agent: Any, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
+    def dispatch(
+        self, agent: Any, payload: bytes
+    ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
         """-> (id, action, ok, result, error). Never raises."""
         try:
             cmd = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return None, None, False, None, f"command is not JSON ({exc}); send {{\"id\": ..., \"action\": ...}}"
+            return None, None, False, None, f'command is not JSON ({exc}); send {{"id": ..., "action": ...}}'
         if not isinstance(cmd, dict):
             return None, None, False, None, f"command must be a JSON object, received {type(cmd).__name__}"
         cid, action = cmd.get("id"), cmd.get("action")
         if not isinstance(action, str) or not action:
-            return cid, action, False, None, "command has no 'action' (expected one of: " + \
-                ", ".join(sorted(self.handlers)) + ")"
+            return (
+                cid,
+                action,
+                False,
+                None,
+                "command has no 'action' (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
+            )
         handler = self.handlers.get(action)
         if handler is None:
-            return cid, action, False, None, f"unknown action {action!r} (expected one of: " + \
-                ", ".join(sorted(self.handlers)) + ")"
+            return (
+                cid,
+                action,
+                False,
+                None,
+                f"unknown action {action!r} (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
+            )
         try:
             return cid, action, True, handler(agent, cmd), None
         except CommandError as exc:
@@ -104,9 +118,14 @@ class CommandWorker:
 
 # --- built-in actions ---------------------------------------------------------------------------------
 
+
 def ping(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    return {"pong": True, "agent_version": agent.version, "uptime_s": round(time.monotonic() - agent.started_mono, 3),
-            "seq": agent.last_seq}
+    return {
+        "pong": True,
+        "agent_version": agent.version,
+        "uptime_s": round(time.monotonic() - agent.started_mono, 3),
+        "seq": agent.last_seq,
+    }
 
 
 def reload(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -141,16 +160,26 @@ def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    """Delegates to ``edge.bench.run_for_agent(model, params) -> dict`` when edge-bench is part of the build."""
-    if importlib.util.find_spec("edge.bench") is None:
+    """``edge.bench.run_for_agent(model, params, device=...)`` on the loaded model, when edge-bench is in the build.
+
+    The report goes to ``<prefix>/<device>/bench`` and is the command's result.
+    """
+    try:
+        spec = importlib.util.find_spec("edge.bench")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
         raise CommandError("bench not available in this build (edge.bench is not installed)")
     mod = importlib.import_module("edge.bench")
     fn = getattr(mod, "run_for_agent", None)
     if fn is None:
         raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
     params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
-    with agent.pipeline.lock:  # the interpreter is not thread-safe: pause inferences meanwhile
-        report = fn(agent.pipeline.model, params)
+    try:
+        with agent.pipeline.lock:  # the interpreter is not thread-safe: inferences wait meanwhile
+            report = fn(agent.pipeline.model, params, device=agent.device)
+    except EdgeError as exc:
+        raise CommandError(f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what) from exc
     agent.publish_bench(report)
     return report if isinstance(report, dict) else {"report": report}
 

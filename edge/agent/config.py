@@ -34,22 +34,51 @@ class Section(BaseModel):
 
 
 class MqttConfig(Section):
-    broker: str = Field("mqtt://localhost:1883", title="Broker URL",
-                        description="mqtt://[user:pass@]host:port (or mqtts:// for TLS)")
-    prefix: str = Field("edge", title="Topic prefix", description="Topics are <prefix>/<device>/...",
-                        min_length=1)
-    device_id: Optional[str] = Field(None, title="Device id",
-                                     description="Topic segment naming this device; default the hostname")
-    client_id: Optional[str] = Field(None, title="MQTT client id", description="Default edge-agent-<device id>")
-    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive", description="MQTT keepalive in seconds")
-    protocol: Literal[5, 311] = Field(5, title="MQTT protocol", description="5 (MQTT 5) or 311 (MQTT 3.1.1)")
-    backoff_min_s: float = Field(1.0, gt=0, title="Reconnect backoff minimum", description="Seconds")
-    backoff_max_s: float = Field(120.0, gt=0, title="Reconnect backoff maximum", description="Seconds")
-    username: Optional[str] = Field(None, title="User name", description="Overrides the user in the broker URL")
-    password: Optional[SecretStr] = Field(None, title="Password", description="Prefer password_file or "
-                                          "EDGE_MQTT_PASSWORD; never logged, shown as *** in status and errors")
-    password_file: Optional[Path] = Field(None, title="Password file",
-                                          description="First line is the MQTT password (chmod 600); wins over password")
+    broker: str = Field(
+        default="mqtt://localhost:1883",
+        title="Broker URL",
+        description="mqtt://[user:pass@]host:port (or mqtts:// for TLS)",
+    )
+    prefix: str = Field(
+        default="edge", title="Topic prefix", description="Topics are <prefix>/<device>/...", min_length=1
+    )
+    device_id: Optional[str] = Field(
+        default=None, title="Device id", description="Topic segment naming this device; default the hostname"
+    )
+    client_id: Optional[str] = Field(
+        default=None, title="MQTT client id", description="Default edge-agent-<device id>"
+    )
+    keepalive_s: int = Field(
+        default=30, ge=5, le=3600, title="Keepalive", description="MQTT keepalive in seconds"
+    )
+    protocol: Literal[5, 311] = Field(
+        default=5, title="MQTT protocol", description="5 (MQTT 5) or 311 (MQTT 3.1.1)"
+    )
+    backoff_min_s: float = Field(
+        default=1.0,
+        gt=0,
+        title="Reconnect backoff minimum",
+        description="First wait before reconnecting (doubles, with jitter), seconds",
+    )
+    backoff_max_s: float = Field(
+        default=120.0,
+        gt=0,
+        title="Reconnect backoff maximum",
+        description="Longest wait between reconnect attempts, seconds",
+    )
+    username: Optional[str] = Field(
+        default=None, title="User name", description="Overrides the user in the broker URL"
+    )
+    password: Optional[SecretStr] = Field(
+        default=None,
+        title="Password",
+        description="Prefer password_file or EDGE_MQTT_PASSWORD; never logged, shown as *** in status and errors",
+    )
+    password_file: Optional[Path] = Field(
+        default=None,
+        title="Password file",
+        description="First line is the MQTT password (chmod 600); wins over password",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -67,47 +96,91 @@ class MqttConfig(Section):
 
 
 class TlsConfig(Section):
-    ca_file: Optional[Path] = Field(None, title="CA file", description="CA certificate(s) that signed the broker's")
-    cert_file: Optional[Path] = Field(None, title="Client certificate",
-                                      description="For brokers with require_certificate true")
-    key_file: Optional[Path] = Field(None, title="Client key", description="Private key of cert_file")
-    insecure: bool = Field(False, title="Skip verification",
-                           description="Do not verify the broker's certificate (test brokers only)")
+    ca_file: Optional[Path] = Field(
+        default=None, title="CA file", description="CA certificate(s) that signed the broker's"
+    )
+    cert_file: Optional[Path] = Field(
+        default=None, title="Client certificate", description="For brokers with require_certificate true"
+    )
+    key_file: Optional[Path] = Field(default=None, title="Client key", description="Private key of cert_file")
+    insecure: bool = Field(
+        default=False,
+        title="Skip verification",
+        description="Do not verify the broker's certificate (test brokers only)",
+    )
 
 
 class ModelConfig(Section):
-    path: Optional[Path] = Field(None, title="Model", description="The .tflite model to run (required to run)")
-    labels: Optional[Path] = Field(None, title="Labels", description="One label a line, or 'N label' lines")
+    path: Optional[Path] = Field(
+        default=None, title="Model", description="The .tflite model to run (required to run)"
+    )
+    labels: Optional[Path] = Field(
+        default=None, title="Labels", description="One label a line, or 'N label' lines"
+    )
     runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = Field(
-        "auto", title="Runtime", description="TFLite runtime; auto = ai_edge_litert, else tflite_runtime, else tensorflow")
-    threads: Optional[int] = Field(None, ge=1, le=64, title="Threads",
-                                   description="Interpreter threads; default the runtime's")
+        default="auto",
+        title="Runtime",
+        description="TFLite runtime; auto = ai_edge_litert, else tflite_runtime, else tensorflow",
+    )
+    threads: Optional[int] = Field(
+        default=None, ge=1, le=64, title="Threads", description="Interpreter threads; default the runtime's"
+    )
     delegate: Literal["auto", "cpu", "edgetpu"] = Field(
-        "auto", title="Delegate", description="auto: Edge TPU models use the Edge TPU, else their CPU twin")
-    max_bytes: Optional[int] = Field(None, ge=1, title="Model size limit", description="Refuse larger model files")
+        default="auto",
+        title="Delegate",
+        description="auto: Edge TPU models use the Edge TPU, else their CPU twin",
+    )
+    max_bytes: Optional[int] = Field(
+        default=None, ge=1, title="Model size limit", description="Refuse larger model files"
+    )
 
 
 class SourceConfig(Section):
-    spec: Optional[str] = Field(None, title="Source",
-                                description="A file, a directory, 'mqtt', or 'camera[:N]'")
-    poll_interval_s: float = Field(0.5, gt=0, le=60, title="Directory poll interval",
-                                   description="How often a directory is scanned for new files")
-    settle_s: float = Field(0.2, ge=0, le=60, title="Settle time",
-                            description="A new file is read once unchanged for this long (half-written files)")
-    camera_interval_s: float = Field(1.0, ge=0, le=3600, title="Camera interval",
-                                     description="Seconds between camera frames")
-    queue_size: int = Field(64, ge=1, le=100_000, title="MQTT request queue",
-                            description="Pending 'infer' requests kept before the oldest are refused")
+    spec: Optional[str] = Field(
+        default=None, title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'"
+    )
+    poll_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        title="Directory poll interval",
+        description="How often a directory is scanned for new files",
+    )
+    settle_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=60,
+        title="Settle time",
+        description="A new file is read once unchanged for this long (half-written files)",
+    )
+    camera_interval_s: float = Field(
+        default=1.0, ge=0, le=3600, title="Camera interval", description="Seconds between camera frames"
+    )
+    queue_size: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        title="MQTT request queue",
+        description="Pending 'infer' requests; more are refused with an errors message",
+    )
 
 
 class PreprocessConfig(Section):
-    mean: Optional[float] = Field(None, title="Input mean",
-                                  description="float = (pixel - mean) / std; unset = raw pixels (quantized) or [0,1]")
-    std: Optional[float] = Field(None, title="Input std", description="See mean; must not be 0")
+    mean: Optional[float] = Field(
+        default=None,
+        title="Input mean",
+        description="float = (pixel - mean) / std; unset = raw pixels (quantized) or [0,1]",
+    )
+    std: Optional[float] = Field(default=None, title="Input std", description="See mean; must not be 0")
     resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = Field(
-        "bilinear", title="Resize filter", description="Pillow resampling filter")
-    max_image_pixels: int = Field(40_000_000, ge=1, title="Image size limit",
-                                  description="Refuse images with more pixels (decompression bombs)")
+        default="bilinear", title="Resize filter", description="Pillow resampling filter"
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000,
+        ge=1,
+        title="Image size limit",
+        description="Refuse images with more pixels (decompression bombs)",
+    )
 
     @field_validator("std")
     @classmethod
@@ -118,51 +191,99 @@ class PreprocessConfig(Section):
 
 
 class PostprocessConfig(Section):
-    top_k: int = Field(5, ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction")
-    threshold: float = Field(0.0, ge=0.0, le=1.0, title="Score threshold",
-                             description="Drop classes/detections scoring below it")
-    max_output_values: int = Field(1024, ge=1, title="Generic output cap",
-                                   description="Values per output tensor sent for non-classifier models")
+    top_k: int = Field(
+        default=5, ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction"
+    )
+    threshold: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        title="Score threshold",
+        description="Drop classes/detections scoring below it",
+    )
+    max_output_values: int = Field(
+        default=1024,
+        ge=1,
+        title="Generic output cap",
+        description="Values per output tensor sent for non-classifier models",
+    )
 
 
 class SpoolConfig(Section):
-    path: Optional[Path] = Field(None, title="Spool file", description="SQLite spool; default <state_dir>/spool.db")
-    max_bytes: int = Field(64 * 1024 * 1024, ge=4096, title="Spool size limit",
-                           description="Oldest messages are dropped (and counted) beyond this")
-    max_age_s: float = Field(7 * 24 * 3600, gt=0, title="Spool age limit",
-                             description="Messages older than this are dropped (and counted)")
+    path: Optional[Path] = Field(
+        default=None, title="Spool file", description="SQLite spool; default <state_dir>/spool.db"
+    )
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        title="Spool size limit",
+        description="Oldest messages are dropped (and counted) beyond this",
+    )
+    max_age_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        title="Spool age limit",
+        description="Messages older than this are dropped (and counted)",
+    )
 
 
 class MetricsConfig(Section):
-    interval_s: float = Field(10.0, ge=0, title="Metrics interval",
-                              description="Seconds between metrics messages; 0 disables them")
-    window_s: float = Field(60.0, gt=0, title="Latency window", description="Percentiles cover this many seconds")
+    interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        title="Metrics interval",
+        description="Seconds between metrics messages; 0 disables them",
+    )
+    window_s: float = Field(
+        default=60.0, gt=0, title="Latency window", description="Percentiles cover this many seconds"
+    )
 
 
 class AgentConfig(Section):
-    state_dir: Path = Field(Path("~/.local/state/edge-agent"), title="State directory",
-                            description="Spool, sequence numbers and the directory source's record live here")
-    once: bool = Field(False, title="Once", description="Process what the source holds, flush, exit")
-    flush_timeout_s: float = Field(10.0, ge=0, title="Flush timeout",
-                                   description="At exit, wait this long for broker acks; the rest stays spooled")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level",
-                                                                   description="stderr log level")
+    state_dir: Path = Field(
+        default=Path("~/.local/state/edge-agent"),
+        title="State directory",
+        description="Spool, sequence numbers and the directory source's record live here",
+    )
+    once: bool = Field(default=False, title="Once", description="Process what the source holds, flush, exit")
+    flush_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        title="Flush timeout",
+        description="At exit, wait this long for broker acks; the rest stays spooled",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", title="Log level", description="stderr log level"
+    )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="Broker connection")
     model: ModelConfig = Field(default_factory=ModelConfig, title="Model", description="What runs, and where")
-    source: SourceConfig = Field(default_factory=SourceConfig, title="Source", description="Where inputs come from")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, title="Preprocessing",
-                                         description="Image -> input tensor")
-    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig, title="Postprocessing",
-                                           description="Output tensors -> results")
-    spool: SpoolConfig = Field(default_factory=SpoolConfig, title="Spool", description="On-disk store and forward")
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig, title="Metrics", description="Health reports")
-    tls: TlsConfig = Field(default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection "
-                           "(TLS 1.2 or newer)")
-    ota: OtaConfig = Field(default_factory=OtaConfig, title="Model updates",
-                           description="Signed over-the-air model updates on <prefix>/<device>/model/set")
+    source: SourceConfig = Field(
+        default_factory=SourceConfig, title="Source", description="Where inputs come from"
+    )
+    preprocess: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, title="Preprocessing", description="Image -> input tensor"
+    )
+    postprocess: PostprocessConfig = Field(
+        default_factory=PostprocessConfig, title="Postprocessing", description="Output tensors -> results"
+    )
+    spool: SpoolConfig = Field(
+        default_factory=SpoolConfig, title="Spool", description="On-disk store and forward"
+    )
+    metrics: MetricsConfig = Field(
+        default_factory=MetricsConfig, title="Metrics", description="Health reports"
+    )
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)"
+    )
+    ota: OtaConfig = Field(
+        default_factory=OtaConfig,
+        title="Model updates",
+        description="Signed over-the-air model updates on <prefix>/<device>/model/set",
+    )
     audit: AuditConfig = Field(default_factory=AuditConfig, title="Audit log", description="Command audit log")
-    commands: CommandsConfig = Field(default_factory=CommandsConfig, title="Commands",
-                                     description="Which command actions this agent executes")
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, title="Commands", description="Which command actions this agent executes"
+    )
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir.expanduser()
@@ -176,8 +297,10 @@ class ConfigError(EdgeError):
     def __init__(self, source: str, problems: list[tuple[str, Any, str]]) -> None:
         self.problems = problems
         lines = [f"  {key} = {value!r}: {msg}" for key, value, msg in problems]
-        super().__init__(f"invalid configuration ({source}):\n" + "\n".join(lines),
-                         "fix the listed keys (edge-agent check-config FILE checks a file)")
+        super().__init__(
+            f"invalid configuration ({source}):\n" + "\n".join(lines),
+            "fix the listed keys (edge-agent check-config FILE checks a file)",
+        )
 
 
 _MISSING = object()
@@ -244,8 +367,12 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, *, flags: Mapping[str, Any] | None = None,
-                environ: Mapping[str, str] | None = None) -> AgentConfig:
+def load_config(
+    path: str | Path | None = None,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
     """defaults < TOML file < EDGE_* variables < flags (nested dicts, None values ignored)."""
     data: dict[str, Any] = read_toml(path) if path else {}
     data = merge(data, env_overrides(environ))

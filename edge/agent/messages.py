@@ -73,20 +73,62 @@ def envelope(device: str, **fields: Any) -> dict[str, Any]:
     return {"schema": SCHEMA, "device": device, "ts": utc_iso(), **fields}
 
 
-def status(device: str, *, agent_version: str, started_at: str, model: Mapping[str, Any], runtime: Mapping[str, Any],
-           delegate: str, notes: Sequence[str], arch: str, board: str | None, hostname: str, python: str,
-           threads: int | None, source: str, kind: str) -> dict[str, Any]:
+def status(
+    device: str,
+    *,
+    agent_version: str,
+    started_at: str,
+    model: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+    delegate: str,
+    notes: Sequence[str],
+    arch: str,
+    board: str | None,
+    hostname: str,
+    python: str,
+    threads: int | None,
+    source: str,
+    kind: str,
+) -> dict[str, Any]:
     return envelope(
-        device, agent_version=agent_version, started_at=started_at, runtime=dict(runtime), delegate=delegate,
-        notes=list(notes), model_path=model["path"], model_sha256=model["sha256"],
-        model={**model, "kind": kind}, arch=arch, board=board, hostname=hostname, python=python,
-        threads=threads, source=source)
+        device,
+        agent_version=agent_version,
+        started_at=started_at,
+        runtime=dict(runtime),
+        delegate=delegate,
+        notes=list(notes),
+        model_path=model["path"],
+        model_sha256=model["sha256"],
+        model={**model, "kind": kind},
+        arch=arch,
+        board=board,
+        hostname=hostname,
+        python=python,
+        threads=threads,
+        source=source,
+    )
 
 
-def prediction(device: str, *, seq: int, source: str, model_sha256: str, latency_ms: Mapping[str, float], kind: str,
-               result_key: str, result: Any) -> dict[str, Any]:
-    return envelope(device, seq=seq, source=source, model_sha256=model_sha256,
-                    latency_ms={k: round(v, 3) for k, v in latency_ms.items()}, kind=kind, **{result_key: result})
+def prediction(
+    device: str,
+    *,
+    seq: int,
+    source: str,
+    model_sha256: str,
+    latency_ms: Mapping[str, float],
+    kind: str,
+    result_key: str,
+    result: Any,
+) -> dict[str, Any]:
+    return envelope(
+        device,
+        seq=seq,
+        source=source,
+        model_sha256=model_sha256,
+        latency_ms={k: round(v, 3) for k, v in latency_ms.items()},
+        kind=kind,
+        **{result_key: result},
+    )
 
 
 def error(device: str, *, source: str, error: str, fix: str) -> dict[str, Any]:
@@ -97,8 +139,15 @@ def metrics(device: str, **fields: Any) -> dict[str, Any]:
     return envelope(device, **fields)
 
 
-def cmd_result(device: str, *, id: Any, action: Any, ok: bool, result: Mapping[str, Any] | None = None,
-               error: str | None = None) -> dict[str, Any]:
+def cmd_result(
+    device: str,
+    *,
+    id: Any,
+    action: Any,
+    ok: bool,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"id": id, "action": action, "ok": ok}
     if ok:
         body["result"] = dict(result or {})

@@ -83,8 +83,12 @@ class LatencyWindow:
         if values.size:
             p50, p90, p99 = np.percentile(values, [50, 90, 99])
             pct = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
-        return {"window_s": round(span, 3), "inferences": int(values.size),
-                "inferences_per_s": round(values.size / span, 3), "latency_ms": pct}
+        return {
+            "window_s": round(span, 3),
+            "inferences": int(values.size),
+            "inferences_per_s": round(values.size / span, 3),
+            "latency_ms": pct,
+        }
 
 
 def health() -> dict[str, Any]:

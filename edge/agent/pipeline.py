@@ -32,6 +32,13 @@ class Result:
     latency_ms: dict[str, float]  # preprocess, inference, postprocess, total
 
 
+@dataclass(frozen=True)
+class Prepared:
+    tensor: np.ndarray
+    preprocess_ms: float
+    model: LoadedModel  # the model whose input spec shaped the tensor
+
+
 @dataclass
 class Settings:
     """What ``set`` commands may change at run time."""
@@ -42,8 +49,14 @@ class Settings:
 
 
 class Pipeline:
-    def __init__(self, model: LoadedModel, labels: dict[int, str], norm: Normalization, settings: Settings,
-                 max_image_pixels: int = 40_000_000) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        labels: dict[int, str],
+        norm: Normalization,
+        settings: Settings,
+        max_image_pixels: int = 40_000_000,
+    ) -> None:
         self.model = model
         self.labels = labels
         self.norm = norm
@@ -52,30 +65,49 @@ class Pipeline:
         self.kind = postprocess.model_kind(model.outputs)
         self.lock = threading.Lock()
         if len(model.inputs) != 1:
-            raise InputError(f"{model.path.name} has {len(model.inputs)} inputs; the agent feeds one image",
-                             "use a single-input image model")
+            raise InputError(
+                f"{model.path.name} has {len(model.inputs)} inputs; the agent feeds one image",
+                "use a single-input image model",
+            )
         image_layout(model.inputs[0])  # fail at start-up, not on the first image
 
-    def run(self, data: ImageInput, name: str = "") -> Result:
+    def prepare(self, data: ImageInput, name: str = "") -> Prepared:
+        """Decode and preprocess (no interpreter involved): may run on another thread, ahead of invoke."""
         t0 = time.perf_counter()
-        img = data if isinstance(data, Image.Image) else decode_image(data, max_pixels=self.max_image_pixels,
-                                                                       name=name)
-        spec = self.model.inputs[0]
-        tensor = image_to_tensor(img, spec, self.norm)
+        img = (
+            data
+            if isinstance(data, Image.Image)
+            else decode_image(data, max_pixels=self.max_image_pixels, name=name)
+        )
+        tensor = image_to_tensor(img, self.model.inputs[0], self.norm)
+        return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model)
+
+    def infer(self, prepared: Prepared) -> Result:
+        """Invoke and postprocess a prepared input."""
         with self.lock:
+            if prepared.model is not self.model:  # prepared before a reload: the input spec may differ
+                raise InputError("the model was reloaded while this input waited", "send it again")
+            spec = self.model.inputs[0]
             interp = self.model.interpreter
             t1 = time.perf_counter()
-            interp.set_tensor(spec.index, tensor)
+            interp.set_tensor(spec.index, prepared.tensor)
             interp.invoke()
             # get_tensor copies, so the outputs survive the next invoke
             outs = [interp.get_tensor(o.index) for o in self.model.outputs]
             t2 = time.perf_counter()
-            s = self.settings
-            key, value = self._post(outs, s)
-        t3 = time.perf_counter()
-        lat = {"preprocess": (t1 - t0) * 1e3, "inference": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-               "total": (t3 - t0) * 1e3}
+            key, value = self._post(outs, self.settings)
+            t3 = time.perf_counter()
+        pre = prepared.preprocess_ms
+        lat = {
+            "preprocess": pre,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": pre + (t3 - t1) * 1e3,
+        }
         return Result(self.kind, key, value, lat)
+
+    def run(self, data: ImageInput, name: str = "") -> Result:
+        return self.infer(self.prepare(data, name))
 
     def _post(self, outs: list[np.ndarray], s: Settings) -> tuple[str, Any]:
         specs = self.model.outputs

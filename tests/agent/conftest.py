@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -27,8 +28,9 @@ class Subscriber:
         self.messages: list[mqtt.MQTTMessage] = []
         self.cond = threading.Condition()
         self.connects = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}",
-                                  protocol=protocol)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=protocol
+        )
         self.client.reconnect_delay_set(min_delay=0.05, max_delay=0.2)  # type: ignore[arg-type]
 
         def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any = None) -> None:
@@ -60,8 +62,10 @@ class Subscriber:
                     return value
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}; got "
-                                         f"{[(m.topic, m.payload[:200]) for m in self.messages][-20:]}")
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what or pred}; got "
+                        f"{[(m.topic, m.payload[:200]) for m in self.messages][-20:]}"
+                    )
                 self.cond.wait(min(left, 0.2))
 
     def on(self, topic: str) -> list[mqtt.MQTTMessage]:
@@ -90,24 +94,39 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[Callable[..., Subscriber]]:
         s = Subscriber(mosquitto, topics, **kw)
         made.append(s)
         return s
+
     yield make
     for s in made:
         s.close()
 
 
 def agent_args(broker: Mosquitto, device: str, state: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "edge", "run", "--broker", broker.url, "--device-id", device,
-            "--state-dir", str(state), *args]
+    return [
+        sys.executable,
+        "-m",
+        "edge",
+        "run",
+        "--broker",
+        broker.url,
+        "--device-id",
+        device,
+        "--state-dir",
+        str(state),
+        *args,
+    ]
 
 
 class AgentProcess:
-    def __init__(self, args: list[str], log: Path, python: str | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self, args: list[str], log: Path, python: str | None = None, env: dict[str, str] | None = None
+    ):
         if python:
             args = [python, *args[1:]]
         self.log = log
         self.fh = open(log, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.fh, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env=env or subprocess_env())
+        self.proc = subprocess.Popen(
+            args, stdout=self.fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env or subprocess_env()
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -116,6 +135,8 @@ class AgentProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # faulthandler: stacks of every thread into the log
+            time.sleep(1)
             self.proc.kill()
             raise AssertionError(f"agent did not exit within {timeout}s:\n{self.output()[-4000:]}") from None
 
@@ -140,6 +161,7 @@ def agents() -> Iterator[Callable[..., AgentProcess]]:
         a = AgentProcess(args, log, **kw)
         started.append(a)
         return a
+
     yield start
     for a in started:
         a.kill()

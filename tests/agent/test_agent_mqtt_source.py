@@ -14,13 +14,23 @@ from tests.agent.conftest import agent_args
 CAT_CLASSES = range(282, 287)
 
 
-def test_mqtt_requests_are_answered_with_their_correlation_id(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                             subscriber, agents) -> None:
+def test_mqtt_requests_are_answered_with_their_correlation_id(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber, agents
+) -> None:
     sub5 = subscriber(["edge/m1/predictions", "edge/m1/errors", "edge/m1/status", "replies/me"])
     sub311 = subscriber(["edge/m1/predictions"], protocol=mqtt.MQTTv311)
-    agent = agents(agent_args(mosquitto, "m1", tmp_path / "state", "--model",
-                              str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", "mqtt"),
-                   tmp_path / "agent.log")
+    agent = agents(
+        agent_args(
+            mosquitto,
+            "m1",
+            tmp_path / "state",
+            "--model",
+            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            "--source",
+            "mqtt",
+        ),
+        tmp_path / "agent.log",
+    )
     sub5.wait(lambda s: s.on("edge/m1/status"), 30, "status")
     cat = (coral / "cat.bmp").read_bytes()
 
@@ -31,8 +41,11 @@ def test_mqtt_requests_are_answered_with_their_correlation_id(mosquitto: Mosquit
     sub311.publish("edge/m1/infer/req-311", cat)
     sub311.publish("edge/m1/infer/req-junk", b"GIF89a but not really")
 
-    preds = sub5.wait(lambda s: len(s.on("edge/m1/predictions")) >= 2 and s.json("edge/m1/predictions"), 30,
-                      "two predictions")
+    preds = sub5.wait(
+        lambda s: len(s.on("edge/m1/predictions")) >= 2 and s.json("edge/m1/predictions"),
+        30,
+        "two predictions",
+    )
     assert sorted(p["source"] for p in preds) == ["req-311", "req-5"]
     assert all(any(c["index"] in CAT_CLASSES for c in p["top_k"][:3]) for p in preds)
     reply = sub5.wait(lambda s: s.on("replies/me"), 30, "the direct reply")[0]

@@ -16,11 +16,28 @@ from tests.conftest import run_module, subprocess_env
 CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def _run_once(mosquitto: Mosquitto, tmp_path: Path, model: Path, source: Path, *extra: str,
-              device: str = "t1") -> subprocess.CompletedProcess[str]:
-    return run_module("edge", "run", "--model", str(model), "--source", str(source), "--broker", mosquitto.url,
-                      "--device-id", device, "--state-dir", str(tmp_path / "state"), "--once",
-                      "--flush-timeout", "10", *extra, timeout=120)
+def _run_once(
+    mosquitto: Mosquitto, tmp_path: Path, model: Path, source: Path, *extra: str, device: str = "t1"
+) -> subprocess.CompletedProcess[str]:
+    return run_module(
+        "edge",
+        "run",
+        "--model",
+        str(model),
+        "--source",
+        str(source),
+        "--broker",
+        mosquitto.url,
+        "--device-id",
+        device,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--once",
+        "--flush-timeout",
+        "10",
+        *extra,
+        timeout=120,
+    )
 
 
 class MosquittoSub:
@@ -28,9 +45,31 @@ class MosquittoSub:
 
     def __init__(self, broker: Mosquitto, topic: str, count: int) -> None:
         # stdbuf: mosquitto_sub block-buffers its debug lines into a pipe; we need SUBACK as it happens.
-        self.proc = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-V", "mqttv5",
-                                      "-t", topic, "-C", str(count), "-W", "60", "-q", "1", "-d"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [
+                "stdbuf",
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-V",
+                "mqttv5",
+                "-t",
+                topic,
+                "-C",
+                str(count),
+                "-W",
+                "60",
+                "-q",
+                "1",
+                "-d",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if "SUBACK" in line:
@@ -45,8 +84,16 @@ class MosquittoSub:
 
 def test_coral_mobilenet_puts_a_cat_in_the_top_3(mosquitto: Mosquitto, tmp_path: Path, coral: Path) -> None:
     sub = MosquittoSub(mosquitto, "edge/t1/predictions", 1)
-    r = _run_once(mosquitto, tmp_path, coral / "mobilenet_v1_0.25_128_quant.tflite", coral / "cat.bmp",
-                  "--labels", str(coral / "imagenet_labels.txt"), "--top-k", "3")
+    r = _run_once(
+        mosquitto,
+        tmp_path,
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        coral / "cat.bmp",
+        "--labels",
+        str(coral / "imagenet_labels.txt"),
+        "--top-k",
+        "3",
+    )
     assert r.returncode == 0, r.stderr
     (pred,) = sub.payloads()
     assert pred["schema"] == 1 and pred["device"] == "t1" and pred["ts"].endswith("Z")
@@ -55,13 +102,21 @@ def test_coral_mobilenet_puts_a_cat_in_the_top_3(mosquitto: Mosquitto, tmp_path:
     assert any("cat" in c["label"] for c in pred["top_k"])
     assert set(pred["latency_ms"]) == {"preprocess", "inference", "postprocess", "total"}
     # retained: the status describes the model, availability says the agent left cleanly
-    status = json.loads(subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", "edge/t1/status",
-                                        "-C", "1", "-W", "10"], capture_output=True, text=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            ["mosquitto_sub", "-p", str(mosquitto.port), "-t", "edge/t1/status", "-C", "1", "-W", "10"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert status["model_sha256"] == pred["model_sha256"] and status["runtime"]["name"] == "ai_edge_litert"
     assert status["model"]["inputs"][0]["shape"] == [1, 128, 128, 3] and status["delegate"] == "cpu"
     assert status["arch"] and "board" in status and status["notes"] == []
-    avail = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t", "edge/t1/availability", "-C", "1",
-                            "-W", "10"], capture_output=True, text=True).stdout.strip()
+    avail = subprocess.run(
+        ["mosquitto_sub", "-p", str(mosquitto.port), "-t", "edge/t1/availability", "-C", "1", "-W", "10"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert avail == "offline"
 
 
@@ -73,10 +128,13 @@ def test_keras_lstm_says_nine(mosquitto: Mosquitto, tmp_path: Path, coral: Path)
     assert pred["top_k"][0]["index"] == 9 and pred["top_k"][0]["score"] > 0.9, pred
 
 
-def test_edgetpu_model_falls_back_to_its_cpu_twin(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                  subscriber) -> None:
+def test_edgetpu_model_falls_back_to_its_cpu_twin(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+) -> None:
     sub = subscriber(["edge/t1/#"])
-    r = _run_once(mosquitto, tmp_path, coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", coral / "cat.bmp")
+    r = _run_once(
+        mosquitto, tmp_path, coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", coral / "cat.bmp"
+    )
     assert r.returncode == 0, r.stderr
     sub.wait(lambda s: s.on("edge/t1/predictions"), 10, "a prediction")
     (status,) = sub.json("edge/t1/status")
@@ -103,8 +161,9 @@ def test_model_errors_are_explained_with_a_fix(mosquitto: Mosquitto, tmp_path: P
         assert "Traceback" not in r.stderr
 
 
-def test_bad_inputs_are_reported_and_the_agent_keeps_going(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                           subscriber) -> None:
+def test_bad_inputs_are_reported_and_the_agent_keeps_going(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+) -> None:
     d = tmp_path / "in"
     d.mkdir()
     cat = (coral / "cat.bmp").read_bytes()
@@ -122,9 +181,23 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(mosquitto: Mosquitto,
     (d / "h_cat.bmp").write_bytes(cat)
     sub = subscriber(["edge/t1/predictions", "edge/t1/errors"])
     env = subprocess_env(EDGE_PREPROCESS_MAX_IMAGE_PIXELS="1000000")
-    r = run_module("edge", "run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", str(d),
-                   "--broker", mosquitto.url, "--device-id", "t1", "--state-dir", str(tmp_path / "state"),
-                   "--once", timeout=120, env=env)
+    r = run_module(
+        "edge",
+        "run",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--source",
+        str(d),
+        "--broker",
+        mosquitto.url,
+        "--device-id",
+        "t1",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--once",
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     sub.wait(lambda s: len(s.messages) >= 8, 10, "8 messages")
     errors = {e["source"]: e for e in sub.json("edge/t1/errors")}
@@ -138,35 +211,89 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(mosquitto: Mosquitto,
     for name in errors:
         assert name in r.stderr  # one log line per bad input
     # a second run finds nothing new: the directory record survives restarts
-    r = run_module("edge", "run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", str(d),
-                   "--broker", mosquitto.url, "--device-id", "t1", "--state-dir", str(tmp_path / "state"),
-                   "--once", timeout=120, env=env)
+    r = run_module(
+        "edge",
+        "run",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--source",
+        str(d),
+        "--broker",
+        mosquitto.url,
+        "--device-id",
+        "t1",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--once",
+        timeout=120,
+        env=env,
+    )
     assert r.returncode == 0 and "stopped after 0 predictions" in r.stderr, r.stderr
 
 
 def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Path) -> None:
     broker = Mosquitto(workdir=tmp_path)  # port chosen, nothing listening yet
     from edge.broker import free_port
+
     broker.port = free_port()
     started = time.monotonic()
-    r = run_module("edge", "run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source",
-                   str(coral / "cat.bmp"), "--broker", broker.url, "--device-id", "t1", "--state-dir",
-                   str(tmp_path / "state"), "--once", "--flush-timeout", "1", timeout=120)
+    r = run_module(
+        "edge",
+        "run",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--source",
+        str(coral / "cat.bmp"),
+        "--broker",
+        broker.url,
+        "--device-id",
+        "t1",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--once",
+        "--flush-timeout",
+        "1",
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - started < 30
     assert "1 messages stay in the spool" in r.stderr, r.stderr
     # the next start, with the broker up, delivers it (marked historical)
     broker.start()
     try:
-        sub_args = ["mosquitto_sub", "-p", str(broker.port), "-t", "edge/t1/predictions", "-C", "1", "-W", "30",
-                    "-q", "1"]
+        sub_args = [
+            "mosquitto_sub",
+            "-p",
+            str(broker.port),
+            "-t",
+            "edge/t1/predictions",
+            "-C",
+            "1",
+            "-W",
+            "30",
+            "-q",
+            "1",
+        ]
         sub = subprocess.Popen(sub_args, stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
         empty = tmp_path / "empty"
         empty.mkdir()
-        r = run_module("edge", "run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source",
-                       str(empty), "--broker", broker.url, "--device-id", "t1", "--state-dir",
-                       str(tmp_path / "state"), "--once", timeout=120)
+        r = run_module(
+            "edge",
+            "run",
+            "--model",
+            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            "--source",
+            str(empty),
+            "--broker",
+            broker.url,
+            "--device-id",
+            "t1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--once",
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr
         out, _ = sub.communicate(timeout=30)
         pred = json.loads(out)
@@ -179,4 +306,53 @@ def test_python_dash_m_edge_is_edge_agent() -> None:
     r = run_module("edge", "--version", timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("edge-agent "), r
     from edge.agent.cli import main
+
     assert main.__module__ == "edge.agent.cli"
+
+
+def test_usage_errors_exit_2_with_a_fix(tmp_path: Path, coral: Path) -> None:
+    model = str(coral / "mobilenet_v1_0.25_128_quant.tflite")
+    cases = [
+        (["--source", "mqtt", "--broker", "http://host:1"], "unsupported scheme 'http'"),
+        (["--source", str(tmp_path / "missing"), "--broker", "mqtt://h:1"], "neither an existing file"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--top-k", "0"], "postprocess.top_k = 0"),
+        (["--source", "mqtt", "--broker", "mqtt://h:1", "--device-id", "a/b"], "mqtt.device_id = 'a/b'"),
+    ]
+    for args, needle in cases:
+        r = run_module("edge", "run", "--model", model, "--state-dir", str(tmp_path / "s"), *args, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr and "fix:" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber) -> None:
+    """The Edge TPU loader is a seam: a stand-in that reports a specific failure (no Coral here)."""
+    from edge.agent.app import Agent
+    from edge.agent.config import load_config
+    from edge.errors import DelegateError
+
+    class UnpluggedCoral:
+        name = "edgetpu"
+
+        def load(self, runtime, options):  # the DelegateLoader protocol
+            raise DelegateError("Edge TPU at usb:0 stopped responding (stand-in)", "replug the Coral")
+
+    sub = subscriber(["edge/s1/status", "edge/s1/predictions"])
+    cfg = load_config(
+        None,
+        environ={},
+        flags={
+            "model": {"path": str(coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")},
+            "source": {"spec": str(coral / "cat.bmp")},
+            "mqtt": {"broker": mosquitto.url, "device_id": "s1"},
+            "state_dir": str(tmp_path / "state"),
+            "once": True,
+            "metrics": {"interval_s": 0},
+        },
+    )
+    agent = Agent(cfg, delegates={"edgetpu": UnpluggedCoral()})
+    assert agent.run() == 0
+    status = sub.wait(lambda s: s.json("edge/s1/status"), 10, "status")[0]
+    assert any("usb:0 stopped responding (stand-in)" in n and "CPU twin" in n for n in status["notes"]), (
+        status
+    )
+    assert sub.wait(lambda s: s.json("edge/s1/predictions"), 10, "prediction")[0]["source"] == "cat.bmp"

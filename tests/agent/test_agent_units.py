@@ -61,11 +61,19 @@ def test_truncated_bmp(mobilenet: Pipeline, coral: Path) -> None:
 
 def test_config_precedence_file_env_flags(tmp_path: Path) -> None:
     f = tmp_path / "agent.toml"
-    f.write_text('state_dir = "/tmp/x"\n[mqtt]\nbroker = "mqtt://file:1883"\nprefix = "fromfile"\n'
-                 '[postprocess]\ntop_k = 7\n')
-    cfg = load_config(f, environ={"EDGE_MQTT_BROKER": "mqtt://env:1", "EDGE_POSTPROCESS_TOP_K": "4",
-                                  "EDGE_TFLITE_RUNTIME_PYTHON": "/ignored"},
-                      flags={"postprocess": {"top_k": 2}})
+    f.write_text(
+        'state_dir = "/tmp/x"\n[mqtt]\nbroker = "mqtt://file:1883"\nprefix = "fromfile"\n'
+        "[postprocess]\ntop_k = 7\n"
+    )
+    cfg = load_config(
+        f,
+        environ={
+            "EDGE_MQTT_BROKER": "mqtt://env:1",
+            "EDGE_POSTPROCESS_TOP_K": "4",
+            "EDGE_TFLITE_RUNTIME_PYTHON": "/ignored",
+        },
+        flags={"postprocess": {"top_k": 2}},
+    )
     assert cfg.mqtt.broker == "mqtt://env:1" and cfg.mqtt.prefix == "fromfile"
     assert cfg.postprocess.top_k == 2 and cfg.state_dir == Path("/tmp/x")
     assert env_overrides({"EDGE_ONCE": "true"}) == {"once": "true"}
@@ -77,7 +85,10 @@ def test_config_errors_name_key_value_and_message(tmp_path: Path) -> None:
     problems = {k: (v, m) for k, v, m in check_file(f)}
     assert set(problems) == {"mqtt.prefx", "mqtt.keepalive_s", "postprocess.top_k"}
     assert "unknown key" in problems["mqtt.prefx"][1]
-    assert problems["mqtt.keepalive_s"][0] == 1 and "greater than or equal to 5" in problems["mqtt.keepalive_s"][1]
+    assert (
+        problems["mqtt.keepalive_s"][0] == 1
+        and "greater than or equal to 5" in problems["mqtt.keepalive_s"][1]
+    )
     with pytest.raises(ConfigError, match="postprocess.top_k = 'many'"):
         load_config(f, environ={})
     r = run_module("edge", "check-config", str(f), timeout=60)
@@ -96,11 +107,16 @@ def test_every_config_field_is_described() -> None:
             ann = f.annotation
             if isinstance(ann, type) and hasattr(ann, "model_fields"):
                 walk(ann)
+
     walk(AgentConfig)
 
 
 def test_source_kinds(tmp_path: Path) -> None:
-    assert source_kind("mqtt") == "mqtt" and source_kind("camera") == "camera" and source_kind("camera:2") == "camera"
+    assert (
+        source_kind("mqtt") == "mqtt"
+        and source_kind("camera") == "camera"
+        and source_kind("camera:2") == "camera"
+    )
     assert source_kind(str(tmp_path)) == "directory"
     with pytest.raises(SourceError, match="neither an existing file"):
         source_kind(str(tmp_path / "nope"))
@@ -139,6 +155,7 @@ def test_directory_source_picks_up_new_files(tmp_path: Path) -> None:
         for item in src.items(stop, once=False):
             seen.append(item.name)
             src.done(item)
+
     t = threading.Thread(target=consume)
     t.start()
     (d / "new.jpg").write_bytes(b"1")
@@ -157,18 +174,21 @@ class _FakeAgent(SimpleNamespace):
         return dict(self.settings)
 
 
-@pytest.mark.parametrize("payload,needle", [
-    (b"\xff\xfe", "not JSON"),
-    (b"{not json", "not JSON"),
-    (b"[1,2]", "JSON object"),
-    (b'{"id": 1}', "no 'action'"),
-    (b'{"id": 2, "action": "explode"}', "unknown action 'explode'"),
-    (b'{"id": 3, "action": "set"}', "set needs"),
-    (b'{"id": 4, "action": "set", "top_k": -1}', "top_k must be"),
-    (b'{"id": 5, "action": "set", "top_k": true}', "top_k must be"),
-    (b'{"id": 6, "action": "set", "colour": "red"}', "cannot set colour"),
-    (b'{"id": 7, "action": "set", "threshold": 2}', "threshold must be"),
-])
+@pytest.mark.parametrize(
+    "payload,needle",
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[1,2]", "JSON object"),
+        (b'{"id": 1}', "no 'action'"),
+        (b'{"id": 2, "action": "explode"}', "unknown action 'explode'"),
+        (b'{"id": 3, "action": "set"}', "set needs"),
+        (b'{"id": 4, "action": "set", "top_k": -1}', "top_k must be"),
+        (b'{"id": 5, "action": "set", "top_k": true}', "top_k must be"),
+        (b'{"id": 6, "action": "set", "colour": "red"}', "cannot set colour"),
+        (b'{"id": 7, "action": "set", "threshold": 2}', "threshold must be"),
+    ],
+)
 def test_malformed_commands_get_error_results(payload: bytes, needle: str) -> None:
     reg = commands.default_registry()
     cid, action, ok, result, error = reg.dispatch(_FakeAgent(settings={}), payload)
@@ -178,18 +198,33 @@ def test_malformed_commands_get_error_results(payload: bytes, needle: str) -> No
 def test_set_and_bench_commands() -> None:
     reg = commands.default_registry()
     agent = _FakeAgent(settings={})
-    assert reg.dispatch(agent, b'{"id":"a","action":"set","top_k":3,"threshold":0.1}') == \
-        ("a", "set", True, {"top_k": 3, "threshold": 0.1}, None)
-    cid, action, ok, result, error = reg.dispatch(agent, b'{"id":"b","action":"bench"}')
-    import importlib.util
-    if importlib.util.find_spec("edge.bench") is None:
-        assert not ok and error and "bench not available in this build" in error
+    assert reg.dispatch(agent, b'{"id":"a","action":"set","top_k":3,"threshold":0.1}') == (
+        "a",
+        "set",
+        True,
+        {"top_k": 3, "threshold": 0.1},
+        None,
+    )
+
+
+def test_bench_command_without_edge_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "edge.bench", None)  # a build without edge-bench
+    cid, action, ok, result, error = commands.default_registry().dispatch(
+        _FakeAgent(), b'{"id":"b","action":"bench"}'
+    )
+    assert (cid, ok) == ("b", False) and error and "bench not available in this build" in error
 
 
 def test_handler_bug_is_an_error_result_not_a_crash() -> None:
     reg = commands.CommandRegistry()
     reg.register("boom", lambda agent, cmd: 1 / 0)
-    assert reg.dispatch(None, b'{"id":9,"action":"boom"}')[2:] == (False, None, "ZeroDivisionError: division by zero")
+    assert reg.dispatch(None, b'{"id":9,"action":"boom"}')[2:] == (
+        False,
+        None,
+        "ZeroDivisionError: division by zero",
+    )
 
 
 def test_latency_window_percentiles() -> None:

@@ -26,23 +26,30 @@ def source_kind(spec: str) -> str:
         return "directory"
     if p.is_file():
         return "file"
-    raise SourceError(f"--source {spec!r} is neither an existing file or directory, nor 'mqtt' or 'camera[:N]'",
-                      "check the path exists (relative to the current directory), or use mqtt / camera:0")
+    raise SourceError(
+        f"--source {spec!r} is neither an existing file or directory, nor 'mqtt' or 'camera[:N]'",
+        "check the path exists (relative to the current directory), or use mqtt / camera:0",
+    )
 
 
-def open_source(spec: str, *, state_dir: Path, client: Any, infer_topic: str, cfg: Any,
-                on_refused: Any = None) -> Source:
+def open_source(
+    spec: str, *, state_dir: Path, client: Any, infer_topic: str, cfg: Any, on_refused: Any = None
+) -> Source:
     kind = source_kind(spec)
     if kind == "file":
         from edge.agent.sources.file import FileSource
+
         return FileSource(Path(spec))
     if kind == "directory":
         from edge.agent.sources.directory import DirectorySource
+
         return DirectorySource(Path(spec), state_dir, cfg.poll_interval_s, cfg.settle_s)
     if kind == "mqtt":
         from edge.agent.sources.mqtt import MqttSource
+
         return MqttSource(client, infer_topic, cfg.queue_size, on_refused)
     from edge.agent.sources.camera import CameraSource
+
     m = _CAMERA.match(spec)
     assert m
     return CameraSource(int(m.group(1) or 0), cfg.camera_interval_s)

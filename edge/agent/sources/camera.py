@@ -19,11 +19,13 @@ class CameraError(EdgeError):
 
 def _cv2() -> Any:
     try:
-        import cv2  # type: ignore[import-not-found]
+        import cv2
     except ImportError as exc:
-        raise CameraError("--source camera needs OpenCV, which is not installed",
-                          "pip install 'edge-ml-toolkit[camera]' (opencv-python-headless), or use a file, "
-                          "directory or mqtt source") from exc
+        raise CameraError(
+            "--source camera needs OpenCV, which is not installed",
+            "pip install 'edge-ml-toolkit[camera]' (opencv-python-headless), or use a file, "
+            "directory or mqtt source",
+        ) from exc
     return cv2
 
 
@@ -36,9 +38,11 @@ class CameraSource:
         self.description = f"camera:{index}"
         self.cap = cv2.VideoCapture(index)
         if not self.cap.isOpened():
-            raise CameraError(f"camera {index} cannot be opened",
-                              "check it is connected (ls /dev/video*), that this user may read it (group video), "
-                              "and the index in camera:N")
+            raise CameraError(
+                f"camera {index} cannot be opened",
+                "check it is connected (ls /dev/video*), that this user may read it (group video), "
+                "and the index in camera:N",
+            )
         self.frames = 0
 
     def items(self, stop: threading.Event, once: bool) -> Iterator[Item]:
@@ -46,7 +50,9 @@ class CameraSource:
             started = time.monotonic()
             ok, frame = self.cap.read()
             if not ok:
-                raise CameraError(f"camera {self.index} stopped delivering frames", "check the cable and power")
+                raise CameraError(
+                    f"camera {self.index} stopped delivering frames", "check the cable and power"
+                )
             self.frames += 1
             img = Image.fromarray(self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB))
             yield Item(f"camera{self.index}-{self.frames}", img)

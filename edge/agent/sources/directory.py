@@ -30,11 +30,15 @@ class ProcessedRecord:
         self.db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS processed (dir TEXT, name TEXT, size INTEGER, mtime_ns INTEGER,"
-                        " at REAL, PRIMARY KEY (dir, name))")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS processed (dir TEXT, name TEXT, size INTEGER, mtime_ns INTEGER,"
+            " at REAL, PRIMARY KEY (dir, name))"
+        )
         self._lock = threading.Lock()
         with self._lock:
-            rows = self.db.execute("SELECT name, size, mtime_ns FROM processed WHERE dir=?", (self.key,)).fetchall()
+            rows = self.db.execute(
+                "SELECT name, size, mtime_ns FROM processed WHERE dir=?", (self.key,)
+            ).fetchall()
         self.seen: dict[str, tuple[int, int]] = {n: (s, m) for n, s, m in rows}
 
     def is_done(self, name: str, st: os.stat_result) -> bool:
@@ -43,8 +47,10 @@ class ProcessedRecord:
 
     def mark(self, name: str, size: int, mtime_ns: int) -> None:
         with self._lock:
-            self.db.execute("INSERT OR REPLACE INTO processed VALUES (?,?,?,?,?)",
-                            (self.key, name, size, mtime_ns, time.time()))
+            self.db.execute(
+                "INSERT OR REPLACE INTO processed VALUES (?,?,?,?,?)",
+                (self.key, name, size, mtime_ns, time.time()),
+            )
         self.seen[name] = (size, mtime_ns)
 
     def close(self) -> None:
@@ -53,7 +59,9 @@ class ProcessedRecord:
 
 
 class DirectorySource:
-    def __init__(self, directory: Path, state_dir: Path, poll_interval_s: float = 0.5, settle_s: float = 0.2) -> None:
+    def __init__(
+        self, directory: Path, state_dir: Path, poll_interval_s: float = 0.5, settle_s: float = 0.2
+    ) -> None:
         self.directory = directory
         self.poll_interval_s = poll_interval_s
         self.settle_s = settle_s

@@ -22,8 +22,13 @@ log = logging.getLogger("edge.agent.source")
 
 
 class MqttSource:
-    def __init__(self, client: Any, infer_topic: str, queue_size: int = 64,
-                 on_refused: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        infer_topic: str,
+        queue_size: int = 64,
+        on_refused: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.client = client
         self.topic = infer_topic
         self.description = f"mqtt:{infer_topic}"
@@ -35,12 +40,17 @@ class MqttSource:
     def _on_message(self, msg: Any) -> None:
         corr: bytes | None = getattr(msg, "correlation_data", None)
         if msg.topic != self.topic and msg.topic.startswith(self.topic + "/"):
-            name = msg.topic[len(self.topic) + 1:]
+            name = msg.topic[len(self.topic) + 1 :]
         elif corr:
             name = corr.decode("utf-8", "replace")
         else:
             name = f"mqtt-{uuid.uuid4().hex[:12]}"
-        item = Item(name, bytes(msg.payload), correlation_data=corr, response_topic=getattr(msg, "response_topic", None))
+        item = Item(
+            name,
+            bytes(msg.payload),
+            correlation_data=corr,
+            response_topic=getattr(msg, "response_topic", None),
+        )
         try:
             self.queue.put_nowait(item)
         except queue.Full:
