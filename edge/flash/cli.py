@@ -25,6 +25,7 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity", "-i", type=Path, help="private key file (ssh -i)")
     p.add_argument("--ssh-option", "-o", action="append", default=[], metavar="KEY=VALUE",
                    help="extra ssh -o option, repeatable (e.g. StrictHostKeyChecking=accept-new)")
+    p.add_argument("--ssh-config", "-F", type=Path, help="ssh client config file (ssh -F; default ~/.ssh/config)")
     p.add_argument("--prefix", default="/opt/edge-agent", help="install directory on the device")
     p.add_argument("--no-systemd", action="store_true",
                    help="hosts without systemd: install only, no service (start PREFIX/bin/edge-agent yourself)")

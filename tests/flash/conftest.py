@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.flash.bundle import BuiltBundle, build
-from tests.flash.helpers import CACHE, MOBILENET, MOBILENET_TPU, RECIPE, recipe_key, sh
+from tests.flash.helpers import CACHE, MOBILENET, MOBILENET_TPU, RECIPE, clean_env, extract, recipe_key, sh
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,33 @@ def arm64_root(arm64_base_root: Path, tmp_path: Path) -> Path:
     return dest
 
 
+
+
+@pytest.fixture(scope="session")
+def arm64_installed(arm64_base_root: Path, make_bundle: Callable[..., BuiltBundle],
+                    tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, BuiltBundle]]:
+    """An arm64 root with an aarch64 bundle (Edge TPU mobilenet + CPU twin) installed, once per runtime.
+
+    ai-edge-litert goes through the recipe end to end (build-rootfs.sh --bundle); tflite-runtime through
+    install.sh --root on a copy of the cached root, which is what the recipe runs.
+    """
+    roots: dict[str, tuple[Path, BuiltBundle]] = {}
+
+    def get(runtime: str) -> tuple[Path, BuiltBundle]:
+        if runtime not in roots:
+            built = make_bundle("aarch64", runtime, edgetpu=True)
+            root = tmp_path_factory.mktemp(f"arm64-{runtime}") / "root"
+            if runtime == "ai-edge-litert":
+                proc = sh("bash", RECIPE, "--variant", "extract", "--bundle", built.path, root, check=False,
+                          env=clean_env())
+            else:
+                sh("cp", "-a", arm64_base_root, root)
+                src = extract(built.path, tmp_path_factory.mktemp("src"))
+                # --no-compile: byte-compiling numpy under qemu costs ~15 s and proves nothing more
+                proc = sh("bash", src / "install.sh", "--root", root, "--no-start", "--no-compile", check=False,
+                          env=clean_env())
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            roots[runtime] = (root, built)
+        return roots[runtime]
+
+    return get

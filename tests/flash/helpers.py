@@ -19,7 +19,8 @@ MOBILENET_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 
 
 def sh(*cmd: str | Path, check: bool = True, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=check, timeout=timeout,
+    kw.setdefault("text", True)
+    return subprocess.run([str(c) for c in cmd], capture_output=True, check=check, timeout=timeout,
                           **kw)  # type: ignore[call-overload]
 
 

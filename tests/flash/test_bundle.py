@@ -145,3 +145,34 @@ def test_systemd_unit_is_valid_and_hardened(make_bundle, tmp_path: Path) -> None
     proc = sh("systemd-analyze", "verify", rendered, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "u edge-agent" in files["systemd/edge-agent.sysusers"].decode()
+
+
+def test_device_image_templates_match_what_edge_flash_writes() -> None:
+    from edge.flash import sd
+    from tests.flash.helpers import ROOT
+
+    tdir = ROOT / "device-images" / "templates"
+    for name in ("edge-agent.service", "edge-agent.sysusers", "install.sh", "uninstall.sh", "firstrun.sh",
+                 "provision.sh"):
+        assert (tdir / name).read_bytes() == (ROOT / "edge" / "flash" / "templates" / name).read_bytes()
+    assert (tdir / "user-data").read_text() == sd.user_data("HOSTNAME", "pi", "ssh-ed25519 AAAA... you@laptop",
+                                                            "/boot/firmware")
+    assert (tdir / "network-config").read_text() == sd.network_config("SSID", "PASSPHRASE", "GB")
+    # the Dockerfile runs install.sh with flags it knows and starts the wrapper install.sh writes
+    docker = (ROOT / "device-images" / "Dockerfile").read_text()
+    assert "FROM --platform=linux/arm64 debian:bookworm-slim" in docker
+    assert "install.sh --no-systemd --prefix /opt/edge-agent" in docker
+    assert '"/opt/edge-agent/bin/edge-agent", "run", "--config", "/opt/edge-agent/current/config/agent.toml"' in docker
+    install = (ROOT / "edge" / "flash" / "templates" / "install.sh").read_text()
+    assert "--no-systemd) SYSTEMD=0" in install and 'cat > "$H/bin/edge-agent"' in install
+
+
+def test_bundled_config_passes_the_agents_own_check(make_bundle, tmp_path: Path) -> None:
+    files = _members(make_bundle("x86_64", device_id="cam1", broker="mqtt://broker.lan:1883").path)
+    text = files["config/agent.toml"].decode().replace("@RELEASE@", "/opt/edge-agent/releases/x")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(text.replace("@STATE_DIR@", "/var/lib/edge-agent"))
+    proc = run_module("edge", "check-config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    data = tomllib.loads(cfg.read_text())
+    assert data["mqtt"] == {"broker": "mqtt://broker.lan:1883", "device_id": "cam1"} and data["source"]["spec"] == "mqtt"
