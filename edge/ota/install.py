@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.guard import GuardLimits, Verdict, guard_file
-from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate
+from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
 
 # Test seam for crash-safety tests: ``EDGE_OTA_PAUSE_AT=<phase>`` makes an install write
 # ``<state>/models/paused-at-<phase>`` and sleep there, so a test can SIGKILL the agent at that exact point.
@@ -47,13 +47,15 @@ class InstalledModel:
     version: str | None = None
     labels_path: str | None = None
     installed_at: str | None = None
+    signed_at: str | None = None  # the manifest's ``created``: what the replay check compares
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstalledModel:
-        return cls(**{k: data.get(k) for k in ("path", "sha256", "version", "labels_path", "installed_at")})
+        return cls(**{k: data.get(k) for k in ("path", "sha256", "version", "labels_path", "installed_at",
+                                                "signed_at")})
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,13 @@ class ModelStore:
     def previous(self) -> InstalledModel | None:
         return self._read_pointer("previous.json")
 
+    def newest_signed_at(self) -> str | None:
+        """Signing time of the newest update ever committed here (older updates are replays)."""
+        try:
+            return str(json.loads((self.dir / "replay.json").read_text())["newest_signed_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def set_active(self, model: InstalledModel | None) -> None:
         """Point the agent at ``model`` (None: its configured model), e.g. when the installed one stopped loading."""
         self._write_pointer("active.json", model)
@@ -247,12 +256,18 @@ class ModelStore:
     def _install(self, update: VerifiedUpdate, current: InstalledModel | None,
                  activate: Callable[[InstalledModel | None], None] | None) -> InstallResult:
         m = update.manifest
+        newest = self.newest_signed_at()
+        if newest is not None and signed_time(m.created) <= signed_time(newest):
+            raise UpdateRefusedError(
+                "replayed", f"update {m.version} was signed at {m.created}, not after the last update installed "
+                f"here (signed at {newest}): an old update message sent again?",
+                "push-model signs a fresh manifest every time: push the model again")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         stem = f"{_safe(m.version)}-{m.sha256[:12]}"
         candidate = InstalledModel(path=str(self.dir / f"{stem}.tflite"), sha256=m.sha256, version=m.version,
                                    labels_path=str(self.dir / f"{stem}.labels.txt") if update.labels else None,
-                                   installed_at=_now())
+                                   installed_at=_now(), signed_at=m.created)
         previous_previous, active = self.previous(), self.active()
         journal = {"phase": "journaled", "candidate": candidate.describe(), "started": _now(),
                    "previous_active": active.describe() if active else None,
@@ -321,6 +336,7 @@ class ModelStore:
             timings["activate"] = (time.perf_counter() - t) * 1000.0
         self._pause("activated")
 
+        atomic_write(self.dir / "replay.json", json.dumps({"newest_signed_at": m.created}).encode())
         self.journal_path.unlink()
         _fsync_dir(self.dir)
         self._prune(keep={candidate.path, candidate.labels_path, current.path if current else None,

@@ -51,6 +51,7 @@ REFUSAL_REASONS = {
     "health_check": "the new model failed its health check; the previous model was kept or restored",
     "install_failed": "writing or switching the model failed; the previous model was kept or restored",
     "busy": "another update is in progress",
+    "replayed": "the update is not newer than the last one installed (an old message sent again?)",
     "disabled": "model/set is disabled in this agent's config (commands.disabled)",
 }
 
@@ -77,7 +78,8 @@ class Manifest(BaseModel):
     labels_size: int = Field(0, ge=0, description="labels size in bytes (0 = no labels)")
     device: Optional[str] = Field(None, max_length=256, description="target device id; null = any device")
     key_id: str = Field(..., min_length=1, max_length=64, description="fingerprint of the signing public key")
-    created: str = Field(..., description="UTC time of signing (ISO 8601)")
+    created: str = Field(..., pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$",
+                         description="UTC time of signing (ISO 8601, Z); later updates must be signed later")
 
     def canonical(self) -> bytes:
         return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":")).encode()
@@ -94,7 +96,13 @@ class VerifiedUpdate:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Microseconds: two updates signed in a row must never share a timestamp (replay check).
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def signed_time(created: str) -> datetime:
+    """``Manifest.created`` as an aware datetime (Python 3.9's fromisoformat does not take ``Z``)."""
+    return datetime.fromisoformat(created.replace("Z", "+00:00"))
 
 
 def build_message(model: bytes, private_key: Any, *, version: str, labels: bytes | None = None,

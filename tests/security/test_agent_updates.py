@@ -178,9 +178,13 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(mosquitto: Mosqu
     pred = sub.wait(lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "nine"), None), 60,
                     "prediction")
     assert pred["model_sha256"] == _sha(lstm) and pred["top_k"][0]["index"] == 9
-    # And the same update, pushed again, goes through.
-    cmd_id = _send(sub, sign, mobilenet.read_bytes(), version="2")
-    assert _result(sub, cmd_id)["ok"]
+    # And the same update, pushed again, goes through; the very same message sent twice does not.
+    message = sign(mobilenet.read_bytes(), version="2", cmd_id="again", device=DEV)
+    sub.publish(f"{T}/model/set", message)
+    assert _result(sub, "again")["ok"]
+    sub.messages.clear()
+    sub.publish(f"{T}/model/set", message)
+    assert _result(sub, "again")["reason"] == "replayed"
     assert again.alive()
 
 

@@ -214,3 +214,20 @@ def test_recover_repairs_a_corrupt_active_model(coral: Path, tmp_path: Path, key
     Path(v1.path).unlink()
     notes = store.recover()
     assert store.active() is None and "configured model" in notes[0]
+
+
+def test_old_updates_sent_again_are_refused_as_replays(coral: Path, tmp_path: Path, keys: dict[str, Any],
+                                                       sign: Callable[..., bytes]) -> None:
+    store = _store(tmp_path)
+    trusted = [load_public_key(keys["public"])]
+    older = sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1")
+    newer = sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2")
+    assert store.install(verify_message(newer, trusted), current=None).ok
+    for payload in (newer, older):
+        with pytest.raises(UpdateRefusedError) as err:
+            store.install(verify_message(payload, trusted), current=store.active())
+        assert err.value.reason == "replayed" and "signed at" in err.value.what
+    assert store.active().version == "2"
+    # A fresh signature of the old model is a legitimate downgrade.
+    again = sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1b")
+    assert store.install(verify_message(again, trusted), current=store.active()).ok
