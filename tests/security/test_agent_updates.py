@@ -209,7 +209,7 @@ def test_disabled_actions_are_refused_and_audited(mosquitto: Mosquitto, tmp_path
     assert {("model/set", "disabled"), ("reload", "disabled"), ("ping", "done"), (None, "malformed")} <= outcomes
 
 
-def test_fuzzed_commands_and_updates_never_stop_the_agent(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
+def test_fuzzed_commands_images_and_updates_never_stop_the_agent(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
                                                           keys: dict[str, Any], subscriber: Any, agents: Any) -> None:
     import random
 
@@ -223,6 +223,16 @@ def test_fuzzed_commands_and_updates_never_stop_the_agent(mosquitto: Mosquitto, 
         sub.publish(f"{T}/cmd", fuzz.mutate_command(rng))
     for _ in range(5):
         sub.publish(f"{T}/model/set", bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+    images = [(coral / "mnist_nine.bmp").read_bytes(), (coral / "hot_dog.jpg").read_bytes()]
+    sent = {f"img-{i}": fuzz.mutate_image(rng.choice(images), rng) for i in range(30)}
+    sent["bomb"] = fuzz.png_bomb()
+    for name, data in sent.items():
+        sub.publish(f"{T}/infer/{name}", data)
+    answered = sub.wait(lambda s: {p["source"] for p in s.json(f"{T}/predictions") + s.json(f"{T}/errors")}
+                        >= set(sent) and True, 60, "an answer for every image")
+    assert answered
+    bomb = next(e for e in sub.json(f"{T}/errors") if e["source"] == "bomb")
+    assert "pixels" in bomb["error"], bomb
     sub.publish(f"{T}/cmd", json.dumps({"id": "still-there", "action": "ping"}))
     assert _result(sub, "still-there")["ok"]
     assert agent.alive() and "Traceback" not in agent.output()
