@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge import fuzz  # noqa: E402
-from edge.guard import GuardLimits, guard_many  # noqa: E402
+from edge.guard import GuardChild, GuardLimits, Verdict, guard_many  # noqa: E402
 
 CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 REFERENCE = ROOT / "benchmarks" / "reference" / "security_bench.json"
@@ -90,7 +90,7 @@ def tiny_models(workdir: Path) -> dict[str, Path]:
 
 
 # --- 1. model mutants through the guard ----------------------------------------------------------------------
-def bench_guard(n: int, seed: int, extra_seeds: list[Path]) -> dict[str, Any]:
+def bench_guard(n: int, seed: int, extra_seeds: list[Path], bypass_n: int = 300) -> dict[str, Any]:
     rng = random.Random(seed)
     seeds = [CORAL / "keras_lstm_mnist_ptq.tflite"] * 5 + [CORAL / "mobilenet_v1_0.25_128_quant.tflite"] * 2 + [
         CORAL / "model_invoking_error.tflite"] + extra_seeds * 2
@@ -111,12 +111,22 @@ def bench_guard(n: int, seed: int, extra_seeds: list[Path]) -> dict[str, Any]:
             crashes.append(verdict.reason[:120])
     elapsed = time.perf_counter() - started
     static = sum(by_stage[s] for s in ("size", "identifier", "structure"))
+    # Defence in depth: the same kind of mutants straight into the child, static checks bypassed,
+    # shows what the child process absorbs when a malformed model slips past the structural checks.
+    bypass: collections.Counter[str] = collections.Counter()
+    passed = Verdict(True, "structure", "", "", "", 0)
+    lstm = blobs[CORAL / "keras_lstm_mnist_ptq.tflite"]
+    with GuardChild(GuardLimits(timeout_s=20, cpu_s=10)) as child:
+        for _ in range(bypass_n):
+            bypass[child.check(fuzz.mutate_model(lstm, rng)[1], static=passed).stage] += 1
     return {
         "mutants": n, "seconds": round(elapsed, 1), "per_second": round(n / elapsed, 1),
         "refused_static": static, "checked_in_child": n - static,
         "verdicts_by_stage": dict(sorted(by_stage.items())), "by_mutator": {k: dict(v) for k, v in by_kind.items()},
         "runtime_crashes_contained": len(crashes), "crash_examples": sorted(set(crashes))[:5],
         "parent_crashes": 0,  # this line only runs if the benchmark process survived every mutant
+        "static_checks_bypassed": {"mutants": bypass_n, "verdicts_by_stage": dict(sorted(bypass.items())),
+                                   "runtime_crashes_contained": bypass["crash"] + bypass["timeout"]},
     }
 
 
@@ -224,6 +234,10 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         good = build_message(model, signer, version="g", device=dev, cmd_id="tmpl")
         header, _ = read_header(good)
         sent_ids: list[str] = []
+        base = len(w.json(f"{t}/cmd/result"))  # the command fuzz above also produced results
+
+        def update_answers() -> list[dict[str, Any]]:
+            return [r for r in w.json(f"{t}/cmd/result")[base:] if r.get("action") == "model/set"]
 
         def send(payload: bytes) -> None:
             h, _ = read_header(payload)
@@ -249,9 +263,9 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
             send(build_message(mutant, signer, version="m", device=dev, cmd_id=cid()))
         for _ in range(10):
             w.pub(f"{t}/model/set", bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))))
-        done = w.wait(lambda: {r.get("id") for r in w.json(f"{t}/cmd/result")} >= set(sent_ids) and len(
-            [r for r in w.json(f"{t}/cmd/result") if r.get("action") == "model/set"]) >= len(sent_ids) + 10, 600)
-        answers = [r for r in w.json(f"{t}/cmd/result") if r.get("action") == "model/set"]
+        done = w.wait(lambda: {r.get("id") for r in update_answers()} >= set(sent_ids)
+                      and len(update_answers()) >= len(sent_ids) + 10, 600)
+        answers = update_answers()
         # Signed mutants that pass every check are installed (they are validly signed, and they run):
         # put the original model back with a good update before the last checks.
         rid = cid()
@@ -357,6 +371,9 @@ def main() -> int:
               f"by the static checks, {g['checked_in_child']} loaded in a child; runtime crashes contained: "
               f"{g['runtime_crashes_contained']}; crashes of this process: {g['parent_crashes']}")
         print(f"   verdicts by stage: {g['verdicts_by_stage']}")
+        b = g["static_checks_bypassed"]
+        print(f"   static checks bypassed ({b['mutants']} LSTM mutants straight into the child): "
+              f"{b['verdicts_by_stage']}; runtime crashes contained: {b['runtime_crashes_contained']}")
         print("2-4. fuzzing a running agent (images, commands, updates), rollback...", flush=True)
         (work / "agent").mkdir()
         report["agent_fuzz"] = a = bench_agent(args, tiny, work / "agent")
@@ -376,7 +393,7 @@ def main() -> int:
         report["rss"] = r = bench_rss(args.inferences, tiny)
         print(f"   {r['model']}: {r['inferences']} inferences in {r['seconds']} s, RSS {r['rss_before_mb']} -> "
               f"{r['rss_after_mb']} MB (growth {r['rss_growth_mb']} MB, target <= 5 MB)")
-    mutants_total = g["mutants"] + a["images"]["sent"] + a["commands"]["sent"] + a["updates"]["sent"]
+    mutants_total = g["mutants"] + g["static_checks_bypassed"]["mutants"] + a["images"]["sent"] + a["commands"]["sent"] + a["updates"]["sent"]
     report["targets"] = {
         "mutants_tried": mutants_total, "agent_crashes": a["agent"]["crashes"] + g["parent_crashes"],
         "mutants_ge_1000": mutants_total >= 1000, "zero_crashes": a["agent"]["crashes"] + g["parent_crashes"] == 0,
