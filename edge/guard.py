@@ -284,6 +284,7 @@ class GuardChild:
             self.close()
             return verdict
         result = json.loads(line)
+        result["runtime"] = {"name": self.hello.get("runtime"), "version": self.hello.get("version")}
         if result.get("ok"):
             return Verdict(True, OK, "", "", static.sha256, static.size_bytes,
                            (time.perf_counter() - started) * 1000.0, info, result)

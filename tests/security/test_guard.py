@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import struct
@@ -138,3 +139,30 @@ def test_bit_flipped_and_mutated_models_never_harm_the_parent(coral: Path) -> No
     for i, v in verdicts.items():
         if v.ok:
             assert v.child["outputs"], i
+
+
+def test_guard_under_tflite_runtime_2_14(coral: Path) -> None:
+    import subprocess
+
+    from tests.conftest import subprocess_env
+
+    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
+    assert python, ("EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
+                    "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
+                    "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)")
+    script = f"""
+import json
+from pathlib import Path
+from edge.guard import guard_bytes, guard_file
+lstm = bytearray(Path({str(coral / 'keras_lstm_mnist_ptq.tflite')!r}).read_bytes())
+good = guard_file({str(coral / 'mobilenet_v1_0.25_128_quant.tflite')!r})
+bad = guard_file({str(coral / 'model_invoking_error.tflite')!r})
+lstm[{SEGFAULT_OFFSET}] = {SEGFAULT_VALUE}
+crash = guard_bytes(bytes(lstm))
+print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or {}).get("name")] for v in (good, bad, crash)]))
+"""
+    r = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env())
+    assert r.returncode == 0, r.stderr
+    verdicts = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [v[:2] for v in verdicts] == [[True, "ok"], [False, "allocate"], [False, CRASH]], verdicts
+    assert verdicts[0][2] == "tflite_runtime"
