@@ -159,7 +159,7 @@ good = guard_file({str(coral / 'mobilenet_v1_0.25_128_quant.tflite')!r})
 bad = guard_file({str(coral / 'model_invoking_error.tflite')!r})
 lstm[{SEGFAULT_OFFSET}] = {SEGFAULT_VALUE}
 crash = guard_bytes(bytes(lstm))
-print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or {}).get("name")] for v in (good, bad, crash)]))
+print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")] for v in (good, bad, crash)]))
 """
     r = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env())
     assert r.returncode == 0, r.stderr
