@@ -19,6 +19,7 @@ from edge import tflite_file
 from edge.flash import BUNDLE_DIR, tomlw, wheels
 from edge.flash.manifest import (
     MANIFEST,
+    SCHEMA,
     SUMS,
     BundleError,
     FileEntry,
@@ -195,7 +196,7 @@ def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str =
         (stage / "bundle.env").write_bytes(env)
         files["bundle.env"] = FileEntry(sha256=hashlib.sha256(env).hexdigest(), size=len(env))
         manifest = Manifest(
-            bundle_id=bid, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            schema=SCHEMA, bundle_id=bid, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
             target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),  # type: ignore[arg-type]
             agent_version=agent.version, runtime_version=rt.version, numpy_version=np_whl.version,

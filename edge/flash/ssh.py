@@ -81,7 +81,7 @@ class Target:
                               "check free space on the device (df -h /var/tmp) and the connection")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Probe:
     arch: str
     python: str

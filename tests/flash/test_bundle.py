@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -144,6 +145,10 @@ def test_systemd_unit_is_valid_and_hardened(make_bundle, tmp_path: Path) -> None
     rendered.write_text(unit.replace("@PREFIX@", str(prefix)))
     proc = sh("systemd-analyze", "verify", rendered, check=False)
     assert proc.returncode == 0, proc.stderr
+    # systemd's own exposure score (0 = locked down, 10 = unprotected); "OK" is below 3
+    sec = sh("systemd-analyze", "security", "--offline=true", rendered, check=False).stdout
+    score = float(re.search(r"Overall exposure level for edge-agent.service: ([\d.]+) (\w+)", sec).group(1))
+    assert score < 3.0, sec
     assert "u edge-agent" in files["systemd/edge-agent.sysusers"].decode()
 
 
@@ -176,3 +181,21 @@ def test_bundled_config_passes_the_agents_own_check(make_bundle, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     data = tomllib.loads(cfg.read_text())
     assert data["mqtt"] == {"broker": "mqtt://broker.lan:1883", "device_id": "cam1"} and data["source"]["spec"] == "mqtt"
+
+
+def test_cli_bundle_keeps_the_users_config_and_points_the_model_into_the_release(tmp_path: Path,
+                                                                                  coral: Path) -> None:
+    user_cfg = tmp_path / "agent.toml"
+    user_cfg.write_text('log_level = "DEBUG"\n[mqtt]\nprefix = "factory"\nbroker = "mqtt://old:1883"\n'
+                        '[model]\npath = "/somewhere/else.tflite"\nthreads = 2\n[postprocess]\ntop_k = 3\n')
+    out = tmp_path / "pc.tar.gz"
+    proc = run_module("edge.flash", "bundle", "-m", str(coral / MOBILENET), "--arch", "x86_64", "--config",
+                      str(user_cfg), "--broker", "mqtt://broker.lan:1883", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = verify_bundle(out)
+    assert f"bundle {m.bundle_id}, x86_64 Python 3.11, ai-edge-litert 2.3.0" in proc.stdout
+    assert Path(f"{out}.sha256").read_text().startswith(proc.stdout.split("sha256 ")[1].strip())
+    cfg = tomllib.loads(_members(out)["config/agent.toml"].decode())
+    assert cfg["log_level"] == "DEBUG" and cfg["postprocess"] == {"top_k": 3}
+    assert cfg["mqtt"] == {"prefix": "factory", "broker": "mqtt://broker.lan:1883"}
+    assert cfg["model"] == {"path": f"@RELEASE@/models/{MOBILENET}", "threads": 2, "runtime": "ai_edge_litert"}

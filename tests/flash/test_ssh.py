@@ -57,6 +57,7 @@ def leftovers() -> set[str]:
     return {p.name for p in Path("/var/tmp").glob("edge-flash.*")}
 
 
+@pytest.mark.slow
 def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path, mosquitto) -> None:
     a, b = make_bundle("x86_64"), make_bundle("x86_64", device_id="second")
     prefix = tmp_path / "target"
