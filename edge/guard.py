@@ -365,5 +365,28 @@ def guard_many(models: Iterable[bytes], limits: GuardLimits | None = None, worke
     yield from results
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.guard MODEL...``: check models the way the agent checks an update."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m edge.guard", description=main.__doc__)
+    p.add_argument("models", nargs="+", type=Path)
+    p.add_argument("--max-bytes", type=int, default=GuardLimits().max_bytes)
+    p.add_argument("--timeout", type=float, default=GuardLimits().timeout_s)
+    p.add_argument("--runtime", default="auto")
+    args = p.parse_args(argv)
+    limits = GuardLimits(max_bytes=args.max_bytes, timeout_s=args.timeout, runtime=args.runtime)
+    refused = 0
+    for path in args.models:
+        v = guard_file(path, limits)
+        refused += not v.ok
+        print(json.dumps({"model": str(path), **v.describe()}))
+    return 1 if refused else 0
+
+
 __all__ = ["GuardChild", "GuardLimits", "ModelRefusedError", "Verdict", "check_static", "guard_bytes",
            "guard_file", "guard_many"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -166,3 +166,13 @@ print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")
     verdicts = json.loads(r.stdout.strip().splitlines()[-1])
     assert [v[:2] for v in verdicts] == [[True, "ok"], [False, "allocate"], [False, CRASH]], verdicts
     assert verdicts[0][2] == "tflite_runtime"
+
+
+def test_command_line(coral: Path) -> None:
+    from tests.conftest import run_module
+
+    r = run_module("edge.guard", str(coral / "keras_lstm_mnist_ptq.tflite"), str(coral / "model_invoking_error.tflite"),
+                   timeout=120)
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.returncode == 1 and [x["ok"] for x in lines] == [True, False], r.stdout + r.stderr
+    assert "fake-op-double" in lines[1]["reason"] and lines[1]["fix"]
