@@ -106,3 +106,19 @@ def test_agent_with_a_wrong_password_says_why_and_never_shows_it(secure: SecureB
     assert "not authorized" in out and f"mqtts://{DEV}:***@localhost:{secure.port}" in out, out[-2000:]
     assert "wrong-horse-battery" not in out
     assert agent.alive()  # it keeps retrying with back-off, it does not crash
+
+
+def test_password_from_the_environment(secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any) -> None:
+    from tests.conftest import subprocess_env
+
+    args = _agent_args(secure, tmp_path, coral, "unused")
+    i = args.index("--password-file")
+    del args[i:i + 2]
+    w = Watcher(secure)
+    try:
+        agent = agents(args, tmp_path / "agent.log", env=subprocess_env(EDGE_MQTT_PASSWORD=USERS[DEV]))
+        status = json.loads(w.wait_for(f"edge/{DEV}/status")[-1].payload)
+        assert status["broker"] == f"mqtts://{DEV}:***@localhost:{secure.port}"
+        assert agent.terminate() == 0 and USERS[DEV] not in agent.output()
+    finally:
+        w.client.stop()
