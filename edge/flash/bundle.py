@@ -102,7 +102,25 @@ def agent_config(user_config: Path | None, model_file: str, labels_file: str | N
         src["spec"] = source
     src.setdefault("spec", "mqtt")  # a service with no source of its own answers <prefix>/<device>/infer
     data = {k: v for k, v in data.items() if v != {}}
-    return "# Written by edge-flash; install.sh fills in the release and state directories.\n" + tomlw.dumps(data)
+    text = "# Written by edge-flash; install.sh fills in the release and state directories.\n" + tomlw.dumps(data)
+    _check_agent_config(text)
+    return text
+
+
+def _check_agent_config(text: str) -> None:
+    """The agent's own validation, here rather than as a crash loop on the device."""
+    try:
+        from edge.agent.config import check_file
+    except ImportError:  # pragma: no cover - a host with an edge package older than the agent
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "agent.toml"
+        path.write_text(text.replace("@RELEASE@", "/opt/edge-agent/releases/x").replace("@STATE_DIR@", "/var/lib/x"))
+        problems = check_file(path)
+    if problems:
+        listed = "; ".join(f"{key} = {value!r}: {msg}" for key, value, msg in problems)
+        raise BundleError(f"the agent config is invalid: {listed}",
+                          "fix --config (edge-agent check-config FILE lists the problems)")
 
 
 def _gather_models(models: list[Path]) -> list[tuple[Path, bool]]:

@@ -30,7 +30,7 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-systemd", action="store_true",
                    help="hosts without systemd: install only, no service (start PREFIX/bin/edge-agent yourself)")
     p.add_argument("--sudo", choices=("auto", "yes", "no"), default="auto",
-                   help="run the installer with sudo -n (auto: when the login is not root)")
+                   help="run the installer with sudo -n (auto: when the login is not root, unless --no-systemd)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
 ``install.sh`` runs this with the new venv's Python. It imports the bundled
 runtime (this is where a numpy ABI clash or a wheel for the wrong CPU shows
 up), loads every bundled model, runs one inference on seeded random input,
-and checks the model's sha256 and the machine against the manifest. Stdlib,
-numpy and ``edge.runtime`` only.
+checks the model's sha256 and the machine against the manifest, and
+validates the rendered agent config with the agent's own checker.
 """
 
 from __future__ import annotations
@@ -54,6 +54,13 @@ def check(release: Path) -> dict[str, Any]:
                        "invoke_ms": round(invoke_ms, 2), "outputs": [list(o.shape) for o in outs],
                        "init_ms": round(lm.init_ms, 2)})
         rt = lm.runtime
+    try:
+        from edge.agent.config import check_file
+    except ImportError:  # an agent wheel without the config module: nothing to check
+        pass
+    else:
+        cfg = release / manifest["config"]
+        problems += [f"{cfg}: {key} = {value!r}: {msg}" for key, value, msg in check_file(cfg)]
     result = {"ok": not problems, "problems": problems, "arch": platform.machine(), "python": py,
               "numpy": np.__version__, "models": models}
     if models:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from edge.flash import tomlw, wheels
 from edge.flash.manifest import BundleError, verify_bundle
-from tests.conftest import run_module
+from tests.conftest import run_module, subprocess_env
 from tests.flash.helpers import MOBILENET, MOBILENET_TPU, rewrite, sh
 
 if sys.version_info >= (3, 11):
@@ -199,3 +200,21 @@ def test_cli_bundle_keeps_the_users_config_and_points_the_model_into_the_release
     assert cfg["log_level"] == "DEBUG" and cfg["postprocess"] == {"top_k": 3}
     assert cfg["mqtt"] == {"prefix": "factory", "broker": "mqtt://broker.lan:1883"}
     assert cfg["model"] == {"path": f"@RELEASE@/models/{MOBILENET}", "threads": 2, "runtime": "ai_edge_litert"}
+
+
+def test_host_tool_imports_no_runtime_numpy_or_tensorflow() -> None:
+    code = ("import sys; import edge.flash.cli, edge.flash.bundle, edge.flash.ssh, edge.flash.sd, "
+            "edge.flash.manifest; bad = [m for m in ('numpy', 'tensorflow', 'ai_edge_litert', 'tflite_runtime') "
+            "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_invalid_agent_config_is_refused_at_bundle_time(tmp_path: Path, coral: Path) -> None:
+    bad = tmp_path / "agent.toml"
+    bad.write_text("[postprocess]\ntop_k = 0\n[mqtt]\nbrokr = 'typo'\n")
+    proc = run_module("edge.flash", "bundle", "-m", str(coral / MOBILENET), "--config", str(bad), "-o",
+                      str(tmp_path / "b.tar.gz"))
+    assert proc.returncode == 2 and "the agent config is invalid" in proc.stderr
+    assert "postprocess.top_k" in proc.stderr and "brokr" in proc.stderr
+    assert not (tmp_path / "b.tar.gz").exists()

@@ -94,3 +94,23 @@ def test_rollback_without_a_previous_release_says_so(make_bundle, tmp_path: Path
     proc = sh("bash", prefix / "current" / "install.sh", "--rollback", "--prefix", prefix, "--no-systemd",
               check=False)
     assert proc.returncode == 5 and "no previous release" in proc.stderr
+
+
+def test_release_failing_its_self_check_never_becomes_current(make_bundle, tmp_path: Path, coral: Path,
+                                                              monkeypatch) -> None:
+    """A config only the device can judge (here: one the host check was bypassed for) stops the switch."""
+    from edge.flash import bundle as bundle_mod
+
+    a = make_bundle("x86_64")
+    prefix = tmp_path / "p"
+    assert install(extract(a.path, tmp_path / "a"), prefix).returncode == 0
+    bad_cfg = tmp_path / "agent.toml"
+    bad_cfg.write_text("[postprocess]\ntop_k = 0\n")
+    monkeypatch.setattr(bundle_mod, "_check_agent_config", lambda text: None)
+    bad = bundle_mod.build([coral / MOBILENET], tmp_path / "bad.tar.gz", arch="x86_64", config=bad_cfg,
+                           log=lambda m: None)
+    proc = install(extract(bad.path, tmp_path / "b"), prefix)
+    assert proc.returncode == 6, proc.stderr
+    assert "failed its self-check" in proc.stderr and "postprocess.top_k" in proc.stderr
+    assert os.readlink(prefix / "current") == f"releases/{a.manifest.bundle_id}"
+    assert not (prefix / "releases" / bad.manifest.bundle_id).exists()  # the half-made release is gone
