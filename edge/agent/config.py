@@ -15,14 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
     import tomli as tomllib
 
+from edge.audit import AuditConfig, CommandsConfig
 from edge.errors import EdgeError
+from edge.ota.handler import OtaConfig
 
 ENV_PREFIX = "EDGE_"
 
@@ -64,6 +66,19 @@ class MqttConfig(Section):
         title="Reconnect backoff maximum",
         description="Longest wait between reconnect attempts, seconds",
     )
+    username: Optional[str] = Field(
+        default=None, title="User name", description="Overrides the user in the broker URL"
+    )
+    password: Optional[SecretStr] = Field(
+        default=None,
+        title="Password",
+        description="Prefer password_file or EDGE_MQTT_PASSWORD; never logged, shown as *** in status and errors",
+    )
+    password_file: Optional[Path] = Field(
+        default=None,
+        title="Password file",
+        description="First line is the MQTT password (chmod 600); wins over password",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -84,6 +99,21 @@ class MqttConfig(Section):
         if v is not None and (not v or any(c in v for c in "+#/\x00")):
             raise ValueError("must be non-empty without '/', '+' or '#' (it is one topic level)")
         return v
+
+
+class TlsConfig(Section):
+    ca_file: Optional[Path] = Field(
+        default=None, title="CA file", description="CA certificate(s) that signed the broker's"
+    )
+    cert_file: Optional[Path] = Field(
+        default=None, title="Client certificate", description="For brokers with require_certificate true"
+    )
+    key_file: Optional[Path] = Field(default=None, title="Client key", description="Private key of cert_file")
+    insecure: bool = Field(
+        default=False,
+        title="Skip verification",
+        description="Do not verify the broker's certificate (test brokers only)",
+    )
 
 
 class ModelConfig(Section):
@@ -271,6 +301,18 @@ class AgentConfig(Section):
     )
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery for Home Assistant"
+    )
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)"
+    )
+    ota: OtaConfig = Field(
+        default_factory=OtaConfig,
+        title="Model updates",
+        description="Signed over-the-air model updates on <prefix>/<device>/model/set",
+    )
+    audit: AuditConfig = Field(default_factory=AuditConfig, title="Audit log", description="Command audit log")
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, title="Commands", description="Which command actions this agent executes"
     )
 
     def resolved_state_dir(self) -> Path:

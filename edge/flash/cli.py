@@ -5,6 +5,8 @@
     edge-flash ssh pi@raspberrypi.local --bundle pi.tar.gz [--wait-online mqtt://broker:1883]
     edge-flash rollback pi@raspberrypi.local
     edge-flash sd raspios.img --bundle pi.tar.gz --hostname cam1 --ssh-key ~/.ssh/id_ed25519.pub
+    edge-flash keygen --out update.key
+    edge-flash push-model --broker mqtts://broker:8883 --device-id cam1 --key update.key m.tflite
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mode", choices=("auto", "cloud-init", "firstrun"), default="auto",
                    help="auto: cloud-init when the image has user-data, else firstrun.sh + cmdline.txt")
     d.add_argument("--yes", action="store_true", help="do not ask before writing to a block device")
+
+    from edge.ota.cli import add_subcommands  # keygen, push-model: signed over-the-air model updates
+
+    add_subcommands(sub)
     return parser
 
 
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "func", None) is not None:  # keygen, push-model (edge.ota.cli)
+        return int(args.func(args))
     if args.cmd == "bundle":
         from edge.flash import bundle
 
