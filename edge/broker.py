@@ -45,6 +45,8 @@ class Mosquitto:
     # Keep sessions and queued QoS 1 messages across a SIGKILL (saved on every change), as a
     # production broker configured for store-and-forward would.
     persistent: bool = False
+    # Replaces ``allow_anonymous true`` right after the listener line: TLS, password_file, acl_file...
+    listener_conf: str | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edge-mosquitto-")))
     proc: subprocess.Popen[bytes] | None = None
 
@@ -62,7 +64,7 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            + ("allow_anonymous true" if self.listener_conf is None else self.listener_conf) + "\n"
             + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
                "autosave_on_changes true\n" if self.persistent else "persistence false\n") +
             "max_queued_messages 0\n"

@@ -241,3 +241,93 @@ def parse(data: bytes) -> ModelInfo:
 
 def read(path: str | Path) -> ModelInfo:
     return parse(Path(path).read_bytes())
+
+
+# -- deep verification (guarded loading) -----------------------------------------------------------
+# Byte size of one element per tensor type; sub-byte and opaque types are left out (not size-checked).
+_ITEM_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1, "INT16": 2,
+               "COMPLEX64": 8, "INT8": 1, "FLOAT64": 8, "COMPLEX128": 16, "UINT64": 8, "UINT32": 4,
+               "UINT16": 2, "BFLOAT16": 2, "FLOAT8_E4M3FN": 1, "FLOAT8_E5M2": 1}
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What :func:`verify` learnt on top of :class:`ModelInfo`."""
+
+    info: ModelInfo
+    buffers: int
+    constant_bytes: int  # bytes of weights stored in the file
+    activation_bytes: int  # bytes of the non-constant tensors (a lower bound of the runtime's arena)
+    largest_tensor_bytes: int
+
+
+def verify(data: bytes, *, max_tensor_bytes: int = 1 << 30, max_dims: int = 8,
+           max_activation_bytes: int = 1 << 30) -> Verified:
+    """Check what the runtime trusts blindly: buffer indices and sizes, operator tensor indices, shapes.
+
+    :func:`parse` only proves the offsets it follows are inside the file; this also proves
+    that every constant tensor's data is exactly as large as its shape says (a mutated shape
+    over a small buffer is how crafted models read out of bounds), that operators only
+    reference existing tensors, and that no tensor asks for an absurd allocation.
+    Raises :class:`TFLiteFormatError` naming the first problem.
+    """
+    info = parse(data)
+    r = _Reader(data)
+    root = r.indirect(0)
+    buffer_sizes: list[int] = []
+    for b in r.tables(root, 4):
+        start, length = r.vector(b, 0, 1)
+        offset_pos, size_pos = r.field(b, 1), r.field(b, 2)
+        if offset_pos and size_pos:  # models > 2 GB keep weights after the flatbuffer
+            off, size = r.i64(offset_pos), r.i64(size_pos)
+            if off < 0 or size < 0 or off + size > len(data):
+                raise TFLiteFormatError(f"buffer {len(buffer_sizes)} points at bytes {off}..{off + size}, "
+                                        f"outside the file ({len(data)} bytes)")
+            length = size
+        buffer_sizes.append(length)
+    if not buffer_sizes:  # hand-built models may omit the table: buffer 0 is then the implicit empty one
+        buffer_sizes.append(0)
+    constant = activation = largest = 0
+    for s, sg in enumerate(r.tables(root, 2)):
+        tensor_tables = r.tables(sg, 0)
+        for t_index, t in enumerate(tensor_tables):
+            shape = r.ints(t, 0)
+            if len(shape) > max_dims:
+                raise TFLiteFormatError(f"subgraph {s} tensor {t_index} has {len(shape)} dimensions "
+                                        f"(at most {max_dims} expected)")
+            if any(d < 0 for d in shape):
+                raise TFLiteFormatError(f"subgraph {s} tensor {t_index} has a negative dimension {shape}")
+            ttype = TENSOR_TYPES.get(int(r.scalar(t, 1, "u8")), "")
+            elements = 1
+            for d in shape:
+                elements *= d
+            nbytes = elements * _ITEM_BYTES.get(ttype, 1)
+            if nbytes > max_tensor_bytes:
+                raise TFLiteFormatError(f"subgraph {s} tensor {t_index} shape {list(shape)} needs {nbytes} "
+                                        f"bytes, over the {max_tensor_bytes}-byte limit")
+            largest = max(largest, nbytes)
+            buf = int(r.scalar(t, 2, "u32"))
+            if buf >= len(buffer_sizes):
+                raise TFLiteFormatError(f"subgraph {s} tensor {t_index} uses buffer {buf}, "
+                                        f"but the model has {len(buffer_sizes)} buffers")
+            if buffer_sizes[buf]:
+                # Sparse tensors store fewer bytes than their dense shape: only dense ones are exact.
+                if ttype in _ITEM_BYTES and not r.field(t, 6) and buffer_sizes[buf] != nbytes:
+                    raise TFLiteFormatError(
+                        f"subgraph {s} tensor {t_index} shape {list(shape)} {ttype} needs {nbytes} bytes "
+                        f"but its buffer {buf} holds {buffer_sizes[buf]}")
+                constant += buffer_sizes[buf]
+            else:
+                activation += nbytes
+        if activation > max_activation_bytes:
+            raise TFLiteFormatError(f"the model's tensors need at least {activation} bytes of memory, "
+                                    f"over the {max_activation_bytes}-byte limit")
+        n = len(tensor_tables)
+        for o_index, op in enumerate(r.tables(sg, 3)):
+            for field_index in (1, 2, 8):  # inputs, outputs, intermediates
+                for i in r.ints(op, field_index):
+                    if i != -1 and not 0 <= i < n:  # -1 marks an omitted optional input
+                        raise TFLiteFormatError(f"subgraph {s} operator {o_index} references tensor {i} "
+                                                f"(subgraph has {n})")
+    return Verified(info=info, buffers=len(buffer_sizes), constant_bytes=constant,
+                    activation_bytes=activation, largest_tensor_bytes=largest)

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edge
-from edge.agent import messages, system
+from edge.agent import discovery, messages, system
 from edge.agent.commands import CommandWorker, default_registry
 from edge.agent.metrics import LatencyWindow, health
 from edge.agent.pipeline import Pipeline, Prepared, Settings
 from edge.agent.sources import Item, Source, open_source
 from edge.errors import EdgeError
 from edge.labels import read_labels
+from edge.ota.agent import AgentSecurity
 from edge.preprocess import Normalization
 from edge.runtime import LoadedModel, load_model
 
@@ -56,6 +57,7 @@ class Agent:
         self.topics = messages.Topics(cfg.mqtt.prefix, self.device)
         self.commands = default_registry()
         self.on_connect_hooks: list[Hook] = []
+        self.on_status_hooks: list[Hook] = []  # after each status message (connect, model reload)
         self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
@@ -69,22 +71,26 @@ class Agent:
         self.settings = Settings(
             cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values
         )
-        self.pipeline: Pipeline = self._build_pipeline(self.load_model())
+        # Undoes an interrupted model update and picks the installed model, before anything loads.
+        self.security = AgentSecurity(self)
+        self.pipeline: Pipeline = self._initial_pipeline()
         self.client: Any = None
         self.spool: Any = None
         self.outbox: Any = None
         self.source: Source | None = None
         self._worker: CommandWorker | None = None
+        discovery.install(self)
 
     # --- model -------------------------------------------------------------------------------------------
     def load_model(self) -> LoadedModel:
         m = self.cfg.model
-        if m.path is None:
+        path, _labels = self.security.model_path()  # an installed update, else the configured model
+        if path is None:
             raise EdgeError(
                 "no model given", "pass --model path/to/model.tflite (or [model] path in the config)"
             )
         return load_model(
-            m.path,
+            path,
             runtime=m.runtime,
             threads=m.threads,
             delegate=m.delegate,
@@ -92,9 +98,18 @@ class Agent:
             max_bytes=m.max_bytes,
         )
 
+    def _initial_pipeline(self) -> Pipeline:
+        # An installed update that stopped loading (new runtime, disk error) must not brick the device.
+        while True:
+            try:
+                return self._build_pipeline(self.load_model())
+            except EdgeError as exc:
+                if not self.security.fall_back(exc):
+                    raise
+
     def _build_pipeline(self, model: LoadedModel) -> Pipeline:
         p = self.cfg.preprocess
-        labels = read_labels(self.cfg.model.labels)
+        labels = read_labels(self.security.model_path()[1])
         pipe = Pipeline(
             model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels
         )
@@ -162,6 +177,11 @@ class Agent:
     def publish_status(self) -> None:
         if self.client is not None:
             self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
+            for hook in list(self.on_status_hooks):
+                try:
+                    hook(self)
+                except Exception:
+                    log.exception("on-status hook %r failed", hook)
 
     def publish_bench(self, report: Any) -> None:
         if self.outbox is not None:
@@ -299,7 +319,7 @@ class Agent:
         from edge.spool import Spool
 
         mq = self.cfg.mqtt
-        url = parse_broker_url(mq.broker)
+        url = self.security.credentials(parse_broker_url(mq.broker))
         self.state_dir.mkdir(parents=True, exist_ok=True)
         spool_path = self.cfg.spool.path or self.state_dir / "spool.db"
         self.spool = Spool(
@@ -309,7 +329,7 @@ class Agent:
             url,
             mq.client_id or f"edge-agent-{self.device}",
             will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
-            tls=self.tls_options(),
+            tls=self.tls_options(url),
             keepalive=mq.keepalive_s,
             backoff_min=mq.backoff_min_s,
             backoff_max=mq.backoff_max_s,
@@ -320,6 +340,7 @@ class Agent:
         self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
         worker = self._worker
         self.client.subscribe(self.topics.cmd, lambda msg: worker.submit(bytes(msg.payload)), 1)
+        self.security.attach()
         log.info(
             "device %s, broker %s, spool %s (%d waiting)",
             self.device,
@@ -328,9 +349,9 @@ class Agent:
             self.spool.depth(),
         )
 
-    def tls_options(self) -> Any:
+    def tls_options(self, url: Any) -> Any:
         """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
-        return None
+        return self.security.tls_options(url)
 
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: Any) -> None:
@@ -404,6 +425,7 @@ class Agent:
             self.source.close()
         if self._worker is not None:
             self._worker.stop()
+        self.security.stop()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()
         if flushed:

@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent)")
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--username", help="MQTT user name (overrides the broker URL's)")
+    run.add_argument("--password-file", help="file whose first line is the MQTT password (or $EDGE_MQTT_PASSWORD)")
+    run.add_argument("--ca-file", help="CA certificate to verify an mqtts:// broker")
+    run.add_argument("--cert-file", help="client certificate (brokers requiring one)")
+    run.add_argument("--key-file", help="client certificate's private key")
+    run.add_argument("--update-key", action="append", help="public key trusted for model updates (repeatable)")
 
     chk = sub.add_parser("check-config", help="validate a TOML config file")
     chk.add_argument("file")
@@ -84,6 +90,12 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     put("state_dir", a.state_dir)
     put("metrics.interval_s", a.metrics_interval)
     put("log_level", a.log_level)
+    put("mqtt.username", a.username)
+    put("mqtt.password_file", a.password_file)
+    put("tls.ca_file", a.ca_file)
+    put("tls.cert_file", a.cert_file)
+    put("tls.key_file", a.key_file)
+    put("ota.public_keys", a.update_key)
     return tree
 
 

@@ -15,14 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
     import tomli as tomllib
 
+from edge.audit import AuditConfig, CommandsConfig
 from edge.errors import EdgeError
+from edge.ota.handler import OtaConfig
 
 ENV_PREFIX = "EDGE_"
 
@@ -64,6 +66,25 @@ class MqttConfig(Section):
         title="Reconnect backoff maximum",
         description="Longest wait between reconnect attempts, seconds",
     )
+    username: Optional[str] = Field(
+        default=None, title="User name", description="Overrides the user in the broker URL"
+    )
+    password: Optional[SecretStr] = Field(
+        default=None,
+        title="Password",
+        description="Prefer password_file or EDGE_MQTT_PASSWORD; never logged, shown as *** in status and errors",
+    )
+    password_file: Optional[Path] = Field(
+        default=None,
+        title="Password file",
+        description="First line is the MQTT password (chmod 600); wins over password",
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_from_text(cls, v: Any) -> Any:
+        # EDGE_MQTT_PROTOCOL=311 arrives as text; Literal[5, 311] does not coerce it.
+        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
 
     @field_validator("prefix")
     @classmethod
@@ -78,6 +99,21 @@ class MqttConfig(Section):
         if v is not None and (not v or any(c in v for c in "+#/\x00")):
             raise ValueError("must be non-empty without '/', '+' or '#' (it is one topic level)")
         return v
+
+
+class TlsConfig(Section):
+    ca_file: Optional[Path] = Field(
+        default=None, title="CA file", description="CA certificate(s) that signed the broker's"
+    )
+    cert_file: Optional[Path] = Field(
+        default=None, title="Client certificate", description="For brokers with require_certificate true"
+    )
+    key_file: Optional[Path] = Field(default=None, title="Client key", description="Private key of cert_file")
+    insecure: bool = Field(
+        default=False,
+        title="Skip verification",
+        description="Do not verify the broker's certificate (test brokers only)",
+    )
 
 
 class ModelConfig(Section):
@@ -209,6 +245,27 @@ class MetricsConfig(Section):
     )
 
 
+class HomeAssistantConfig(Section):
+    enabled: bool = Field(
+        default=True,
+        title="Home Assistant discovery",
+        description="Publish MQTT discovery configs (retained) so Home Assistant creates sensors for this device",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        min_length=1,
+        title="Discovery prefix",
+        description="Home Assistant's discovery prefix (its MQTT integration setting)",
+    )
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix_ok(cls, v: str) -> str:
+        if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must not contain MQTT wildcards (+ #) nor start or end with '/'")
+        return v
+
+
 class AgentConfig(Section):
     state_dir: Path = Field(
         default=Path("~/.local/state/edge-agent"),
@@ -241,6 +298,21 @@ class AgentConfig(Section):
     )
     metrics: MetricsConfig = Field(
         default_factory=MetricsConfig, title="Metrics", description="Health reports"
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery for Home Assistant"
+    )
+    tls: TlsConfig = Field(
+        default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)"
+    )
+    ota: OtaConfig = Field(
+        default_factory=OtaConfig,
+        title="Model updates",
+        description="Signed over-the-air model updates on <prefix>/<device>/model/set",
+    )
+    audit: AuditConfig = Field(default_factory=AuditConfig, title="Audit log", description="Command audit log")
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, title="Commands", description="Which command actions this agent executes"
     )
 
     def resolved_state_dir(self) -> Path:

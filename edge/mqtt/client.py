@@ -350,6 +350,11 @@ class MqttClient:
             else:
                 if self._stopping.is_set():  # stop() may have looked at the previous client
                     client.disconnect()
+                # paho writes from the publishing thread when it believes no loop thread exists; over TLS
+                # that races this thread's SSL_read on the same SSL object and corrupts the stream
+                # ("Bad socket read/write", random disconnects). Declared as the loop thread (what
+                # loop_start() does), paho queues the packet and wakes this loop to write it.
+                client._thread = threading.current_thread()  # noqa: SLF001
                 try:
                     client.loop_forever(timeout=0.5)
                 except Exception as err:  # paho bug or callback escape: never kill the thread

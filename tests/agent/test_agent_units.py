@@ -77,6 +77,7 @@ def test_config_precedence_file_env_flags(tmp_path: Path) -> None:
     assert cfg.mqtt.broker == "mqtt://env:1" and cfg.mqtt.prefix == "fromfile"
     assert cfg.postprocess.top_k == 2 and cfg.state_dir == Path("/tmp/x")
     assert env_overrides({"EDGE_ONCE": "true"}) == {"once": "true"}
+    assert load_config(None, environ={"EDGE_MQTT_PROTOCOL": "311"}).mqtt.protocol == 311
 
 
 def test_config_errors_name_key_value_and_message(tmp_path: Path) -> None:

@@ -1,0 +1,9 @@
+"""``python -m converter`` == ``edge-convert``."""
+
+from __future__ import annotations
+
+import sys
+
+from converter.cli import main
+
+sys.exit(main())

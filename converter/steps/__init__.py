@@ -1,0 +1,1 @@
+"""Model-rewriting steps that run before conversion (pruning, quantization-aware training)."""

@@ -1,0 +1,1 @@
+../../edge/flash/templates/install.sh

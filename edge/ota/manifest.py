@@ -1,0 +1,225 @@
+"""The signed manifest of a model update and the one-message wire format of ``<prefix>/<device>/model/set``.
+
+Wire format (one MQTT message, so an update is delivered whole or not at all)::
+
+    b"EDGEUPD1"                     8 bytes, magic and format version
+    header length                   4 bytes, unsigned big-endian
+    header                          UTF-8 JSON {"id", "manifest": {...}, "signature": base64}
+    model bytes                     manifest.size bytes
+    labels bytes                    manifest.labels_size bytes (optional)
+
+The signature is Ed25519 over the manifest's canonical JSON (sorted keys, no
+spaces); the manifest carries the sha256 and size of the model (and labels),
+so the bytes are covered too. The device checks, in order: the message size
+cap, the framing, the signature against its configured public keys, the
+target device, then sizes and hashes; only then does it write anything.
+"""
+
+# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
+# ruff: noqa: UP045
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.errors import EdgeError
+
+MAGIC = b"EDGEUPD1"
+FORMAT = "edge-model-update/1"
+MAX_HEADER = 64 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+# Every reason an update can be refused for, as reported in cmd/result's "reason".
+REFUSAL_REASONS = {
+    "oversize": "the update is larger than the device accepts",
+    "malformed": "the message is not an update in the edge-model-update/1 format",
+    "unsigned": "the manifest carries no signature",
+    "no_key": "the device has no public key configured, so it accepts no update",
+    "wrong_key": "the update was signed by a key the device does not trust",
+    "bad_signature": "the signature does not match the manifest (tampered or corrupt)",
+    "wrong_device": "the update is addressed to another device",
+    "truncated": "the model (or labels) is shorter than the manifest says",
+    "wrong_hash": "the model's (or labels') sha256 differs from the manifest's",
+    "health_check": "the new model failed its health check; the previous model was kept or restored",
+    "install_failed": "writing or switching the model failed; the previous model was kept or restored",
+    "busy": "another update is in progress",
+    "replayed": "the update is not newer than the last one installed (an old message sent again?)",
+    "disabled": "model/set is disabled in this agent's config (commands.disabled)",
+}
+
+
+class UpdateRefusedError(EdgeError):
+    """An update was refused; ``reason`` is one of :data:`REFUSAL_REASONS`."""
+
+    def __init__(self, reason: str, what: str, fix: str = "") -> None:
+        assert reason in REFUSAL_REASONS, reason
+        self.reason = reason
+        super().__init__(what, fix)
+
+
+class Manifest(BaseModel):
+    """What the signature vouches for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: str = Field(FORMAT, description="manifest format, for future changes")
+    version: str = Field(..., min_length=1, max_length=128, description="model version, free text (e.g. 1.4.0)")
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the model bytes")
+    size: int = Field(..., ge=0, description="model size in bytes")
+    labels_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the labels file")
+    labels_size: int = Field(0, ge=0, description="labels size in bytes (0 = no labels)")
+    device: Optional[str] = Field(None, max_length=256, description="target device id; null = any device")
+    key_id: str = Field(..., min_length=1, max_length=64, description="fingerprint of the signing public key")
+    created: str = Field(..., pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$",
+                         description="UTC time of signing (ISO 8601, Z); later updates must be signed later")
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class VerifiedUpdate:
+    """An update whose signature, target, sizes and hashes all checked out."""
+
+    id: str | None
+    manifest: Manifest
+    model: bytes
+    labels: bytes | None
+
+
+def _now() -> str:
+    # Microseconds: two updates signed in a row must never share a timestamp (replay check).
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def signed_time(created: str) -> datetime:
+    """``Manifest.created`` as an aware datetime (Python 3.9's fromisoformat does not take ``Z``)."""
+    return datetime.fromisoformat(created.replace("Z", "+00:00"))
+
+
+def build_message(model: bytes, private_key: Any, *, version: str, labels: bytes | None = None,
+                  device: str | None = None, cmd_id: str | None = None) -> bytes:
+    """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message."""
+    from edge.ota.keys import key_id
+
+    manifest = Manifest(version=version, sha256=hashlib.sha256(model).hexdigest(), size=len(model),
+                        labels_sha256=hashlib.sha256(labels).hexdigest() if labels else None,
+                        labels_size=len(labels or b""), device=device, key_id=key_id(private_key.public_key()),
+                        created=_now())
+    signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
+    return frame({"id": cmd_id, "manifest": manifest.model_dump(), "signature": signature}, model, labels or b"")
+
+
+def frame(header: dict[str, Any], model: bytes, labels: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack(">I", len(head)) + head + model + labels
+
+
+def read_header(payload: bytes) -> tuple[dict[str, Any], int]:
+    """(header, offset of the model bytes); raise ``malformed`` on anything else."""
+    if payload[:8] != MAGIC:
+        raise UpdateRefusedError("malformed", f"update starts with {payload[:8]!r}, expected {MAGIC!r}",
+                                 "send updates with edge-flash push-model")
+    if len(payload) < 12:
+        raise UpdateRefusedError("malformed", "update ends inside its header length",
+                                 "the message was cut: send it again")
+    (n,) = struct.unpack(">I", payload[8:12])
+    if n > MAX_HEADER or 12 + n > len(payload):
+        raise UpdateRefusedError("malformed", f"update header claims {n} bytes but the message has "
+                                 f"{len(payload) - 12} after the length (header limit {MAX_HEADER})",
+                                 "the message was cut or corrupted: send it again")
+    try:
+        header = json.loads(payload[12: 12 + n])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UpdateRefusedError("malformed", f"update header is not JSON ({exc})",
+                                 "send updates with edge-flash push-model") from exc
+    if not isinstance(header, dict):
+        raise UpdateRefusedError("malformed", f"update header is a {type(header).__name__}, expected an object",
+                                 "send updates with edge-flash push-model")
+    return header, 12 + n
+
+
+def header_id(payload: bytes) -> str | None:
+    """The command id of an update, best effort (for answering even malformed updates)."""
+    try:
+        header, _ = read_header(payload)
+    except UpdateRefusedError:
+        return None
+    value = header.get("id")
+    return value if isinstance(value, str) else None
+
+
+def verify_message(payload: bytes, public_keys: list[Any], *, device: str | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> VerifiedUpdate:
+    """Check an update message completely, before anything is written; raise :class:`UpdateRefusedError`."""
+    if len(payload) > max_bytes + MAX_HEADER + 12:
+        raise UpdateRefusedError("oversize", f"update message is {len(payload)} bytes, over the device's "
+                                 f"{max_bytes}-byte model limit", "shrink the model (edge-convert --prune/int8) "
+                                 "or raise ota.max_bytes in the agent config")
+    header, offset = read_header(payload)
+    cmd_id = header.get("id") if isinstance(header.get("id"), str) else None
+    signature = header.get("signature")
+    if not isinstance(header.get("manifest"), dict):
+        raise UpdateRefusedError("malformed", "update header has no manifest object",
+                                 "send updates with edge-flash push-model")
+    try:
+        manifest = Manifest.model_validate(header["manifest"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UpdateRefusedError("malformed", f"manifest field {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                                 "send updates with edge-flash push-model") from exc
+    if not signature:
+        raise UpdateRefusedError("unsigned", "update manifest has no signature: refusing an unsigned model",
+                                 "sign it: edge-flash push-model --key PRIVATE_KEY ...")
+    if not public_keys:
+        raise UpdateRefusedError("no_key", "this device has no update public key configured, so it accepts no "
+                                 "model update", "put the .pub file from edge-flash keygen in the agent config "
+                                 "(ota.public_keys) and restart the agent")
+    from edge.ota.keys import crypto, key_id
+
+    trusted = {key_id(k): k for k in public_keys}
+    key = trusted.get(manifest.key_id)
+    if key is None:
+        raise UpdateRefusedError("wrong_key", f"update is signed by key {manifest.key_id}, which this device "
+                                 f"does not trust (trusted: {', '.join(sorted(trusted))})",
+                                 "sign with the private key matching ota.public_keys, or add its .pub there")
+    try:
+        raw = base64.b64decode(str(signature), validate=True)
+        key.verify(raw, manifest.canonical())
+    except (binascii.Error, ValueError, crypto().InvalidSignature) as exc:
+        raise UpdateRefusedError("bad_signature", f"the signature of update {manifest.version} does not verify "
+                                 f"with key {manifest.key_id}: the manifest was altered or the signature is corrupt",
+                                 "push the model again with edge-flash push-model") from exc
+    if manifest.device is not None and device is not None and manifest.device != device:
+        raise UpdateRefusedError("wrong_device", f"update is for device {manifest.device!r}, this is {device!r}",
+                                 "push with --device-id of this device")
+    if manifest.size > max_bytes:
+        raise UpdateRefusedError("oversize", f"model is {manifest.size} bytes, over the device's {max_bytes}-byte "
+                                 "limit", "shrink the model or raise ota.max_bytes in the agent config")
+    body = payload[offset:]
+    expected = manifest.size + manifest.labels_size
+    if len(body) < expected:
+        raise UpdateRefusedError("truncated", f"update carries {len(body)} bytes of model and labels, the manifest "
+                                 f"says {expected}", "the transfer was cut: push the model again")
+    if len(body) > expected:
+        raise UpdateRefusedError("malformed", f"update carries {len(body) - expected} bytes more than the "
+                                 "manifest says", "push the model again with edge-flash push-model")
+    model, labels = body[: manifest.size], body[manifest.size:]
+    got = hashlib.sha256(model).hexdigest()
+    if got != manifest.sha256:
+        raise UpdateRefusedError("wrong_hash", f"model sha256 is {got}, the signed manifest says {manifest.sha256}",
+                                 "the model was altered in transit or on the broker: push it again")
+    if manifest.labels_size:
+        got = hashlib.sha256(labels).hexdigest()
+        if got != manifest.labels_sha256:
+            raise UpdateRefusedError("wrong_hash", f"labels sha256 is {got}, the manifest says "
+                                     f"{manifest.labels_sha256}", "push the model again")
+    return VerifiedUpdate(cmd_id, manifest, model, labels if manifest.labels_size else None)

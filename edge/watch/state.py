@@ -1,0 +1,250 @@
+"""The fleet as seen from the broker: one model fed by MQTT messages.
+
+The terminal table, ``--json``, ``--csv`` and the web dashboard all read this
+one model, so they can never disagree. Every message is checked against the
+contract (edge/schemas) before it touches the model; a message that fails is
+counted and remembered as :class:`Malformed`, never raised: one broken
+publisher must not take the fleet view down.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge import schemas
+from edge.errors import EdgeError
+
+LATENCY_POINTS = 300  # per device, for the chart and the local percentiles
+RATE_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message that follows the contract."""
+
+    topic: str
+    device: str
+    kind: str
+    payload: Any
+    retained: bool
+    received: float  # epoch seconds, when this process got it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "device": self.device, "kind": self.kind, "retained": self.retained,
+                "received": round(self.received, 3), "payload": self.payload}
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A message on an agent topic that does not follow the contract."""
+
+    topic: str
+    reason: str
+    received: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "reason": self.reason, "received": round(self.received, 3)}
+
+
+def parse(topic: str, raw: bytes, *, retained: bool = False, prefix: str = "edge",
+          now: float | None = None, builtin: bool = False) -> Message | Malformed | None:
+    """Check one MQTT message; None when the topic is not one the agent publishes."""
+    now = time.time() if now is None else now
+    where = schemas.split_topic(topic, prefix)
+    if where is None:
+        return None
+    device, kind = where
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return Malformed(topic, f"payload is not UTF-8 text ({err.reason} at byte {err.start})", now)
+    if kind == "availability":
+        payload: Any = text.strip()
+    else:
+        try:
+            payload = json.loads(text)
+        except ValueError as err:
+            return Malformed(topic, f"payload is not JSON ({err}): {text[:60]!r}", now)
+    found = schemas.problems(kind, payload, builtin=builtin)
+    if found:
+        return Malformed(topic, f"{kind} does not follow schema v{schemas.SCHEMA_VERSION}: "
+                                + "; ".join(found[:3]), now)
+    if kind != "availability" and payload["device"] != device:
+        return Malformed(topic, f"payload says device {payload['device']!r} but the topic says {device!r}", now)
+    return Message(topic, device, kind, payload, retained, now)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (what the agent uses too); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def top_result(pred: dict[str, Any]) -> tuple[str | None, float | None]:
+    """(label, score) of the best class or detection; label falls back to the index."""
+    items = pred.get("top_k") or pred.get("detections") or []
+    if not items:
+        return None, None
+    best = items[0]
+    label = best.get("label")
+    return (str(best.get("index")) if label is None else label), best.get("score")
+
+
+@dataclass
+class DeviceState:
+    device: str
+    availability: str | None = None
+    status: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    last_prediction: dict[str, Any] | None = None
+    last_error: dict[str, Any] | None = None
+    last_seen: float | None = None
+    predictions: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    # (received epoch, total latency ms, seq)
+    latencies: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
+    _seen_seq: deque[int] = field(default_factory=lambda: deque(maxlen=2000))
+
+    def apply(self, msg: Message) -> None:
+        self.last_seen = msg.received
+        p = msg.payload
+        if msg.kind == "availability":
+            self.availability = p
+        elif msg.kind == "status":
+            self.status = p
+        elif msg.kind == "metrics":
+            self.metrics = p
+        elif msg.kind == "errors":
+            self.errors += 1
+            self.last_error = p
+        elif msg.kind == "predictions":
+            # spool replays may repeat what the broker already delivered: dedupe on seq
+            if p["seq"] in self._seen_seq:
+                self.duplicates += 1
+                return
+            self._seen_seq.append(p["seq"])
+            self.predictions += 1
+            if self.last_prediction is None or p["seq"] > self.last_prediction["seq"]:
+                self.last_prediction = p
+            self.latencies.append((msg.received, float(p["latency_ms"]["total"]), p["seq"]))
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        st = self.status or {}
+        model = st.get("model") or {}
+        runtime = st.get("runtime") or {}
+        m = self.metrics
+        local = [lat for _, lat, _ in list(self.latencies)[-100:]]
+        if m is not None and m["latency_ms"].get("p50") is not None:
+            p50, p99, lat_src = m["latency_ms"]["p50"], m["latency_ms"]["p99"], "metrics"
+        else:
+            p50, p99, lat_src = percentile(local, 50), percentile(local, 99), "predictions"
+        if m is not None:
+            rate: float | None = m["inferences_per_s"]
+        else:
+            recent = [t for t, _, _ in self.latencies if now - t <= RATE_WINDOW_S]
+            rate = len(recent) / RATE_WINDOW_S if self.latencies else None
+        pred = self.last_prediction
+        label, score = top_result(pred) if pred else (None, None)
+        model_path = model.get("path") or st.get("model_path")
+        return {
+            "device": self.device,
+            "availability": self.availability,
+            "model": model_path.replace("\\", "/").rsplit("/", 1)[-1] if model_path else None,
+            "model_sha256": model.get("sha256") or st.get("model_sha256"),
+            "model_kind": model.get("kind"),
+            "runtime": (f"{runtime.get('name')} {runtime.get('version') or ''}".strip() if runtime else None),
+            "delegate": st.get("delegate"),
+            "arch": st.get("arch"),
+            "board": st.get("board"),
+            "agent_version": st.get("agent_version"),
+            "last_label": label,
+            "last_score": score,
+            "last_seq": pred["seq"] if pred else None,
+            "last_source": pred["source"] if pred else None,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
+            "latency_source": lat_src,
+            "inferences_per_s": rate,
+            "spool_depth": m["spool_depth"] if m else None,
+            "cpu_temp_c": m["cpu_temp_c"] if m else None,
+            "predictions": self.predictions,
+            "duplicates": self.duplicates,
+            "errors": self.errors,
+            "last_error": self.last_error["error"] if self.last_error else None,
+            "last_seen": self.last_seen,
+            "last_seen_ago_s": None if self.last_seen is None else max(0.0, now - self.last_seen),
+            "latency_series": [[round(t, 3), round(lat, 3)] for t, lat, _ in self.latencies],
+        }
+
+
+class Fleet:
+    """Thread-safe: paho's network thread writes, the table/web threads read."""
+
+    def __init__(self, prefix: str = "edge", device: str | None = None, validator: str = "auto") -> None:
+        if validator not in ("auto", "builtin", "jsonschema"):
+            raise ValueError(f"validator must be auto, builtin or jsonschema, not {validator!r}")
+        if validator == "jsonschema" and schemas.backend() != "jsonschema":
+            raise EdgeError("--validator jsonschema, but the jsonschema package is not installed",
+                            "pip install jsonschema, or use --validator auto/builtin")
+        # auto: jsonschema when installed (the reference implementation), else the built-in validator;
+        # builtin is ~3x faster (benchmarks/watch_ingest.py) and needs nothing: for big fleets on a Pi
+        self.builtin = validator == "builtin"
+        self.prefix = prefix
+        self.only_device = device
+        self.devices: dict[str, DeviceState] = {}
+        self.messages = 0
+        self.malformed = 0
+        self.recent_malformed: deque[Malformed] = deque(maxlen=20)
+        self.version = 0
+        self.changed = threading.Condition()
+
+    def ingest(self, topic: str, raw: bytes, *, retained: bool = False,
+               now: float | None = None) -> Message | Malformed | None:
+        """Parse, validate and apply one MQTT message; never raises for bad payloads."""
+        try:
+            result = parse(topic, raw, retained=retained, prefix=self.prefix, now=now, builtin=self.builtin)
+        except Exception as err:  # a validator bug must not take the view down either
+            result = Malformed(topic, f"could not be checked: {type(err).__name__}: {err}",
+                               time.time() if now is None else now)
+        if result is None:
+            return None
+        if isinstance(result, Message) and self.only_device and result.device != self.only_device:
+            return None
+        with self.changed:
+            if isinstance(result, Malformed):
+                self.malformed += 1
+                self.recent_malformed.append(result)
+            else:
+                self.messages += 1
+                self.devices.setdefault(result.device, DeviceState(result.device)).apply(result)
+            self.version += 1
+            self.changed.notify_all()
+        return result
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self.changed:
+            return {
+                "now": round(now, 3),
+                "version": self.version,
+                "messages": self.messages,
+                "malformed": self.malformed,
+                "recent_malformed": [m.to_json() for m in self.recent_malformed],
+                "devices": [self.devices[d].snapshot(now) for d in sorted(self.devices)],
+            }
+
+    def wait_change(self, seen_version: int, timeout: float) -> int:
+        """Block until the model changes past ``seen_version`` (or timeout); returns the version."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.version != seen_version, timeout=timeout)
+            return self.version
