@@ -87,6 +87,9 @@ def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_
                        timeout=120)
         assert r.returncode == 0 and json.loads(r.stdout)["result"]["version"] == "7", r.stdout + r.stderr
         assert USERS["operator"] not in r.stdout + r.stderr
+        # One connection for the whole run: nothing it published (discovery included) broke the ACL,
+        # which mosquitto punishes with a disconnect.
+        assert [m.payload for m in w.messages if m.topic == f"edge/{DEV}/availability"].count(b"online") == 1
         assert agent.terminate() == 0
         # Everything the agent published stayed under its ACL'd prefix, and no secret leaked anywhere.
         assert all(m.topic.startswith(f"edge/{DEV}/") for m in w.messages), {m.topic for m in w.messages}

@@ -94,6 +94,9 @@ topic read edge/dev1/cmd/#
 topic read edge/dev1/infer
 topic read edge/dev1/infer/#
 topic read edge/dev1/model/set
+# Home Assistant discovery, which the agent publishes by default.
+topic write homeassistant/sensor/edge_dev1/#
+topic read homeassistant/status
 
 # The operator (edge-watch, edge-flash push-model) reads everything and sends commands.
 user operator
