@@ -30,6 +30,7 @@ TOPIC_SUFFIX: dict[str, str] = {
     "metrics": "metrics",
     "cmd_result": "cmd/result",
     "bench": "bench",
+    "audit": "audit",
 }
 KINDS: tuple[str, ...] = tuple(TOPIC_SUFFIX)
 _SUFFIX_KIND = {v: k for k, v in TOPIC_SUFFIX.items()}

@@ -72,6 +72,11 @@ def bench(device: str = "pi-1") -> dict[str, Any]:
     return {**envelope(device), "model": "digits_int8.tflite", "runs": 50, "latency_ms": {"p50": 3.1}}
 
 
+def audit(device: str = "pi-1") -> dict[str, Any]:
+    return {**envelope(device), "topic": f"edge/{device}/cmd", "action": "ping", "id": "42", "outcome": "done",
+            "ok": True, "payload_bytes": 31, "payload_sha256": "0" * 64}
+
+
 VALID: dict[str, Any] = {
     "availability": lambda: "online",
     "status": status,
@@ -80,6 +85,7 @@ VALID: dict[str, Any] = {
     "metrics": metrics,
     "cmd_result": cmd_result,
     "bench": bench,
+    "audit": audit,
 }
 
 

@@ -79,7 +79,8 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
         assert schemas.problems(kind, payload) == [], (m.topic, payload)
         assert schemas.problems(kind, payload, builtin=True) == [], (m.topic, payload)
         seen[kind] = seen.get(kind, 0) + 1
-    assert set(seen) == {"availability", "status", "predictions", "errors", "metrics", "cmd_result", "bench"}, seen
+    assert set(seen) == {"availability", "status", "predictions", "errors", "metrics", "cmd_result", "bench",
+                         "audit"}, seen
     results = {json.loads(m.payload)["id"]: json.loads(m.payload) for m in everything.on("edge/t1/cmd/result")}
     assert results["a1"]["ok"] is True and results[7]["ok"] is False and results[None]["ok"] is False
 
