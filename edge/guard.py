@@ -31,37 +31,20 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 import edge
 from edge import tflite_file
 from edge.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from edge.guard_limits import GuardLimits
 
 MB = 1 << 20
 
 # Verdict stages, in the order checks run.
 SIZE, IDENTIFIER, STRUCTURE, CHILD_START, LOAD, ALLOCATE, INVOKE, CRASH, TIMEOUT, OK = (
     "size", "identifier", "structure", "child_start", "load", "allocate", "invoke", "crash", "timeout", "ok")
-
-
-class GuardLimits(BaseModel):
-    """What a model may ask for before it is refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_bytes: int = Field(64 * MB, gt=0, title="Model size limit", description="largest model file accepted")
-    max_tensor_bytes: int = Field(256 * MB, gt=0, title="Tensor size limit", description="largest single tensor (shape x item size)")
-    max_activation_bytes: int = Field(512 * MB, gt=0,
-                                      title="Activation memory limit", description="sum of non-constant tensors (a lower bound of the arena)")
-    memory_mb: int = Field(1024, ge=0, title="Child memory limit", description="address space the child may add above its baseline "
-                           "after importing the runtime (RLIMIT_AS); 0 = no limit")
-    cpu_s: float = Field(30.0, gt=0, title="Child CPU limit", description="CPU seconds for load + allocate + test inference (RLIMIT_CPU)")
-    timeout_s: float = Field(60.0, gt=0, title="Check timeout", description="wall-clock seconds before the child is killed")
-    start_timeout_s: float = Field(60.0, gt=0, title="Child start timeout", description="seconds the child may take to import the runtime")
-    runtime: str = Field("auto", title="Check runtime", description="TFLite runtime the child uses (see edge.runtime)")
-    threads: int = Field(1, ge=1, title="Check threads", description="interpreter threads in the child")
 
 
 @dataclass(frozen=True)
@@ -106,9 +89,16 @@ def _refuse(stage: str, reason: str, data: bytes, started: float, fix: str = _FI
                    (time.perf_counter() - started) * 1000.0, info, child or {})
 
 
+def default_limits() -> GuardLimits:
+    """``GuardLimits()``, imported on use (a pydantic model: see ``__getattr__`` below)."""
+    from edge.guard_limits import GuardLimits
+
+    return GuardLimits()
+
+
 def check_static(data: bytes, limits: GuardLimits | None = None) -> Verdict:
     """The in-process fast path: size, identifier and flatbuffer structure, no runtime involved."""
-    limits = limits or GuardLimits()
+    limits = limits or default_limits()
     started = time.perf_counter()
     if len(data) > limits.max_bytes:
         return _refuse(SIZE, f"model is {len(data)} bytes, over the {limits.max_bytes}-byte limit", data, started,
@@ -157,7 +147,7 @@ class GuardChild:
     """
 
     def __init__(self, limits: GuardLimits | None = None) -> None:
-        self.limits = limits or GuardLimits()
+        self.limits = limits or default_limits()
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: Any = None
         self._buf = b""
@@ -310,7 +300,7 @@ def guard_bytes(data: bytes, limits: GuardLimits | None = None) -> Verdict:
 
 def guard_file(path: str | Path, limits: GuardLimits | None = None) -> Verdict:
     """Check a model file: its size is checked before it is read."""
-    limits = limits or GuardLimits()
+    limits = limits or default_limits()
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -328,7 +318,7 @@ def guard_many(models: Iterable[bytes], limits: GuardLimits | None = None, worke
 
     Yields ``(index, verdict)`` as they complete (not in order).
     """
-    limits = limits or GuardLimits()
+    limits = limits or default_limits()
     pending: list[tuple[int, bytes, Verdict]] = []
     for i, data in enumerate(models):
         static = check_static(data, limits)
@@ -371,10 +361,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m edge.guard", description=main.__doc__)
     p.add_argument("models", nargs="+", type=Path)
-    p.add_argument("--max-bytes", type=int, default=GuardLimits().max_bytes)
-    p.add_argument("--timeout", type=float, default=GuardLimits().timeout_s)
+    p.add_argument("--max-bytes", type=int, default=default_limits().max_bytes)
+    p.add_argument("--timeout", type=float, default=default_limits().timeout_s)
     p.add_argument("--runtime", default="auto")
     args = p.parse_args(argv)
+    from edge.guard_limits import GuardLimits
+
     limits = GuardLimits(max_bytes=args.max_bytes, timeout_s=args.timeout, runtime=args.runtime)
     refused = 0
     for path in args.models:
@@ -390,3 +382,13 @@ __all__ = ["GuardChild", "GuardLimits", "ModelRefusedError", "Verdict", "check_s
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models live in edge.guard_limits: importing pydantic costs the agent's process ~6 MB of RSS
+    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
+    if name in ('GuardLimits',):
+        from edge.guard_limits import GuardLimits
+
+        return {"GuardLimits": GuardLimits}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
     import tomli as tomllib
 
-from edge.audit import AuditConfig, CommandsConfig
+from edge.audit_config import AuditConfig, CommandsConfig
 from edge.errors import EdgeError
-from edge.ota.handler import OtaConfig
+from edge.ota.config import OtaConfig
 
 ENV_PREFIX = "EDGE_"
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.audit import AuditLog
+from edge.audit import AuditLog, action_allowed
 from edge.errors import EdgeError
 from edge.ota.handler import ACTION, UpdateHandler, current_from_path
 from edge.ota.install import InstalledModel, ModelStore
@@ -77,7 +77,7 @@ class AuditedRegistry:
             action = cmd.get("action") if isinstance(cmd, dict) else None
         except (UnicodeDecodeError, ValueError, RecursionError):
             pass
-        if isinstance(action, str) and not self.security.cfg.commands.allows(action):
+        if isinstance(action, str) and not action_allowed(self.security.cfg.commands.disabled, action):
             cid = cmd.get("id") if isinstance(cmd, dict) else None
             error: str | None = (f"action {action!r} is disabled on this device "
                      "(commands.disabled in the agent config)")
@@ -235,7 +235,7 @@ class AgentSecurity:
     # --- model/set ----------------------------------------------------------------------------------------
     def _on_model_set(self, msg: Any) -> None:
         payload = bytes(msg.payload)
-        if not self.cfg.commands.allows(ACTION):
+        if not action_allowed(self.cfg.commands.disabled, ACTION):
             self._answer(payload, {"ok": False, "reason": "disabled",
                                    "error": f"action {ACTION!r} is disabled on this device (commands.disabled)",
                                    "fix": "remove model/set from commands.disabled in the agent config"},

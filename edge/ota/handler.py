@@ -5,30 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import EdgeError
-from edge.guard import GuardLimits
 from edge.ota.install import InstalledModel, InstallResult, ModelStore
-from edge.ota.manifest import DEFAULT_MAX_BYTES, UpdateRefusedError, header_id, verify_message
+from edge.ota.manifest import UpdateRefusedError, header_id, verify_message
+
+if TYPE_CHECKING:
+    from edge.ota.config import OtaConfig
 
 ACTION = "model/set"
-
-
-class OtaConfig(BaseModel):
-    """The ``ota`` section of the agent config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, title="Accept updates", description="accept model updates on <prefix>/<device>/model/set")
-    public_keys: list[str] = Field(default_factory=list, title="Trusted update keys", description="Ed25519 public keys trusted for updates: "
-                                   ".pub file paths, PEM or base64 text. Empty: every update is refused")
-    max_bytes: int = Field(DEFAULT_MAX_BYTES, gt=0, title="Update size limit", description="largest model accepted over the air")
-    max_pending_bytes: int = Field(2 * DEFAULT_MAX_BYTES, gt=0, title="Queued updates limit",
-                                   description="updates waiting to be installed, in bytes; beyond: refused as busy")
-    guard: GuardLimits = Field(default_factory=GuardLimits, title="Health check limits", description="limits of the model health check")
 
 
 class UpdateHandler:
@@ -93,3 +79,13 @@ def current_from_path(path: str | Path, version: str | None = None) -> Installed
     from edge.ota.install import sha256_file
 
     return InstalledModel(path=str(path), sha256=sha256_file(path), version=version)
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models live in edge.ota.config: importing pydantic costs the agent's process ~6 MB of RSS
+    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
+    if name in ('OtaConfig',):
+        from edge.ota.config import OtaConfig
+
+        return {"OtaConfig": OtaConfig}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

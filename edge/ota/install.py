@@ -27,10 +27,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.guard import GuardLimits, Verdict, guard_file
+from edge.guard import Verdict, default_limits, guard_file
 from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
+
+if TYPE_CHECKING:
+    from edge.guard_limits import GuardLimits
 
 # Test seam for crash-safety tests: ``EDGE_OTA_PAUSE_AT=<phase>`` makes an install write
 # ``<state>/models/paused-at-<phase>`` and sleep there, so a test can SIGKILL the agent at that exact point.
@@ -124,7 +127,7 @@ class ModelStore:
                  health_check: Callable[[Path, GuardLimits], Verdict] = guard_file) -> None:
         self.dir = Path(state_dir) / "models"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.limits = limits or GuardLimits()
+        self.limits = limits or default_limits()
         self.health_check = health_check
         self._lock = threading.Lock()
 

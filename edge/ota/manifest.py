@@ -15,8 +15,6 @@ cap, the framing, the signature against its configured public keys, the
 target device, then sizes and hashes; only then does it write anything.
 """
 
-# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
-# ruff: noqa: UP045
 from __future__ import annotations
 
 import base64
@@ -26,11 +24,12 @@ import json
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.ota.manifest_model import Manifest
 
 MAGIC = b"EDGEUPD1"
 FORMAT = "edge-model-update/1"
@@ -65,26 +64,6 @@ class UpdateRefusedError(EdgeError):
         super().__init__(what, fix)
 
 
-class Manifest(BaseModel):
-    """What the signature vouches for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: str = Field(FORMAT, description="manifest format, for future changes")
-    version: str = Field(..., min_length=1, max_length=128, description="model version, free text (e.g. 1.4.0)")
-    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 of the model bytes")
-    size: int = Field(..., ge=0, description="model size in bytes")
-    labels_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the labels file")
-    labels_size: int = Field(0, ge=0, description="labels size in bytes (0 = no labels)")
-    device: Optional[str] = Field(None, max_length=256, description="target device id; null = any device")
-    key_id: str = Field(..., min_length=1, max_length=64, description="fingerprint of the signing public key")
-    created: str = Field(..., pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$",
-                         description="UTC time of signing (ISO 8601, Z); later updates must be signed later")
-
-    def canonical(self) -> bytes:
-        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":")).encode()
-
-
 @dataclass(frozen=True)
 class VerifiedUpdate:
     """An update whose signature, target, sizes and hashes all checked out."""
@@ -109,6 +88,7 @@ def build_message(model: bytes, private_key: Any, *, version: str, labels: bytes
                   device: str | None = None, cmd_id: str | None = None) -> bytes:
     """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message."""
     from edge.ota.keys import key_id
+    from edge.ota.manifest_model import Manifest
 
     manifest = Manifest(version=version, sha256=hashlib.sha256(model).hexdigest(), size=len(model),
                         labels_sha256=hashlib.sha256(labels).hexdigest() if labels else None,
@@ -170,6 +150,10 @@ def verify_message(payload: bytes, public_keys: list[Any], *, device: str | None
     if not isinstance(header.get("manifest"), dict):
         raise UpdateRefusedError("malformed", "update header has no manifest object",
                                  "send updates with edge-flash push-model")
+    from pydantic import ValidationError
+
+    from edge.ota.manifest_model import Manifest
+
     try:
         manifest = Manifest.model_validate(header["manifest"])
     except ValidationError as exc:
@@ -223,3 +207,13 @@ def verify_message(payload: bytes, public_keys: list[Any], *, device: str | None
             raise UpdateRefusedError("wrong_hash", f"labels sha256 is {got}, the manifest says "
                                      f"{manifest.labels_sha256}", "push the model again")
     return VerifiedUpdate(cmd_id, manifest, model, labels if manifest.labels_size else None)
+
+
+def __getattr__(name: str) -> Any:
+    # The pydantic models live in edge.ota.manifest_model: importing pydantic costs the agent's process ~6 MB of RSS
+    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
+    if name in ('Manifest',):
+        from edge.ota.manifest_model import Manifest
+
+        return {"Manifest": Manifest}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
