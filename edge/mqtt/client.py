@@ -164,6 +164,7 @@ class MqttClient:
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self._on_puback: list[Callable[[int], None]] = []
+        self._on_refused: list[Callable[[int, str], None]] = []
         self._acked_waiters: dict[int, threading.Event] = {}
         self._last_error: str | None = None
         self._attempt_error = False
@@ -193,6 +194,11 @@ class MqttClient:
     def on_puback(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(mid)`` when the broker acknowledges a QoS 1 message returned by publish()."""
         self._on_puback.append(callback)
+
+    def on_refused(self, callback: Callable[[int, str], None]) -> None:
+        """Call ``callback(mid, reason)`` when the broker acknowledges a message with a refusal
+        (MQTT 5 PUBACK reason code, e.g. ``Not authorized`` from an ACL); ``on_puback`` still fires."""
+        self._on_refused.append(callback)
 
     def subscribe(self, topic: str, handler: Callable[[Message], None], qos: int = 1) -> None:
         """Subscribe now (if connected) and again after every reconnect."""
@@ -451,6 +457,8 @@ class MqttClient:
             # again cannot help, so it still counts as acknowledged, but say so.
             self.rejected += 1
             self.log.warning("broker refused a message (mid %d): %s", mid, reason)
+            for refused_cb in list(self._on_refused):
+                self._call(refused_cb, token, str(reason))
         with self._lock:
             waiter = self._acked_waiters.pop(token, None)
         if waiter is not None:

@@ -5,9 +5,11 @@ discovery configs point at topics that carry the values their templates read."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import jinja2.sandbox
 from edge import schemas
 from edge.broker import Mosquitto
 from tests.conftest import ROOT, subprocess_env
+from tests.watch.conftest import Collector
 
 HA_REQUIRED = ("name", "unique_id", "state_topic", "value_template", "availability", "device")
 
@@ -167,3 +170,42 @@ def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Pa
     assert r.returncode == 0 and shot.stat().st_size > 10_000
     if not DOCS_SHOT.exists():  # docs/img/dashboard.png comes from here: delete it and rerun to refresh
         shutil.copy(shot, DOCS_SHOT)
+
+
+def test_discovery_refused_by_the_acl_turns_itself_off_and_the_agent_stays_connected(
+        tmp_path: Path, coral: Path) -> None:
+    # An ACL written before Home Assistant was around: everything under edge/, nothing else.
+    # mosquitto drops a client after each denied publish; the agent must not lose its link for ever.
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite edge/#\n")
+    as_root = "user root\n" if os.geteuid() == 0 else ""  # else mosquitto, as user mosquitto, cannot read tmp_path
+    broker = Mosquitto(workdir=tmp_path / "broker", listener_conf=f"{as_root}allow_anonymous true\nacl_file {acl}")
+    broker.workdir.mkdir()
+    broker.start()
+    try:
+        seen = Collector(broker, ["edge/#"])
+        images = tmp_path / "in"
+        images.mkdir()
+        agent = start_agent(broker, tmp_path, images, "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+                            "--metrics-interval", "0.5", device="acl1")
+        def settled() -> bool:  # six metrics (~3 s) on the same connection as the last "online"
+            topics = [(m.topic, m.payload) for m in seen.messages]
+            last_online = max((i for i, t in enumerate(topics) if t == ("edge/acl1/availability", b"online")),
+                              default=None)
+            return last_online is not None and sum(
+                1 for t, _ in topics[last_online:] if t == "edge/acl1/metrics") >= 6
+        try:
+            deadline = time.monotonic() + 60
+            while not settled():
+                assert time.monotonic() < deadline, "the agent never kept a connection for 3 s"
+                time.sleep(0.2)
+            shutil.copy(coral / "cat.bmp", images / "cat.bmp")
+            seen.wait_for("edge/acl1/predictions", 1)
+        finally:
+            agent.terminate()
+            assert agent.wait(30) == 0
+        log = (tmp_path / "agent-acl1.log").read_text()
+        assert "refused Home Assistant discovery" in log and "homeassistant/sensor/edge_acl1/#" in log, log[-3000:]
+        seen.close()
+    finally:
+        broker.stop()
