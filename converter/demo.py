@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, run_command
 
 DEVICE = "demo"
 
@@ -276,13 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter and Python warnings would bury the demo's own output
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=UserWarning)
-    try:
-        return run_demo(args)
-    except EdgeError as err:
-        print(f"edge-demo: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge-demo", lambda: run_demo(args))
 
 
 if __name__ == "__main__":

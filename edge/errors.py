@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class EdgeError(Exception):
     """Base of every error the toolkit reports to a user.
@@ -32,3 +35,16 @@ class DelegateError(EdgeError):
 
 class InputError(EdgeError):
     """An input (image, tensor, file) cannot be turned into the model's input."""
+
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """Run a command-line tool's body the same way for every tool: an :class:`EdgeError` is printed
+    as ``prog: error: what / fix`` and becomes its exit code; Ctrl-C exits 130 without a traceback."""
+    try:
+        return body()
+    except EdgeError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -20,7 +20,7 @@ from edge.bench import system
 from edge.bench.core import BenchOptions, ModelBench
 from edge.bench.inputs import feeds_for
 from edge.bench.runner import run
-from edge.errors import EdgeError, InputError
+from edge.errors import InputError, run_command
 from edge.preprocess import Normalization
 from edge.runtime import DELEGATE_CHOICES, load_model
 
@@ -113,14 +113,7 @@ def _options(args: argparse.Namespace) -> BenchOptions:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 with a message on bad flags
-    try:
-        return _main(args)
-    except EdgeError as exc:
-        print(f"edge-bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edge-bench: interrupted", file=sys.stderr)
-        return 130
+    return run_command("edge-bench", lambda: _main(args))
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from edge.errors import EdgeError
+from edge.errors import run_command
 
 
 def _add_ssh_args(p: argparse.ArgumentParser) -> None:
@@ -90,13 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except EdgeError as exc:
-        print(f"edge-flash: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge-flash", lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

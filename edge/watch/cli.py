@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from edge import schemas
-from edge.errors import EdgeError
+from edge.errors import EdgeError, run_command
 from edge.mqtt.url import BrokerURL, parse_broker_url
 from edge.watch.state import Fleet, Malformed, Message, top_result
 from edge.watch.table import LiveTable
@@ -179,13 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except EdgeError as err:
-        print(f"edge-watch: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_command("edge-watch", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
