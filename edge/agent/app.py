@@ -6,6 +6,11 @@ spool -> connect (the Last Will is ``offline``) -> on every (re)connect publish
 pipeline, every result spooled before it is published -> on SIGTERM/SIGINT or
 the end of a --once run: flush (bounded), publish ``offline``, exit 0.
 
+An input goes through three threads: ``edge-prefetch`` reads and preprocesses
+it, the main thread invokes the interpreter, ``edge-finish`` postprocesses,
+spools and records it as done. Each stage is FIFO, so order is kept; the main
+thread does little besides invoke(), which releases the GIL.
+
 Extension points for other features: ``Agent.commands`` (action -> handler),
 ``Agent.on_connect_hooks`` (called with the agent after each connect) and
 ``Agent.status_extras`` (functions adding keys to the status message).
@@ -13,6 +18,7 @@ Extension points for other features: ``Agent.commands`` (action -> handler),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -26,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 import edge
 from edge.agent import discovery, messages, system
 from edge.agent.commands import CommandWorker, default_registry
+from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health
-from edge.agent.pipeline import Pipeline, Prepared, Settings
+from edge.agent.pipeline import Invoked, Pipeline, Prepared, Settings
 from edge.agent.sources import Item, Source, open_source
 from edge.errors import EdgeError
 from edge.labels import read_labels
@@ -42,6 +49,9 @@ if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic st
 log = logging.getLogger("edge.agent")
 
 Hook = Callable[["Agent"], None]
+# One input after the main thread is done with it: the outputs (or why there are none), and the
+# pipeline that produced them, which a model reload may meanwhile have replaced.
+Job = tuple[Item, Pipeline, "Invoked | Exception"]
 
 
 def _json(payload: dict[str, Any]) -> bytes:
@@ -79,6 +89,7 @@ class Agent:
         self.outbox: Any = None
         self.source: Source | None = None
         self._worker: CommandWorker | None = None
+        self._finisher: Finisher[Job] | None = None
         discovery.install(self)
 
     # --- model -------------------------------------------------------------------------------------------
@@ -137,9 +148,11 @@ class Agent:
         return model
 
     def apply_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        # A new object, swapped in: postprocessing on the finisher thread reads settings without the
+        # interpreter's lock and must never see top_k from one command and threshold from another.
         with self.pipeline.lock:
-            for k, v in values.items():
-                setattr(self.settings, k, v)
+            self.settings = dataclasses.replace(self.settings, **values)
+            self.pipeline.settings = self.settings
         log.info("settings changed: %s", values)
         return {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
 
@@ -233,13 +246,27 @@ class Agent:
             return exc
 
     def process(self, item: Item, prepared: Prepared | Exception | None = None) -> bool:
-        """Run one input; True once its prediction or error report is in the spool (the input is done)."""
-        if prepared is None or (isinstance(prepared, Prepared) and prepared.model is not self.pipeline.model):
+        """Run one input start to end on this thread; True once its prediction or error report is spooled."""
+        return self._finish(self._invoke(item, prepared))
+
+    def _invoke(self, item: Item, prepared: Prepared | Exception | None) -> Job:
+        pipe = self.pipeline
+        if prepared is None or (isinstance(prepared, Prepared) and prepared.model is not pipe.model):
             prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
+        if isinstance(prepared, Exception):
+            return item, pipe, prepared
         try:
-            if isinstance(prepared, Exception):
-                raise prepared
-            res = self.pipeline.infer(prepared)
+            return item, pipe, pipe.invoke(prepared)
+        except Exception as exc:  # reported in order by _finish
+            return item, pipe, exc
+
+    def _finish(self, job: Job) -> bool:
+        """Postprocess, spool, answer; True once the prediction or error report is in the spool."""
+        item, pipe, outcome = job
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            res = pipe.finish(outcome)
         except EdgeError as exc:
             log.warning("%s: %s (fix: %s)", item.name, exc.what, exc.fix)
             return self._publish_error(item.name, exc.what, exc.fix)
@@ -255,7 +282,7 @@ class Agent:
             self.device,
             seq=0,
             source=item.name,
-            model_sha256=self.pipeline.model.sha256,
+            model_sha256=pipe.model.sha256,
             latency_ms=res.latency_ms,
             kind=res.kind,
             result_key=res.result_key,
@@ -285,6 +312,10 @@ class Agent:
                 log.exception("cannot answer on %s", item.response_topic)
         log.debug("%s -> seq %d %s %.2f ms", item.name, seq, res.result_key, res.latency_ms["total"])
         return True
+
+    def _finish_and_record(self, job: Job) -> None:
+        if self._finish(job) and self.source is not None:
+            self.source.done(job[0])
 
     # --- metrics -----------------------------------------------------------------------------------------
     def metrics_payload(self) -> dict[str, Any]:
@@ -380,10 +411,10 @@ class Agent:
         if cfg.metrics.interval_s > 0:
             metrics_thread = threading.Thread(target=self._metrics_loop, name="edge-metrics", daemon=True)
             metrics_thread.start()
+        finisher = self._finisher = Finisher(self._finish_and_record)
         try:
             for item, prepared in self._prefetched():
-                if self.process(item, prepared):
-                    self.source.done(item)
+                finisher.put(self._invoke(item, prepared))
         finally:
             self.shutdown()
         return 0
@@ -421,6 +452,8 @@ class Agent:
 
     def shutdown(self) -> None:
         self.stop_event.set()
+        if self._finisher is not None:
+            self._finisher.close()  # what was invoked gets spooled and recorded before the source closes
         if self.source is not None:
             self.source.close()
         if self._worker is not None:

@@ -1,8 +1,10 @@
 """One inference: decode + preprocess -> invoke -> postprocess, each stage timed with perf_counter.
 
 The heavy lifting is edge.preprocess / edge.postprocess / edge.runtime; this
-module only strings them together and keeps the knobs commands may change
-(top_k, threshold) behind a lock, because the interpreter is not thread-safe.
+module only strings them together. The three stages are separate calls so the
+agent can run them on three threads (prepare the next input, invoke this one,
+finish the previous one): only ``invoke`` touches the interpreter, which is not
+thread-safe, and only it holds the lock.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class Prepared:
     tensor: np.ndarray
     preprocess_ms: float
     model: LoadedModel  # the model whose input spec shaped the tensor
+
+
+@dataclass(frozen=True)
+class Invoked:
+    """The interpreter's outputs for one input (copies: they survive the next invoke)."""
+
+    outputs: tuple[np.ndarray, ...]
+    preprocess_ms: float
+    inference_ms: float
+    model: LoadedModel
 
 
 @dataclass
@@ -82,8 +94,8 @@ class Pipeline:
         tensor = image_to_tensor(img, self.model.inputs[0], self.norm)
         return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model)
 
-    def infer(self, prepared: Prepared) -> Result:
-        """Invoke and postprocess a prepared input."""
+    def invoke(self, prepared: Prepared) -> Invoked:
+        """Feed a prepared input to the interpreter and copy its outputs out."""
         with self.lock:
             if prepared.model is not self.model:  # prepared before a reload: the input spec may differ
                 raise InputError("the model was reloaded while this input waited", "send it again")
@@ -93,18 +105,26 @@ class Pipeline:
             interp.set_tensor(spec.index, prepared.tensor)
             interp.invoke()
             # get_tensor copies, so the outputs survive the next invoke
-            outs = [interp.get_tensor(o.index) for o in self.model.outputs]
+            outs = tuple(interp.get_tensor(o.index) for o in self.model.outputs)
             t2 = time.perf_counter()
-            key, value = self._post(outs, self.settings)
-            t3 = time.perf_counter()
-        pre = prepared.preprocess_ms
+        return Invoked(outs, prepared.preprocess_ms, (t2 - t1) * 1e3, self.model)
+
+    def finish(self, invoked: Invoked) -> Result:
+        """Postprocess outputs (no interpreter involved): may run on another thread, behind invoke."""
+        t2 = time.perf_counter()
+        key, value = self._post(list(invoked.outputs), self.settings)
+        post = (time.perf_counter() - t2) * 1e3
         lat = {
-            "preprocess": pre,
-            "inference": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-            "total": pre + (t3 - t1) * 1e3,
+            "preprocess": invoked.preprocess_ms,
+            "inference": invoked.inference_ms,
+            "postprocess": post,
+            "total": invoked.preprocess_ms + invoked.inference_ms + post,
         }
         return Result(self.kind, key, value, lat)
+
+    def infer(self, prepared: Prepared) -> Result:
+        """Invoke and postprocess a prepared input."""
+        return self.finish(self.invoke(prepared))
 
     def run(self, data: ImageInput, name: str = "") -> Result:
         return self.infer(self.prepare(data, name))
