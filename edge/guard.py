@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import selectors
 import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -38,6 +35,8 @@ from edge import tflite_file
 from edge.errors import ModelLoadError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from edge.guard_limits import GuardLimits
 
 MB = 1 << 20
@@ -157,6 +156,10 @@ class GuardChild:
 
     # -- process management ------------------------------------------------------------------------
     def _start(self) -> None:
+        # Imported here: the agent keeps this module loaded for model updates, which may never come.
+        import subprocess
+        import tempfile
+
         self._stderr = tempfile.TemporaryFile()
         lim = self.limits
         self.proc = subprocess.Popen(
@@ -190,6 +193,8 @@ class GuardChild:
         assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
+        import selectors
+
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self._buf:
@@ -207,6 +212,8 @@ class GuardChild:
     def close(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
+            import subprocess
+
             if proc.poll() is None:
                 try:
                     assert proc.stdin is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,13 +17,26 @@ from edge.errors import EdgeError
 log = logging.getLogger("edge.agent")
 
 
+def _help_formatter(prog: str) -> argparse.HelpFormatter:
+    # What argparse does, minus its `import shutil` (with bz2 and lzma: ~0.7 MB the agent would keep).
+    try:
+        width = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            width = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (OSError, ValueError):
+            width = 80
+    return argparse.HelpFormatter(prog, width=width - 2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
+    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__, formatter_class=_help_formatter)
     p.add_argument("--version", action="version", version=f"edge-agent {edge.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
         "run",
+        formatter_class=_help_formatter,
         help="run the model on a source and publish over MQTT",
         description="Flags override the config file, which EDGE_* variables override too.",
     )
@@ -57,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--key-file", help="client certificate's private key")
     run.add_argument("--update-key", action="append", help="public key trusted for model updates (repeatable)")
 
-    chk = sub.add_parser("check-config", help="validate a TOML config file")
+    chk = sub.add_parser("check-config", help="validate a TOML config file", formatter_class=_help_formatter)
     chk.add_argument("file")
     return p
 
@@ -126,8 +140,10 @@ def check_config(path: str) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
+    from edge.agent import footprint
     from edge.agent.config_view import ForkedValidation
 
+    footprint.apply()  # before any thread starts and before paho is imported
     try:
         # pydantic validates in a child (see config_view): the agent does not keep ~11 MB for it,
         # and numpy and the runtime import here meanwhile.

@@ -30,6 +30,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.deferred import is_loaded
 from edge.errors import EdgeError
 from edge.mqtt.url import BrokerURL, parse_broker_url
 
@@ -119,9 +120,10 @@ def _describe_oserror(err: OSError, url: BrokerURL) -> str:
                 f"listens on 8883, plain mqtt:// on 1883)")
     if isinstance(err, ConnectionRefusedError):
         return f"unreachable: connection refused by {where} (is the broker running and listening there?)"
-    if isinstance(err, ssl.SSLCertVerificationError):
+    # No SSL error without ssl loaded: asking would load it in an agent that deferred it (edge.deferred).
+    if is_loaded("ssl") and isinstance(err, ssl.SSLCertVerificationError):
         return f"TLS certificate of {where} not trusted: {err.verify_message} (pass the CA file, or insecure for tests)"
-    if isinstance(err, ssl.SSLError):
+    if is_loaded("ssl") and isinstance(err, ssl.SSLError):
         return f"TLS handshake with {where} failed: {err.reason or err} (is it an mqtts:// port?)"
     if isinstance(err, (TimeoutError, OSError)) and "timed out" in str(err):
         return f"unreachable: connecting to {where} timed out (wrong address, firewall or Wi-Fi down?)"

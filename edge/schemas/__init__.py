@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from importlib import resources
 from typing import Any
 
 from edge.errors import EdgeError
@@ -49,6 +48,10 @@ def schema(kind: str) -> dict[str, Any]:
 def _schema_text(kind: str) -> str:
     if kind not in TOPIC_SUFFIX:
         raise SchemaError(f"unknown payload kind {kind!r}", f"use one of: {', '.join(KINDS)}")
+    # Imported here: importlib.resources pulls in tempfile, shutil, bz2, lzma and random, and the agent
+    # imports this module (Home Assistant discovery needs topic names) without ever reading a schema.
+    from importlib import resources
+
     return resources.files(__name__).joinpath(f"{kind}.json").read_text(encoding="utf-8")
 
 

@@ -2,7 +2,9 @@
 
 benchmarks/agent_bench.py measures the RSS ratio; these tests pin down the causes it depends on, in a
 subprocess running the agent as users do: pydantic validates the config in a forked child and never
-loads here; no importlib.metadata; a junk file does not make Pillow import its ~40 other plugins.
+loads here; no importlib.metadata; a junk file does not make Pillow import its ~40 other plugins;
+paho's ssl and urllib.request stay stand-ins on a plain-TCP broker (edge.agent.footprint), and argparse
+does not bring shutil.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ _PROBE = textwrap.dedent("""
     cv.ForkedValidation.start = spy
     from edge.agent.cli import main
     rc = main(sys.argv[1:])
-    print("PROBE " + json.dumps({"rc": rc, "forked": forked, "modules": sorted(sys.modules)}))
+    from edge.deferred import is_loaded
+    mods = sorted(m for m in sys.modules if is_loaded(m))  # a deferred stand-in never used is not loaded
+    print("PROBE " + json.dumps({"rc": rc, "forked": forked, "modules": mods}))
 """)
 
 PREINIT_PLUGINS = {f"PIL.{n}ImagePlugin" for n in ("Bmp", "Gif", "Jpeg", "Png", "Ppm")}
@@ -60,6 +64,8 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
     assert not {m for m in mods if m.split(".")[0] in ("pydantic", "pydantic_core")}
     assert "importlib.metadata" not in mods
     assert "edge.agent.config" not in mods
+    unused = {"ssl", "_ssl", "urllib.request", "http.client", "email.message", "shutil", "importlib.resources"}
+    assert not unused & mods, f"the agent loaded {sorted(unused & mods)}"
     plugins = {m for m in mods if m.startswith("PIL.") and m.endswith("ImagePlugin")}
     assert plugins <= PREINIT_PLUGINS, f"Pillow loaded {sorted(plugins - PREINIT_PLUGINS)}"
     # and the work was really done: two predictions (top-k from the validated flags), one clear error
