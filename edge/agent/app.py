@@ -239,15 +239,11 @@ class Agent:
 
     # --- one input ---------------------------------------------------------------------------------------
     def prepare(self, item: Item) -> Prepared | EdgeError | Exception:
-        """Decode + preprocess; errors are returned, to be reported in input order by process()."""
+        """Decode + preprocess; errors are returned, to be reported in input order by _finish()."""
         try:
             return self.pipeline.prepare(item.data, item.name)
         except Exception as exc:
             return exc
-
-    def process(self, item: Item, prepared: Prepared | Exception | None = None) -> bool:
-        """Run one input start to end on this thread; True once its prediction or error report is spooled."""
-        return self._finish(self._invoke(item, prepared))
 
     def _invoke(self, item: Item, prepared: Prepared | Exception | None) -> Job:
         pipe = self.pipeline
