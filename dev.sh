@@ -43,6 +43,9 @@ case "$cmd" in
   test)
     setup_system; setup_python
     export EDGE_TFLITE_RUNTIME_PYTHON="$TFLITE_VENV/bin/python"
+    say "static checks (ruff, mypy)"
+    "$VENV/bin/python" -m ruff check edge converter tests benchmarks
+    "$VENV/bin/python" -m mypy edge converter
     say "running the tests"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   demo)

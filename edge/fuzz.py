@@ -92,9 +92,9 @@ def png_bomb(width: int = 60000, height: int = 60000) -> bytes:
 
 def mutate_command(rng: random.Random) -> bytes:
     """A command that is malformed in one of many ways (for edge/<device>/cmd)."""
-    actions = ["ping", "reload", "set", "bench", "model/set", "", "nope", None, 1, [], {}]
+    actions: list[Any] = ["ping", "reload", "set", "bench", "model/set", "", "nope", None, 1, [], {}]
     base: dict[str, Any] = {"id": rng.choice(["x", "", None, 7, "é" * 300]), "action": rng.choice(actions)}
-    extra = rng.choice([{}, {"top_k": rng.choice([-1, 0, 3, 10**9, "3", None, 1.5])},
+    extra: dict[str, Any] = rng.choice([{}, {"top_k": rng.choice([-1, 0, 3, 10**9, "3", None, 1.5])},
                         {"threshold": rng.choice([float("nan"), -1, 2, "a"])}, {"unknown": [1, 2]}])
     base.update(extra)
     text = json.dumps(base)

@@ -19,7 +19,6 @@ from edge import tflite_file
 from edge.flash import BUNDLE_DIR, tomlw, wheels
 from edge.flash.manifest import (
     MANIFEST,
-    SCHEMA,
     SUMS,
     BundleError,
     FileEntry,
@@ -213,10 +212,10 @@ def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str =
                f"EDGE_AGENT_VERSION={agent.version}\n").encode()
         (stage / "bundle.env").write_bytes(env)
         files["bundle.env"] = FileEntry(sha256=hashlib.sha256(env).hexdigest(), size=len(env))
-        manifest = Manifest(
-            schema=SCHEMA, bundle_id=bid, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        manifest = Manifest(  # schema: the default, this edge-flash's format
+            bundle_id=bid, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
-            target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),  # type: ignore[arg-type]
+            target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),
             agent_version=agent.version, runtime_version=rt.version, numpy_version=np_whl.version,
             models=model_entries, labels=labels_file, config="config/agent.toml",
             requirements="requirements.txt", files=files)

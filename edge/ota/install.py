@@ -57,8 +57,9 @@ class InstalledModel:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstalledModel:
-        return cls(**{k: data.get(k) for k in ("path", "sha256", "version", "labels_path", "installed_at",
-                                                "signed_at")})
+        fields: dict[str, Any] = {k: data.get(k) for k in ("path", "sha256", "version", "labels_path",
+                                                             "installed_at", "signed_at")}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
