@@ -245,9 +245,9 @@ class Agent:
         except Exception as exc:
             return exc
 
-    def _invoke(self, item: Item, prepared: Prepared | Exception | None) -> Job:
+    def _invoke(self, item: Item, prepared: Prepared | Exception) -> Job:
         pipe = self.pipeline
-        if prepared is None or (isinstance(prepared, Prepared) and prepared.model is not pipe.model):
+        if isinstance(prepared, Prepared) and prepared.model is not pipe.model:
             prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
         if isinstance(prepared, Exception):
             return item, pipe, prepared

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -48,7 +49,6 @@ class Invoked:
     outputs: tuple[np.ndarray, ...]
     preprocess_ms: float
     inference_ms: float
-    model: LoadedModel
 
 
 @dataclass
@@ -107,12 +107,12 @@ class Pipeline:
             # get_tensor copies, so the outputs survive the next invoke
             outs = tuple(interp.get_tensor(o.index) for o in self.model.outputs)
             t2 = time.perf_counter()
-        return Invoked(outs, prepared.preprocess_ms, (t2 - t1) * 1e3, self.model)
+        return Invoked(outs, prepared.preprocess_ms, (t2 - t1) * 1e3)
 
     def finish(self, invoked: Invoked) -> Result:
         """Postprocess outputs (no interpreter involved): may run on another thread, behind invoke."""
         t2 = time.perf_counter()
-        key, value = self._post(list(invoked.outputs), self.settings)
+        key, value = self._post(invoked.outputs, self.settings)
         post = (time.perf_counter() - t2) * 1e3
         lat = {
             "preprocess": invoked.preprocess_ms,
@@ -129,7 +129,7 @@ class Pipeline:
     def run(self, data: ImageInput, name: str = "") -> Result:
         return self.infer(self.prepare(data, name))
 
-    def _post(self, outs: list[np.ndarray], s: Settings) -> tuple[str, Any]:
+    def _post(self, outs: Sequence[np.ndarray], s: Settings) -> tuple[str, Any]:
         specs = self.model.outputs
         if self.kind == postprocess.CLASSIFIER:
             top = postprocess.classify(outs[0], specs[0], self.labels, s.top_k, s.threshold)
