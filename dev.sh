@@ -44,6 +44,7 @@ case "$cmd" in
     setup_system; setup_python
     export EDGE_TFLITE_RUNTIME_PYTHON="$TFLITE_VENV/bin/python"
     say "static checks (ruff, mypy)"
+    "$VENV/bin/python" -m ruff format --check edge converter tests benchmarks
     "$VENV/bin/python" -m ruff check edge converter tests benchmarks
     "$VENV/bin/python" -m mypy edge converter
     say "running the tests"

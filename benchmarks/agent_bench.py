@@ -56,7 +56,7 @@ BARE = textwrap.dedent("""
     except ImportError:
         from tflite_runtime.interpreter import Interpreter
     model, tensor = sys.argv[1], np.load(sys.argv[2])
-    # model_content, as edge.runtime.load_model does (it hashes and checks the bytes it loads)
+    # model_content, as edge.model.runtime.load_model does (it hashes and checks the bytes it loads)
     it = Interpreter(model_content=open(model, "rb").read(), num_threads=1)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
@@ -129,11 +129,11 @@ def make_images(d: Path, n: int) -> None:
 
 
 def input_tensor(model: Path, workdir: Path) -> Path:
-    """The cat image as the agent feeds it (edge.preprocess), saved for the bare loop."""
+    """The cat image as the agent feeds it (edge.inference.preprocess), saved for the bare loop."""
     import numpy as np
 
-    from edge.preprocess import decode_image, image_to_tensor
-    from edge.runtime import load_model
+    from edge.inference.preprocess import decode_image, image_to_tensor
+    from edge.model.runtime import load_model
 
     m = load_model(model, threads=1)
     path = workdir / "input.npy"

@@ -30,13 +30,15 @@ sys.path.insert(0, str(ROOT))
 from edge.bench import BenchOptions, benchmark  # noqa: E402
 from edge.bench.runner import utc_now  # noqa: E402
 from edge.bench.stats import percentile  # noqa: E402
-from edge.runtime import load_model  # noqa: E402
+from edge.model.runtime import load_model  # noqa: E402
 
 CORAL = ROOT.parent / "shared" / "testdata" / "coral"
 MODEL = CORAL / "mobilenet_v1_0.25_128_quant.tflite"
 REFERENCE_DIR = ROOT / "benchmarks" / "reference"
-NOISY = ("shared 2-core VM with ~7 other engineers running test suites at the same time: absolute "
-         "latencies are noisy (expect +-50 % between runs); only ratios measured in one run are meaningful")
+NOISY = (
+    "shared 2-core VM with ~7 other engineers running test suites at the same time: absolute "
+    "latencies are noisy (expect +-50 % between runs); only ratios measured in one run are meaningful"
+)
 
 
 def bare_loop(interpreter, n: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -56,8 +58,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--runs", type=int, default=100, help="invokes per side per round")
     ap.add_argument("--tolerance", type=float, default=0.05)
-    ap.add_argument("--write", action="store_true", help="write benchmarks/reference/bench_vs_loop_<arch>.json")
-    ap.add_argument("--record", action="store_true", help="also record benchmarks/reference/bench_<arch>.json")
+    ap.add_argument(
+        "--write", action="store_true", help="write benchmarks/reference/bench_vs_loop_<arch>.json"
+    )
+    ap.add_argument(
+        "--record", action="store_true", help="also record benchmarks/reference/bench_<arch>.json"
+    )
     args = ap.parse_args()
 
     loaded = load_model(args.model)
@@ -95,27 +101,38 @@ def main() -> int:
         "runs_per_round": args.runs,
         "samples_per_side": len(loop_ms),
         "loop_ms": {"p50": round(lp50, 6), "p90": round(percentile(loop_ms, 90), 6), "mean": round(lmean, 6)},
-        "edge_bench_ms": {"p50": round(bp50, 6), "p90": round(percentile(bench_ms, 90), 6),
-                          "mean": round(bmean, 6)},
+        "edge_bench_ms": {
+            "p50": round(bp50, 6),
+            "p90": round(percentile(bench_ms, 90), 6),
+            "mean": round(bmean, 6),
+        },
         "p50_ratio": round(ratio, 4),
         "mean_ratio": round(bmean / lmean, 4),
-        "per_round_p50_ratio": {"min": round(min(round_ratios), 4),
-                                "median": round(statistics.median(round_ratios), 4),
-                                "max": round(max(round_ratios), 4)},
+        "per_round_p50_ratio": {
+            "min": round(min(round_ratios), 4),
+            "median": round(statistics.median(round_ratios), 4),
+            "max": round(max(round_ratios), 4),
+        },
         "tolerance": args.tolerance,
         "pass": ok,
         "wall_s": round(wall, 2),
         "note": NOISY,
     }
-    print(f"model {args.model.name} on {platform.machine()} ({loaded.runtime.name} {loaded.runtime.version}), "
-          f"{args.rounds} interleaved rounds x {args.runs} invokes per side, {wall:.1f} s")
+    print(
+        f"model {args.model.name} on {platform.machine()} ({loaded.runtime.name} {loaded.runtime.version}), "
+        f"{args.rounds} interleaved rounds x {args.runs} invokes per side, {wall:.1f} s"
+    )
     print(f"{'':12}{'p50 ms':>10}{'p90 ms':>10}{'mean ms':>10}")
     print(f"{'bare loop':12}{lp50:10.4f}{percentile(loop_ms, 90):10.4f}{lmean:10.4f}")
     print(f"{'edge-bench':12}{bp50:10.4f}{percentile(bench_ms, 90):10.4f}{bmean:10.4f}")
-    print(f"edge-bench / loop: p50 x{ratio:.4f}, mean x{bmean / lmean:.4f}; per-round p50 ratio "
-          f"min {min(round_ratios):.3f} median {statistics.median(round_ratios):.3f} max {max(round_ratios):.3f}")
-    print(f"{'PASS' if ok else 'FAIL'}: p50 agreement within {args.tolerance:.0%} "
-          f"(|{ratio:.4f} - 1| = {abs(ratio - 1):.4f})")
+    print(
+        f"edge-bench / loop: p50 x{ratio:.4f}, mean x{bmean / lmean:.4f}; per-round p50 ratio "
+        f"min {min(round_ratios):.3f} median {statistics.median(round_ratios):.3f} max {max(round_ratios):.3f}"
+    )
+    print(
+        f"{'PASS' if ok else 'FAIL'}: p50 agreement within {args.tolerance:.0%} "
+        f"(|{ratio:.4f} - 1| = {abs(ratio - 1):.4f})"
+    )
 
     arch = platform.machine()
     if args.write:
@@ -124,13 +141,29 @@ def main() -> int:
         print(f"wrote {out.relative_to(ROOT)}")
     if args.record:
         ref = REFERENCE_DIR / f"bench_{arch}.json"
-        cmd = [sys.executable, "-m", "edge.bench", str(args.model),
-               str(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
-               str(CORAL / "keras_lstm_mnist_ptq.tflite"), "--runs", "200", "--min-secs", "2",
-               "--json", "--output", str(ref), "--note", f"reference for {arch}: {NOISY}"]
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-        print(f"recorded {ref.relative_to(ROOT)} ({' '.join(Path(c).name if '/' in c else c for c in cmd[1:])})")
+        cmd = [
+            sys.executable,
+            "-m",
+            "edge.bench",
+            str(args.model),
+            str(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
+            str(CORAL / "keras_lstm_mnist_ptq.tflite"),
+            "--runs",
+            "200",
+            "--min-secs",
+            "2",
+            "--json",
+            "--output",
+            str(ref),
+            "--note",
+            f"reference for {arch}: {NOISY}",
+        ]
+        subprocess.run(
+            cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+        print(
+            f"recorded {ref.relative_to(ROOT)} ({' '.join(Path(c).name if '/' in c else c for c in cmd[1:])})"
+        )
     return 0 if ok else 1
 
 

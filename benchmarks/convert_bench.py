@@ -69,7 +69,9 @@ def baseline_convert(model: Any, path: Path, calib: np.ndarray | None) -> float:
     return time.perf_counter() - t
 
 
-def baseline_fit(model: Any, x: np.ndarray, y: np.ndarray, epochs: int, callbacks: list[Any] | None = None) -> None:
+def baseline_fit(
+    model: Any, x: np.ndarray, y: np.ndarray, epochs: int, callbacks: list[Any] | None = None
+) -> None:
     keras = _tf.keras()
     model.compile(keras.optimizers.Adam(5e-4), "sparse_categorical_crossentropy", ["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks or [])
@@ -84,16 +86,23 @@ def digits_bench(tmp: Path, epochs: int) -> dict[str, Any]:
     xt, yt = examples.digits("test")
     common = {"data": train_npz, "eval_data": test_npz, "quiet": True, "epochs": epochs}
     runs: dict[str, Any] = {}
-    for name, kw in {"float32": {"quantize_mode": "none"}, "ptq_int8": {}, "qat_int8": {"qat": True},
-                     "prune50_qat_int8": {"prune": 0.5, "qat": True}}.items():
+    for name, kw in {
+        "float32": {"quantize_mode": "none"},
+        "ptq_int8": {},
+        "qat_int8": {"qat": True},
+        "prune50_qat_int8": {"prune": 0.5, "qat": True},
+    }.items():
         t = time.perf_counter()
         rep = convert(tmp / "digits.h5", output=tmp / f"edge_{name}.tflite", **kw, **common)
-        runs[name] = {"seconds": round(time.perf_counter() - t, 2), "size_bytes": rep["output"]["size_bytes"],
-                      "gzip_size_bytes": rep["output"]["gzip_size_bytes"],
-                      "float_accuracy": rep["metrics"]["float_accuracy"],
-                      "tflite_accuracy": rep["metrics"]["tflite_accuracy"],
-                      "accuracy_drop_pp": rep["metrics"]["accuracy_drop"],
-                      "tflite_runtime_214_ok": rep["compatibility"]["tflite_runtime"]["ok"]}
+        runs[name] = {
+            "seconds": round(time.perf_counter() - t, 2),
+            "size_bytes": rep["output"]["size_bytes"],
+            "gzip_size_bytes": rep["output"]["gzip_size_bytes"],
+            "float_accuracy": rep["metrics"]["float_accuracy"],
+            "tflite_accuracy": rep["metrics"]["tflite_accuracy"],
+            "accuracy_drop_pp": rep["metrics"]["accuracy_drop"],
+            "tflite_runtime_214_ok": rep["compatibility"]["tflite_runtime"]["ok"],
+        }
         if kw.get("prune"):
             runs[name]["sparsity"] = rep["steps"][0]["sparsity"]["achieved"]
 
@@ -106,37 +115,55 @@ def digits_bench(tmp: Path, epochs: int) -> dict[str, Any]:
     base["float32"] = {"seconds": round(s, 2), "size_bytes": (tmp / "base_f32.tflite").stat().st_size}
     s = baseline_convert(model, tmp / "base_ptq.tflite", calib)
     a = acc(tmp / "base_ptq.tflite", xt, yt)
-    base["ptq_int8"] = {"seconds": round(s, 2), "size_bytes": (tmp / "base_ptq.tflite").stat().st_size,
-                        "gzip_size_bytes": gz(tmp / "base_ptq.tflite"), "tflite_accuracy": round(a, 4),
-                        "accuracy_drop_pp": round((float_acc - a) * 100, 2)}
+    base["ptq_int8"] = {
+        "seconds": round(s, 2),
+        "size_bytes": (tmp / "base_ptq.tflite").stat().st_size,
+        "gzip_size_bytes": gz(tmp / "base_ptq.tflite"),
+        "tflite_accuracy": round(a, 4),
+        "accuracy_drop_pp": round((float_acc - a) * 100, 2),
+    }
     t = time.perf_counter()
     qm = tfmot.quantization.keras.quantize_model(keras.models.load_model(tmp / "digits.h5", compile=False))
     baseline_fit(qm, x, y, epochs)
     s = baseline_convert(qm, tmp / "base_qat.tflite", calib)
     a = acc(tmp / "base_qat.tflite", xt, yt)
-    base["qat_int8"] = {"seconds": round(time.perf_counter() - t, 2),
-                        "size_bytes": (tmp / "base_qat.tflite").stat().st_size,
-                        "gzip_size_bytes": gz(tmp / "base_qat.tflite"), "tflite_accuracy": round(a, 4),
-                        "accuracy_drop_pp": round((float_acc - a) * 100, 2)}
+    base["qat_int8"] = {
+        "seconds": round(time.perf_counter() - t, 2),
+        "size_bytes": (tmp / "base_qat.tflite").stat().st_size,
+        "gzip_size_bytes": gz(tmp / "base_qat.tflite"),
+        "tflite_accuracy": round(a, 4),
+        "accuracy_drop_pp": round((float_acc - a) * 100, 2),
+    }
     t = time.perf_counter()
     pm = tfmot.sparsity.keras.prune_low_magnitude(
         keras.models.load_model(tmp / "digits.h5", compile=False),
-        pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=10))
+        pruning_schedule=tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=10),
+    )
     baseline_fit(pm, x, y, epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     qpm = tfmot.quantization.keras.quantize_model(tfmot.sparsity.keras.strip_pruning(pm))
     baseline_fit(qpm, x, y, epochs)
     baseline_convert(qpm, tmp / "base_pq.tflite", calib)
     a = acc(tmp / "base_pq.tflite", xt, yt)
-    base["prune50_qat_int8"] = {"seconds": round(time.perf_counter() - t, 2),
-                                "size_bytes": (tmp / "base_pq.tflite").stat().st_size,
-                                "gzip_size_bytes": gz(tmp / "base_pq.tflite"), "tflite_accuracy": round(a, 4),
-                                "accuracy_drop_pp": round((float_acc - a) * 100, 2)}
+    base["prune50_qat_int8"] = {
+        "seconds": round(time.perf_counter() - t, 2),
+        "size_bytes": (tmp / "base_pq.tflite").stat().st_size,
+        "gzip_size_bytes": gz(tmp / "base_pq.tflite"),
+        "tflite_accuracy": round(a, 4),
+        "accuracy_drop_pp": round((float_acc - a) * 100, 2),
+    }
     for b in (runs, base):
         b["int8_size_ratio"] = round(b["float32"]["size_bytes"] / b["ptq_int8"]["size_bytes"], 2)
         b["prune_qat_gzip_reduction_vs_int8"] = round(
-            1 - b["prune50_qat_int8"]["gzip_size_bytes"] / b["ptq_int8"]["gzip_size_bytes"], 3)
-    return {"keras_test_accuracy": round(float_acc, 4), "train_samples": len(x), "test_samples": len(xt),
-            "fine_tune_epochs": epochs, "edge_convert": runs, "baseline_tf_docs": base}
+            1 - b["prune50_qat_int8"]["gzip_size_bytes"] / b["ptq_int8"]["gzip_size_bytes"], 3
+        )
+    return {
+        "keras_test_accuracy": round(float_acc, 4),
+        "train_samples": len(x),
+        "test_samples": len(xt),
+        "fine_tune_epochs": epochs,
+        "edge_convert": runs,
+        "baseline_tf_docs": base,
+    }
 
 
 def mobilenet_bench(tmp: Path, samples: int, repeats: int) -> dict[str, Any]:
@@ -147,46 +174,70 @@ def mobilenet_bench(tmp: Path, samples: int, repeats: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (samples, 224, 224, 3)).astype(np.float32)
     np.save(tmp / "random.npy", x)
-    out: dict[str, Any] = {"calibration": f"{int(samples * 0.8)} random samples (uniform -1..1), eval on the rest"}
+    out: dict[str, Any] = {
+        "calibration": f"{int(samples * 0.8)} random samples (uniform -1..1), eval on the rest"
+    }
     t = time.perf_counter()
     rep = convert(tmp / "mnv2.h5", output=tmp / "mnv2_f32.tflite", quantize_mode="none", quiet=True)
-    out["edge_convert_float32"] = {"seconds": round(time.perf_counter() - t, 2),
-                                   "size_bytes": rep["output"]["size_bytes"]}
+    out["edge_convert_float32"] = {
+        "seconds": round(time.perf_counter() - t, 2),
+        "size_bytes": rep["output"]["size_bytes"],
+    }
     # Wall time on a shared machine is noisy: best of `repeats` runs, interleaved with the baseline.
     totals, quants, base8 = [], [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        rep = convert(tmp / "mnv2.h5", output=tmp / "mnv2_int8.tflite", data=tmp / "random.npy", quiet=True,
-                      eval_split=0.2, calibration_samples=samples)
+        rep = convert(
+            tmp / "mnv2.h5",
+            output=tmp / "mnv2_int8.tflite",
+            data=tmp / "random.npy",
+            quiet=True,
+            eval_split=0.2,
+            calibration_samples=samples,
+        )
         totals.append(round(time.perf_counter() - t, 2))
         quants.append(next(s for s in rep["steps"] if s["name"] == "quantize")["seconds"])
         base8.append(round(baseline_convert(model, tmp / "b_int8.tflite", x[: int(samples * 0.8)]), 2))
     q = next(s for s in rep["steps"] if s["name"] == "quantize")
     out["edge_convert_int8"] = {
-        "seconds_total": min(totals), "seconds_quantize": min(quants), "runs_seconds_total": totals,
+        "seconds_total": min(totals),
+        "seconds_quantize": min(quants),
+        "runs_seconds_total": totals,
         "size_bytes": rep["output"]["size_bytes"],
         "shared_quantization_bytes_saved": q["shared_quantization_bytes_saved"],
-        "top1_agreement": rep["metrics"]["top1_agreement"], "output_sqnr_db": rep["metrics"]["output_sqnr_db"],
+        "top1_agreement": rep["metrics"]["top1_agreement"],
+        "output_sqnr_db": rep["metrics"]["output_sqnr_db"],
         "note": "random weights: the softmax is near-uniform, so agreement/SQNR say nothing about accuracy",
         "calibration_samples": q["calibration_samples"],
         "tflite_runtime_214_ok": rep["compatibility"]["tflite_runtime"]["ok"],
-        "steps": {s["name"]: s["seconds"] for s in rep["steps"]}}
+        "steps": {s["name"]: s["seconds"] for s in rep["steps"]},
+    }
     out["int8_size_ratio"] = round(out["edge_convert_float32"]["size_bytes"] / rep["output"]["size_bytes"], 2)
     s32 = baseline_convert(model, tmp / "b_f32.tflite", None)
-    out["baseline_tf_docs"] = {"float32": {"seconds": round(s32, 2), "size_bytes": (tmp / "b_f32.tflite").stat().st_size},
-                               "int8": {"seconds": min(base8), "runs_seconds": base8,
-                                        "size_bytes": (tmp / "b_int8.tflite").stat().st_size}}
+    out["baseline_tf_docs"] = {
+        "float32": {"seconds": round(s32, 2), "size_bytes": (tmp / "b_f32.tflite").stat().st_size},
+        "int8": {
+            "seconds": min(base8),
+            "runs_seconds": base8,
+            "size_bytes": (tmp / "b_int8.tflite").stat().st_size,
+        },
+    }
     out["baseline_tf_docs"]["int8_size_ratio"] = round(
-        out["baseline_tf_docs"]["float32"]["size_bytes"] / out["baseline_tf_docs"]["int8"]["size_bytes"], 2)
+        out["baseline_tf_docs"]["float32"]["size_bytes"] / out["baseline_tf_docs"]["int8"]["size_bytes"], 2
+    )
     return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, help="write the results JSON here (e.g. benchmarks/reference/convert_x86_64.json)")
+    p.add_argument(
+        "--out", type=Path, help="write the results JSON here (e.g. benchmarks/reference/convert_x86_64.json)"
+    )
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs for QAT / pruning (3)")
     p.add_argument("--mobilenet-samples", type=int, default=125, help="random samples for MobileNetV2 (125)")
-    p.add_argument("--repeats", type=int, default=2, help="MobileNetV2 int8 runs; the best wall time counts (2)")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="MobileNetV2 int8 runs; the best wall time counts (2)"
+    )
     args = p.parse_args()
     started = time.perf_counter()
     load_before = os.getloadavg()
@@ -206,13 +257,17 @@ def main() -> int:
     verdicts = {k: (v >= TARGETS[k] if k.endswith("_min") else v <= TARGETS[k]) for k, v in results.items()}
     doc = {
         "benchmark": "benchmarks/convert_bench.py",
-        "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "tensorflow": _tf.tf().__version__,
-                    "loadavg_1_5_15_start": [round(v, 2) for v in load_before],
-                    "loadavg_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
-                    "note": "shared 2-core machine, loaded by ~7 other engineers running tests at the same time: "
-                            "wall times are noisy (upper bounds; MobileNetV2 int8 is the best of --repeats runs, interleaved with the "
-                            "TF-docs baseline); sizes and accuracies are deterministic per seed"},
+        "machine": {
+            "arch": platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "tensorflow": _tf.tf().__version__,
+            "loadavg_1_5_15_start": [round(v, 2) for v in load_before],
+            "loadavg_1_5_15_end": [round(v, 2) for v in os.getloadavg()],
+            "note": "shared 2-core machine, loaded by ~7 other engineers running tests at the same time: "
+            "wall times are noisy (upper bounds; MobileNetV2 int8 is the best of --repeats runs, interleaved with the "
+            "TF-docs baseline); sizes and accuracies are deterministic per seed",
+        },
         "seconds": round(time.perf_counter() - started, 1),
         "targets": {k: {"target": TARGETS[k], "measured": results[k], "pass": verdicts[k]} for k in TARGETS},
         "digits": digits,
@@ -225,15 +280,21 @@ def main() -> int:
     b = digits["baseline_tf_docs"]
     print("\ndigits              edge-convert            TF-docs recipe")
     for name in ("ptq_int8", "qat_int8", "prune50_qat_int8"):
-        print(f"  {name:<17} drop {e[name]['accuracy_drop_pp']:>5} pp gzip {e[name]['gzip_size_bytes']:>6} B "
-              f"{e[name]['seconds']:>5}s | drop {b[name]['accuracy_drop_pp']:>5} pp gzip "
-              f"{b[name]['gzip_size_bytes']:>6} B {b[name]['seconds']:>5}s")
-    print(f"  int8 size ratio  {e['int8_size_ratio']}x vs {b['int8_size_ratio']}x; prune+QAT gzip vs int8 "
-          f"{-e['prune_qat_gzip_reduction_vs_int8']:+.1%} vs {-b['prune_qat_gzip_reduction_vs_int8']:+.1%}")
+        print(
+            f"  {name:<17} drop {e[name]['accuracy_drop_pp']:>5} pp gzip {e[name]['gzip_size_bytes']:>6} B "
+            f"{e[name]['seconds']:>5}s | drop {b[name]['accuracy_drop_pp']:>5} pp gzip "
+            f"{b[name]['gzip_size_bytes']:>6} B {b[name]['seconds']:>5}s"
+        )
+    print(
+        f"  int8 size ratio  {e['int8_size_ratio']}x vs {b['int8_size_ratio']}x; prune+QAT gzip vs int8 "
+        f"{-e['prune_qat_gzip_reduction_vs_int8']:+.1%} vs {-b['prune_qat_gzip_reduction_vs_int8']:+.1%}"
+    )
     mb = mnv2["baseline_tf_docs"]
-    print(f"mobilenet_v2_224    int8 {mnv2['edge_convert_int8']['size_bytes']} B ({mnv2['int8_size_ratio']}x), "
-          f"{mnv2['edge_convert_int8']['seconds_total']} s total ({mnv2['edge_convert_int8']['seconds_quantize']} s "
-          f"quantize) | TF docs {mb['int8']['size_bytes']} B ({mb['int8_size_ratio']}x), {mb['int8']['seconds']} s")
+    print(
+        f"mobilenet_v2_224    int8 {mnv2['edge_convert_int8']['size_bytes']} B ({mnv2['int8_size_ratio']}x), "
+        f"{mnv2['edge_convert_int8']['seconds_total']} s total ({mnv2['edge_convert_int8']['seconds_quantize']} s "
+        f"quantize) | TF docs {mb['int8']['size_bytes']} B ({mb['int8_size_ratio']}x), {mb['int8']['seconds']} s"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")

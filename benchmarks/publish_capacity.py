@@ -34,9 +34,9 @@ import paho.mqtt.client as paho  # noqa: E402
 from paho import mqtt as paho_mqtt  # noqa: E402
 
 from edge.broker import Mosquitto  # noqa: E402
-from edge.mqtt import MqttClient  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
-from edge.spool import Spool  # noqa: E402
+from edge.transport import MqttClient  # noqa: E402
+from edge.transport.outbox import Outbox  # noqa: E402
+from edge.transport.spool import Spool  # noqa: E402
 
 TARGET_MSGS_PER_S = 2000
 TOPIC = "edge/bench-device/predictions"
@@ -45,13 +45,17 @@ TOPIC = "edge/bench-device/predictions"
 def prediction(i: int) -> dict:
     """Shaped like a classifier's prediction in docs/mqtt.md (about 600 bytes of JSON)."""
     return {
-        "schema": 1, "device": "bench-device", "ts": "2026-11-29T14:10:00.123Z",
+        "schema": 1,
+        "device": "bench-device",
+        "ts": "2026-11-29T14:10:00.123Z",
         "source": f"frame_{i:06d}.jpg",
         "model_sha256": "3f2a" * 16,
         "kind": "classifier",
         "latency_ms": {"preprocess": 1.234, "inference": 9.876, "postprocess": 0.123, "total": 11.233},
-        "top_k": [{"index": 286 + k, "label": f"Egyptian cat {k}", "score": round(0.9 / (k + 1), 5)}
-                  for k in range(5)],
+        "top_k": [
+            {"index": 286 + k, "label": f"Egyptian cat {k}", "score": round(0.9 / (k + 1), 5)}
+            for k in range(5)
+        ],
     }
 
 
@@ -60,9 +64,26 @@ class Counter:
 
     def __init__(self, broker: Mosquitto, expected: int) -> None:
         self.proc = subprocess.Popen(
-            ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", TOPIC, "-q", "1",
-             "-C", str(expected), "-W", "120", "-F", "%m"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-t",
+                TOPIC,
+                "-q",
+                "1",
+                "-C",
+                str(expected),
+                "-W",
+                "120",
+                "-F",
+                "%m",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(0.3)  # let it subscribe
 
     def count(self) -> int:
@@ -70,8 +91,9 @@ class Counter:
         return out.count(b"\n")
 
 
-def bench_outbox(broker: Mosquitto, n: int, workdir: Path, max_inflight: int,
-                 send_us: list[float]) -> tuple[float, int]:
+def bench_outbox(
+    broker: Mosquitto, n: int, workdir: Path, max_inflight: int, send_us: list[float]
+) -> tuple[float, int]:
     counter = Counter(broker, n)
     client = MqttClient(broker.url, "bench-outbox", backoff_min=0.2, backoff_max=1.0)
     spool = Spool(workdir / f"spool-{time.monotonic_ns()}.db")
@@ -141,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     outbox_rates: list[float] = []
     send_us: list[float] = []  # how long the agent's thread is held by each send() call
     bare_rates: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp, \
-            Mosquitto(workdir=Path(tmp)) as broker:
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp, Mosquitto(workdir=Path(tmp)) as broker:
         for r in range(args.rounds):
             # Alternate the order so neither path always runs on a warmer machine.
             order = ("outbox", "bare") if r % 2 == 0 else ("bare", "outbox")
@@ -162,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "publish_capacity",
         "description": "QoS 1 predictions-like JSON to a local mosquitto, until every PUBACK; "
-                       "Outbox+Spool (durable, seq, historical marking) vs bare paho publish loop",
+        "Outbox+Spool (durable, seq, historical marking) vs bare paho publish loop",
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "messages_per_round": args.messages,
         "rounds": args.rounds,
@@ -172,25 +193,36 @@ def main(argv: list[str] | None = None) -> int:
         "bare_paho_msgs_per_s": round(bare, 1),
         "outbox_vs_bare_ratio": round(outbox / bare, 3),
         "outbox_rounds": [round(x, 1) for x in outbox_rates],
-        "send_call_us": {"p50": round(pct(send_us, 50), 1), "p90": round(pct(send_us, 90), 1),
-                         "p99": round(pct(send_us, 99), 1)},
+        "send_call_us": {
+            "p50": round(pct(send_us, 50), 1),
+            "p90": round(pct(send_us, 90), 1),
+            "p99": round(pct(send_us, 99), 1),
+        },
         "bare_rounds": [round(x, 1) for x in bare_rates],
         "target_msgs_per_s": TARGET_MSGS_PER_S,
         "meets_target": outbox >= TARGET_MSGS_PER_S,
         "environment": {
-            "machine": platform.machine(), "python": platform.python_version(),
-            "paho_mqtt": paho_mqtt.__version__, "sqlite": sqlite3.sqlite_version,
-            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split("\n")[0],
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "paho_mqtt": paho_mqtt.__version__,
+            "sqlite": sqlite3.sqlite_version,
+            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split(
+                "\n"
+            )[0],
             "cpus": os.cpu_count(),
             # The machine is shared: other load makes absolute figures noisy; compare the ratio.
             "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         },
     }
-    print(f"Outbox.send() call: p50 {pct(send_us, 50):.0f} us, p99 {pct(send_us, 99):.0f} us "
-          "(spooled durably before it returns)")
-    print(f"\nOutbox+Spool: {outbox:.0f} msg/s   bare paho: {bare:.0f} msg/s   "
-          f"ratio {outbox / bare:.2f}   target >= {TARGET_MSGS_PER_S} msg/s: "
-          f"{'PASS' if result['meets_target'] else 'FAIL'}")
+    print(
+        f"Outbox.send() call: p50 {pct(send_us, 50):.0f} us, p99 {pct(send_us, 99):.0f} us "
+        "(spooled durably before it returns)"
+    )
+    print(
+        f"\nOutbox+Spool: {outbox:.0f} msg/s   bare paho: {bare:.0f} msg/s   "
+        f"ratio {outbox / bare:.2f}   target >= {TARGET_MSGS_PER_S} msg/s: "
+        f"{'PASS' if result['meets_target'] else 'FAIL'}"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge import fuzz  # noqa: E402
-from edge.guard import GuardChild, GuardLimits, Verdict, guard_many  # noqa: E402
+from edge.model.guard import GuardChild, GuardLimits, Verdict, guard_many  # noqa: E402
 
 CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 REFERENCE = ROOT / "benchmarks" / "reference" / "security_bench.json"
@@ -80,8 +80,13 @@ conv(tf.keras.Model(i, tf.keras.layers.Dense(3)(i)), "tiny_vector.tflite")
 
 
 def tiny_models(workdir: Path) -> dict[str, Path]:
-    r = subprocess.run([sys.executable, "-c", TINY_SCRIPT, str(workdir)], capture_output=True, text=True,
-                       timeout=300, env=env())
+    r = subprocess.run(
+        [sys.executable, "-c", TINY_SCRIPT, str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env(),
+    )
     out = {name: workdir / f"{name}.tflite" for name in ("tiny_image", "tiny_vector")}
     if r.returncode != 0 or not all(p.exists() for p in out.values()):
         print(f"  (tiny models not built: {r.stderr.strip().splitlines()[-1:]}; using the Coral LSTM)")
@@ -92,8 +97,12 @@ def tiny_models(workdir: Path) -> dict[str, Path]:
 # --- 1. model mutants through the guard ----------------------------------------------------------------------
 def bench_guard(n: int, seed: int, extra_seeds: list[Path], bypass_n: int = 300) -> dict[str, Any]:
     rng = random.Random(seed)
-    seeds = [CORAL / "keras_lstm_mnist_ptq.tflite"] * 5 + [CORAL / "mobilenet_v1_0.25_128_quant.tflite"] * 2 + [
-        CORAL / "model_invoking_error.tflite"] + extra_seeds * 2
+    seeds = (
+        [CORAL / "keras_lstm_mnist_ptq.tflite"] * 5
+        + [CORAL / "mobilenet_v1_0.25_128_quant.tflite"] * 2
+        + [CORAL / "model_invoking_error.tflite"]
+        + extra_seeds * 2
+    )
     blobs = {p: p.read_bytes() for p in set(seeds)}
     mutants, kinds = [], []
     for _ in range(n):
@@ -120,13 +129,21 @@ def bench_guard(n: int, seed: int, extra_seeds: list[Path], bypass_n: int = 300)
         for _ in range(bypass_n):
             bypass[child.check(fuzz.mutate_model(lstm, rng)[1], static=passed).stage] += 1
     return {
-        "mutants": n, "seconds": round(elapsed, 1), "per_second": round(n / elapsed, 1),
-        "refused_static": static, "checked_in_child": n - static,
-        "verdicts_by_stage": dict(sorted(by_stage.items())), "by_mutator": {k: dict(v) for k, v in by_kind.items()},
-        "runtime_crashes_contained": len(crashes), "crash_examples": sorted(set(crashes))[:5],
+        "mutants": n,
+        "seconds": round(elapsed, 1),
+        "per_second": round(n / elapsed, 1),
+        "refused_static": static,
+        "checked_in_child": n - static,
+        "verdicts_by_stage": dict(sorted(by_stage.items())),
+        "by_mutator": {k: dict(v) for k, v in by_kind.items()},
+        "runtime_crashes_contained": len(crashes),
+        "crash_examples": sorted(set(crashes))[:5],
         "parent_crashes": 0,  # this line only runs if the benchmark process survived every mutant
-        "static_checks_bypassed": {"mutants": bypass_n, "verdicts_by_stage": dict(sorted(bypass.items())),
-                                   "runtime_crashes_contained": bypass["crash"] + bypass["timeout"]},
+        "static_checks_bypassed": {
+            "mutants": bypass_n,
+            "verdicts_by_stage": dict(sorted(bypass.items())),
+            "runtime_crashes_contained": bypass["crash"] + bypass["timeout"],
+        },
     }
 
 
@@ -191,31 +208,78 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
     lstm = CORAL / "keras_lstm_mnist_ptq.tflite"
     lstm_sha = hashlib.sha256(lstm.read_bytes()).hexdigest()
     log = open(work / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "edge", "run", "--broker", broker.url, "--device-id", dev,
-                              "--state-dir", str(work / "state"), "--model", str(lstm), "--source", "mqtt",
-                              "--update-key", str(pub), "--metrics-interval", "0", "--log-level", "WARNING"],
-                             stdout=log, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "run",
+            "--broker",
+            broker.url,
+            "--device-id",
+            dev,
+            "--state-dir",
+            str(work / "state"),
+            "--model",
+            str(lstm),
+            "--source",
+            "mqtt",
+            "--update-key",
+            str(pub),
+            "--metrics-interval",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env(),
+        cwd=ROOT,
+    )
     w = Watch(broker.host, broker.port, [f"{t}/#"])
     out: dict[str, Any] = {}
     try:
         assert w.wait(lambda: w.json(f"{t}/status"), 60), "agent never published its status"
 
         # Images: mutated BMP/JPEG/PNG and decompression bombs.
-        images = [(CORAL / "cat.bmp").read_bytes(), (CORAL / "hot_dog.jpg").read_bytes(),
-                  (CORAL / "mnist_nine.bmp").read_bytes()]
+        images = [
+            (CORAL / "cat.bmp").read_bytes(),
+            (CORAL / "hot_dog.jpg").read_bytes(),
+            (CORAL / "mnist_nine.bmp").read_bytes(),
+        ]
         started = time.perf_counter()
         for i in range(args.images):
             data = fuzz.png_bomb() if i % 25 == 0 else fuzz.mutate_image(rng.choice(images), rng)
             w.pub(f"{t}/infer/img-{i}", data)
-        answered = w.wait(lambda: len({p.get("source") for p in w.json(f"{t}/predictions") + w.json(f"{t}/errors")
-                                       if str(p.get("source", "")).startswith("img-")}) >= args.images, 300)
+        answered = w.wait(
+            lambda: (
+                len(
+                    {
+                        p.get("source")
+                        for p in w.json(f"{t}/predictions") + w.json(f"{t}/errors")
+                        if str(p.get("source", "")).startswith("img-")
+                    }
+                )
+                >= args.images
+            ),
+            300,
+        )
         sources = {p.get("source") for p in w.json(f"{t}/predictions") + w.json(f"{t}/errors")}
-        out["images"] = {"sent": args.images, "decompression_bombs": (args.images + 24) // 25,
-                         "answered": len([s for s in sources if str(s).startswith("img-")]),
-                         "errors": len([e for e in w.json(f"{t}/errors") if str(e.get("source")).startswith("img-")]),
-                         "bombs_refused": len([e for e in w.json(f"{t}/errors")
-                                               if "pixels" in e.get("error", "") or "bomb" in e.get("error", "")]),
-                         "seconds": round(time.perf_counter() - started, 1), "all_answered": bool(answered)}
+        out["images"] = {
+            "sent": args.images,
+            "decompression_bombs": (args.images + 24) // 25,
+            "answered": len([s for s in sources if str(s).startswith("img-")]),
+            "errors": len([e for e in w.json(f"{t}/errors") if str(e.get("source")).startswith("img-")]),
+            "bombs_refused": len(
+                [
+                    e
+                    for e in w.json(f"{t}/errors")
+                    if "pixels" in e.get("error", "") or "bomb" in e.get("error", "")
+                ]
+            ),
+            "seconds": round(time.perf_counter() - started, 1),
+            "all_answered": bool(answered),
+        }
 
         # Commands: malformed JSON of every kind.
         started = time.perf_counter()
@@ -224,10 +288,13 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         w.pub(f"{t}/cmd", json.dumps({"id": "after-fuzz", "action": "ping"}).encode())
         pong = w.wait(lambda: [r for r in w.json(f"{t}/cmd/result") if r.get("id") == "after-fuzz"], 120)
         results = w.json(f"{t}/cmd/result")
-        out["commands"] = {"sent": args.commands, "results": len(results) - 1,
-                           "ok": sum(1 for r in results if r.get("ok")) - 1,
-                           "ping_after_fuzz": bool(pong and pong[0]["ok"]),
-                           "seconds": round(time.perf_counter() - started, 1)}
+        out["commands"] = {
+            "sent": args.commands,
+            "results": len(results) - 1,
+            "ok": sum(1 for r in results if r.get("ok")) - 1,
+            "ping_after_fuzz": bool(pong and pong[0]["ok"]),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
 
         # Updates: the canonical bad ones, then signed mutants (they reach the guard) and random bytes.
         model = (CORAL / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
@@ -255,7 +322,9 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         send(frame({**header, "id": cid()}, model)[:-1000])
         send(frame({**header, "id": cid(), "manifest": {**header["manifest"], "version": "evil"}}, model))
         send(build_message(model, signer, version="y", device="someone-else", cmd_id=cid()))
-        big = build_message(b"TFL3" * (66 * 1024 * 1024 // 4), signer, version="huge", device=dev, cmd_id=cid())
+        big = build_message(
+            b"TFL3" * (66 * 1024 * 1024 // 4), signer, version="huge", device=dev, cmd_id=cid()
+        )
         send(big)
         seeds = [lstm.read_bytes(), model, (CORAL / "model_invoking_error.tflite").read_bytes()]
         for _ in range(args.updates):
@@ -263,49 +332,82 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
             send(build_message(mutant, signer, version="m", device=dev, cmd_id=cid()))
         for _ in range(10):
             w.pub(f"{t}/model/set", bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))))
-        done = w.wait(lambda: {r.get("id") for r in update_answers()} >= set(sent_ids)
-                      and len(update_answers()) >= len(sent_ids) + 10, 600)
+        done = w.wait(
+            lambda: (
+                {r.get("id") for r in update_answers()} >= set(sent_ids)
+                and len(update_answers()) >= len(sent_ids) + 10
+            ),
+            600,
+        )
         answers = update_answers()
         # Signed mutants that pass every check are installed (they are validly signed, and they run):
         # put the original model back with a good update before the last checks.
         rid = cid()
-        w.pub(f"{t}/model/set", build_message(lstm.read_bytes(), signer, version="orig", device=dev, cmd_id=rid))
+        w.pub(
+            f"{t}/model/set", build_message(lstm.read_bytes(), signer, version="orig", device=dev, cmd_id=rid)
+        )
         back = w.wait(lambda: [r for r in w.json(f"{t}/cmd/result") if r.get("id") == rid], 120)
         assert back and back[0]["ok"], back
-        reasons = collections.Counter(r.get("reason", "installed") if not r.get("ok") else "installed"
-                                      for r in answers)
-        out["updates"] = {"sent": len(sent_ids) + 10, "answered": len(answers), "all_answered": bool(done),
-                          "refused_by_reason": dict(sorted(reasons.items()))}
+        reasons = collections.Counter(
+            r.get("reason", "installed") if not r.get("ok") else "installed" for r in answers
+        )
+        out["updates"] = {
+            "sent": len(sent_ids) + 10,
+            "answered": len(answers),
+            "all_answered": bool(done),
+            "refused_by_reason": dict(sorted(reasons.items())),
+        }
 
         # Rollback: an update that passes the guard but cannot run in the pipeline (non-image model).
         if "tiny_vector" in tiny:
             rid = cid()
             t0 = time.perf_counter()
-            w.pub(f"{t}/model/set", build_message(tiny["tiny_vector"].read_bytes(), signer, version="vec",
-                                                  device=dev, cmd_id=rid))
+            w.pub(
+                f"{t}/model/set",
+                build_message(
+                    tiny["tiny_vector"].read_bytes(), signer, version="vec", device=dev, cmd_id=rid
+                ),
+            )
             ans = w.wait(lambda: [r for r in w.json(f"{t}/cmd/result") if r.get("id") == rid], 120)
             push_to_answer = time.perf_counter() - t0
             r = ans[0] if ans else {}
             timings = (r.get("result") or {}).get("timings_ms", {})
-            out["rollback"] = {"reason": r.get("reason"), "rolled_back": (r.get("result") or {}).get("rolled_back"),
-                               "failed_check_to_previous_serving_s": round(timings.get("rollback", -1) / 1000, 3),
-                               "push_to_answer_s": round(push_to_answer, 2), "error": r.get("error", "")[:200]}
+            out["rollback"] = {
+                "reason": r.get("reason"),
+                "rolled_back": (r.get("result") or {}).get("rolled_back"),
+                "failed_check_to_previous_serving_s": round(timings.get("rollback", -1) / 1000, 3),
+                "push_to_answer_s": round(push_to_answer, 2),
+                "error": r.get("error", "")[:200],
+            }
         rid = cid()
         t0 = time.perf_counter()
-        w.pub(f"{t}/model/set", build_message((CORAL / "model_invoking_error.tflite").read_bytes(), signer,
-                                              version="bad", device=dev, cmd_id=rid))
+        w.pub(
+            f"{t}/model/set",
+            build_message(
+                (CORAL / "model_invoking_error.tflite").read_bytes(),
+                signer,
+                version="bad",
+                device=dev,
+                cmd_id=rid,
+            ),
+        )
         ans = w.wait(lambda: [r for r in w.json(f"{t}/cmd/result") if r.get("id") == rid], 120)
-        out["guard_refusal"] = {"reason": ans[0].get("reason") if ans else None,
-                                "push_to_answer_s": round(time.perf_counter() - t0, 2),
-                                "previous_model_interrupted_s": 0.0}
+        out["guard_refusal"] = {
+            "reason": ans[0].get("reason") if ans else None,
+            "push_to_answer_s": round(time.perf_counter() - t0, 2),
+            "previous_model_interrupted_s": 0.0,
+        }
 
         # Still alive, still serving the original model?
         w.pub(f"{t}/infer/final", (CORAL / "mnist_nine.bmp").read_bytes())
         final = w.wait(lambda: [p for p in w.json(f"{t}/predictions") if p.get("source") == "final"], 60)
-        out["agent"] = {"alive": agent.poll() is None, "crashes": 0 if agent.poll() is None else 1,
-                        "final_prediction_ok": bool(final and final[0]["top_k"][0]["index"] == 9),
-                        "still_on_original_model": bool(final and final[0]["model_sha256"] == lstm_sha),
-                        "audit_records": len(w.json(f"{t}/audit"))}
+        out["agent"] = {
+            "alive": agent.poll() is None,
+            "crashes": 0 if agent.poll() is None else 1,
+            "final_prediction_ok": bool(final and final[0]["top_k"][0]["index"] == 9),
+            "still_on_original_model": bool(final and final[0]["model_sha256"] == lstm_sha),
+            "audit_records": len(w.json(f"{t}/audit")),
+        }
     finally:
         agent.terminate()
         try:
@@ -320,9 +422,9 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
 
 # --- 5. RSS over many inferences -----------------------------------------------------------------------------------
 def bench_rss(n: int, tiny: dict[str, Path]) -> dict[str, Any]:
-    from edge.agent.pipeline import Pipeline, Settings
-    from edge.preprocess import Normalization, decode_image
-    from edge.runtime import load_model
+    from edge.inference.pipeline import Pipeline, Settings
+    from edge.inference.preprocess import Normalization, decode_image
+    from edge.model.runtime import load_model
 
     path = tiny.get("tiny_image", CORAL / "keras_lstm_mnist_ptq.tflite")
     model = load_model(path)
@@ -339,10 +441,15 @@ def bench_rss(n: int, tiny: dict[str, Path]) -> dict[str, Any]:
             samples.append(rss_bytes())
     elapsed = time.perf_counter() - started
     after = rss_bytes()
-    return {"model": path.name, "inferences": n, "seconds": round(elapsed, 1),
-            "rss_before_mb": round(before / 2**20, 2), "rss_after_mb": round(after / 2**20, 2),
-            "rss_growth_mb": round((after - before) / 2**20, 3),
-            "rss_samples_mb": [round(s / 2**20, 2) for s in samples]}
+    return {
+        "model": path.name,
+        "inferences": n,
+        "seconds": round(elapsed, 1),
+        "rss_before_mb": round(before / 2**20, 2),
+        "rss_after_mb": round(after / 2**20, 2),
+        "rss_growth_mb": round((after - before) / 2**20, 3),
+        "rss_samples_mb": [round(s / 2**20, 2) for s in samples],
+    }
 
 
 def main() -> int:
@@ -358,46 +465,71 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.mutants, args.images, args.commands, args.updates, args.inferences = 200, 50, 100, 10, 10_000
-    report: dict[str, Any] = {"machine": {"platform": platform.platform(), "python": platform.python_version(),
-                                          "cpus": os.cpu_count()}, "args": {k: v for k, v in vars(args).items()
-                                                                            if k != "write_reference"}}
+    report: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
+        "args": {k: v for k, v in vars(args).items() if k != "write_reference"},
+    }
     with tempfile.TemporaryDirectory(prefix="edge-security-bench-") as tmp:
         work = Path(tmp)
         print("building tiny models (TensorFlow, host side)...", flush=True)
         tiny = tiny_models(work)
         print(f"1. {args.mutants} model mutants through the guarded loader...", flush=True)
         report["guard_fuzz"] = g = bench_guard(args.mutants, args.seed, [tiny["tiny_image"]] if tiny else [])
-        print(f"   {g['mutants']} mutants in {g['seconds']} s ({g['per_second']}/s): {g['refused_static']} refused "
-              f"by the static checks, {g['checked_in_child']} loaded in a child; runtime crashes contained: "
-              f"{g['runtime_crashes_contained']}; crashes of this process: {g['parent_crashes']}")
+        print(
+            f"   {g['mutants']} mutants in {g['seconds']} s ({g['per_second']}/s): {g['refused_static']} refused "
+            f"by the static checks, {g['checked_in_child']} loaded in a child; runtime crashes contained: "
+            f"{g['runtime_crashes_contained']}; crashes of this process: {g['parent_crashes']}"
+        )
         print(f"   verdicts by stage: {g['verdicts_by_stage']}")
         b = g["static_checks_bypassed"]
-        print(f"   static checks bypassed ({b['mutants']} LSTM mutants straight into the child): "
-              f"{b['verdicts_by_stage']}; runtime crashes contained: {b['runtime_crashes_contained']}")
+        print(
+            f"   static checks bypassed ({b['mutants']} LSTM mutants straight into the child): "
+            f"{b['verdicts_by_stage']}; runtime crashes contained: {b['runtime_crashes_contained']}"
+        )
         print("2-4. fuzzing a running agent (images, commands, updates), rollback...", flush=True)
         (work / "agent").mkdir()
         report["agent_fuzz"] = a = bench_agent(args, tiny, work / "agent")
         print(f"   images: {a['images']}")
         print(f"   commands: {a['commands']}")
-        print(f"   updates refused by reason: {a['updates']['refused_by_reason']} "
-              f"(all answered: {a['updates']['all_answered']})")
+        print(
+            f"   updates refused by reason: {a['updates']['refused_by_reason']} "
+            f"(all answered: {a['updates']['all_answered']})"
+        )
         if "rollback" in a:
-            print(f"   failed health check in the agent -> previous model serving: "
-                  f"{a['rollback']['failed_check_to_previous_serving_s']} s (target <= 10 s); "
-                  f"push -> answer {a['rollback']['push_to_answer_s']} s")
+            print(
+                f"   failed health check in the agent -> previous model serving: "
+                f"{a['rollback']['failed_check_to_previous_serving_s']} s (target <= 10 s); "
+                f"push -> answer {a['rollback']['push_to_answer_s']} s"
+            )
         if "rollback" in a:
             print(f"   rollback: {a['rollback']}")
         print(f"   guard refusal: {a['guard_refusal']}")
         print(f"   agent: {a['agent']}")
         print(f"5. RSS over {args.inferences} inferences...", flush=True)
         report["rss"] = r = bench_rss(args.inferences, tiny)
-        print(f"   {r['model']}: {r['inferences']} inferences in {r['seconds']} s, RSS {r['rss_before_mb']} -> "
-              f"{r['rss_after_mb']} MB (growth {r['rss_growth_mb']} MB, target <= 5 MB)")
-    mutants_total = g["mutants"] + g["static_checks_bypassed"]["mutants"] + a["images"]["sent"] + a["commands"]["sent"] + a["updates"]["sent"]
+        print(
+            f"   {r['model']}: {r['inferences']} inferences in {r['seconds']} s, RSS {r['rss_before_mb']} -> "
+            f"{r['rss_after_mb']} MB (growth {r['rss_growth_mb']} MB, target <= 5 MB)"
+        )
+    mutants_total = (
+        g["mutants"]
+        + g["static_checks_bypassed"]["mutants"]
+        + a["images"]["sent"]
+        + a["commands"]["sent"]
+        + a["updates"]["sent"]
+    )
     report["targets"] = {
-        "mutants_tried": mutants_total, "agent_crashes": a["agent"]["crashes"] + g["parent_crashes"],
-        "mutants_ge_1000": mutants_total >= 1000, "zero_crashes": a["agent"]["crashes"] + g["parent_crashes"] == 0,
-        "rollback_le_10s": ("rollback" in a and 0 <= a["rollback"]["failed_check_to_previous_serving_s"] <= 10),
+        "mutants_tried": mutants_total,
+        "agent_crashes": a["agent"]["crashes"] + g["parent_crashes"],
+        "mutants_ge_1000": mutants_total >= 1000,
+        "zero_crashes": a["agent"]["crashes"] + g["parent_crashes"] == 0,
+        "rollback_le_10s": (
+            "rollback" in a and 0 <= a["rollback"]["failed_check_to_previous_serving_s"] <= 10
+        ),
         "rss_growth_le_5mb": r["rss_growth_mb"] <= 5.0,
     }
     print(f"targets: {report['targets']}")

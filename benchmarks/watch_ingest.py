@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge import schemas  # noqa: E402
+from edge.contract import schemas  # noqa: E402
 from edge.watch import state  # noqa: E402
 from tests.watch import samples  # noqa: E402
 
@@ -83,10 +83,16 @@ def main() -> int:
                 f.ingest(topic, raw)
                 if i % 500 == 0:
                     f.snapshot()  # the table/web read it meanwhile
+
         return run
 
-    paths = {"json_loads": loads, "builtin_validator": builtin, "jsonschema_validator": with_jsonschema,
-             "fleet_ingest": fleet("auto"), "fleet_ingest_builtin": fleet("builtin")}
+    paths = {
+        "json_loads": loads,
+        "builtin_validator": builtin,
+        "jsonschema_validator": with_jsonschema,
+        "fleet_ingest": fleet("auto"),
+        "fleet_ingest_builtin": fleet("builtin"),
+    }
     results: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(a.rounds):
         for name, fn in paths.items():
@@ -95,7 +101,7 @@ def main() -> int:
     out = {
         "benchmark": "watch_ingest",
         "description": "edge-watch: messages/s parsed, schema-checked and folded into the fleet model "
-                       "(90% predictions, 9% metrics, 1% status, 20 devices), in-process, no broker",
+        "(90% predictions, 9% metrics, 1% status, 20 devices), in-process, no broker",
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "messages_per_round": len(msgs),
         "rounds": a.rounds,
@@ -105,13 +111,18 @@ def main() -> int:
         "builtin_vs_jsonschema": round(med["builtin_validator"] / med["jsonschema_validator"], 3),
         "target_msgs_per_s": TARGET_MSGS_PER_S,
         "meets_target": med["fleet_ingest"] >= TARGET_MSGS_PER_S,
-        "environment": {"machine": platform.machine(), "python": platform.python_version(),
-                        "validator_default": schemas.backend()},
+        "environment": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "validator_default": schemas.backend(),
+        },
     }
     for k, v in med.items():
         print(f"{k:<22} {v:>10.0f} msgs/s   x{out['ratio_to_json_loads'][k]:.3f} of json.loads")
-    print(f"built-in validator is x{out['builtin_vs_jsonschema']} the speed of jsonschema; "
-          f"target {TARGET_MSGS_PER_S} msgs/s through Fleet.ingest: {'met' if out['meets_target'] else 'MISSED'}")
+    print(
+        f"built-in validator is x{out['builtin_vs_jsonschema']} the speed of jsonschema; "
+        f"target {TARGET_MSGS_PER_S} msgs/s through Fleet.ingest: {'met' if out['meets_target'] else 'MISSED'}"
+    )
     if a.json:
         a.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0 if out["meets_target"] else 1

@@ -19,8 +19,13 @@ from converter.errors import ConvertError
 
 # Candidates tried by --max-accuracy-drop, smallest first. Dynamic-range is left out on purpose:
 # TF 2.21 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load.
-CANDIDATES = (("int8", "int8", False), ("int8+qat", "int8", True), ("int16x8", "int16x8", False),
-              ("float16", "float16", False), ("float32", "none", False))
+CANDIDATES = (
+    ("int8", "int8", False),
+    ("int8+qat", "int8", True),
+    ("int16x8", "int16x8", False),
+    ("float16", "float16", False),
+    ("float32", "none", False),
+)
 
 
 def _default_output(src: Path) -> Path:
@@ -78,49 +83,77 @@ def convert(
     progress = not quiet
     # Option checks first: they are cheap and need no TensorFlow.
     if quantize_mode is not None and quantize_mode not in quantize.MODES:
-        raise ConvertError(f"--quantize must be one of {', '.join(quantize.MODES)}; received {quantize_mode!r}",
-                           "pick one of them")
+        raise ConvertError(
+            f"--quantize must be one of {', '.join(quantize.MODES)}; received {quantize_mode!r}",
+            "pick one of them",
+        )
     if normalize not in data_mod.NORMALIZATIONS:
-        raise ConvertError(f"--normalize must be one of {', '.join(data_mod.NORMALIZATIONS)}; received "
-                           f"{normalize!r}", "pick the pixel range the model was trained on")
+        raise ConvertError(
+            f"--normalize must be one of {', '.join(data_mod.NORMALIZATIONS)}; received {normalize!r}",
+            "pick the pixel range the model was trained on",
+        )
     if epochs < 1 or batch_size < 1 or calibration_samples < 1:
-        raise ConvertError(f"--epochs, --batch-size and --calibration-samples must be >= 1; received {epochs}, "
-                           f"{batch_size}, {calibration_samples}", "pass positive numbers")
+        raise ConvertError(
+            f"--epochs, --batch-size and --calibration-samples must be >= 1; received {epochs}, "
+            f"{batch_size}, {calibration_samples}",
+            "pass positive numbers",
+        )
     if max_accuracy_drop is not None:
         if quantize_mode is not None:
-            raise ConvertError("--max-accuracy-drop picks the quantization itself; --quantize was also given",
-                               "drop one of the two options")
+            raise ConvertError(
+                "--max-accuracy-drop picks the quantization itself; --quantize was also given",
+                "drop one of the two options",
+            )
         if max_accuracy_drop < 0:
-            raise ConvertError(f"--max-accuracy-drop is in percentage points and must be >= 0; received "
-                               f"{max_accuracy_drop}", "e.g. --max-accuracy-drop 1.0")
+            raise ConvertError(
+                f"--max-accuracy-drop is in percentage points and must be >= 0; received {max_accuracy_drop}",
+                "e.g. --max-accuracy-drop 1.0",
+            )
         if data is None:
-            raise ConvertError("--max-accuracy-drop measures accuracy, which needs labelled --data",
-                               "pass --data (.npz with x and y, or an image folder)")
+            raise ConvertError(
+                "--max-accuracy-drop measures accuracy, which needs labelled --data",
+                "pass --data (.npz with x and y, or an image folder)",
+            )
     if edgetpu and quantize_mode not in (None, "int8"):
-        raise ConvertError(f"--edgetpu needs a fully int8 model; received --quantize {quantize_mode}",
-                           "drop --quantize (int8 is the default with --data) or drop --edgetpu")
+        raise ConvertError(
+            f"--edgetpu needs a fully int8 model; received --quantize {quantize_mode}",
+            "drop --quantize (int8 is the default with --data) or drop --edgetpu",
+        )
     if qat and quantize_mode not in (None, "int8"):
-        raise ConvertError(f"--qat trains the model for int8; received --quantize {quantize_mode}",
-                           "drop --quantize (int8 is used with --qat) or drop --qat")
+        raise ConvertError(
+            f"--qat trains the model for int8; received --quantize {quantize_mode}",
+            "drop --quantize (int8 is used with --qat) or drop --qat",
+        )
     if prune is not None and not 0.0 < prune < 1.0:
-        raise ConvertError(f"--prune must be a sparsity between 0 and 1 (e.g. 0.5); received {prune}",
-                           "pass the fraction of weights to zero, e.g. --prune 0.5")
+        raise ConvertError(
+            f"--prune must be a sparsity between 0 and 1 (e.g. 0.5); received {prune}",
+            "pass the fraction of weights to zero, e.g. --prune 0.5",
+        )
     if data is None and (edgetpu or quantize_mode in quantize.NEEDS_CALIBRATION):
-        what = "--edgetpu needs a full int8 model, which needs" if edgetpu else \
-            f"--quantize {quantize_mode} calibrates activation ranges on sample inputs, which needs"
-        raise ConvertError(f"{what} calibration data; no --data was given",
-                           "pass --data (an .npz/.npy or image folder of typical inputs)" +
-                           ("" if edgetpu else ", or use --quantize float16"))
+        what = (
+            "--edgetpu needs a full int8 model, which needs"
+            if edgetpu
+            else f"--quantize {quantize_mode} calibrates activation ranges on sample inputs, which needs"
+        )
+        raise ConvertError(
+            f"{what} calibration data; no --data was given",
+            "pass --data (an .npz/.npy or image folder of typical inputs)"
+            + ("" if edgetpu else ", or use --quantize float16"),
+        )
     if (prune is not None or qat) and data is None:
-        raise ConvertError(f"{'--prune' if prune is not None else '--qat'} fine-tunes the model, which needs "
-                           "labelled data; no --data was given",
-                           "pass --data as an .npz with x and y, or an image folder with one sub-folder per class")
+        raise ConvertError(
+            f"{'--prune' if prune is not None else '--qat'} fine-tunes the model, which needs "
+            "labelled data; no --data was given",
+            "pass --data as an .npz with x and y, or an image folder with one sub-folder per class",
+        )
 
     if isinstance(model, (str, Path)):
         src_path = Path(model)
         inputs_mod.detect_format(src_path)  # fail fast on paths before importing TensorFlow
         if data is not None and not Path(data).exists():
-            raise ConvertError(f"data not found: {data}", f"check the path (relative paths start at {Path.cwd()})")
+            raise ConvertError(
+                f"data not found: {data}", f"check the path (relative paths start at {Path.cwd()})"
+            )
         source = inputs_mod.load(src_path, needs_tf_keras=prune is not None or qat)
     else:
         if output is None:
@@ -136,14 +169,25 @@ def convert(
     data_block: dict[str, Any] | None = None
     if data is not None:
         ds = data_mod.load(data, source.input_shape, normalize=normalize)
-        ev = data_mod.load(eval_data, source.input_shape, normalize=normalize) if eval_data is not None else None
-        splits = data_mod.split(ds, eval_split=eval_split, eval_data=ev, calibration_samples=calibration_samples,
-                                seed=seed)
+        ev = (
+            data_mod.load(eval_data, source.input_shape, normalize=normalize)
+            if eval_data is not None
+            else None
+        )
+        splits = data_mod.split(
+            ds, eval_split=eval_split, eval_data=ev, calibration_samples=calibration_samples, seed=seed
+        )
         warnings.extend(splits.warnings)
-        data_block = {"source": ds.source, "samples": len(ds), "labels": ds.y is not None,
-                      "train_samples": len(splits.train), "eval_samples": len(splits.eval),
-                      "eval_source": ev.source if ev is not None else f"{eval_split:.0%} held out of --data",
-                      "calibration_samples": len(splits.calibration), "normalize": normalize}
+        data_block = {
+            "source": ds.source,
+            "samples": len(ds),
+            "labels": ds.y is not None,
+            "train_samples": len(splits.train),
+            "eval_samples": len(splits.eval),
+            "eval_source": ev.source if ev is not None else f"{eval_split:.0%} held out of --data",
+            "calibration_samples": len(splits.calibration),
+            "normalize": normalize,
+        }
 
     if max_accuracy_drop is None:
         if quantize_mode is not None:
@@ -152,19 +196,27 @@ def convert(
             mode, chosen_by = "int8", "default"
         else:
             mode, chosen_by = "float16", "default"
-            hints.append("no --data: wrote a float16 model that every runtime loads; pass --data (an .npz or image "
-                         "folder of typical inputs) for a 4x smaller full-int8 model")
+            hints.append(
+                "no --data: wrote a float16 model that every runtime loads; pass --data (an .npz or image "
+                "folder of typical inputs) for a 4x smaller full-int8 model"
+            )
         if mode == "dynamic":
-            warnings.append("dynamic-range models from TF 2.21 use FULLY_CONNECTED v12, which tflite-runtime 2.14 "
-                            "cannot load; see compatibility.tflite_runtime")
+            warnings.append(
+                "dynamic-range models from TF 2.21 use FULLY_CONNECTED v12, which tflite-runtime 2.14 "
+                "cannot load; see compatibility.tflite_runtime"
+            )
         if edgetpu and splits is None:
-            raise ConvertError("--edgetpu needs a full int8 model, which needs calibration data; no --data was given",
-                               "pass --data (an .npz/.npy or image folder of typical inputs)")
+            raise ConvertError(
+                "--edgetpu needs a full int8 model, which needs calibration data; no --data was given",
+                "pass --data (an .npz/.npy or image folder of typical inputs)",
+            )
     else:
         mode, chosen_by = "int8", "max_accuracy_drop"
     if splits is not None and splits.eval.y is None and (max_accuracy_drop is not None):
-        raise ConvertError(f"--max-accuracy-drop needs labels; {splits.eval.source} has none (no y)",
-                           "save the data as .npz with x and y, or use an image folder")
+        raise ConvertError(
+            f"--max-accuracy-drop needs labels; {splits.eval.source} has none (no y)",
+            "save the data as .npz with x and y, or use an image folder",
+        )
 
     steps: list[dict[str, Any]] = []
     keras_model = source.model
@@ -177,17 +229,32 @@ def convert(
         from converter.steps import prune as prune_step
 
         _say(quiet, f"pruning to {prune:.0%} sparsity ({epochs} epochs)")
-        keras_model, rec = prune_step.prune(keras_model, train, sparsity=prune, epochs=epochs, batch_size=batch_size,
-                                            learning_rate=learning_rate, skip=prune_skip, progress=progress)
+        keras_model, rec = prune_step.prune(
+            keras_model,
+            train,
+            sparsity=prune,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            skip=prune_skip,
+            progress=progress,
+        )
         steps.append(rec)
     base_model = keras_model  # after pruning, before QAT
     if qat:
         from converter.steps import qat as qat_step
 
         _say(quiet, f"quantization-aware training ({epochs} epochs)")
-        keras_model, rec = qat_step.qat(keras_model, train, epochs=epochs, batch_size=batch_size,
-                                        learning_rate=learning_rate, skip=qat_skip,
-                                        preserve_sparsity=prune is not None, progress=progress)
+        keras_model, rec = qat_step.qat(
+            keras_model,
+            train,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            skip=qat_skip,
+            preserve_sparsity=prune is not None,
+            progress=progress,
+        )
         steps.append(rec)
 
     calib = splits.calibration.x if splits is not None else None
@@ -196,8 +263,17 @@ def convert(
     candidates: list[dict[str, Any]] = []
 
     def build(m: Any, q_mode: str, dest: Path, label: str) -> dict[str, Any]:
-        tfl, rec = quantize.convert(m, flavor=source.flavor, mode=q_mode, io_dtype=io_dtype, calibration=calib,
-                                    saved_model_dir=saved_dir, progress=progress, label=label, batch1=edgetpu)
+        tfl, rec = quantize.convert(
+            m,
+            flavor=source.flavor,
+            mode=q_mode,
+            io_dtype=io_dtype,
+            calibration=calib,
+            saved_model_dir=saved_dir,
+            progress=progress,
+            label=label,
+            batch1=edgetpu,
+        )
         dest.write_bytes(tfl)
         return rec
 
@@ -218,9 +294,16 @@ def convert(
                     from converter.steps import qat as qat_step
 
                     _say(quiet, "candidate int8+qat: quantization-aware training")
-                    qat_model, rec = qat_step.qat(_copy(base_model), train, epochs=epochs, batch_size=batch_size,
-                                                  learning_rate=learning_rate, skip=qat_skip,
-                                                  preserve_sparsity=prune is not None, progress=progress)
+                    qat_model, rec = qat_step.qat(
+                        _copy(base_model),
+                        train,
+                        epochs=epochs,
+                        batch_size=batch_size,
+                        learning_rate=learning_rate,
+                        skip=qat_skip,
+                        preserve_sparsity=prune is not None,
+                        progress=progress,
+                    )
                     steps.append({**rec, "candidate": name})
                 if qat and not c_qat and c_mode == "int8":
                     continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
@@ -229,29 +312,56 @@ def convert(
                 try:
                     rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}")
                 except ConvertError as exc:
-                    candidates.append({"name": name, "mode": c_mode, "qat": c_qat, "error": exc.what,
-                                       "size_bytes": None, "tflite_accuracy": None, "accuracy_drop": None,
-                                       "within_budget": False, "chosen": False})
+                    candidates.append(
+                        {
+                            "name": name,
+                            "mode": c_mode,
+                            "qat": c_qat,
+                            "error": exc.what,
+                            "size_bytes": None,
+                            "tflite_accuracy": None,
+                            "accuracy_drop": None,
+                            "within_budget": False,
+                            "chosen": False,
+                        }
+                    )
                     continue
                 assert splits is not None
                 t_out = evaluate.run_tflite(dest, splits.eval.x)
                 mt = evaluate.metrics(float_out, t_out, eval_y)
                 size = dest.stat().st_size
                 within = mt["accuracy_drop"] is not None and mt["accuracy_drop"] <= max_accuracy_drop
-                candidates.append({"name": name, "mode": c_mode, "qat": c_qat, "size_bytes": size,
-                                   "tflite_accuracy": mt["tflite_accuracy"], "accuracy_drop": mt["accuracy_drop"],
-                                   "top1_agreement": mt["top1_agreement"], "seconds": rec["seconds"],
-                                   "within_budget": within, "chosen": False, "_rec": rec, "_path": dest})
+                candidates.append(
+                    {
+                        "name": name,
+                        "mode": c_mode,
+                        "qat": c_qat,
+                        "size_bytes": size,
+                        "tflite_accuracy": mt["tflite_accuracy"],
+                        "accuracy_drop": mt["accuracy_drop"],
+                        "top1_agreement": mt["top1_agreement"],
+                        "seconds": rec["seconds"],
+                        "within_budget": within,
+                        "chosen": False,
+                        "_rec": rec,
+                        "_path": dest,
+                    }
+                )
                 if within:
                     key = (size, -(mt["tflite_accuracy"] or 0.0), i)
                     if best is None or key < best:
                         best = key
             if best is None:
-                raise ConvertError(f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: " +
-                                   ", ".join(f"{c['name']} {c['accuracy_drop']} pp" for c in candidates),
-                                   "raise the budget, fine-tune with more --epochs, or pass more --data")
-            chosen = next(c for c in candidates if c["size_bytes"] == best[0] and
-                          -(c["tflite_accuracy"] or 0.0) == best[1] and c.get("_path"))
+                raise ConvertError(
+                    f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
+                    + ", ".join(f"{c['name']} {c['accuracy_drop']} pp" for c in candidates),
+                    "raise the budget, fine-tune with more --epochs, or pass more --data",
+                )
+            chosen = next(
+                c
+                for c in candidates
+                if c["size_bytes"] == best[0] and -(c["tflite_accuracy"] or 0.0) == best[1] and c.get("_path")
+            )
             chosen["chosen"] = True
             shutil.copyfile(chosen["_path"], out)
             mode = chosen["mode"]
@@ -268,10 +378,18 @@ def convert(
         _say(quiet, f"evaluating {out.name} on {len(splits.eval)} samples (ai-edge-litert)")
         t_out = evaluate.run_tflite(out, splits.eval.x, progress=progress)
         metrics = evaluate.metrics(float_out, t_out, eval_y)
-        steps.append({"name": "evaluate", "seconds": round(time.perf_counter() - t0, 3),
-                      "runtime": "ai_edge_litert", "samples": len(splits.eval)})
+        steps.append(
+            {
+                "name": "evaluate",
+                "seconds": round(time.perf_counter() - t0, 3),
+                "runtime": "ai_edge_litert",
+                "samples": len(splits.eval),
+            }
+        )
         if eval_y is None:
-            hints.append("the data has no labels (y): accuracy is not measured, only agreement with the float model")
+            hints.append(
+                "the data has no labels (y): accuracy is not measured, only agreement with the float model"
+            )
 
     t0 = time.perf_counter()
     compatibility = compat.check(out, tflite_python=tflite_runtime_python, edgetpu=edgetpu)
@@ -300,4 +418,3 @@ def convert(
     if write_report:
         report.write(rep, report.report_path(out))
     return rep
-

@@ -47,8 +47,10 @@ def _fit_shape(x: np.ndarray, shape: tuple[int | None, ...], source: str) -> np.
     ok = len(got) == len(want) and all(w is None or w == g for w, g in zip(want, got))
     if not ok:
         exp = "(N, " + ", ".join("?" if w is None else str(w) for w in want) + ")"
-        raise ConvertError(f"{source}: samples have shape {received}, the model expects {exp}",
-                           "reshape/resize the data to the model's input, or pass the matching model")
+        raise ConvertError(
+            f"{source}: samples have shape {received}, the model expects {exp}",
+            "reshape/resize the data to the model's input, or pass the matching model",
+        )
     return x
 
 
@@ -58,38 +60,50 @@ def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
         y = y.argmax(axis=1)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1 or len(y) != n:
-        raise ConvertError(f"{source}: y has shape {tuple(np.shape(y))}, expected ({n},) class indices (or one-hot)",
-                           "save labels as y with one integer class per sample")
+        raise ConvertError(
+            f"{source}: y has shape {tuple(np.shape(y))}, expected ({n},) class indices (or one-hot)",
+            "save labels as y with one integer class per sample",
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
             y = y.astype(np.int64)
         else:
-            raise ConvertError(f"{source}: y has dtype {y.dtype}, expected integer class indices",
-                               "map class names to integers 0..K-1 before saving")
+            raise ConvertError(
+                f"{source}: y has dtype {y.dtype}, expected integer class indices",
+                "map class names to integers 0..K-1 before saving",
+            )
     return y.astype(np.int64)
 
 
 def _as_float(x: np.ndarray, source: str) -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ConvertError(f"{source}: x has dtype {x.dtype}, expected numbers (float32 or uint8)",
-                           "store the samples as a numeric array")
+        raise ConvertError(
+            f"{source}: x has dtype {x.dtype}, expected numbers (float32 or uint8)",
+            "store the samples as a numeric array",
+        )
     return x.astype(np.float32)
 
 
 def _load_images(folder: Path, shape: tuple[int | None, ...], normalize: str) -> Dataset:
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
-        raise ConvertError(f"{folder} has no sub-folders; an image folder needs one sub-folder per class",
-                           "arrange images as FOLDER/<class name>/<image>.png, or pass an .npz with x and y")
+        raise ConvertError(
+            f"{folder} has no sub-folders; an image folder needs one sub-folder per class",
+            "arrange images as FOLDER/<class name>/<image>.png, or pass an .npz with x and y",
+        )
     from PIL import Image
 
     if len(shape) != 4 or shape[1] is None or shape[2] is None:
-        raise ConvertError(f"image folders need a model with a fixed (N, H, W, C) input; this one takes {shape}",
-                           "pass the data as .npz instead")
+        raise ConvertError(
+            f"image folders need a model with a fixed (N, H, W, C) input; this one takes {shape}",
+            "pass the data as .npz instead",
+        )
     h, w, c = int(shape[1]), int(shape[2]), shape[3] or 3
     if c not in (1, 3):
-        raise ConvertError(f"the model takes {c} channels; image folders give 1 (grayscale) or 3 (RGB)",
-                           "pass the data as .npz instead")
+        raise ConvertError(
+            f"the model takes {c} channels; image folders give 1 (grayscale) or 3 (RGB)",
+            "pass the data as .npz instead",
+        )
     scale, offset = NORMALIZATIONS[normalize]
     xs, ys = [], []
     for label, name in enumerate(classes):
@@ -105,8 +119,10 @@ def _load_images(folder: Path, shape: tuple[int | None, ...], normalize: str) ->
             xs.append(arr[..., None] if c == 1 else arr)
             ys.append(label)
     if not xs:
-        raise ConvertError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}/<class>/",
-                           "put the images in one sub-folder per class")
+        raise ConvertError(
+            f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}/<class>/",
+            "put the images in one sub-folder per class",
+        )
     x = np.stack(xs) * np.float32(scale) + np.float32(offset)
     return Dataset(x.astype(np.float32), np.asarray(ys, dtype=np.int64), str(folder), tuple(classes))
 
@@ -115,7 +131,9 @@ def load(path: str | Path, shape: tuple[int | None, ...], *, normalize: str = "0
     """Read a data set and check it against the model's input shape (expected vs received on mismatch)."""
     path = Path(path)
     if not path.exists():
-        raise ConvertError(f"data not found: {path}", f"check the path (relative paths start at {Path.cwd()})")
+        raise ConvertError(
+            f"data not found: {path}", f"check the path (relative paths start at {Path.cwd()})"
+        )
     if path.is_dir():
         return _load_images(path, shape, normalize)
     suffix = path.suffix.lower()
@@ -123,27 +141,34 @@ def load(path: str | Path, shape: tuple[int | None, ...], *, normalize: str = "0
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 if "x" not in z.files:
-                    raise ConvertError(f"{path} has arrays {sorted(z.files)}, expected x (samples) and y (labels)",
-                                       "np.savez(path, x=samples, y=labels)")
+                    raise ConvertError(
+                        f"{path} has arrays {sorted(z.files)}, expected x (samples) and y (labels)",
+                        "np.savez(path, x=samples, y=labels)",
+                    )
                 x = z["x"]
                 y = z["y"] if "y" in z.files else None
         elif suffix == ".npy":
             x, y = np.load(path, allow_pickle=False), None
         else:
-            raise ConvertError(f"unsupported data {path.name!r}: expected .npz (x, y), .npy (x) or an image folder",
-                               "np.savez(path, x=samples, y=labels)")
+            raise ConvertError(
+                f"unsupported data {path.name!r}: expected .npz (x, y), .npy (x) or an image folder",
+                "np.savez(path, x=samples, y=labels)",
+            )
     except ValueError as exc:  # pickled object arrays, truncated files
         raise ConvertError(f"cannot read {path}: {exc}", "save plain numeric arrays with np.savez") from exc
     x = _fit_shape(_as_float(np.asarray(x), str(path)), shape, str(path))
     return Dataset(x, None if y is None else _labels(y, len(x), str(path)), str(path))
 
 
-def split(data: Dataset, *, eval_split: float, eval_data: Dataset | None, calibration_samples: int,
-          seed: int = 0) -> Splits:
+def split(
+    data: Dataset, *, eval_split: float, eval_data: Dataset | None, calibration_samples: int, seed: int = 0
+) -> Splits:
     """Shuffle once, hold out an eval split (unless eval_data is given) and pick calibration samples."""
     if eval_data is None and not 0.0 < eval_split < 1.0:
-        raise ConvertError(f"--eval-split must be between 0 and 1; received {eval_split}",
-                           "use e.g. 0.2, or pass --eval-data")
+        raise ConvertError(
+            f"--eval-split must be between 0 and 1; received {eval_split}",
+            "use e.g. 0.2, or pass --eval-data",
+        )
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data))
     if eval_data is None:
@@ -152,16 +177,22 @@ def split(data: Dataset, *, eval_split: float, eval_data: Dataset | None, calibr
     else:
         ev, tr = eval_data, data.take(order)
     if len(tr) == 0:
-        raise ConvertError(f"{data.source}: no samples left for calibration after the eval split",
-                           "pass more data or --eval-data")
+        raise ConvertError(
+            f"{data.source}: no samples left for calibration after the eval split",
+            "pass more data or --eval-data",
+        )
     cal = tr.take(np.arange(min(calibration_samples, len(tr))))
     warnings = []
     if len(cal) < MIN_CALIBRATION:
-        warnings.append(f"calibration uses only {len(cal)} samples (fewer than {MIN_CALIBRATION}); int8 ranges may "
-                        "be off: pass more data or raise --calibration-samples")
+        warnings.append(
+            f"calibration uses only {len(cal)} samples (fewer than {MIN_CALIBRATION}); int8 ranges may "
+            "be off: pass more data or raise --calibration-samples"
+        )
     if cal.y is not None and tr.y is not None:
         missing = sorted(set(tr.y.tolist()) - set(cal.y.tolist()))
         if missing:
-            warnings.append(f"calibration misses classes {missing[:20]}; raise --calibration-samples so every class "
-                            "is seen")
+            warnings.append(
+                f"calibration misses classes {missing[:20]}; raise --calibration-samples so every class "
+                "is seen"
+            )
     return Splits(train=tr, eval=ev, calibration=cal, warnings=tuple(warnings))

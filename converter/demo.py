@@ -72,15 +72,19 @@ class Broker:
             self.description = f"the broker you gave ({self.given})"
             return self.given
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.kind in ("auto", "mosquitto") and (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        if self.kind in ("auto", "mosquitto") and (
+            shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
+        ):
             from edge.broker import Mosquitto
 
             self._server = Mosquitto(workdir=self.workdir).start()
             self.description = f"mosquitto on {self._server.url} (log {self.workdir / 'mosquitto.log'})"
             return self._server.url
         if self.kind == "mosquitto":
-            raise EdgeError("--broker-kind mosquitto, but mosquitto is not installed",
-                            "apt install mosquitto, or use --broker-kind embedded")
+            raise EdgeError(
+                "--broker-kind mosquitto, but mosquitto is not installed",
+                "apt install mosquitto, or use --broker-kind embedded",
+            )
         from edge.minibroker import MiniBroker
 
         self._server = MiniBroker().start()
@@ -101,7 +105,9 @@ def train(out: Path, epochs: int) -> dict[str, Any]:
     info["data"] = str(export_npz(out / "model" / "digits_train.npz", "train"))
     images = out / "images"
     shutil.rmtree(images, ignore_errors=True)
-    info["images"] = [str(p) for p in export_images(images, per_class=2, size=32, split="test", by_class=False)]
+    info["images"] = [
+        str(p) for p in export_images(images, per_class=2, size=32, split="test", by_class=False)
+    ]
     return info
 
 
@@ -109,8 +115,9 @@ def convert(out: Path, model: str, data: str) -> dict[str, Any]:
     from converter.api import convert as run_convert
     from converter.report import table
 
-    rep = run_convert(model, output=out / "model" / "digits_int8.tflite", data=data, quantize_mode="int8",
-                      quiet=True)
+    rep = run_convert(
+        model, output=out / "model" / "digits_int8.tflite", data=data, quantize_mode="int8", quiet=True
+    )
     print(table(rep))
     return rep
 
@@ -121,7 +128,7 @@ def agent_config(out: Path, broker_url: str, protocol: int, tflite: Path) -> Pat
     cfg = out / "agent.toml"
     # The model was trained on pixels / 255: say so, rather than rely on the int8 input's scale.
     cfg.write_text(f"""# edge-agent configuration written by edge-demo (see docs/agent.md)
-state_dir = "{(out / 'state').as_posix()}"
+state_dir = "{(out / "state").as_posix()}"
 flush_timeout_s = 20
 
 [mqtt]
@@ -134,7 +141,7 @@ path = "{tflite.as_posix()}"
 labels = "{labels.as_posix()}"
 
 [source]
-spec = "{(out / 'images').as_posix()}"
+spec = "{(out / "images").as_posix()}"
 
 [preprocess]
 mean = 0.0
@@ -161,10 +168,14 @@ def run_demo(args: argparse.Namespace) -> int:
     tf_log.unlink(missing_ok=True)
     with _stderr_to(tf_log):
         info = train(out, args.epochs)
-    print(f"test accuracy {info['test_accuracy']:.3f}; model {info['path']}; "
-          f"{len(info['images'])} sample images in {out / 'images'}")
+    print(
+        f"test accuracy {info['test_accuracy']:.3f}; model {info['path']}; "
+        f"{len(info['images'])} sample images in {out / 'images'}"
+    )
 
-    _say("2/5 edge-convert: full int8, calibrated on the training digits, accuracy measured in ai-edge-litert")
+    _say(
+        "2/5 edge-convert: full int8, calibrated on the training digits, accuracy measured in ai-edge-litert"
+    )
     with _stderr_to(tf_log):
         rep = convert(out, info["path"], info["data"])
     tflite = Path(rep["output"]["path"])
@@ -180,9 +191,10 @@ def run_demo(args: argparse.Namespace) -> int:
         broker.stop()
 
 
-def _run_agent_and_watch(args: argparse.Namespace, out: Path, url: str, broker: Broker, tflite: Path,
-                         report: Path, t0: float) -> int:
-    from edge.mqtt.url import parse_broker_url
+def _run_agent_and_watch(
+    args: argparse.Namespace, out: Path, url: str, broker: Broker, tflite: Path, report: Path, t0: float
+) -> int:
+    from edge.transport.url import parse_broker_url
     from edge.watch.cli import Watcher
     from edge.watch.state import Fleet
     from edge.watch.table import render
@@ -194,19 +206,28 @@ def _run_agent_and_watch(args: argparse.Namespace, out: Path, url: str, broker: 
     watcher = Watcher(parse_broker_url(url), fleet, csv_path=csv_path)
     watcher.start()
     if not watcher.connected.wait(15):
-        raise EdgeError(f"the subscriber could not connect to {url}: {watcher.connect_error or 'no answer'}",
-                        "check --broker, or leave it out to start a local broker")
+        raise EdgeError(
+            f"the subscriber could not connect to {url}: {watcher.connect_error or 'no answer'}",
+            "check --broker, or leave it out to start a local broker",
+        )
 
     _say(f"4/5 edge-agent on {len(images)} images (python -m edge run --config {out / 'agent.toml'} --once)")
     cfg = agent_config(out, url, broker.protocol, tflite)
     log_path = out / "logs" / "agent.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--once"],
-                              stdout=log, stderr=subprocess.STDOUT, env=_child_env(), timeout=args.agent_timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--once"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_child_env(),
+            timeout=args.agent_timeout,
+        )
     if proc.returncode != 0:
         watcher.stop()
-        raise EdgeError(f"edge-agent exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-2000:]}",
-                        f"see {log_path}")
+        raise EdgeError(
+            f"edge-agent exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-2000:]}",
+            f"see {log_path}",
+        )
 
     _say("5/5 predictions read back from the broker")
     deadline = time.monotonic() + 20
@@ -224,29 +245,42 @@ def _run_agent_and_watch(args: argparse.Namespace, out: Path, url: str, broker: 
         truth = re.match(r"digit(\d)_", row["source"])
         ok = truth is not None and truth.group(1) == row["label"]
         correct += ok
-        print(f"{row['source']:<22} {row['label']:>9} {float(row['score']):>6.3f} "
-              f"{float(row['latency_total_ms']):>10.2f}  ({float(row['latency_inference_ms']):.3f})"
-              f"{'' if ok else '   <- wrong'}")
+        print(
+            f"{row['source']:<22} {row['label']:>9} {float(row['score']):>6.3f} "
+            f"{float(row['latency_total_ms']):>10.2f}  ({float(row['latency_inference_ms']):.3f})"
+            f"{'' if ok else '   <- wrong'}"
+        )
     snap = fleet.snapshot()
     print()
     print("\n".join(render(snap, color=sys.stdout.isatty(), broker=url)))
     if not preds:
-        raise EdgeError(f"no prediction came back from the broker (agent log: {log_path})",
-                        "look at the agent log for errors")
-    print(f"\n{correct}/{len(preds)} digits right; {snap['malformed']} malformed messages; "
-          f"whole chain in {time.monotonic() - t0:.0f} s")
+        raise EdgeError(
+            f"no prediction came back from the broker (agent log: {log_path})",
+            "look at the agent log for errors",
+        )
+    print(
+        f"\n{correct}/{len(preds)} digits right; {snap['malformed']} malformed messages; "
+        f"whole chain in {time.monotonic() - t0:.0f} s"
+    )
     _say("artefacts")
-    for name, path in (("Keras model", out / "model" / "digits.keras"), ("int8 model", tflite),
-                       ("conversion report", report), ("sample images", out / "images"),
-                       ("agent config", out / "agent.toml"), ("agent log", log_path),
-                       ("TensorFlow log", out / "logs" / "tensorflow.log"),
-                       ("predictions (CSV)", csv_path),
-                       ("broker log", out / "broker" / "mosquitto.log")):
+    for name, path in (
+        ("Keras model", out / "model" / "digits.keras"),
+        ("int8 model", tflite),
+        ("conversion report", report),
+        ("sample images", out / "images"),
+        ("agent config", out / "agent.toml"),
+        ("agent log", log_path),
+        ("TensorFlow log", out / "logs" / "tensorflow.log"),
+        ("predictions (CSV)", csv_path),
+        ("broker log", out / "broker" / "mosquitto.log"),
+    ):
         if path.exists():
             print(f"  {name:<18} {path}")
     watch_url = url if broker.given else "mqtt://YOUR-BROKER:1883"
-    print(f"\nnext: watch a live fleet with  edge-watch --broker {watch_url} --web 127.0.0.1:8080\n"
-          "      (docs/subscribers.md: schemas, Home Assistant, Node-RED, Python)")
+    print(
+        f"\nnext: watch a live fleet with  edge-watch --broker {watch_url} --web 127.0.0.1:8080\n"
+        "      (docs/subscribers.md: schemas, Home Assistant, Node-RED, Python)"
+    )
     if len(preds) < len(images):
         print(f"edge-demo: only {len(preds)} of {len(images)} predictions came back", file=sys.stderr)
         return 1
@@ -264,12 +298,17 @@ def _predictions(csv_path: Path) -> list[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="edge-demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="edge-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="out/demo", help="where everything goes (default ./out/demo)")
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
-    p.add_argument("--broker-kind", choices=["auto", "mosquitto", "embedded"], default="auto",
-                   help="which local broker to start without --broker (auto: mosquitto when installed)")
+    p.add_argument(
+        "--broker-kind",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="which local broker to start without --broker (auto: mosquitto when installed)",
+    )
     p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     p.add_argument("--agent-timeout", type=float, default=180, help="seconds the agent may take")
     args = p.parse_args(argv)

@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from converter.progress import iterate
-from edge.preprocess import dequantize, quantize
-from edge.runtime import load_model
+from edge.inference.preprocess import dequantize, quantize
+from edge.model.runtime import load_model
 
 
-def run_tflite(path: str | Path, x: np.ndarray, *, runtime: str = "ai_edge_litert", progress: bool = False
-               ) -> np.ndarray:
+def run_tflite(
+    path: str | Path, x: np.ndarray, *, runtime: str = "ai_edge_litert", progress: bool = False
+) -> np.ndarray:
     """Outputs (dequantized float32) of the first output tensor, one sample per invoke as on a device."""
     model = load_model(path, runtime=runtime, delegate="cpu")
     interp = model.interpreter
@@ -42,10 +43,18 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float | None:
     return 200.0 if p_noise == 0.0 else round(10.0 * math.log10(p_sig / p_noise), 2)
 
 
-def metrics(float_out: np.ndarray | None, tflite_out: np.ndarray | None, y: np.ndarray | None) -> dict[str, Any]:
+def metrics(
+    float_out: np.ndarray | None, tflite_out: np.ndarray | None, y: np.ndarray | None
+) -> dict[str, Any]:
     """The report's metrics block; null where data or labels are missing."""
-    m: dict[str, Any] = {"float_accuracy": None, "tflite_accuracy": None, "accuracy_drop": None,
-                         "top1_agreement": None, "output_sqnr_db": None, "eval_samples": 0}
+    m: dict[str, Any] = {
+        "float_accuracy": None,
+        "tflite_accuracy": None,
+        "accuracy_drop": None,
+        "top1_agreement": None,
+        "output_sqnr_db": None,
+        "eval_samples": 0,
+    }
     if float_out is None or tflite_out is None or len(tflite_out) == 0:
         return m
     m["eval_samples"] = int(len(tflite_out))

@@ -27,15 +27,18 @@ def build_digits_cnn() -> Any:
     from converter import _tf
 
     keras = _tf.keras()
-    return keras.Sequential([
-        keras.layers.Input(INPUT_SHAPE, name="image"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.MaxPooling2D(name="pool1"),
-        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(64, activation="relu", name="dense1"),
-        keras.layers.Dense(10, activation="softmax", name="probs"),
-    ], name="digits_cnn")
+    return keras.Sequential(
+        [
+            keras.layers.Input(INPUT_SHAPE, name="image"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.MaxPooling2D(name="pool1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="dense1"),
+            keras.layers.Dense(10, activation="softmax", name="probs"),
+        ],
+        name="digits_cnn",
+    )
 
 
 def train_digits_cnn(path: str | Path, *, epochs: int = 15, seed: int = 0) -> dict[str, Any]:
@@ -65,8 +68,15 @@ def export_npz(path: str | Path, split: str = "all", seed: int = 0) -> Path:
     return path
 
 
-def export_images(folder: str | Path, *, per_class: int = 5, size: int = 32, split: str = "test",
-                  seed: int = 0, by_class: bool = True) -> list[Path]:
+def export_images(
+    folder: str | Path,
+    *,
+    per_class: int = 5,
+    size: int = 32,
+    split: str = "test",
+    seed: int = 0,
+    by_class: bool = True,
+) -> list[Path]:
     """Write digits as size x size grayscale PNGs (FOLDER/<digit>/NNN.png, or flat with by_class=False)."""
     from PIL import Image
 

@@ -15,7 +15,9 @@ from converter import _tf
 from converter.errors import ConvertError
 
 FORMATS = ("h5", "keras", "savedmodel")
-_SAVE_HINT = "save it with model.save('model.h5') / model.save('model.keras') or tf.saved_model.save(model, 'folder')"
+_SAVE_HINT = (
+    "save it with model.save('model.h5') / model.save('model.keras') or tf.saved_model.save(model, 'folder')"
+)
 
 
 @dataclass(frozen=True)
@@ -37,30 +39,42 @@ class SourceModel:
         return self.flavor == "tf_keras"
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": self.format, "flavor": self.flavor,
-                "parameters": self.parameters, "size_bytes": self.size_bytes,
-                "input_shape": list(self.input_shape), "input_dtype": self.input_dtype}
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "flavor": self.flavor,
+            "parameters": self.parameters,
+            "size_bytes": self.size_bytes,
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.input_dtype,
+        }
 
 
 def detect_format(path: Path) -> str:
     if not path.exists():
-        raise ConvertError(f"model not found: {path}",
-                           f"check the path (relative paths start at {Path.cwd()})")
+        raise ConvertError(
+            f"model not found: {path}", f"check the path (relative paths start at {Path.cwd()})"
+        )
     if path.is_dir():
         if (path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists():
             return "savedmodel"
-        raise ConvertError(f"{path} is a folder without saved_model.pb, so it is not a SavedModel",
-                           f"pass the SavedModel folder itself, or a .h5/.keras file; {_SAVE_HINT}")
+        raise ConvertError(
+            f"{path} is a folder without saved_model.pb, so it is not a SavedModel",
+            f"pass the SavedModel folder itself, or a .h5/.keras file; {_SAVE_HINT}",
+        )
     suffix = path.suffix.lower()
     if suffix in (".h5", ".hdf5"):
         return "h5"
     if suffix == ".keras":
         return "keras"
     if suffix == ".tflite":
-        raise ConvertError(f"{path} is already a .tflite model; edge-convert needs the Keras model it came from",
-                           "pass the .h5/.keras/SavedModel you trained (edge-bench/edge-agent run .tflite files)")
-    raise ConvertError(f"unsupported model file {path.name!r}: expected .h5, .keras or a SavedModel folder",
-                       _SAVE_HINT)
+        raise ConvertError(
+            f"{path} is already a .tflite model; edge-convert needs the Keras model it came from",
+            "pass the .h5/.keras/SavedModel you trained (edge-bench/edge-agent run .tflite files)",
+        )
+    raise ConvertError(
+        f"unsupported model file {path.name!r}: expected .h5, .keras or a SavedModel folder", _SAVE_HINT
+    )
 
 
 def _size(path: Path) -> int:
@@ -85,7 +99,9 @@ def _keras_version(path: Path, fmt: str) -> str | None:
                 v = f.attrs.get("keras_version")
             return v.decode() if isinstance(v, bytes) else (str(v) if v is not None else None)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise ConvertError(f"{path} is not a Keras model file ({type(exc).__name__}: {exc})", _SAVE_HINT) from exc
+        raise ConvertError(
+            f"{path} is not a Keras model file ({type(exc).__name__}: {exc})", _SAVE_HINT
+        ) from exc
     return None
 
 
@@ -94,15 +110,25 @@ def _from_keras(path: Path, fmt: str, flavor: str, model: Any) -> SourceModel:
     dtype = model.inputs[0].dtype
     dtype_name = getattr(dtype, "name", str(dtype))
     if len(model.inputs) != 1:
-        raise ConvertError(f"{path} has {len(model.inputs)} inputs; edge-convert handles single-input models",
-                           "export a single-input model (wrap preprocessing into the model)")
+        raise ConvertError(
+            f"{path} has {len(model.inputs)} inputs; edge-convert handles single-input models",
+            "export a single-input model (wrap preprocessing into the model)",
+        )
 
     def predict(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(x, verbose=0, batch_size=64))
 
-    return SourceModel(path=path, format=fmt, flavor=flavor, model=model, parameters=int(model.count_params()),
-                       size_bytes=_size(path), input_shape=tuple(None if d is None else int(d) for d in shape),
-                       input_dtype=str(dtype_name), predict=predict)
+    return SourceModel(
+        path=path,
+        format=fmt,
+        flavor=flavor,
+        model=model,
+        parameters=int(model.count_params()),
+        size_bytes=_size(path),
+        input_shape=tuple(None if d is None else int(d) for d in shape),
+        input_dtype=str(dtype_name),
+        predict=predict,
+    )
 
 
 def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
@@ -116,7 +142,8 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
             f"{path} was saved by Keras {version}; pruning and QAT (tensorflow-model-optimization) need a tf-keras "
             "(Keras 2) model",
             "rebuild/train the model with tf_keras (import tf_keras as keras, or TF_USE_LEGACY_KERAS=1) and save it "
-            "again, or drop --prune/--qat to convert it as it is")
+            "again, or drop --prune/--qat to convert it as it is",
+        )
     tf = _tf.tf()
     if fmt == "savedmodel":
         if (path / "keras_metadata.pb").exists():
@@ -124,34 +151,50 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
             try:
                 model = keras.models.load_model(path, compile=False)
             except Exception as exc:
-                raise ConvertError(f"cannot load the Keras SavedModel {path}: {type(exc).__name__}: {exc}",
-                                   _SAVE_HINT) from exc
+                raise ConvertError(
+                    f"cannot load the Keras SavedModel {path}: {type(exc).__name__}: {exc}", _SAVE_HINT
+                ) from exc
             return _from_keras(path, fmt, "tf_keras", model)
         if needs_tf_keras:
-            raise ConvertError(f"{path} is a plain SavedModel (no Keras metadata); pruning and QAT need a tf-keras "
-                               "model",
-                               "pass the tf-keras model (.h5/.keras), or drop --prune/--qat")
+            raise ConvertError(
+                f"{path} is a plain SavedModel (no Keras metadata); pruning and QAT need a tf-keras model",
+                "pass the tf-keras model (.h5/.keras), or drop --prune/--qat",
+            )
         try:
             loaded = tf.saved_model.load(str(path))
             fn = loaded.signatures["serving_default"]
         except Exception as exc:
-            raise ConvertError(f"cannot load the SavedModel {path}: {type(exc).__name__}: {exc}",
-                               "re-export it with tf.saved_model.save(model, folder)") from exc
+            raise ConvertError(
+                f"cannot load the SavedModel {path}: {type(exc).__name__}: {exc}",
+                "re-export it with tf.saved_model.save(model, folder)",
+            ) from exc
         specs = list(fn.structured_input_signature[1].values())
         if len(specs) != 1:
-            raise ConvertError(f"{path} has {len(specs)} inputs; edge-convert handles single-input models",
-                               "export a single-input signature")
+            raise ConvertError(
+                f"{path} has {len(specs)} inputs; edge-convert handles single-input models",
+                "export a single-input signature",
+            )
         in_name = list(fn.structured_input_signature[1].keys())[0]
         spec = specs[0]
 
         def predict(x: np.ndarray) -> np.ndarray:
-            outs = [list(fn(**{in_name: tf.constant(x[i:i + 64], dtype=spec.dtype)}).values())[0].numpy()
-                    for i in range(0, len(x), 64)]
+            outs = [
+                list(fn(**{in_name: tf.constant(x[i : i + 64], dtype=spec.dtype)}).values())[0].numpy()
+                for i in range(0, len(x), 64)
+            ]
             return np.concatenate(outs)
 
-        return SourceModel(path=path, format=fmt, flavor="tf", model=loaded, parameters=None, size_bytes=_size(path),
-                           input_shape=tuple(None if d is None else int(d) for d in spec.shape),
-                           input_dtype=spec.dtype.name, predict=predict)
+        return SourceModel(
+            path=path,
+            format=fmt,
+            flavor="tf",
+            model=loaded,
+            parameters=None,
+            size_bytes=_size(path),
+            input_shape=tuple(None if d is None else int(d) for d in spec.shape),
+            input_dtype=spec.dtype.name,
+            predict=predict,
+        )
     try:
         if keras3:
             import keras as keras3_module
@@ -163,9 +206,13 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
         msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         fix = _SAVE_HINT
         if "Unknown layer" in msg or "custom" in msg.lower():
-            fix = ("the model uses a custom layer: call converter.convert(model_object, ...) from Python with the "
-                   "model already built, or register it with keras.saving.register_keras_serializable")
-        raise ConvertError(f"{path} is not a loadable Keras model ({type(exc).__name__}: {msg})", fix) from exc
+            fix = (
+                "the model uses a custom layer: call converter.convert(model_object, ...) from Python with the "
+                "model already built, or register it with keras.saving.register_keras_serializable"
+            )
+        raise ConvertError(
+            f"{path} is not a loadable Keras model ({type(exc).__name__}: {msg})", fix
+        ) from exc
     return _from_keras(path, fmt, "keras3" if keras3 else "tf_keras", model)
 
 
@@ -173,7 +220,8 @@ def from_object(model: Any, path: Path) -> SourceModel:
     """Wrap a model object handed to the Python API (notebooks)."""
     keras = _tf.keras()
     if not isinstance(model, keras.Model):
-        raise ConvertError(f"expected a tf-keras Model object; received {type(model).__module__}."
-                           f"{type(model).__name__}",
-                           "pass a tf_keras model, or a path to .h5/.keras/SavedModel")
+        raise ConvertError(
+            f"expected a tf-keras Model object; received {type(model).__module__}.{type(model).__name__}",
+            "pass a tf_keras model, or a path to .h5/.keras/SavedModel",
+        )
     return _from_keras(path, "keras", "tf_keras", model)

@@ -26,8 +26,10 @@ class Bar:
             return
         self._last = now
         filled = int(self.width * min(done, self.total) / self.total)
-        line = (f"{self.label:<14} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                f"{now - self.started:5.1f}s {extra}")
+        line = (
+            f"{self.label:<14} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+            f"{now - self.started:5.1f}s {extra}"
+        )
         sys.stderr.write(f"\r{line}\x1b[K" if self.live else line)
         if done >= self.total:
             sys.stderr.write("\n")
@@ -58,7 +60,9 @@ def keras_callback(label: str, epochs: int, steps: int, enabled: bool) -> Any:
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             acc = (logs or {}).get("accuracy")
-            self.bar.update(self.epoch * steps + batch + 1,
-                            f"epoch {self.epoch + 1}/{epochs}" + (f" acc {acc:.3f}" if acc is not None else ""))
+            self.bar.update(
+                self.epoch * steps + batch + 1,
+                f"epoch {self.epoch + 1}/{epochs}" + (f" acc {acc:.3f}" if acc is not None else ""),
+            )
 
     return _Progress()

@@ -42,18 +42,32 @@ def _converter(model: Any, flavor: str, saved_model_dir: Path | None, batch1: bo
     return tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved"))
 
 
-def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calibration: np.ndarray | None = None,
-            saved_model_dir: Path | None = None, progress: bool = True, label: str = "calibration",
-            batch1: bool = False) -> tuple[bytes, dict[str, Any]]:
+def convert(
+    model: Any,
+    *,
+    flavor: str,
+    mode: str,
+    io_dtype: str = "int8",
+    calibration: np.ndarray | None = None,
+    saved_model_dir: Path | None = None,
+    progress: bool = True,
+    label: str = "calibration",
+    batch1: bool = False,
+) -> tuple[bytes, dict[str, Any]]:
     """Return the .tflite bytes and a step record ``{name, seconds, mode, ...}``."""
     if mode not in MODES:
-        raise ConvertError(f"--quantize must be one of {', '.join(MODES)}; received {mode!r}", "pick one of them")
+        raise ConvertError(
+            f"--quantize must be one of {', '.join(MODES)}; received {mode!r}", "pick one of them"
+        )
     if io_dtype not in IO_DTYPES:
-        raise ConvertError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}; received {io_dtype!r}",
-                           "pick one of them")
+        raise ConvertError(
+            f"--io-dtype must be one of {', '.join(IO_DTYPES)}; received {io_dtype!r}", "pick one of them"
+        )
     if mode in NEEDS_CALIBRATION and (calibration is None or len(calibration) == 0):
-        raise ConvertError(f"--quantize {mode} calibrates activation ranges on sample inputs, and no --data was given",
-                           "pass --data (an .npz/.npy or image folder of typical inputs), or use --quantize float16")
+        raise ConvertError(
+            f"--quantize {mode} calibrates activation ranges on sample inputs, and no --data was given",
+            "pass --data (an .npz/.npy or image folder of typical inputs), or use --quantize float16",
+        )
     tf = _tf.tf()
     started = time.perf_counter()
     conv = _converter(model, flavor, saved_model_dir, batch1)
@@ -75,7 +89,9 @@ def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calib
         conv.inference_input_type = tf.int8 if io_dtype == "int8" else tf.uint8
         conv.inference_output_type = conv.inference_input_type
     elif mode == "int16x8":
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        conv.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     try:
         with warnings.catch_warnings():
             # "Statistics for quantized inputs were expected": int8 I/O needs none, the warning only confuses.
@@ -83,10 +99,11 @@ def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calib
             data = conv.convert()
     except Exception as exc:
         first = str(exc).strip().splitlines()
-        raise ConvertError(f"the TFLite converter rejected the model in mode {mode}: "
-                           f"{first[0] if first else type(exc).__name__}",
-                           "try --quantize float16 or none; ops without an int8 kernel cannot be fully quantized"
-                           ) from exc
+        raise ConvertError(
+            f"the TFLite converter rejected the model in mode {mode}: "
+            f"{first[0] if first else type(exc).__name__}",
+            "try --quantize float16 or none; ops without an int8 kernel cannot be fully quantized",
+        ) from exc
     saved = 0
     if mode in NEEDS_CALIBRATION or mode == "dynamic":
         from converter.shrink import share_quantization_vectors
@@ -95,7 +112,14 @@ def convert(model: Any, *, flavor: str, mode: str, io_dtype: str = "int8", calib
         if len(shrunk) < len(data):
             saved, data = len(data) - len(shrunk), shrunk
     in_dt, out_dt = io_dtypes(mode, io_dtype)
-    return data, {"name": "quantize", "seconds": round(time.perf_counter() - started, 3), "mode": mode,
-                  "input_dtype": in_dt, "output_dtype": out_dt, "shared_quantization_bytes_saved": saved,
-                  "calibration_samples": int(len(calibration)) if mode in NEEDS_CALIBRATION and calibration is not None
-                  else 0}
+    return data, {
+        "name": "quantize",
+        "seconds": round(time.perf_counter() - started, 3),
+        "mode": mode,
+        "input_dtype": in_dt,
+        "output_dtype": out_dt,
+        "shared_quantization_bytes_saved": saved,
+        "calibration_samples": int(len(calibration))
+        if mode in NEEDS_CALIBRATION and calibration is not None
+        else 0,
+    }

@@ -11,8 +11,12 @@ from typing import Any
 
 def file_figures(path: Path) -> dict[str, Any]:
     data = path.read_bytes()
-    return {"path": str(path), "size_bytes": len(data), "gzip_size_bytes": len(gzip.compress(data, 9)),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "path": str(path),
+        "size_bytes": len(data),
+        "gzip_size_bytes": len(gzip.compress(data, 9)),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def report_path(output: Path) -> Path:
@@ -46,11 +50,15 @@ def table(report: dict[str, Any]) -> str:
             extra = f" sparsity {step['sparsity']['achieved']:.3f} (target {step['sparsity']['target']})"
         lines.append(f"step         {step['name']:<13} {step['seconds']:7.1f} s{extra}")
     if m["tflite_accuracy"] is not None:
-        lines.append(f"accuracy     float {_pct(m['float_accuracy'])} -> tflite {_pct(m['tflite_accuracy'])} "
-                     f"(drop {m['accuracy_drop']:.2f} pp, top-1 agreement {_pct(m['top1_agreement'])}, "
-                     f"SQNR {m['output_sqnr_db']} dB, {m['eval_samples']} samples)")
+        lines.append(
+            f"accuracy     float {_pct(m['float_accuracy'])} -> tflite {_pct(m['tflite_accuracy'])} "
+            f"(drop {m['accuracy_drop']:.2f} pp, top-1 agreement {_pct(m['top1_agreement'])}, "
+            f"SQNR {m['output_sqnr_db']} dB, {m['eval_samples']} samples)"
+        )
     elif m["top1_agreement"] is not None:
-        lines.append(f"agreement    top-1 {_pct(m['top1_agreement'])}, SQNR {m['output_sqnr_db']} dB (no labels)")
+        lines.append(
+            f"agreement    top-1 {_pct(m['top1_agreement'])}, SQNR {m['output_sqnr_db']} dB (no labels)"
+        )
     else:
         lines.append("accuracy     not measured (no --data)")
     for name, c in report["compatibility"].items():
@@ -59,8 +67,10 @@ def table(report: dict[str, Any]) -> str:
         lines.append("candidates   (smallest within --max-accuracy-drop is kept)")
         for c in report["candidates"]:
             mark = "*" if c.get("chosen") else " "
-            lines.append(f"  {mark} {c['name']:<10} {_kb(c['size_bytes']):>12}  acc {_pct(c['tflite_accuracy'])}  "
-                         f"drop {c['accuracy_drop']} pp  {'within' if c['within_budget'] else 'over'} budget")
+            lines.append(
+                f"  {mark} {c['name']:<10} {_kb(c['size_bytes']):>12}  acc {_pct(c['tflite_accuracy'])}  "
+                f"drop {c['accuracy_drop']} pp  {'within' if c['within_budget'] else 'over'} budget"
+            )
     for w in report.get("warnings", []):
         lines.append(f"warning      {w}")
     for h in report.get("hints", []):

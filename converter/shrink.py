@@ -39,10 +39,16 @@ def share_quantization_vectors(data: bytes) -> bytes:
 
     class SharedQuantization(schema.QuantizationParametersT):  # type: ignore[name-defined]
         def Pack(self, builder: Any) -> int:  # noqa: N802 (generated API name)
-            fields = {name: vector(builder, getattr(self, attr), dt)
-                      for name, attr, dt in (("Min", "min", "<f4"), ("Max", "max", "<f4"), ("Scale", "scale", "<f4"),
-                                             ("ZeroPoint", "zeroPoint", "<i8"))
-                      if getattr(self, attr) is not None}
+            fields = {
+                name: vector(builder, getattr(self, attr), dt)
+                for name, attr, dt in (
+                    ("Min", "min", "<f4"),
+                    ("Max", "max", "<f4"),
+                    ("Scale", "scale", "<f4"),
+                    ("ZeroPoint", "zeroPoint", "<i8"),
+                )
+                if getattr(self, attr) is not None
+            }
             details = self.details.Pack(builder) if self.details is not None else None
             schema.QuantizationParametersStart(builder)
             for name, off in fields.items():
@@ -60,7 +66,7 @@ def share_quantization_vectors(data: bytes) -> bytes:
                 raw = np.asarray(self.data, dtype=np.uint8).tobytes()
                 builder.StartVector(1, len(raw), _BUFFER_ALIGNMENT)
                 builder.head = builder.head - len(raw)
-                builder.Bytes[builder.head:builder.head + len(raw)] = raw
+                builder.Bytes[builder.head : builder.head + len(raw)] = raw
                 off = builder.EndVector(len(raw)) if _end_vector_takes_len(builder) else builder.EndVector()
             schema.BufferStart(builder)
             if off is not None:

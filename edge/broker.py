@@ -56,7 +56,8 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         exe = shutil.which("mosquitto") or next(
-            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+            (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+        )
         if exe is None:
             raise EdgeError("mosquitto is not installed", "apt install mosquitto mosquitto-clients")
         if not self.port:
@@ -64,10 +65,15 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            + ("allow_anonymous true" if self.listener_conf is None else self.listener_conf) + "\n"
-            + (f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
-               "autosave_on_changes true\n" if self.persistent else "persistence false\n") +
-            "max_queued_messages 0\n"
+            + ("allow_anonymous true" if self.listener_conf is None else self.listener_conf)
+            + "\n"
+            + (
+                f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+                "autosave_on_changes true\n"
+                if self.persistent
+                else "persistence false\n"
+            )
+            + "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             f"{self.extra_conf}\n"
         )
@@ -75,9 +81,11 @@ class Mosquitto:
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         if not wait_port(self.host, self.port):
             self.stop()
-            raise EdgeError(f"mosquitto did not listen on {self.host}:{self.port}: "
-                            f"{(self.workdir / 'mosquitto.log').read_text(errors='replace')[-2000:]}",
-                            "is the port taken? pick another one")
+            raise EdgeError(
+                f"mosquitto did not listen on {self.host}:{self.port}: "
+                f"{(self.workdir / 'mosquitto.log').read_text(errors='replace')[-2000:]}",
+                "is the port taken? pick another one",
+            )
         return self
 
     def kill(self) -> None:

@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from edge import tflite_file
+from edge.model import tflite_file
 
 HUGE_DIMS = (1 << 31) - 1, 1 << 30, 1 << 24, 65536, 0, -1, -(1 << 31)
 
@@ -46,7 +46,7 @@ def byte_splat(data: bytes, rng: random.Random) -> bytes:
     """Overwrite a 4-byte word with an interesting value (offsets and lengths are 32-bit)."""
     out = bytearray(data)
     pos = rng.randrange(0, max(1, len(out) - 4)) & ~3
-    out[pos: pos + 4] = struct.pack("<i", rng.choice((0, -1, 1, 0x7FFFFFFF, -0x80000000, len(data), 0xFFFF)))
+    out[pos : pos + 4] = struct.pack("<i", rng.choice((0, -1, 1, 0x7FFFFFFF, -0x80000000, len(data), 0xFFFF)))
     return bytes(out)
 
 
@@ -60,7 +60,11 @@ def huge_dimension(data: bytes, rng: random.Random) -> bytes:
 
 
 MODEL_MUTATORS: dict[str, Callable[[bytes, random.Random], bytes]] = {
-    "truncate": truncate, "bit_flip": bit_flip, "byte_splat": byte_splat, "huge_dimension": huge_dimension}
+    "truncate": truncate,
+    "bit_flip": bit_flip,
+    "byte_splat": byte_splat,
+    "huge_dimension": huge_dimension,
+}
 
 
 def mutate_model(data: bytes, rng: random.Random) -> tuple[str, bytes]:
@@ -82,20 +86,35 @@ def png_bomb(width: int = 60000, height: int = 60000) -> bytes:
     import zlib
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     # One compressed row of zeros repeated: a few KB that inflate to width*height bytes (grayscale).
     raw = zlib.compress(b"\x00" * (width + 1) * 64, 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 def mutate_command(rng: random.Random) -> bytes:
     """A command that is malformed in one of many ways (for edge/<device>/cmd)."""
     actions: list[Any] = ["ping", "reload", "set", "bench", "model/set", "", "nope", None, 1, [], {}]
     base: dict[str, Any] = {"id": rng.choice(["x", "", None, 7, "é" * 300]), "action": rng.choice(actions)}
-    extra: dict[str, Any] = rng.choice([{}, {"top_k": rng.choice([-1, 0, 3, 10**9, "3", None, 1.5])},
-                        {"threshold": rng.choice([float("nan"), -1, 2, "a"])}, {"unknown": [1, 2]}])
+    extra: dict[str, Any] = rng.choice(
+        [
+            {},
+            {"top_k": rng.choice([-1, 0, 3, 10**9, "3", None, 1.5])},
+            {"threshold": rng.choice([float("nan"), -1, 2, "a"])},
+            {"unknown": [1, 2]},
+        ]
+    )
     base.update(extra)
     text = json.dumps(base)
     kind = rng.randrange(6)

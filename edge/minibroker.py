@@ -66,7 +66,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise ProtocolError("packet shorter than its fields")
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -128,7 +128,8 @@ class MiniBroker:
             asyncio.set_event_loop(self._loop)
             try:
                 self._server = self._loop.run_until_complete(
-                    asyncio.start_server(self._client, self.host, self.port))
+                    asyncio.start_server(self._client, self.host, self.port)
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
             except OSError as err:
                 error.append(err)
@@ -141,8 +142,10 @@ class MiniBroker:
         self._thread.start()
         started.wait(10)
         if error:
-            raise EdgeError(f"the embedded broker cannot listen on {self.host}:{self.port}: {error[0]}",
-                            "pick another port, or install mosquitto")
+            raise EdgeError(
+                f"the embedded broker cannot listen on {self.host}:{self.port}: {error[0]}",
+                "pick another port, or install mosquitto",
+            )
         return self
 
     def stop(self) -> None:
@@ -201,7 +204,13 @@ class MiniBroker:
                     return
                 self._handle(session, kind, flags, body)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, ProtocolError, OSError) as err:
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.TimeoutError,
+            ProtocolError,
+            OSError,
+        ) as err:
             if session is not None:
                 log.debug("client %s gone: %s", session.client_id, err or type(err).__name__)
         finally:

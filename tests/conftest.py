@@ -24,12 +24,20 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_module(module: str, *args: str, timeout: float = 300, check: bool = False,
-               **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str, *args: str, timeout: float = 300, check: bool = False, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """``python -m module args`` with this checkout importable; captures text output."""
     env = kwargs.pop("env", None) or subprocess_env()
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, check=check, env=env, **kwargs)  # type: ignore[call-overload]
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=env,
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""edge.runtime / preprocess / postprocess against the real Coral test models in ai-edge-litert."""
+"""edge.model.runtime / preprocess / postprocess against the real Coral test models in ai-edge-litert."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge import tflite_file
 from edge.errors import DelegateError, ModelLoadError
-from edge.labels import parse_labels, read_labels
-from edge.postprocess import CLASSIFIER, classify, model_kind
-from edge.preprocess import decode_image, image_to_tensor
-from edge.runtime import load_model
+from edge.inference.postprocess import CLASSIFIER, classify, model_kind
+from edge.inference.preprocess import decode_image, image_to_tensor
+from edge.model import tflite_file
+from edge.model.labels import parse_labels, read_labels
+from edge.model.runtime import load_model
 
 
 def _top(model_path: Path, image: Path, labels: dict[int, str], k: int = 3):
@@ -25,8 +25,11 @@ def _top(model_path: Path, image: Path, labels: dict[int, str], k: int = 3):
 
 
 def test_mobilenet_finds_the_cat(coral: Path) -> None:
-    m, top = _top(coral / "mobilenet_v1_0.25_128_quant.tflite", coral / "cat.bmp",
-                  read_labels(coral / "imagenet_labels.txt"))
+    m, top = _top(
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        coral / "cat.bmp",
+        read_labels(coral / "imagenet_labels.txt"),
+    )
     assert model_kind(m.outputs) == CLASSIFIER
     assert any(282 <= c.index <= 286 for c in top), top
     assert all("cat" in (c.label or "") for c in top if 282 <= c.index <= 286)
@@ -39,7 +42,8 @@ def test_lstm_says_nine(coral: Path) -> None:
 
 
 def test_uint8_ranking_does_not_wrap() -> None:
-    from edge.runtime import TensorSpec
+    from edge.model.runtime import TensorSpec
+
     spec = TensorSpec("o", 0, (1, 4), (1, 4), np.dtype(np.uint8), 1 / 256, 0)
     top = classify(np.array([[0, 255, 3, 128]], dtype=np.uint8), spec, {}, 4)
     assert [c.index for c in top] == [1, 3, 2, 0]
@@ -54,10 +58,13 @@ def test_flatbuffer_reader_matches_runtime(coral: Path) -> None:
     assert "CONV_2D" in info.max_op_versions and not info.custom_ops
 
 
-@pytest.mark.parametrize("content,needle", [
-    (b"", "0 bytes"),
-    (b"\x00" * 64, "expected b'TFL3'"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b"", "0 bytes"),
+        (b"\x00" * 64, "expected b'TFL3'"),
+    ],
+)
 def test_bad_files_explain(tmp_path: Path, content: bytes, needle: str) -> None:
     p = tmp_path / "m.tflite"
     p.write_bytes(content)

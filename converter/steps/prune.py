@@ -27,8 +27,11 @@ def prunable_kernels(model: Any) -> dict[str, list[np.ndarray]]:
     for layer in model.layers:
         if not reg.supports(layer):
             continue
-        kernels = [w.numpy() for w in layer.weights
-                   if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel", "embeddings")]
+        kernels = [
+            w.numpy()
+            for w in layer.weights
+            if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel", "embeddings")
+        ]
         if kernels:
             out[layer.name] = kernels
     return out
@@ -45,11 +48,22 @@ def measure_sparsity(model: Any) -> tuple[float, dict[str, float]]:
     return (zeros / total if total else 0.0), per_layer
 
 
-def prune(model: Any, data: Dataset | None, *, sparsity: float, epochs: int, batch_size: int,
-          learning_rate: float, skip: Sequence[str] = (), progress: bool = True) -> tuple[Any, dict[str, Any]]:
+def prune(
+    model: Any,
+    data: Dataset | None,
+    *,
+    sparsity: float,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    skip: Sequence[str] = (),
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
     if not 0.0 < sparsity < 1.0:
-        raise ConvertError(f"--prune must be a sparsity between 0 and 1 (e.g. 0.5); received {sparsity}",
-                           "pass the fraction of weights to zero, e.g. --prune 0.5")
+        raise ConvertError(
+            f"--prune must be a sparsity between 0 and 1 (e.g. 0.5); received {sparsity}",
+            "pass the fraction of weights to zero, e.g. --prune 0.5",
+        )
     data = train.require_labels(data, "--prune")
     keras, tfmot = _tf.keras(), _tf.tfmot()
     started = time.perf_counter()
@@ -57,13 +71,16 @@ def prune(model: Any, data: Dataset | None, *, sparsity: float, epochs: int, bat
     # Reach the target a bit before the end, on a pruning step, and fine-tune the rest with a fixed mask.
     frequency = max(1, min(100, steps // 10))
     end_step = max(frequency, (int(steps * 0.7) // frequency) * frequency)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
-                                                    end_step=end_step, frequency=frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
+    )
     reg = _registry()
     unknown = set(skip) - {layer.name for layer in model.layers}
     if unknown:
-        raise ConvertError(f"--prune-skip names no layer of this model: {sorted(unknown)}",
-                           f"layers are: {', '.join(layer.name for layer in model.layers)}")
+        raise ConvertError(
+            f"--prune-skip names no layer of this model: {sorted(unknown)}",
+            f"layers are: {', '.join(layer.name for layer in model.layers)}",
+        )
 
     def wrap(layer: Any) -> Any:
         if layer.name in skip or isinstance(layer, keras.layers.InputLayer):
@@ -74,21 +91,39 @@ def prune(model: Any, data: Dataset | None, *, sparsity: float, epochs: int, bat
             return layer
         raise ConvertError(
             f"layer {layer.name!r} ({type(layer).__name__}) cannot be pruned by tensorflow-model-optimization",
-            f"add --prune-skip {layer.name} to leave it dense, or drop --prune")
+            f"add --prune-skip {layer.name} to leave it dense, or drop --prune",
+        )
 
     try:
         wrapped = keras.models.clone_model(model, clone_function=wrap)
     except ConvertError:
         raise
     except ValueError as exc:
-        raise ConvertError(f"the model cannot be prepared for pruning: {exc}",
-                           "pruning needs a Sequential or functional tf-keras model; drop --prune") from exc
-    train.fit(wrapped, data, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, label="pruning",
-              progress=progress, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        raise ConvertError(
+            f"the model cannot be prepared for pruning: {exc}",
+            "pruning needs a Sequential or functional tf-keras model; drop --prune",
+        ) from exc
+    train.fit(
+        wrapped,
+        data,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        label="pruning",
+        progress=progress,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
     achieved, per_layer = measure_sparsity(stripped)
-    return stripped, {"name": "prune", "seconds": round(time.perf_counter() - started, 3),
-                      "sparsity": {"target": sparsity, "achieved": round(achieved, 4),
-                                   "layers": {k: round(v, 4) for k, v in per_layer.items()}},
-                      "schedule": {"kind": "polynomial_decay", "end_step": end_step, "frequency": frequency},
-                      "epochs": epochs, "skipped_layers": list(skip)}
+    return stripped, {
+        "name": "prune",
+        "seconds": round(time.perf_counter() - started, 3),
+        "sparsity": {
+            "target": sparsity,
+            "achieved": round(achieved, 4),
+            "layers": {k: round(v, 4) for k, v in per_layer.items()},
+        },
+        "schedule": {"kind": "polynomial_decay", "end_step": end_step, "frequency": frequency},
+        "epochs": epochs,
+        "skipped_layers": list(skip),
+    }

@@ -30,17 +30,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edge
-from edge.agent import discovery, messages, system
+from edge.agent import discovery, system
 from edge.agent.commands import CommandWorker, default_registry
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health
-from edge.agent.pipeline import Invoked, Pipeline, Prepared, Settings
 from edge.agent.sources import Item, Source, open_source
+from edge.contract import messages
 from edge.errors import EdgeError
-from edge.labels import read_labels
+from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
+from edge.inference.preprocess import Normalization
+from edge.model.labels import read_labels
+from edge.model.runtime import LoadedModel, load_model
 from edge.ota.agent import AgentSecurity
-from edge.preprocess import Normalization
-from edge.runtime import LoadedModel, load_model
+from edge.transport.topics import Topics
 
 if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic stays out (config_view)
     from edge.agent.config import AgentConfig
@@ -64,14 +66,14 @@ class Agent:
     def __init__(self, cfg: AgentConfig | ConfigView, *, delegates: Any = None) -> None:
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
-        self.topics = messages.Topics(cfg.mqtt.prefix, self.device)
+        self.topics = Topics(cfg.mqtt.prefix, self.device)
         self.commands = default_registry()
         self.on_connect_hooks: list[Hook] = []
         self.on_status_hooks: list[Hook] = []  # after each status message (connect, model reload)
         self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
-        self.delegates = delegates  # the delegate seam of edge.runtime.load_model (tests)
+        self.delegates = delegates  # the delegate seam of edge.model.runtime.load_model (tests)
         self.state_dir = cfg.resolved_state_dir()
         self.started_at = messages.utc_iso()
         self.started_mono = time.monotonic()
@@ -340,10 +342,10 @@ class Agent:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        from edge.mqtt.client import MqttClient, Will
-        from edge.mqtt.url import parse_broker_url
-        from edge.outbox import Outbox
-        from edge.spool import Spool
+        from edge.transport.client import MqttClient, Will
+        from edge.transport.outbox import Outbox
+        from edge.transport.spool import Spool
+        from edge.transport.url import parse_broker_url
 
         mq = self.cfg.mqtt
         url = self.security.credentials(parse_broker_url(mq.broker))

@@ -65,11 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--username", help="MQTT user name (overrides the broker URL's)")
-    run.add_argument("--password-file", help="file whose first line is the MQTT password (or $EDGE_MQTT_PASSWORD)")
+    run.add_argument(
+        "--password-file", help="file whose first line is the MQTT password (or $EDGE_MQTT_PASSWORD)"
+    )
     run.add_argument("--ca-file", help="CA certificate to verify an mqtts:// broker")
     run.add_argument("--cert-file", help="client certificate (brokers requiring one)")
     run.add_argument("--key-file", help="client certificate's private key")
-    run.add_argument("--update-key", action="append", help="public key trusted for model updates (repeatable)")
+    run.add_argument(
+        "--update-key", action="append", help="public key trusted for model updates (repeatable)"
+    )
 
     chk = sub.add_parser("check-config", help="validate a TOML config file", formatter_class=_help_formatter)
     chk.add_argument("file")
@@ -150,7 +154,7 @@ def run(a: argparse.Namespace) -> int:
         validation = ForkedValidation(a.config, _flags(a)).start()
         from edge.agent.app import Agent
         from edge.agent.sources import source_kind
-        from edge.mqtt.url import parse_broker_url
+        from edge.transport.url import parse_broker_url
 
         cfg = validation.result()
         _setup_logging(cfg.log_level)

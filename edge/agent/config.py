@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
     import tomli as tomllib
 
-from edge.audit_config import AuditConfig, CommandsConfig
+from edge.agent.audit_config import AuditConfig, CommandsConfig
 from edge.errors import EdgeError
 from edge.ota.config import OtaConfig
 
@@ -300,7 +300,9 @@ class AgentConfig(Section):
         default_factory=MetricsConfig, title="Metrics", description="Health reports"
     )
     homeassistant: HomeAssistantConfig = Field(
-        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery for Home Assistant"
+        default_factory=HomeAssistantConfig,
+        title="Home Assistant",
+        description="MQTT discovery for Home Assistant",
     )
     tls: TlsConfig = Field(
         default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)"
@@ -310,9 +312,13 @@ class AgentConfig(Section):
         title="Model updates",
         description="Signed over-the-air model updates on <prefix>/<device>/model/set",
     )
-    audit: AuditConfig = Field(default_factory=AuditConfig, title="Audit log", description="Command audit log")
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, title="Audit log", description="Command audit log"
+    )
     commands: CommandsConfig = Field(
-        default_factory=CommandsConfig, title="Commands", description="Which command actions this agent executes"
+        default_factory=CommandsConfig,
+        title="Commands",
+        description="Which command actions this agent executes",
     )
 
     def resolved_state_dir(self) -> Path:

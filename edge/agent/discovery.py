@@ -1,6 +1,6 @@
 """Home Assistant MQTT discovery, wired into the agent's life cycle.
 
-The messages come from :mod:`edge.homeassistant` (pure); this module only
+The messages come from :mod:`edge.contract.homeassistant` (pure); this module only
 decides when to send them: with every status (each connect and each model
 change, since a new model kind may add or remove sensors) and whenever Home
 Assistant says ``online`` on ``<discovery_prefix>/status`` (it restarted and
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from edge import homeassistant
+from edge.contract import homeassistant
 
 log = logging.getLogger("edge.agent.discovery")
 
@@ -24,8 +24,9 @@ def publish(agent: Any) -> int:
     if agent.client is None or (guard is not None and guard.off):
         return 0
     sent = 0
-    for msg in homeassistant.discovery_messages(agent.status_payload(), prefix=agent.cfg.mqtt.prefix,
-                                                discovery_prefix=cfg.discovery_prefix):
+    for msg in homeassistant.discovery_messages(
+        agent.status_payload(), prefix=agent.cfg.mqtt.prefix, discovery_prefix=cfg.discovery_prefix
+    ):
         token = agent.client.publish(msg.topic, msg.payload_bytes(), msg.qos, msg.retain, None)
         if token is not None:
             sent += 1
@@ -66,7 +67,9 @@ class _RefusalGuard:
             self.tokens.clear()
             self.strikes += 1
             if self.strikes >= self.STRIKES:
-                self._turn_off(f"it closed the connection {self.strikes} times in a row while discovery was in flight")
+                self._turn_off(
+                    f"it closed the connection {self.strikes} times in a row while discovery was in flight"
+                )
 
     def _turn_off(self, why: str) -> None:
         if self.off:
@@ -74,10 +77,15 @@ class _RefusalGuard:
         self.off = True
         self.tokens.clear()
         cfg = self.agent.cfg.homeassistant
-        log.warning("the broker refused Home Assistant discovery (%s): discovery is off until the agent "
-                    "restarts. fix: let this client write %s/sensor/%s/# (and read %s) in the broker's ACL, "
-                    "or set [homeassistant] enabled = false", why, cfg.discovery_prefix.rstrip("/"),
-                    homeassistant.node_id(self.agent.device), homeassistant.status_topic(cfg.discovery_prefix))
+        log.warning(
+            "the broker refused Home Assistant discovery (%s): discovery is off until the agent "
+            "restarts. fix: let this client write %s/sensor/%s/# (and read %s) in the broker's ACL, "
+            "or set [homeassistant] enabled = false",
+            why,
+            cfg.discovery_prefix.rstrip("/"),
+            homeassistant.node_id(self.agent.device),
+            homeassistant.status_topic(cfg.discovery_prefix),
+        )
 
 
 def install(agent: Any) -> None:

@@ -2,7 +2,7 @@
 
 Library use::
 
-    from edge.runtime import load_model
+    from edge.model.runtime import load_model
     from edge.bench import BenchOptions, benchmark
 
     run = benchmark(load_model("model.tflite"), BenchOptions(runs=100))
@@ -17,5 +17,15 @@ from edge.bench.agent import AgentBenchParams, BenchParamsError, run_for_agent
 from edge.bench.core import BenchError, BenchOptions, ModelBench, ModelResult
 from edge.bench.runner import BenchRun, benchmark, run
 
-__all__ = ["AgentBenchParams", "BenchError", "BenchOptions", "BenchParamsError", "BenchRun", "ModelBench", "ModelResult",
-           "benchmark", "run", "run_for_agent"]
+__all__ = [
+    "AgentBenchParams",
+    "BenchError",
+    "BenchOptions",
+    "BenchParamsError",
+    "BenchRun",
+    "ModelBench",
+    "ModelResult",
+    "benchmark",
+    "run",
+    "run_for_agent",
+]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edge.bench.core import BenchOptions
 from edge.bench.runner import benchmark
 from edge.errors import InputError
-from edge.runtime import LoadedModel
+from edge.model.runtime import LoadedModel
 
 # Command keys that are the envelope, not benchmark parameters.
 ENVELOPE_KEYS = frozenset({"id", "action"})
@@ -35,10 +35,18 @@ class AgentBenchParams(BaseModel):
 
     runs: int = Field(default=50, ge=1, le=100_000, description="minimum number of timed invokes")
     warmup: int = Field(default=1, ge=0, le=10_000, description="minimum number of warm-up invokes")
-    min_secs: float = Field(default=1.0, ge=0, le=60, description="minimum duration of the timed runs, seconds")
-    max_secs: float = Field(default=10.0, gt=0, le=120, description="maximum duration of the timed runs, seconds; "
-                            "the agent serves no inference meanwhile")
-    warmup_min_secs: float = Field(default=0.5, ge=0, le=10, description="minimum duration of the warm-up, seconds")
+    min_secs: float = Field(
+        default=1.0, ge=0, le=60, description="minimum duration of the timed runs, seconds"
+    )
+    max_secs: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="maximum duration of the timed runs, seconds; the agent serves no inference meanwhile",
+    )
+    warmup_min_secs: float = Field(
+        default=0.5, ge=0, le=10, description="minimum duration of the warm-up, seconds"
+    )
     seed: int = Field(default=0, ge=0, description="seed of the random inputs")
 
     @model_validator(mode="after")
@@ -53,8 +61,10 @@ def parse_params(params: Mapping[str, Any] | None) -> AgentBenchParams:
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
-        raise BenchParamsError(f"bench parameters must be a JSON object; received {type(params).__name__}",
-                               'send e.g. {"action": "bench", "runs": 50, "max_secs": 10}')
+        raise BenchParamsError(
+            f"bench parameters must be a JSON object; received {type(params).__name__}",
+            'send e.g. {"action": "bench", "runs": 50, "max_secs": 10}',
+        )
     given = {k: v for k, v in params.items() if k not in ENVELOPE_KEYS}
     try:
         return AgentBenchParams.model_validate(given, strict=False)
@@ -71,12 +81,19 @@ def parse_params(params: Mapping[str, Any] | None) -> AgentBenchParams:
         ) from exc
 
 
-def run_for_agent(loaded: LoadedModel, params: Mapping[str, Any] | None = None,
-                  device: str | None = None) -> dict[str, Any]:
+def run_for_agent(
+    loaded: LoadedModel, params: Mapping[str, Any] | None = None, device: str | None = None
+) -> dict[str, Any]:
     """Benchmark the agent's loaded model and return the report (``device`` fills the report's ``device``)."""
     p = parse_params(params)
-    options = BenchOptions(runs=p.runs, warmup=p.warmup, min_secs=p.min_secs, max_secs=p.max_secs,
-                           warmup_min_secs=p.warmup_min_secs, seed=p.seed)
+    options = BenchOptions(
+        runs=p.runs,
+        warmup=p.warmup,
+        min_secs=p.min_secs,
+        max_secs=p.max_secs,
+        warmup_min_secs=p.warmup_min_secs,
+        seed=p.seed,
+    )
     report = benchmark(loaded, options).report(device=device)
     report["source"] = "agent"
     return report

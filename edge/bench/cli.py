@@ -21,8 +21,8 @@ from edge.bench.core import BenchOptions, ModelBench
 from edge.bench.inputs import feeds_for
 from edge.bench.runner import run
 from edge.errors import InputError, run_command
-from edge.preprocess import Normalization
-from edge.runtime import DELEGATE_CHOICES, load_model
+from edge.inference.preprocess import Normalization
+from edge.model.runtime import DELEGATE_CHOICES, load_model
 
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
@@ -33,10 +33,13 @@ def _int_at_least(low: int, name: str) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}; received {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} must be an integer >= {low}; received {text!r}"
+            ) from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{name} must be an integer >= {low}; received {value}")
         return value
+
     return parse
 
 
@@ -45,10 +48,15 @@ def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds; received {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{name} must be a number of seconds; received {text!r}"
+            ) from None
         if value < 0 or (positive and value == 0) or value != value:
-            raise argparse.ArgumentTypeError(f"{name} must be {'> 0' if positive else '>= 0'}; received {text}")
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {'> 0' if positive else '>= 0'}; received {text}"
+            )
         return value
+
     return parse
 
 
@@ -57,54 +65,115 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-bench",
         description="Benchmark .tflite models on this device with the methodology of TFLite's benchmark_model "
-                    "(first inference, warm-up, timed runs each measured alone). Several models are "
-                    "interleaved and compared with the first.",
+        "(first inference, warm-up, timed runs each measured alone). Several models are "
+        "interleaved and compared with the first.",
         epilog="exit codes: 0 ok, 1 regression against --reference, 2 bad input",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help=".tflite files; the first is the baseline")
-    p.add_argument("--runs", type=_int_at_least(1, "--runs"), default=d.runs,
-                   help=f"minimum timed invokes per model (default {d.runs})")
-    p.add_argument("--warmup", type=_int_at_least(0, "--warmup"), default=d.warmup,
-                   help=f"minimum warm-up invokes (default {d.warmup})")
-    p.add_argument("--min-secs", type=_seconds("--min-secs"), default=d.min_secs,
-                   help=f"time each model for at least this long (default {d.min_secs})")
-    p.add_argument("--max-secs", type=_seconds("--max-secs", positive=True), default=d.max_secs,
-                   help=f"stop timing a model after this long, even below --runs (default {d.max_secs})")
-    p.add_argument("--warmup-min-secs", type=_seconds("--warmup-min-secs"), default=d.warmup_min_secs,
-                   help=f"warm up for at least this long (default {d.warmup_min_secs})")
-    p.add_argument("--block", type=_int_at_least(1, "--block"), default=d.block,
-                   help=f"invokes per turn when interleaving models (default {d.block})")
+    p.add_argument(
+        "--runs",
+        type=_int_at_least(1, "--runs"),
+        default=d.runs,
+        help=f"minimum timed invokes per model (default {d.runs})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=_int_at_least(0, "--warmup"),
+        default=d.warmup,
+        help=f"minimum warm-up invokes (default {d.warmup})",
+    )
+    p.add_argument(
+        "--min-secs",
+        type=_seconds("--min-secs"),
+        default=d.min_secs,
+        help=f"time each model for at least this long (default {d.min_secs})",
+    )
+    p.add_argument(
+        "--max-secs",
+        type=_seconds("--max-secs", positive=True),
+        default=d.max_secs,
+        help=f"stop timing a model after this long, even below --runs (default {d.max_secs})",
+    )
+    p.add_argument(
+        "--warmup-min-secs",
+        type=_seconds("--warmup-min-secs"),
+        default=d.warmup_min_secs,
+        help=f"warm up for at least this long (default {d.warmup_min_secs})",
+    )
+    p.add_argument(
+        "--block",
+        type=_int_at_least(1, "--block"),
+        default=d.block,
+        help=f"invokes per turn when interleaving models (default {d.block})",
+    )
     p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=d.seed, help="seed of random inputs")
-    p.add_argument("--threads", type=_int_at_least(1, "--threads"), default=None,
-                   help="interpreter threads (default: the runtime's)")
-    p.add_argument("--delegate", choices=DELEGATE_CHOICES, default="auto",
-                   help="auto: Edge TPU when the model needs it and one is present, else the CPU twin")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(1, "--threads"),
+        default=None,
+        help="interpreter threads (default: the runtime's)",
+    )
+    p.add_argument(
+        "--delegate",
+        choices=DELEGATE_CHOICES,
+        default="auto",
+        help="auto: Edge TPU when the model needs it and one is present, else the CPU twin",
+    )
     p.add_argument("--runtime", default="auto", help="auto, ai_edge_litert, tflite_runtime or tensorflow")
-    p.add_argument("--input", default="random", metavar="random|IMAGE|DIR",
-                   help="seeded random tensors (default), or images preprocessed exactly as the agent does")
-    p.add_argument("--input-mean", type=float, default=None, help="normalization mean (as the agent's config)")
+    p.add_argument(
+        "--input",
+        default="random",
+        metavar="random|IMAGE|DIR",
+        help="seeded random tensors (default), or images preprocessed exactly as the agent does",
+    )
+    p.add_argument(
+        "--input-mean", type=float, default=None, help="normalization mean (as the agent's config)"
+    )
     p.add_argument("--input-std", type=float, default=None, help="normalization std (as the agent's config)")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--samples", action="store_true", help="include every timed latency in the JSON")
     p.add_argument("--output", type=Path, help="also write the JSON report to this file")
     p.add_argument("--note", help="free text stored in the report (e.g. when recording a reference)")
-    p.add_argument("--plot", type=Path, metavar="FILE", help="write latency histograms and a comparison chart "
-                   "(PNG/SVG/PDF; needs matplotlib: pip install 'edge-ml-toolkit[plot]')")
-    p.add_argument("--publish", metavar="URL", help="send the report to <prefix>/<device>/bench on this broker, "
-                   "e.g. mqtt://localhost:1883")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="write latency histograms and a comparison chart "
+        "(PNG/SVG/PDF; needs matplotlib: pip install 'edge-ml-toolkit[plot]')",
+    )
+    p.add_argument(
+        "--publish",
+        metavar="URL",
+        help="send the report to <prefix>/<device>/bench on this broker, e.g. mqtt://localhost:1883",
+    )
     p.add_argument("--device-id", default=None, help="device id in the topic and report (default: hostname)")
     p.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
-    p.add_argument("--reference", type=Path, metavar="FILE",
-                   help="compare p50 with this reference report; exit 1 on a regression")
-    p.add_argument("--tolerance", type=float, default=0.3,
-                   help="allowed slow-down against --reference (default 0.3 = 30 %%)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="compare p50 with this reference report; exit 1 on a regression",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.3,
+        help="allowed slow-down against --reference (default 0.3 = 30 %%)",
+    )
     return p
 
 
 def _options(args: argparse.Namespace) -> BenchOptions:
     try:
-        return BenchOptions(runs=args.runs, warmup=args.warmup, min_secs=args.min_secs, max_secs=args.max_secs,
-                            warmup_min_secs=args.warmup_min_secs, block=args.block, seed=args.seed)
+        return BenchOptions(
+            runs=args.runs,
+            warmup=args.warmup,
+            min_secs=args.min_secs,
+            max_secs=args.max_secs,
+            warmup_min_secs=args.warmup_min_secs,
+            block=args.block,
+            seed=args.seed,
+        )
     except ValidationError as exc:
         msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
         raise InputError(f"bad options: {msg}", "see edge-bench --help") from exc
@@ -126,10 +195,13 @@ def _main(args: argparse.Namespace) -> int:
         publishing.parse_url(args.publish)
     if args.plot:
         from edge.bench.plot import _pyplot
+
         _pyplot()
     reference = comparing.load_reference(args.reference) if args.reference else None
     if args.tolerance < 0:
-        raise InputError(f"--tolerance must be >= 0; received {args.tolerance}", "e.g. --tolerance 0.3 for 30 %")
+        raise InputError(
+            f"--tolerance must be >= 0; received {args.tolerance}", "e.g. --tolerance 0.3 for 30 %"
+        )
     norm = Normalization(mean=args.input_mean, std=args.input_std)
 
     benches = []
@@ -151,6 +223,7 @@ def _main(args: argparse.Namespace) -> int:
         args.output.write_text(reporting.to_json(report) + "\n")
     if args.plot:
         from edge.bench.plot import plot
+
         plot(result.results, args.plot, title=f"edge-bench on {report['board'] or report['arch']}")
         print(f"plot written to {args.plot}", file=sys.stderr)
     if args.publish:

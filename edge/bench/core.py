@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edge.bench import system
 from edge.bench.stats import LatencyStats, summarize
 from edge.errors import EdgeError
-from edge.runtime import LoadedModel
+from edge.model.runtime import LoadedModel
 
 Feed = Mapping[int, np.ndarray]  # input tensor index -> value
 
@@ -38,10 +38,18 @@ class BenchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    runs: int = Field(default=50, ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)")
-    min_secs: float = Field(default=1.0, ge=0, description="keep timing until at least this many seconds have passed")
-    max_secs: float = Field(default=150.0, gt=0, description="stop timing after this many seconds, even below `runs`")
-    warmup: int = Field(default=1, ge=0, description="minimum number of untimed warm-up invokes after the first inference")
+    runs: int = Field(
+        default=50, ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)"
+    )
+    min_secs: float = Field(
+        default=1.0, ge=0, description="keep timing until at least this many seconds have passed"
+    )
+    max_secs: float = Field(
+        default=150.0, gt=0, description="stop timing after this many seconds, even below `runs`"
+    )
+    warmup: int = Field(
+        default=1, ge=0, description="minimum number of untimed warm-up invokes after the first inference"
+    )
     warmup_min_secs: float = Field(default=0.5, ge=0, description="warm up for at least this many seconds")
     block: int = Field(default=10, ge=1, description="invokes per turn when several models are interleaved")
     seed: int = Field(default=0, ge=0, description="seed of the random inputs")
@@ -76,8 +84,9 @@ class ModelResult:
 class ModelBench:
     """A loaded model and its inputs, measured one phase at a time."""
 
-    def __init__(self, loaded: LoadedModel, feeds: Sequence[Feed], input_label: str,
-                 rss_before_mb: float | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, feeds: Sequence[Feed], input_label: str, rss_before_mb: float | None = None
+    ) -> None:
         if not feeds:
             raise ValueError("at least one input feed is needed")
         self.loaded = loaded
@@ -117,7 +126,8 @@ class ModelBench:
                 f"{self.loaded.path.name} failed while running ({self.loaded.runtime.name} "
                 f"{self.loaded.runtime.version}, delegate {self.loaded.delegate}): {type(exc).__name__}: {exc}",
                 "check the model runs in the agent (edge-agent run --once), try --delegate cpu or another "
-                "--runtime") from exc
+                "--runtime",
+            ) from exc
         return out
 
     def first_inference(self) -> float:
@@ -178,8 +188,12 @@ def model_record(r: ModelResult, first: ModelResult | None = None, samples: bool
     m = r.loaded
     base = first or r
     rec: dict[str, Any] = {
-        "model": {"path": str(m.path), "requested_path": str(m.requested_path), "size_bytes": m.size_bytes,
-                  "sha256": m.sha256},
+        "model": {
+            "path": str(m.path),
+            "requested_path": str(m.requested_path),
+            "size_bytes": m.size_bytes,
+            "sha256": m.sha256,
+        },
         "runtime": {"name": m.runtime.name, "version": m.runtime.version},
         "delegate": m.delegate,
         "threads": m.threads,

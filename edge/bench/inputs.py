@@ -8,8 +8,8 @@ import numpy as np
 
 from edge.bench.core import Feed
 from edge.errors import InputError
-from edge.preprocess import Normalization, decode_image, image_to_tensor, random_input
-from edge.runtime import LoadedModel
+from edge.inference.preprocess import Normalization, decode_image, image_to_tensor, random_input
+from edge.model.runtime import LoadedModel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MAX_IMAGES = 256  # a benchmark needs variety, not a data set in RAM
@@ -23,28 +23,37 @@ def random_feeds(loaded: LoadedModel, seed: int = 0) -> tuple[list[Feed], str]:
 
 def image_files(path: Path) -> list[Path]:
     if not path.exists():
-        raise InputError(f"--input {path} does not exist", "give 'random', an image file or a folder of images")
+        raise InputError(
+            f"--input {path} does not exist", "give 'random', an image file or a folder of images"
+        )
     if path.is_file():
         return [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f"--input folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})",
-                         "put JPEG/PNG/BMP files in it, or use --input random")
+        raise InputError(
+            f"--input folder {path} has no images ({', '.join(IMAGE_SUFFIXES)})",
+            "put JPEG/PNG/BMP files in it, or use --input random",
+        )
     return files[:MAX_IMAGES]
 
 
 def image_feeds(loaded: LoadedModel, path: Path, norm: Normalization | None = None) -> tuple[list[Feed], str]:
     """Every image decoded and turned into the model's input with the agent's preprocessing."""
     if len(loaded.inputs) != 1:
-        raise InputError(f"{loaded.path.name} has {len(loaded.inputs)} inputs; images can feed only "
-                         "single-input models", "use --input random for this model")
+        raise InputError(
+            f"{loaded.path.name} has {len(loaded.inputs)} inputs; images can feed only single-input models",
+            "use --input random for this model",
+        )
     spec = loaded.inputs[0]
-    feeds: list[Feed] = [{spec.index: image_to_tensor(decode_image(f), spec, norm)} for f in image_files(path)]
+    feeds: list[Feed] = [
+        {spec.index: image_to_tensor(decode_image(f), spec, norm)} for f in image_files(path)
+    ]
     return feeds, str(path)
 
 
-def feeds_for(loaded: LoadedModel, source: str = "random", seed: int = 0,
-              norm: Normalization | None = None) -> tuple[list[Feed], str]:
+def feeds_for(
+    loaded: LoadedModel, source: str = "random", seed: int = 0, norm: Normalization | None = None
+) -> tuple[list[Feed], str]:
     """``source`` is ``random``, an image file or a folder of images."""
     if source == "random":
         return random_feeds(loaded, seed)

@@ -48,8 +48,15 @@ def plot(results: Sequence[ModelResult], path: Path, title: str = "edge-bench") 
         shown = [x for x in r.samples_ms if x <= top]
         ax.hist(shown, bins=min(40, max(5, len(shown) // 5)), range=(r.stats.min, top), color=f"C{i}")
         if len(shown) < len(r.samples_ms):
-            ax.text(0.98, 0.95, f"{len(r.samples_ms) - len(shown)} above {top:.2f} ms not shown",
-                    transform=ax.transAxes, ha="right", va="top", fontsize=7)
+            ax.text(
+                0.98,
+                0.95,
+                f"{len(r.samples_ms) - len(shown)} above {top:.2f} ms not shown",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=7,
+            )
         for q, style in ((r.stats.p50, "-"), (r.stats.p99, ":")):
             ax.axvline(q, color="k", linestyle=style, linewidth=1)
         ax.set_title(f"{name}\n{r.loaded.delegate}, p50 {r.stats.p50:.2f} ms", fontsize=8)

@@ -22,9 +22,13 @@ def _name(m: Mapping[str, Any]) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
     # Left-align the text columns, right-align numbers.
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(
+            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
@@ -43,27 +47,48 @@ def table(report: Mapping[str, Any]) -> str:
     if report.get("edgetpu"):
         tpu = report["edgetpu"]
         out.append(f"Edge TPU temp C {_fmt(tpu['temp_c_before'], 1)} -> {_fmt(tpu['temp_c_after'], 1)}")
-    out.append(f"runs >= {opts['runs']} and >= {opts['min_secs']} s (max {opts['max_secs']} s), warm-up >= "
-               f"{opts['warmup']} and >= {opts['warmup_min_secs']} s, input {report['input']}")
+    out.append(
+        f"runs >= {opts['runs']} and >= {opts['min_secs']} s (max {opts['max_secs']} s), warm-up >= "
+        f"{opts['warmup']} and >= {opts['warmup_min_secs']} s, input {report['input']}"
+    )
     out.append("")
-    header = ["model", "runtime", "delegate", "init ms", "first ms", "warm-up ms", "runs", "min", "p50", "p90",
-              "p99", "max", "mean", "std", "inf/s", "rss+ MB", "p50 x first"]
+    header = [
+        "model",
+        "runtime",
+        "delegate",
+        "init ms",
+        "first ms",
+        "warm-up ms",
+        "runs",
+        "min",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+        "mean",
+        "std",
+        "inf/s",
+        "rss+ MB",
+        "p50 x first",
+    ]
     rows = []
     for m in report["models"]:
         lat = m["latency_ms"]
-        rows.append([
-            _name(m),
-            m["runtime"]["name"] + (f"/{m['threads']}t" if m["threads"] else ""),
-            m["delegate"],
-            _fmt(m["init_ms"], 1),
-            _fmt(m["first_inference_ms"]),
-            _fmt(m["warmup_mean_ms"]),
-            str(m["runs"]),
-            *(_fmt(lat[k]) for k in ("min", "p50", "p90", "p99", "max", "mean", "std")),
-            _fmt(m["inferences_per_s"], 1),
-            _fmt(m["rss_delta_mb"], 1),
-            _fmt(m["ratio_vs_first"]["p50"], 2),
-        ])
+        rows.append(
+            [
+                _name(m),
+                m["runtime"]["name"] + (f"/{m['threads']}t" if m["threads"] else ""),
+                m["delegate"],
+                _fmt(m["init_ms"], 1),
+                _fmt(m["first_inference_ms"]),
+                _fmt(m["warmup_mean_ms"]),
+                str(m["runs"]),
+                *(_fmt(lat[k]) for k in ("min", "p50", "p90", "p99", "max", "mean", "std")),
+                _fmt(m["inferences_per_s"], 1),
+                _fmt(m["rss_delta_mb"], 1),
+                _fmt(m["ratio_vs_first"]["p50"], 2),
+            ]
+        )
     out += _table(header, rows, left=3)
     out.append("")
     out.append(f"latencies in ms (each invoke timed alone); peak RSS {_fmt(report['peak_rss_mb'], 1)} MB")

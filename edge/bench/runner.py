@@ -21,7 +21,7 @@ import edge
 from edge.bench import system
 from edge.bench.core import BenchOptions, Feed, ModelBench, ModelResult, model_record
 from edge.bench.inputs import feeds_for
-from edge.runtime import LoadedModel
+from edge.model.runtime import LoadedModel
 
 SCHEMA = 1
 
@@ -68,8 +68,12 @@ class BenchRun:
         return {**head, **models[0], "models": models}
 
 
-def run(benches: Sequence[ModelBench], options: BenchOptions, root: Path = system.ROOT,
-        vcgencmd: str | None = None) -> BenchRun:
+def run(
+    benches: Sequence[ModelBench],
+    options: BenchOptions,
+    root: Path = system.ROOT,
+    vcgencmd: str | None = None,
+) -> BenchRun:
     """Measure prepared models (first inference already done or not), interleaved."""
     if not benches:
         raise ValueError("nothing to benchmark")
@@ -86,18 +90,27 @@ def run(benches: Sequence[ModelBench], options: BenchOptions, root: Path = syste
             b.step(options)
         pending = [b for b in pending if b.stop_reason(options) is None]
     after = system.snapshot(root, vcgencmd)
-    return BenchRun(results=tuple(b.result(options) for b in benches), options=options, before=before,
-                    after=after, peak_rss_mb=system.peak_rss_mb(), started=started, finished=utc_now(),
-                    root=root)
+    return BenchRun(
+        results=tuple(b.result(options) for b in benches),
+        options=options,
+        before=before,
+        after=after,
+        peak_rss_mb=system.peak_rss_mb(),
+        started=started,
+        finished=utc_now(),
+        root=root,
+    )
 
 
-def benchmark(loaded: LoadedModel, options: BenchOptions | None = None,
-              feeds: Sequence[Feed] | None = None, input_label: str | None = None) -> BenchRun:
+def benchmark(
+    loaded: LoadedModel,
+    options: BenchOptions | None = None,
+    feeds: Sequence[Feed] | None = None,
+    input_label: str | None = None,
+) -> BenchRun:
     """Benchmark one already-loaded model (seeded random inputs unless ``feeds`` are given)."""
     options = options or BenchOptions()
     if feeds is None:
         feeds, label = feeds_for(loaded, "random", options.seed)
         input_label = input_label or label
     return run([ModelBench(loaded, feeds, input_label or "given")], options)
-
-

@@ -1,6 +1,6 @@
 """JSON Schema (draft 2020-12) of the edge-bench report: the keys docs/bench.md promises.
 
-The MQTT contract's ``edge/schemas/bench.json`` fixes only the envelope
+The MQTT contract's ``edge/contract/schemas/bench.json`` fixes only the envelope
 (``schema``, ``device``, ``ts``); this is the body. Keys are only ever added,
 so objects stay open (no ``additionalProperties: false``).
 """
@@ -15,8 +15,21 @@ _MS = {"type": "number", "minimum": 0}
 
 MODEL_RECORD: dict[str, Any] = {
     "type": "object",
-    "required": ["model", "runtime", "delegate", "threads", "init_ms", "first_inference_ms", "warmup_runs",
-                 "warmup_mean_ms", "runs", "latency_ms", "inferences_per_s", "rss_delta_mb", "ratio_vs_first"],
+    "required": [
+        "model",
+        "runtime",
+        "delegate",
+        "threads",
+        "init_ms",
+        "first_inference_ms",
+        "warmup_runs",
+        "warmup_mean_ms",
+        "runs",
+        "latency_ms",
+        "inferences_per_s",
+        "rss_delta_mb",
+        "ratio_vs_first",
+    ],
     "properties": {
         "model": {
             "type": "object",
@@ -28,8 +41,11 @@ MODEL_RECORD: dict[str, Any] = {
                 "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             },
         },
-        "runtime": {"type": "object", "required": ["name", "version"],
-                    "properties": {"name": {"type": "string"}, "version": {"type": "string"}}},
+        "runtime": {
+            "type": "object",
+            "required": ["name", "version"],
+            "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+        },
         "delegate": {"type": "string"},
         "threads": {"type": ["integer", "null"], "minimum": 1},
         "notes": {"type": "array", "items": {"type": "string"}},
@@ -48,8 +64,11 @@ MODEL_RECORD: dict[str, Any] = {
         },
         "inferences_per_s": _MS,
         "rss_delta_mb": _NUM_OR_NULL,
-        "ratio_vs_first": {"type": "object", "required": ["p50", "mean", "inferences_per_s"],
-                           "properties": {"p50": _NUM_OR_NULL, "mean": _NUM_OR_NULL, "inferences_per_s": _NUM}},
+        "ratio_vs_first": {
+            "type": "object",
+            "required": ["p50", "mean", "inferences_per_s"],
+            "properties": {"p50": _NUM_OR_NULL, "mean": _NUM_OR_NULL, "inferences_per_s": _NUM},
+        },
         "samples_ms": {"type": "array", "items": _MS},
     },
 }
@@ -61,7 +80,18 @@ REPORT: dict[str, Any] = {
     "description": "The first model's keys at the top level, every model of the run under `models`.",
     "allOf": [{"$ref": "#/$defs/model_record"}],
     "type": "object",
-    "required": ["schema", "device", "ts", "board", "arch", "cpu", "edgetpu", "peak_rss_mb", "options", "models"],
+    "required": [
+        "schema",
+        "device",
+        "ts",
+        "board",
+        "arch",
+        "cpu",
+        "edgetpu",
+        "peak_rss_mb",
+        "options",
+        "models",
+    ],
     "properties": {
         "schema": {"const": 1},
         "device": {"type": "string", "minLength": 1},
@@ -70,8 +100,14 @@ REPORT: dict[str, Any] = {
         "arch": {"type": "string"},
         "cpu": {
             "type": "object",
-            "required": ["governor", "freq_mhz_before", "freq_mhz_after", "temp_c_before", "temp_c_after",
-                         "throttled"],
+            "required": [
+                "governor",
+                "freq_mhz_before",
+                "freq_mhz_after",
+                "temp_c_before",
+                "temp_c_after",
+                "throttled",
+            ],
             "properties": {
                 "governor": {"type": ["string", "null"]},
                 "freq_mhz_before": _NUM_OR_NULL,
@@ -82,11 +118,21 @@ REPORT: dict[str, Any] = {
                 "throttled_flags": {"type": ["array", "null"], "items": {"type": "string"}},
             },
         },
-        "edgetpu": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["temp_c_before", "temp_c_after"],
-                                                 "properties": {"temp_c_before": _NUM_OR_NULL,
-                                                                "temp_c_after": _NUM_OR_NULL}}]},
+        "edgetpu": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["temp_c_before", "temp_c_after"],
+                    "properties": {"temp_c_before": _NUM_OR_NULL, "temp_c_after": _NUM_OR_NULL},
+                },
+            ]
+        },
         "peak_rss_mb": _MS,
-        "options": {"type": "object", "required": ["runs", "min_secs", "max_secs", "warmup", "warmup_min_secs"]},
+        "options": {
+            "type": "object",
+            "required": ["runs", "min_secs", "max_secs", "warmup", "warmup_min_secs"],
+        },
         "models": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/model_record"}},
         "note": {"type": "string"},
         "source": {"type": "string"},

@@ -144,8 +144,12 @@ class Snapshot:
 
 
 def snapshot(root: Path = ROOT, vcgencmd: str | None = None) -> Snapshot:
-    return Snapshot(freq_mhz=freq_mhz(root), temp_c=cpu_temp_c(root), edgetpu_temp_c=edgetpu_temp_c(root),
-                    throttled=throttled(vcgencmd))
+    return Snapshot(
+        freq_mhz=freq_mhz(root),
+        temp_c=cpu_temp_c(root),
+        edgetpu_temp_c=edgetpu_temp_c(root),
+        throttled=throttled(vcgencmd),
+    )
 
 
 def cpu_report(before: Snapshot, after: Snapshot, root: Path = ROOT) -> dict[str, object]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import edge
-from edge import tflite_file
 from edge.flash import BUNDLE_DIR, tomlw, wheels
 from edge.flash.manifest import (
     MANIFEST,
@@ -28,6 +27,7 @@ from edge.flash.manifest import (
     bundle_id,
     sums_text,
 )
+from edge.model import tflite_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,12 +48,12 @@ class BuiltBundle:
 
 
 def is_edgetpu_model(custom_ops: tuple[str, ...] | list[str]) -> bool:
-    # edge.delegates would import the runtimes (and numpy): the host tool only needs the op name.
+    # edge.model.delegates would import the runtimes (and numpy): the host tool only needs the op name.
     return "edgetpu-custom-op" in custom_ops
 
 
 def cpu_twin_path(model: Path) -> Path | None:
-    """``x_edgetpu.tflite`` -> ``x.tflite`` when it exists (edgetpu_compiler's naming, as edge.delegates)."""
+    """``x_edgetpu.tflite`` -> ``x.tflite`` when it exists (edgetpu_compiler's naming, as edge.model.delegates)."""
     if model.stem.endswith("_edgetpu"):
         twin = model.with_name(model.stem[: -len("_edgetpu")] + model.suffix)
         if twin.is_file():
@@ -71,20 +71,31 @@ def _check_model(path: Path) -> tflite_file.ModelInfo:
     try:
         return tflite_file.read(path)
     except Exception as exc:
-        raise BundleError(f"{path} is not a readable .tflite model ({exc})",
-                          "pass a .tflite file (convert Keras models with edge-convert first)") from exc
+        raise BundleError(
+            f"{path} is not a readable .tflite model ({exc})",
+            "pass a .tflite file (convert Keras models with edge-convert first)",
+        ) from exc
 
 
-def agent_config(user_config: Path | None, model_file: str, labels_file: str | None, runtime: str,
-                 broker: str | None, device_id: str | None, source: str | None) -> str:
+def agent_config(
+    user_config: Path | None,
+    model_file: str,
+    labels_file: str | None,
+    runtime: str,
+    broker: str | None,
+    device_id: str | None,
+    source: str | None,
+) -> str:
     """The agent's TOML: the user's, with the model, labels, runtime and state dir pointed into the release."""
     data: dict[str, Any] = {}
     if user_config is not None:
         try:
             data = tomllib.loads(user_config.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise BundleError(f"--config {user_config} is not readable TOML ({exc})",
-                              "fix the file (edge-agent check-config shows the keys)") from exc
+            raise BundleError(
+                f"--config {user_config} is not readable TOML ({exc})",
+                "fix the file (edge-agent check-config shows the keys)",
+            ) from exc
     data["state_dir"] = "@STATE_DIR@"
     model = data.setdefault("model", {})
     model["path"] = f"@RELEASE@/{model_file}"
@@ -101,7 +112,9 @@ def agent_config(user_config: Path | None, model_file: str, labels_file: str | N
         src["spec"] = source
     src.setdefault("spec", "mqtt")  # a service with no source of its own answers <prefix>/<device>/infer
     data = {k: v for k, v in data.items() if v != {}}
-    text = "# Written by edge-flash; install.sh fills in the release and state directories.\n" + tomlw.dumps(data)
+    text = "# Written by edge-flash; install.sh fills in the release and state directories.\n" + tomlw.dumps(
+        data
+    )
     _check_agent_config(text)
     return text
 
@@ -114,12 +127,16 @@ def _check_agent_config(text: str) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "agent.toml"
-        path.write_text(text.replace("@RELEASE@", "/opt/edge-agent/releases/x").replace("@STATE_DIR@", "/var/lib/x"))
+        path.write_text(
+            text.replace("@RELEASE@", "/opt/edge-agent/releases/x").replace("@STATE_DIR@", "/var/lib/x")
+        )
         problems = check_file(path)
     if problems:
         listed = "; ".join(f"{key} = {value!r}: {msg}" for key, value, msg in problems)
-        raise BundleError(f"the agent config is invalid: {listed}",
-                          "fix --config (edge-agent check-config FILE lists the problems)")
+        raise BundleError(
+            f"the agent config is invalid: {listed}",
+            "fix --config (edge-agent check-config FILE lists the problems)",
+        )
 
 
 def _gather_models(models: list[Path]) -> list[tuple[Path, bool]]:
@@ -139,24 +156,42 @@ def _gather_models(models: list[Path]) -> list[tuple[Path, bool]]:
     return out
 
 
-def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str = "3.11",
-          runtime: str = "ai-edge-litert", glibc: str = "2.36", labels: Path | None = None,
-          config: Path | None = None, broker: str | None = None, device_id: str | None = None,
-          source: str | None = None, agent_wheel: Path | None = None,
-          find_links: list[Path] | None = None, log: Any = None) -> BuiltBundle:
+def build(
+    models: list[Path],
+    out: Path,
+    *,
+    arch: str = "aarch64",
+    python: str = "3.11",
+    runtime: str = "ai-edge-litert",
+    glibc: str = "2.36",
+    labels: Path | None = None,
+    config: Path | None = None,
+    broker: str | None = None,
+    device_id: str | None = None,
+    source: str | None = None,
+    agent_wheel: Path | None = None,
+    find_links: list[Path] | None = None,
+    log: Any = None,
+) -> BuiltBundle:
     """Write the bundle to ``out`` (a .tar.gz) and return what it holds."""
     say = log or (lambda msg: print(msg, file=sys.stderr))
     arch = wheels.normalize_arch(arch)
     if python not in PYTHONS:
-        raise BundleError(f"--python must be one of {', '.join(PYTHONS)}; received {python!r}",
-                          "Raspberry Pi OS bookworm has 3.11, trixie 3.13")
+        raise BundleError(
+            f"--python must be one of {', '.join(PYTHONS)}; received {python!r}",
+            "Raspberry Pi OS bookworm has 3.11, trixie 3.13",
+        )
     if runtime not in wheels.RUNTIME_EXTRAS:
-        raise BundleError(f"--runtime must be ai-edge-litert or tflite-runtime; received {runtime!r}",
-                          "ai-edge-litert is the maintained one; tflite-runtime 2.14 needs numpy<2")
+        raise BundleError(
+            f"--runtime must be ai-edge-litert or tflite-runtime; received {runtime!r}",
+            "ai-edge-litert is the maintained one; tflite-runtime 2.14 needs numpy<2",
+        )
     if not models:
         raise BundleError("no --model given", "pass the .tflite the agent should run")
     if labels is not None and not labels.is_file():
-        raise BundleError(f"labels file {labels} does not exist", "pass the labels.txt of the model, or omit it")
+        raise BundleError(
+            f"labels file {labels} does not exist", "pass the labels.txt of the model, or omit it"
+        )
     model_files = _gather_models([Path(m) for m in models])
 
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
@@ -174,11 +209,14 @@ def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str =
         if np_whl is None or agent is None:
             raise BundleError("pip resolved no numpy or no edge-ml-toolkit wheel", "report this as a bug")
         if runtime == "tflite-runtime" and int(np_whl.version.split(".")[0]) >= 2:
-            raise BundleError(f"tflite-runtime bundle got numpy {np_whl.version}; it crashes with numpy 2",
-                              "report this as a bug (the tflite-runtime extra pins numpy<2)")
+            raise BundleError(
+                f"tflite-runtime bundle got numpy {np_whl.version}; it crashes with numpy 2",
+                "report this as a bug (the tflite-runtime extra pins numpy<2)",
+            )
         reqs = [f"{wheels.DIST}[{wheels.RUNTIME_EXTRAS[runtime]}]=={agent.version}"]
-        reqs += sorted(f"{p.dist}=={p.version}" for p in parsed.values()
-                       if p.dist not in ("edge_ml_toolkit", "pip"))
+        reqs += sorted(
+            f"{p.dist}=={p.version}" for p in parsed.values() if p.dist not in ("edge_ml_toolkit", "pip")
+        )
         (stage / "requirements.txt").write_text("".join(r + "\n" for r in reqs))
 
         (stage / "models").mkdir()
@@ -192,8 +230,9 @@ def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str =
             labels_file = f"models/{labels.name}"
             shutil.copyfile(labels, stage / labels_file)
         (stage / "config").mkdir()
-        (stage / "config" / "agent.toml").write_text(agent_config(
-            config, model_entries[0].file, labels_file, runtime, broker, device_id, source))
+        (stage / "config" / "agent.toml").write_text(
+            agent_config(config, model_entries[0].file, labels_file, runtime, broker, device_id, source)
+        )
         (stage / "systemd").mkdir()
         (stage / "systemd" / f"{SERVICE}.service").write_bytes(template(f"{SERVICE}.service"))
         (stage / "systemd" / f"{SERVICE}.sysusers").write_bytes(template(f"{SERVICE}.sysusers"))
@@ -206,23 +245,39 @@ def build(models: list[Path], out: Path, *, arch: str = "aarch64", python: str =
         for f in sorted(stage.rglob("*")):
             if f.is_file():
                 files[f.relative_to(stage).as_posix()] = FileEntry(
-                    sha256=hashlib.sha256(f.read_bytes()).hexdigest(), size=f.stat().st_size)
+                    sha256=hashlib.sha256(f.read_bytes()).hexdigest(), size=f.stat().st_size
+                )
         bid = bundle_id(files)
-        env = (f"EDGE_BUNDLE_ID={bid}\nEDGE_ARCH={arch}\nEDGE_PYTHON={python}\nEDGE_RUNTIME={runtime}\n"
-               f"EDGE_AGENT_VERSION={agent.version}\n").encode()
+        env = (
+            f"EDGE_BUNDLE_ID={bid}\nEDGE_ARCH={arch}\nEDGE_PYTHON={python}\nEDGE_RUNTIME={runtime}\n"
+            f"EDGE_AGENT_VERSION={agent.version}\n"
+        ).encode()
         (stage / "bundle.env").write_bytes(env)
         files["bundle.env"] = FileEntry(sha256=hashlib.sha256(env).hexdigest(), size=len(env))
         manifest = Manifest(  # schema: the default, this edge-flash's format
-            bundle_id=bid, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            bundle_id=bid,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
             target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),
-            agent_version=agent.version, runtime_version=rt.version, numpy_version=np_whl.version,
-            models=model_entries, labels=labels_file, config="config/agent.toml",
-            requirements="requirements.txt", files=files)
+            agent_version=agent.version,
+            runtime_version=rt.version,
+            numpy_version=np_whl.version,
+            models=model_entries,
+            labels=labels_file,
+            config="config/agent.toml",
+            requirements="requirements.txt",
+            files=files,
+        )
         manifest_text = manifest.to_json()
         (stage / MANIFEST).write_text(manifest_text)
-        (stage / SUMS).write_text(sums_text({**{n: e.sha256 for n, e in files.items()},
-                                             MANIFEST: hashlib.sha256(manifest_text.encode()).hexdigest()}))
+        (stage / SUMS).write_text(
+            sums_text(
+                {
+                    **{n: e.sha256 for n, e in files.items()},
+                    MANIFEST: hashlib.sha256(manifest_text.encode()).hexdigest(),
+                }
+            )
+        )
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_tar(stage, out)
@@ -236,6 +291,7 @@ def _write_tar(stage: Path, out: Path) -> None:
     tmp_out = out.with_name(out.name + ".partial")
     # Wheels are zip files already: a light gzip level costs little size and much less time.
     with tarfile.open(tmp_out, "w:gz", compresslevel=3, format=tarfile.GNU_FORMAT) as tar:
+
         def add_dir(rel: str) -> None:
             info = tarfile.TarInfo(rel)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
@@ -254,4 +310,3 @@ def _write_tar(stage: Path, out: Path) -> None:
             with open(f, "rb") as fh:
                 tar.addfile(info, fh)
     tmp_out.replace(out)
-

@@ -48,13 +48,17 @@ class Target(_Record):
 class ModelEntry(_Record):
     file: str = Field(description="path inside the bundle")
     sha256: str = Field(description="hex sha256")
-    edgetpu: bool = Field(description="compiled for the Edge TPU (its CPU twin, when bundled, sits beside it)")
+    edgetpu: bool = Field(
+        description="compiled for the Edge TPU (its CPU twin, when bundled, sits beside it)"
+    )
 
 
 class Manifest(_Record):
     schema_: int = Field(SCHEMA, alias="schema", description="manifest format version")
     kind: Literal["edge-bundle"] = "edge-bundle"
-    bundle_id: str = Field(description="first 16 hex digits of the sha256 over the file list (but bundle.env, which carries it); names the release")
+    bundle_id: str = Field(
+        description="first 16 hex digits of the sha256 over the file list (but bundle.env, which carries it); names the release"
+    )
     created_at: str = Field(description="UTC ISO 8601")
     created_by: str = Field(description="edge-flash version")
     target: Target
@@ -65,7 +69,9 @@ class Manifest(_Record):
     labels: Optional[str] = Field(None, description="labels file inside the bundle")  # noqa: UP045 (pydantic on 3.9)
     config: str = Field(description="agent TOML inside the bundle (@RELEASE@/@STATE_DIR@ filled at install)")
     requirements: str = Field(description="pinned requirements pip installs offline from wheels/")
-    files: dict[str, FileEntry] = Field(description="every file of the bundle except manifest.json and SHA256SUMS")
+    files: dict[str, FileEntry] = Field(
+        description="every file of the bundle except manifest.json and SHA256SUMS"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -77,15 +83,21 @@ class Manifest(_Record):
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise BundleError(f"{MANIFEST} is not JSON ({exc})", "rebuild the bundle with edge-flash bundle") from exc
+            raise BundleError(
+                f"{MANIFEST} is not JSON ({exc})", "rebuild the bundle with edge-flash bundle"
+            ) from exc
         if isinstance(data, dict) and data.get("schema") not in (None, SCHEMA):
-            raise BundleError(f"{MANIFEST} has schema {data.get('schema')!r}, this edge-flash reads {SCHEMA}",
-                              "use the edge-flash version that built the bundle, or rebuild it")
+            raise BundleError(
+                f"{MANIFEST} has schema {data.get('schema')!r}, this edge-flash reads {SCHEMA}",
+                "use the edge-flash version that built the bundle, or rebuild it",
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise BundleError(f"{MANIFEST} is not a valid bundle manifest: {exc}",
-                              "rebuild the bundle with edge-flash bundle") from exc
+            raise BundleError(
+                f"{MANIFEST} is not a valid bundle manifest: {exc}",
+                "rebuild the bundle with edge-flash bundle",
+            ) from exc
 
 
 def bundle_id(files: dict[str, FileEntry]) -> str:
@@ -126,8 +138,10 @@ def _safe_member(name: str) -> str:
         return ""
     prefix = BUNDLE_DIR + "/"
     if not norm.startswith(prefix):
-        raise BundleError(f"bundle member {name!r} is not under {BUNDLE_DIR}/", "rebuild the bundle with edge-flash")
-    return norm[len(prefix):]
+        raise BundleError(
+            f"bundle member {name!r} is not under {BUNDLE_DIR}/", "rebuild the bundle with edge-flash"
+        )
+    return norm[len(prefix) :]
 
 
 def verify_bundle(path: Path) -> Manifest:
@@ -138,7 +152,9 @@ def verify_bundle(path: Path) -> Manifest:
     """
     path = Path(path)
     if not path.is_file():
-        raise BundleError(f"bundle {path} does not exist", "build one: edge-flash bundle --model M -o bundle.tar.gz")
+        raise BundleError(
+            f"bundle {path} does not exist", "build one: edge-flash bundle --model M -o bundle.tar.gz"
+        )
     seen: dict[str, tuple[str, int, int]] = {}
     manifest_bytes = sums_bytes = None
     try:
@@ -148,8 +164,10 @@ def verify_bundle(path: Path) -> Manifest:
                 if member.isdir():
                     continue
                 if not member.isfile():
-                    raise BundleError(f"bundle member {member.name!r} is a link or device, bundles hold plain files",
-                                      "do not install this bundle; rebuild it with edge-flash bundle")
+                    raise BundleError(
+                        f"bundle member {member.name!r} is a link or device, bundles hold plain files",
+                        "do not install this bundle; rebuild it with edge-flash bundle",
+                    )
                 f = tar.extractfile(member)
                 assert f is not None
                 if rel in (MANIFEST, SUMS):
@@ -163,10 +181,14 @@ def verify_bundle(path: Path) -> Manifest:
                     digest, size = _sha256_stream(f)
                     seen[rel] = (digest, size, member.mode)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"bundle {path} is not a readable .tar.gz ({exc})",
-                          "copy it again (it is truncated or corrupt), or rebuild it") from exc
+        raise BundleError(
+            f"bundle {path} is not a readable .tar.gz ({exc})",
+            "copy it again (it is truncated or corrupt), or rebuild it",
+        ) from exc
     if manifest_bytes is None:
-        raise BundleError(f"bundle {path} has no {BUNDLE_DIR}/{MANIFEST}", "rebuild it with edge-flash bundle")
+        raise BundleError(
+            f"bundle {path} has no {BUNDLE_DIR}/{MANIFEST}", "rebuild it with edge-flash bundle"
+        )
     manifest = Manifest.from_json(manifest_bytes)
     problems = []
     for name, entry in sorted(manifest.files.items()):
@@ -178,14 +200,20 @@ def verify_bundle(path: Path) -> Manifest:
             problems.append(f"{name}: {seen[name][1]} bytes, expected {entry.size}")
     extra = sorted(set(seen) - set(manifest.files) - {MANIFEST, SUMS})
     problems += [f"{name}: not in the manifest" for name in extra]
-    expected_sums = sums_text({**{n: e.sha256 for n, e in manifest.files.items()},
-                               MANIFEST: hashlib.sha256(manifest_bytes).hexdigest()})
+    expected_sums = sums_text(
+        {
+            **{n: e.sha256 for n, e in manifest.files.items()},
+            MANIFEST: hashlib.sha256(manifest_bytes).hexdigest(),
+        }
+    )
     if sums_bytes is None or sums_bytes.decode(errors="replace") != expected_sums:
         problems.append(f"{SUMS}: missing or disagrees with {MANIFEST}")
     if bundle_id({n: e for n, e in manifest.files.items() if n != "bundle.env"}) != manifest.bundle_id:
         problems.append(f"bundle_id {manifest.bundle_id} does not match its file list")
     if problems:
         shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-        raise BundleError(f"bundle {path} failed its sha256 check: {shown}",
-                          "do not install it: copy it again, or rebuild it with edge-flash bundle")
+        raise BundleError(
+            f"bundle {path} failed its sha256 check: {shown}",
+            "do not install it: copy it again, or rebuild it with edge-flash bundle",
+        )
     return manifest

@@ -58,8 +58,10 @@ def _run(cmd: list[str], *, what: str, data: bytes | None = None) -> bytes:
     except FileNotFoundError as exc:
         raise SdError(f"{cmd[0]} is not installed", "apt install mtools fdisk") from exc
     if proc.returncode != 0:
-        raise SdError(f"{what} failed: {proc.stderr.decode(errors='replace').strip()[-600:]}",
-                      "check the image (is it a Raspberry Pi OS .img, not compressed?)")
+        raise SdError(
+            f"{what} failed: {proc.stderr.decode(errors='replace').strip()[-600:]}",
+            "check the image (is it a Raspberry Pi OS .img, not compressed?)",
+        )
     return proc.stdout
 
 
@@ -70,8 +72,14 @@ def partitions(target: Path) -> list[Partition]:
     parts = []
     for i, p in enumerate(table.get("partitions", []), 1):
         m = re.search(r"(\d+)$", p.get("node", ""))
-        parts.append(Partition(number=int(m.group(1)) if m else i, start=int(p["start"]) * sector,
-                               size=int(p["size"]) * sector, type=str(p["type"]).upper()))
+        parts.append(
+            Partition(
+                number=int(m.group(1)) if m else i,
+                start=int(p["start"]) * sector,
+                size=int(p["size"]) * sector,
+                type=str(p["type"]).upper(),
+            )
+        )
     return parts
 
 
@@ -79,8 +87,10 @@ def boot_partition(parts: list[Partition], target: Path) -> Partition:
     for p in parts:
         if p.type.lower() in FAT_DOS_TYPES or p.type in FAT_GPT_TYPES:
             return p
-    raise SdError(f"{target} has no FAT partition (found types {[p.type for p in parts]})",
-                  "pass a Raspberry Pi OS image or card: its first partition is the FAT boot partition")
+    raise SdError(
+        f"{target} has no FAT partition (found types {[p.type for p in parts]})",
+        "pass a Raspberry Pi OS image or card: its first partition is the FAT boot partition",
+    )
 
 
 class Fat:
@@ -92,8 +102,11 @@ class Fat:
     def names(self, folder: str = "") -> set[str]:
         out = _run(["mdir", "-b", "-i", self.spec, f"::/{folder}"], what="listing the FAT partition")
         prefix = f"::/{folder}/" if folder else "::/"
-        return {line[len(prefix):].rstrip("/") for line in out.decode(errors="replace").splitlines()
-                if line.startswith(prefix)}
+        return {
+            line[len(prefix) :].rstrip("/")
+            for line in out.decode(errors="replace").splitlines()
+            if line.startswith(prefix)
+        }
 
     def free_bytes(self) -> int:
         out = _run(["mdir", "-i", self.spec, "::/"], what="reading free space").decode(errors="replace")
@@ -119,6 +132,7 @@ class Fat:
 
 # --- the kernel command line hook -------------------------------------------------------------
 
+
 def boot_dir_for(issue_txt: bytes | None) -> str:
     """Where the running system mounts the FAT partition: /boot/firmware since bookworm (2023-10), /boot before."""
     if issue_txt:
@@ -132,13 +146,16 @@ def add_firstrun_hook(cmdline: str, boot_dir: str) -> str:
     """cmdline.txt with the firstrun hook appended once; one line, as the firmware reads only the first."""
     lines = [line for line in cmdline.splitlines() if line.strip()]
     if len(lines) != 1:
-        raise SdError(f"cmdline.txt must hold exactly one line, it holds {len(lines)}",
-                      "fix cmdline.txt on the card (the firmware reads one line of kernel arguments)")
+        raise SdError(
+            f"cmdline.txt must hold exactly one line, it holds {len(lines)}",
+            "fix cmdline.txt on the card (the firmware reads one line of kernel arguments)",
+        )
     args = [a for a in lines[0].split() if not a.startswith("systemd.run=") and a not in HOOK_ARGS]
     return " ".join([*args, f"systemd.run={boot_dir}/firstrun.sh", *HOOK_ARGS]) + "\n"
 
 
 # --- block devices ----------------------------------------------------------------------------
+
 
 def _parent_disk(dev: str) -> str:
     """/dev/sdb1 -> /dev/sdb, /dev/mmcblk0p2 -> /dev/mmcblk0, /dev/nvme0n1p1 -> /dev/nvme0n1."""
@@ -153,8 +170,9 @@ def check_block_device(device: Path, mounts_text: str, swaps_text: str = "") -> 
     """Refuse a disk any of whose partitions is mounted or used as swap (that includes the system disk)."""
     disk = os.path.realpath(device)
     if _parent_disk(disk) != disk:
-        raise SdError(f"{device} is a partition, edge-flash sd wants the whole card",
-                      f"pass {_parent_disk(disk)}")
+        raise SdError(
+            f"{device} is a partition, edge-flash sd wants the whole card", f"pass {_parent_disk(disk)}"
+        )
     busy = []
     for line in mounts_text.splitlines() + swaps_text.splitlines()[1:]:
         fields = line.split()
@@ -162,30 +180,43 @@ def check_block_device(device: Path, mounts_text: str, swaps_text: str = "") -> 
             continue
         src = os.path.realpath(fields[0]) if os.path.exists(fields[0]) else fields[0]
         if _parent_disk(src) == disk:
-            where = fields[1] if len(fields) > 1 and not fields[1].isdigit() and fields[1] != "partition" else "swap"
+            where = (
+                fields[1]
+                if len(fields) > 1 and not fields[1].isdigit() and fields[1] != "partition"
+                else "swap"
+            )
             busy.append(f"{src} on {where}")
     if busy:
-        system = any(b.endswith((" on /", " on /boot", " on /boot/firmware", " on /usr", " on swap")) for b in busy)
-        raise SdError(f"{device} is in use ({', '.join(busy)})" + ("; it is this machine's system disk" if system
-                                                                    else ""),
-                      "pick the SD card's device (lsblk shows it), and unmount it first: "
-                      "udisksctl unmount -b DEVICE or sudo umount DEVICE*" if not system else
-                      "this would destroy the running system: pick the SD card (lsblk)")
+        system = any(
+            b.endswith((" on /", " on /boot", " on /boot/firmware", " on /usr", " on swap")) for b in busy
+        )
+        raise SdError(
+            f"{device} is in use ({', '.join(busy)})"
+            + ("; it is this machine's system disk" if system else ""),
+            "pick the SD card's device (lsblk shows it), and unmount it first: "
+            "udisksctl unmount -b DEVICE or sudo umount DEVICE*"
+            if not system
+            else "this would destroy the running system: pick the SD card (lsblk)",
+        )
 
 
 def _block_check(target: Path, assume_yes: bool, mounts: Path, swaps: Path) -> None:
-    check_block_device(target, mounts.read_text() if mounts.exists() else "",
-                       swaps.read_text() if swaps.exists() else "")
+    check_block_device(
+        target, mounts.read_text() if mounts.exists() else "", swaps.read_text() if swaps.exists() else ""
+    )
     if not assume_yes:
         if not sys.stdin.isatty():
-            raise SdError(f"{target} is a block device and there is no terminal to confirm",
-                          "pass --yes once you are sure it is the SD card (lsblk)")
+            raise SdError(
+                f"{target} is a block device and there is no terminal to confirm",
+                "pass --yes once you are sure it is the SD card (lsblk)",
+            )
         answer = input(f"write first-boot files to the boot partition of {target}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             raise SdError("cancelled", "")
 
 
 # --- what goes on the card -----------------------------------------------------------------------
+
 
 def _shell_settings(**values: str) -> str:
     import shlex
@@ -198,22 +229,37 @@ def _yaml_str(s: str) -> str:
 
 
 def user_data(hostname: str | None, user: str, ssh_key: str | None, boot_dir: str) -> str:
-    lines = ["#cloud-config", "# Written by edge-flash (the image's own user-data is kept as user-data.orig)."]
+    lines = [
+        "#cloud-config",
+        "# Written by edge-flash (the image's own user-data is kept as user-data.orig).",
+    ]
     if hostname:
         lines += [f"hostname: {_yaml_str(hostname)}", "manage_etc_hosts: true"]
     if ssh_key:
-        lines += ["users:", f"  - name: {_yaml_str(user)}", "    groups: [sudo, plugdev, video]",
-                  "    shell: /bin/bash", '    sudo: "ALL=(ALL) NOPASSWD:ALL"', "    lock_passwd: true",
-                  f"    ssh_authorized_keys: [{_yaml_str(ssh_key)}]", "ssh_pwauth: false"]
-    lines += ["runcmd:", "  - [systemctl, enable, --now, ssh]",
-              f"  - [bash, {_yaml_str(boot_dir + '/' + DIR + '/provision.sh')}]"]
+        lines += [
+            "users:",
+            f"  - name: {_yaml_str(user)}",
+            "    groups: [sudo, plugdev, video]",
+            "    shell: /bin/bash",
+            '    sudo: "ALL=(ALL) NOPASSWD:ALL"',
+            "    lock_passwd: true",
+            f"    ssh_authorized_keys: [{_yaml_str(ssh_key)}]",
+            "ssh_pwauth: false",
+        ]
+    lines += [
+        "runcmd:",
+        "  - [systemctl, enable, --now, ssh]",
+        f"  - [bash, {_yaml_str(boot_dir + '/' + DIR + '/provision.sh')}]",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def network_config(ssid: str, psk: str, country: str) -> str:
-    return ("network:\n  version: 2\n  wifis:\n    wlan0:\n      dhcp4: true\n      optional: true\n"
-            f"      regulatory-domain: {_yaml_str(country)}\n      access-points:\n"
-            f"        {_yaml_str(ssid)}:\n          password: {_yaml_str(psk)}\n")
+    return (
+        "network:\n  version: 2\n  wifis:\n    wlan0:\n      dhcp4: true\n      optional: true\n"
+        f"      regulatory-domain: {_yaml_str(country)}\n      access-points:\n"
+        f"        {_yaml_str(ssid)}:\n          password: {_yaml_str(psk)}\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,10 +270,20 @@ class Provisioned:
     cmdline: str | None
 
 
-def provision(target: Path, bundle: Path, *, hostname: str | None = None, ssh_key: Path | None = None,
-              user: str = "pi", wifi: str | None = None, wifi_country: str = "GB", mode: str = "auto",
-              assume_yes: bool = False, mounts: Path = Path("/proc/mounts"),
-              swaps: Path = Path("/proc/swaps")) -> Provisioned:
+def provision(
+    target: Path,
+    bundle: Path,
+    *,
+    hostname: str | None = None,
+    ssh_key: Path | None = None,
+    user: str = "pi",
+    wifi: str | None = None,
+    wifi_country: str = "GB",
+    mode: str = "auto",
+    assume_yes: bool = False,
+    mounts: Path = Path("/proc/mounts"),
+    swaps: Path = Path("/proc/swaps"),
+) -> Provisioned:
     say = lambda msg: print(f"edge-flash: {msg}", file=sys.stderr, flush=True)  # noqa: E731
     manifest = verify_bundle(bundle)
     if not target.exists():
@@ -242,19 +298,25 @@ def provision(target: Path, bundle: Path, *, hostname: str | None = None, ssh_ke
             if head.startswith(magic):
                 raise SdError(f"{target} is {kind}-compressed", f"decompress it first (e.g. unxz {target})")
     if hostname is not None and not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?", hostname):
-        raise SdError(f"--hostname {hostname!r} is not a valid host name", "letters, digits and '-', up to 63")
+        raise SdError(
+            f"--hostname {hostname!r} is not a valid host name", "letters, digits and '-', up to 63"
+        )
     key_text = None
     if ssh_key is not None:
         raw = ssh_key.read_bytes()[:20000]
         key_text = raw.decode("utf-8", errors="replace").strip()
         if not key_text.startswith(("ssh-", "ecdsa-", "sk-")) or "PRIVATE KEY" in key_text:
-            raise SdError(f"--ssh-key {ssh_key} is not an OpenSSH public key",
-                          "pass the .pub file (e.g. ~/.ssh/id_ed25519.pub), never the private key")
+            raise SdError(
+                f"--ssh-key {ssh_key} is not an OpenSSH public key",
+                "pass the .pub file (e.g. ~/.ssh/id_ed25519.pub), never the private key",
+            )
     ssid = psk = ""
     if wifi:
         ssid, sep, psk = wifi.partition(":")
         if not sep or not ssid or not 8 <= len(psk) <= 63:
-            raise SdError("--wifi wants SSID:PSK with an 8 to 63 character passphrase", "e.g. --wifi home:secret123")
+            raise SdError(
+                "--wifi wants SSID:PSK with an 8 to 63 character passphrase", "e.g. --wifi home:secret123"
+            )
 
     part = boot_partition(partitions(target), target)
     fat = Fat(target, part.start)
@@ -267,8 +329,10 @@ def provision(target: Path, bundle: Path, *, hostname: str | None = None, ssh_ke
     size = bundle.stat().st_size
     free = fat.free_bytes()
     if 0 <= free < size + 1_000_000:
-        raise SdError(f"the boot partition has {free / 1e6:.1f} MB free, the bundle needs {size / 1e6:.1f} MB",
-                      "remove files from it, or build a smaller bundle (one model, no Edge TPU twin)")
+        raise SdError(
+            f"the boot partition has {free / 1e6:.1f} MB free, the bundle needs {size / 1e6:.1f} MB",
+            "remove files from it, or build a smaller bundle (one model, no Edge TPU twin)",
+        )
 
     digest = sha256_file(bundle)
     files: dict[str, bytes | Path] = {
@@ -285,15 +349,22 @@ def provision(target: Path, bundle: Path, *, hostname: str | None = None, ssh_ke
             files["network-config"] = network_config(ssid, psk, wifi_country).encode()
     else:
         files[f"{DIR}/settings.env"] = _shell_settings(
-            EDGE_HOSTNAME=hostname or "", EDGE_USER=user, EDGE_SSH_KEY=key_text or "", EDGE_WIFI_SSID=ssid,
-            EDGE_WIFI_PSK=psk, EDGE_WIFI_COUNTRY=wifi_country).encode()
+            EDGE_HOSTNAME=hostname or "",
+            EDGE_USER=user,
+            EDGE_SSH_KEY=key_text or "",
+            EDGE_WIFI_SSID=ssid,
+            EDGE_WIFI_PSK=psk,
+            EDGE_WIFI_COUNTRY=wifi_country,
+        ).encode()
         files["firstrun.sh"] = template("firstrun.sh")
         cmdline_new = add_firstrun_hook(fat.read("cmdline.txt").decode(), boot_dir)
         files["cmdline.txt"] = cmdline_new.encode()
 
     fat.mkdir(DIR)
-    say(f"{mode} provisioning of {target} (FAT partition {part.number} at byte {part.start}, "
-        f"{part.size / 1e6:.0f} MB), bundle {manifest.bundle_id} for {manifest.target.arch}")
+    say(
+        f"{mode} provisioning of {target} (FAT partition {part.number} at byte {part.start}, "
+        f"{part.size / 1e6:.0f} MB), bundle {manifest.bundle_id} for {manifest.target.arch}"
+    )
     for i, (name, data) in enumerate(files.items(), 1):
         n = data.stat().st_size if isinstance(data, Path) else len(data)
         t0 = time.monotonic()
@@ -303,12 +374,16 @@ def provision(target: Path, bundle: Path, *, hostname: str | None = None, ssh_ke
         say(f"[{i}/{len(files)}] wrote {name} ({n / 1e6:.2f} MB{rate})")
     if is_block:
         os.sync()
-        subprocess.run(["blockdev", "--flushbufs", str(target)], capture_output=True)  # read back from the card
+        subprocess.run(
+            ["blockdev", "--flushbufs", str(target)], capture_output=True
+        )  # read back from the card
     for name, data in files.items():
         want = sha256_file(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
         got = hashlib.sha256(fat.read(name)).hexdigest()
         if got != want:
-            raise SdError(f"read-back of {name} from {target} differs from what was written",
-                          "the card may be failing or fake: try another card")
+            raise SdError(
+                f"read-back of {name} from {target} differs from what was written",
+                "the card may be failing or fake: try another card",
+            )
     say(f"verified {len(files)} files by reading them back; first boot installs the agent")
     return Provisioned(mode=mode, boot_offset=part.start, written=tuple(files), cmdline=cmdline_new)

@@ -23,8 +23,8 @@ RUNTIME_MODULES = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite
 def check(release: Path) -> dict[str, Any]:
     import numpy as np
 
-    from edge.preprocess import random_input
-    from edge.runtime import load_model
+    from edge.inference.preprocess import random_input
+    from edge.model.runtime import load_model
 
     manifest = json.loads((release / "manifest.json").read_text())
     target = manifest["target"]
@@ -42,7 +42,9 @@ def check(release: Path) -> dict[str, Any]:
             continue  # needs a Coral; its CPU twin (bundled beside it) is checked instead
         lm = load_model(release / entry["file"], runtime=runtime, delegate="cpu")
         if lm.sha256 != entry["sha256"]:
-            problems.append(f"{entry['file']}: sha256 {lm.sha256} differs from the manifest's {entry['sha256']}")
+            problems.append(
+                f"{entry['file']}: sha256 {lm.sha256} differs from the manifest's {entry['sha256']}"
+            )
         interp = lm.interpreter
         for spec in lm.inputs:
             interp.set_tensor(spec.index, random_input(spec, rng))
@@ -50,9 +52,16 @@ def check(release: Path) -> dict[str, Any]:
         interp.invoke()
         invoke_ms = (time.perf_counter() - t0) * 1000
         outs = [interp.get_tensor(spec.index) for spec in lm.outputs]
-        models.append({"file": entry["file"], "sha256": lm.sha256, "delegate": lm.delegate,
-                       "invoke_ms": round(invoke_ms, 2), "outputs": [list(o.shape) for o in outs],
-                       "init_ms": round(lm.init_ms, 2)})
+        models.append(
+            {
+                "file": entry["file"],
+                "sha256": lm.sha256,
+                "delegate": lm.delegate,
+                "invoke_ms": round(invoke_ms, 2),
+                "outputs": [list(o.shape) for o in outs],
+                "init_ms": round(lm.init_ms, 2),
+            }
+        )
         rt = lm.runtime
     try:
         from edge.agent.config import check_file
@@ -61,8 +70,14 @@ def check(release: Path) -> dict[str, Any]:
     else:
         cfg = release / manifest["config"]
         problems += [f"{cfg}: {key} = {value!r}: {msg}" for key, value, msg in check_file(cfg)]
-    result = {"ok": not problems, "problems": problems, "arch": platform.machine(), "python": py,
-              "numpy": np.__version__, "models": models}
+    result = {
+        "ok": not problems,
+        "problems": problems,
+        "arch": platform.machine(),
+        "python": py,
+        "numpy": np.__version__,
+        "models": models,
+    }
     if models:
         result["runtime"] = {"name": rt.name, "version": rt.version}
     return result

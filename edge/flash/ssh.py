@@ -47,9 +47,16 @@ class Target:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Target:
-        return cls(host=args.host, port=args.port, identity=args.identity, options=tuple(args.ssh_option),
-                   ssh_config=getattr(args, "ssh_config", None), prefix=args.prefix,
-                   systemd=not args.no_systemd, sudo=args.sudo)
+        return cls(
+            host=args.host,
+            port=args.port,
+            identity=args.identity,
+            options=tuple(args.ssh_option),
+            ssh_config=getattr(args, "ssh_config", None),
+            prefix=args.prefix,
+            systemd=not args.no_systemd,
+            sudo=args.sudo,
+        )
 
     def _common(self, port_flag: str) -> list[str]:
         cmd = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
@@ -66,19 +73,25 @@ class Target:
     def ssh(self, command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         argv = ["ssh", *self._common("-p"), self.host, "--", command]
         try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except FileNotFoundError as exc:
             raise DeployError("the ssh command is not installed", "apt install openssh-client") from exc
         except subprocess.TimeoutExpired as exc:
-            raise DeployError(f"ssh {self.host} did not finish within {timeout:.0f} s",
-                              "check the device (is it swapping? is the SD card failing?)") from exc
+            raise DeployError(
+                f"ssh {self.host} did not finish within {timeout:.0f} s",
+                "check the device (is it swapping? is the SD card failing?)",
+            ) from exc
 
     def scp(self, local: Path, remote: str) -> None:
         argv = ["scp", "-q", *self._common("-P"), str(local), f"{self.host}:{remote}"]
         proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
-            raise DeployError(f"copying {local.name} to {self.host}:{remote} failed: {proc.stderr.strip()[-500:]}",
-                              "check free space on the device (df -h /var/tmp) and the connection")
+            raise DeployError(
+                f"copying {local.name} to {self.host}:{remote} failed: {proc.stderr.strip()[-500:]}",
+                "check free space on the device (df -h /var/tmp) and the connection",
+            )
 
 
 @dataclass(frozen=True)
@@ -107,7 +120,9 @@ def _say(msg: str) -> None:
 
 def _unreachable(target: Target, proc: subprocess.CompletedProcess[str]) -> DeployError:
     err = proc.stderr.strip()[-800:]
-    fix = "check the host name, the port, that sshd runs, and that your key is in the device's authorized_keys"
+    fix = (
+        "check the host name, the port, that sshd runs, and that your key is in the device's authorized_keys"
+    )
     if "Permission denied" in err:
         fix = "authorize your key on the device (ssh-copy-id), or pass --identity KEY"
     elif "Host key verification failed" in err:
@@ -121,25 +136,37 @@ def probe(target: Target) -> Probe:
         raise _unreachable(target, proc)
     kv = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     try:
-        return Probe(arch=kv["arch"], python=kv["python"], uid=int(kv["uid"]), systemd=kv["systemd"] == "1",
-                     hostname=kv["hostname"])
+        return Probe(
+            arch=kv["arch"],
+            python=kv["python"],
+            uid=int(kv["uid"]),
+            systemd=kv["systemd"] == "1",
+            hostname=kv["hostname"],
+        )
     except (KeyError, ValueError) as exc:
-        raise DeployError(f"unexpected answer from {target.host}: {proc.stdout[-500:]!r}",
-                          "the login shell must be POSIX (sh, bash, dash)") from exc
+        raise DeployError(
+            f"unexpected answer from {target.host}: {proc.stdout[-500:]!r}",
+            "the login shell must be POSIX (sh, bash, dash)",
+        ) from exc
 
 
 def check_compatible(manifest: Manifest, found: Probe, target: Target) -> None:
     want = manifest.target
     if found.python == "none":
-        raise DeployError(f"{target.host} has no python3", "install it: sudo apt install python3 python3-venv")
+        raise DeployError(
+            f"{target.host} has no python3", "install it: sudo apt install python3 python3-venv"
+        )
     if (found.arch, found.python) != (want.arch, want.python):
         raise BundleError(
             f"the bundle is for {want.arch} with Python {want.python}, but {target.host} is {found.arch} with "
             f"Python {found.python}; refusing to install",
-            f"rebuild it for this device: edge-flash bundle --arch {found.arch} --python {found.python} ...")
+            f"rebuild it for this device: edge-flash bundle --arch {found.arch} --python {found.python} ...",
+        )
     if target.systemd and not found.systemd:
-        raise DeployError(f"{target.host} does not run systemd, the agent cannot be installed as a service",
-                          "pass --no-systemd (install only; start PREFIX/bin/edge-agent yourself)")
+        raise DeployError(
+            f"{target.host} does not run systemd, the agent cannot be installed as a service",
+            "pass --no-systemd (install only; start PREFIX/bin/edge-agent yourself)",
+        )
 
 
 def _sudo(target: Target, found: Probe) -> str:
@@ -158,8 +185,15 @@ def _install_failed(target: Target, proc: subprocess.CompletedProcess[str], what
     return DeployError(f"{what} on {target.host} failed: {reason}\n{tail}", fix)
 
 
-def deploy(target: Target, bundle: Path, *, force: bool = False, wait_online: str | None = None,
-           wait_timeout: float = 120.0, topic_prefix: str = "edge") -> dict[str, str]:
+def deploy(
+    target: Target,
+    bundle: Path,
+    *,
+    force: bool = False,
+    wait_online: str | None = None,
+    wait_timeout: float = 120.0,
+    topic_prefix: str = "edge",
+) -> dict[str, str]:
     """Install ``bundle`` on the target; returns install.sh's summary (release, previous, prefix)."""
     _say(f"checking {bundle} ...")
     manifest = verify_bundle(bundle)
@@ -178,12 +212,18 @@ def deploy(target: Target, bundle: Path, *, force: bool = False, wait_online: st
         t0 = time.monotonic()
         target.scp(bundle, f"{tmp}/bundle.tar.gz")
         _say(f"copied in {time.monotonic() - t0:.1f} s; installing release {manifest.bundle_id} ...")
-        flags = ["--prefix", target.prefix] + ([] if target.systemd else ["--no-systemd"]) + (["--force"] if force else [])
+        flags = (
+            ["--prefix", target.prefix]
+            + ([] if target.systemd else ["--no-systemd"])
+            + (["--force"] if force else [])
+        )
         q = shlex.quote
-        script = (f"cd {q(tmp)} && "
-                  f"if ! echo {q(digest + '  bundle.tar.gz')} | sha256sum -c --quiet >&2; then exit 3; fi && "
-                  f"tar -xzf bundle.tar.gz && "
-                  f"{sudo}bash edge-bundle/install.sh {' '.join(q(f) for f in flags)}")
+        script = (
+            f"cd {q(tmp)} && "
+            f"if ! echo {q(digest + '  bundle.tar.gz')} | sha256sum -c --quiet >&2; then exit 3; fi && "
+            f"tar -xzf bundle.tar.gz && "
+            f"{sudo}bash edge-bundle/install.sh {' '.join(q(f) for f in flags)}"
+        )
         proc = target.ssh(script)
     finally:
         target.ssh(f"rm -rf {shlex.quote(tmp)}", timeout=60)
@@ -193,7 +233,7 @@ def deploy(target: Target, bundle: Path, *, force: bool = False, wait_online: st
         raise _install_failed(target, proc, "installing")
     for line in proc.stderr.splitlines():
         if line.startswith("install.sh: "):
-            _say(line[len("install.sh: "):])
+            _say(line[len("install.sh: ") :])
     summary = dict(kv.split("=", 1) for kv in proc.stdout.strip().splitlines()[-1].split() if "=" in kv)
     if wait_online:
         device = _device_id(manifest, bundle) or found.hostname
@@ -221,9 +261,11 @@ def rollback(target: Target) -> dict[str, str]:
     found = probe(target)
     sudo = _sudo(target, found)
     flags = ["--rollback", "--prefix", target.prefix] + ([] if target.systemd else ["--no-systemd"])
-    script = (f"if [ ! -e {shlex.quote(target.prefix)}/current/install.sh ]; then "
-              f"echo 'install.sh: error: nothing installed under {target.prefix}' >&2; exit 5; fi; "
-              f"{sudo}bash {shlex.quote(target.prefix)}/current/install.sh {' '.join(shlex.quote(f) for f in flags)}")
+    script = (
+        f"if [ ! -e {shlex.quote(target.prefix)}/current/install.sh ]; then "
+        f"echo 'install.sh: error: nothing installed under {target.prefix}' >&2; exit 5; fi; "
+        f"{sudo}bash {shlex.quote(target.prefix)}/current/install.sh {' '.join(shlex.quote(f) for f in flags)}"
+    )
     proc = target.ssh(script, timeout=300)
     if proc.returncode == 255 and not proc.stdout:
         raise _unreachable(target, proc)
@@ -231,12 +273,13 @@ def rollback(target: Target) -> dict[str, str]:
         raise _install_failed(target, proc, "rolling back")
     for line in proc.stderr.splitlines():
         if line.startswith("install.sh: "):
-            _say(line[len("install.sh: "):])
+            _say(line[len("install.sh: ") :])
     return {"ok": "true"}
 
 
-def wait_for_online(broker_url: str, topic_prefix: str, device: str, model_shas: set[str],
-                    timeout: float) -> dict[str, Any]:
+def wait_for_online(
+    broker_url: str, topic_prefix: str, device: str, model_shas: set[str], timeout: float
+) -> dict[str, Any]:
     """Block until ``<prefix>/<device>`` says ``online`` and its status runs one of ``model_shas``.
 
     Both are retained, so a device that came up before we subscribed counts; a
@@ -248,8 +291,10 @@ def wait_for_online(broker_url: str, topic_prefix: str, device: str, model_shas:
 
     url = urlparse(broker_url)
     if url.scheme not in ("mqtt", "mqtts", "tcp") or not url.hostname:
-        raise DeployError(f"--wait-online wants mqtt://HOST[:PORT]; received {broker_url!r}",
-                          "e.g. --wait-online mqtt://192.0.2.10:1883")
+        raise DeployError(
+            f"--wait-online wants mqtt://HOST[:PORT]; received {broker_url!r}",
+            "e.g. --wait-online mqtt://192.0.2.10:1883",
+        )
     state: dict[str, Any] = {"online": False, "status": None}
     base = f"{topic_prefix}/{device}"
 
@@ -272,7 +317,9 @@ def wait_for_online(broker_url: str, topic_prefix: str, device: str, model_shas:
     try:
         client.connect(url.hostname, url.port or (8883 if url.scheme == "mqtts" else 1883), keepalive=30)
     except OSError as exc:
-        raise DeployError(f"cannot connect to the broker {broker_url}: {exc}", "check the URL and the broker") from exc
+        raise DeployError(
+            f"cannot connect to the broker {broker_url}: {exc}", "check the URL and the broker"
+        ) from exc
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout
@@ -286,5 +333,7 @@ def wait_for_online(broker_url: str, topic_prefix: str, device: str, model_shas:
         client.loop_stop()
         client.disconnect()
     seen = "offline or silent" if not state["online"] else "online but running another model"
-    raise DeployError(f"{base} did not come online with the new model within {timeout:.0f} s ({seen})",
-                      "look at the device: journalctl -u edge-agent -n 50; or raise --wait-timeout")
+    raise DeployError(
+        f"{base} did not come online with the new model within {timeout:.0f} s ({seen})",
+        "look at the device: journalctl -u edge-agent -n 50; or raise --wait-timeout",
+    )

@@ -40,10 +40,13 @@ def normalize_arch(arch: str) -> str:
             "--arch armv7l (32-bit Raspberry Pi OS) cannot get a working agent: ai-edge-litert publishes no "
             "armv7l wheels, tflite-runtime 2.14 has none for Python 3.11 either, and numpy/pydantic-core would "
             "have to be compiled on the board",
-            "flash the 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W and CM3/4/5 run it) and use --arch aarch64")
+            "flash the 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W and CM3/4/5 run it) and use --arch aarch64",
+        )
     if arch not in ARCHES:
-        raise WheelError(f"--arch must be one of {', '.join(ARCHES)} (or armv7l, refused); received {arch!r}",
-                         "use aarch64 for a 64-bit Raspberry Pi OS, x86_64 for a PC")
+        raise WheelError(
+            f"--arch must be one of {', '.join(ARCHES)} (or armv7l, refused); received {arch!r}",
+            "use aarch64 for a 64-bit Raspberry Pi OS, x86_64 for a PC",
+        )
     return arch
 
 
@@ -88,14 +91,19 @@ def _requirements() -> tuple[list[str], dict[str, list[str]], dict[str, str]]:
         else:  # pragma: no cover
             import tomli as tomllib
         data = tomllib.loads(project.read_text())["project"]
-        return (list(data.get("dependencies", [])), dict(data.get("optional-dependencies", {})),
-                dict(data.get("scripts", {})))
+        return (
+            list(data.get("dependencies", [])),
+            dict(data.get("optional-dependencies", {})),
+            dict(data.get("scripts", {})),
+        )
     try:
         reqs = metadata.requires(DIST) or []
         eps = metadata.entry_points(group="console_scripts")
     except metadata.PackageNotFoundError as exc:
-        raise WheelError("cannot tell the agent's dependencies: neither a source checkout nor an installed "
-                         f"{DIST}", "pip install edge-ml-toolkit, or pass --agent-wheel") from exc
+        raise WheelError(
+            f"cannot tell the agent's dependencies: neither a source checkout nor an installed {DIST}",
+            "pip install edge-ml-toolkit, or pass --agent-wheel",
+        ) from exc
     deps = [r for r in reqs if "extra ==" not in r]
     extras: dict[str, list[str]] = {}
     for r in reqs:
@@ -137,8 +145,12 @@ def build_agent_wheel(out_dir: Path) -> Path:
             cond = f"({marker.strip()}) and " if marker.strip() else ""
             meta.append(f'Requires-Dist: {req.strip()}; {cond}extra == "{extra}"')
     files.append((f"{dist_info}/METADATA", ("\n".join(meta) + "\n").encode()))
-    files.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: edge-flash\nRoot-Is-Purelib: true\n"
-                  b"Tag: py3-none-any\n"))
+    files.append(
+        (
+            f"{dist_info}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: edge-flash\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+    )
     device_scripts = {k: v for k, v in sorted(scripts.items()) if v.startswith("edge.")}
     if device_scripts:
         eps = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in device_scripts.items())
@@ -157,15 +169,41 @@ def build_agent_wheel(out_dir: Path) -> Path:
     return wheel
 
 
-def download(agent_wheel: Path, runtime: str, arch: str, python: str, glibc: str, dest: Path,
-             find_links: list[Path] | None = None) -> list[Path]:
+def download(
+    agent_wheel: Path,
+    runtime: str,
+    arch: str,
+    python: str,
+    glibc: str,
+    dest: Path,
+    find_links: list[Path] | None = None,
+) -> list[Path]:
     """pip download the agent's closure for the target into ``dest``; returns the wheel files."""
     extra = RUNTIME_EXTRAS[runtime]
     py_nodot = python.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-           "--progress-bar", "off", "--only-binary=:all:", "--python-version", python,
-           "--implementation", "cp", "--abi", f"cp{py_nodot}", "--abi", "abi3", "--abi", "none",
-           "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{py_nodot}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        "-d",
+        str(dest),
+    ]
     for tag in platform_tags(arch, glibc):
         cmd += ["--platform", tag]
     for link in find_links or ():
@@ -178,14 +216,19 @@ def download(agent_wheel: Path, runtime: str, arch: str, python: str, glibc: str
         tail = "\n".join(line for line in proc.stderr.splitlines() if "ignored" not in line)[-1500:]
         fix = "check the network to the package index, or pass --find-links DIR with the wheels"
         if runtime == "tflite-runtime" and "tflite" in tail:
-            fix = (f"tflite-runtime 2.14 publishes wheels for Python 3.9-3.11 only; for Python {python} "
-                   "use --runtime ai-edge-litert")
+            fix = (
+                f"tflite-runtime 2.14 publishes wheels for Python 3.9-3.11 only; for Python {python} "
+                "use --runtime ai-edge-litert"
+            )
         elif "ai-edge-litert" in tail or "ai_edge_litert" in tail:
             fix = f"ai-edge-litert has no wheel for Python {python} on {arch}: pick another --python"
-        raise WheelError(f"pip could not get wheels for {arch}, Python {python}, glibc {glibc}, {runtime}:\n{tail}",
-                         fix)
+        raise WheelError(
+            f"pip could not get wheels for {arch}, Python {python}, glibc {glibc}, {runtime}:\n{tail}", fix
+        )
     wheels = sorted(dest.glob("*.whl"))
     names = {WheelName.parse(w.name).dist for w in wheels}
     if RUNTIME_DISTS[runtime] not in names:
-        raise WheelError(f"pip resolved no {runtime} wheel for {arch}/Python {python}", "report this as a bug")
+        raise WheelError(
+            f"pip resolved no {runtime} wheel for {arch}/Python {python}", "report this as a bug"
+        )
     return wheels

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.audit import AuditLog, action_allowed
+from edge.agent.audit import AuditLog, action_allowed
 from edge.errors import EdgeError
 from edge.ota.handler import ACTION, UpdateHandler, current_from_path
 from edge.ota.install import InstalledModel, ModelStore
@@ -28,7 +28,7 @@ from edge.ota.manifest import MAX_HEADER
 if TYPE_CHECKING:  # pragma: no cover
     from edge.agent.app import Agent
     from edge.agent.commands import CommandRegistry
-    from edge.mqtt.url import BrokerURL
+    from edge.transport.url import BrokerURL
 
 log = logging.getLogger("edge.agent.security")
 
@@ -39,10 +39,14 @@ def read_password_file(path: str | Path) -> str:
         mode = p.stat().st_mode
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise EdgeError(f"cannot read the MQTT password file {p}: {exc.strerror}",
-                        "check mqtt.password_file in the agent config") from exc
+        raise EdgeError(
+            f"cannot read the MQTT password file {p}: {exc.strerror}",
+            "check mqtt.password_file in the agent config",
+        ) from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("MQTT password file %s is readable by other users (mode %o): chmod 600 it", p, mode & 0o777)
+        log.warning(
+            "MQTT password file %s is readable by other users (mode %o): chmod 600 it", p, mode & 0o777
+        )
     lines = text.splitlines()
     if not lines or not lines[0]:
         raise EdgeError(f"MQTT password file {p} is empty", "put the password on its first line")
@@ -66,7 +70,9 @@ class AuditedRegistry:
     def handlers(self) -> dict[str, Any]:
         return self.inner.handlers
 
-    def dispatch(self, agent: Any, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
+    def dispatch(
+        self, agent: Any, payload: bytes
+    ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
         """Same contract as the inner registry's: never raises (the command worker must not die)."""
         import json
 
@@ -79,20 +85,31 @@ class AuditedRegistry:
             pass
         if isinstance(action, str) and not action_allowed(self.security.cfg.commands.disabled, action):
             cid = cmd.get("id") if isinstance(cmd, dict) else None
-            error: str | None = (f"action {action!r} is disabled on this device "
-                     "(commands.disabled in the agent config)")
+            error: str | None = (
+                f"action {action!r} is disabled on this device (commands.disabled in the agent config)"
+            )
             self._audit(agent, action, cid, "disabled", payload, error)
             return cid, action, False, None, error
         cid, action, ok, result, error2 = self.inner.dispatch(agent, payload)
         error = error2
         known = isinstance(action, str) and action in self.inner.handlers
-        self._audit(agent, action, cid, "done" if ok else ("failed" if known else "malformed"), payload, error)
+        self._audit(
+            agent, action, cid, "done" if ok else ("failed" if known else "malformed"), payload, error
+        )
         return cid, action, ok, result, error
 
-    def _audit(self, agent: Any, action: Any, cid: Any, outcome: str, payload: bytes, error: str | None) -> None:
+    def _audit(
+        self, agent: Any, action: Any, cid: Any, outcome: str, payload: bytes, error: str | None
+    ) -> None:
         try:
-            self.security.audit.record(action=action, cmd_id=cid, topic=agent.topics.cmd, outcome=outcome,
-                                       payload=payload, error=error)
+            self.security.audit.record(
+                action=action,
+                cmd_id=cid,
+                topic=agent.topics.cmd,
+                outcome=outcome,
+                payload=payload,
+                error=error,
+            )
         except Exception:  # auditing must never take the command path down
             log.exception("cannot audit command %r", action)
 
@@ -107,9 +124,12 @@ class AgentSecurity:
             log.warning("%s", note)
         active = self.store.active()
         self.current: InstalledModel | None = active
-        self.audit = AuditLog(self.cfg.audit, agent.state_dir / "audit.jsonl", agent.device, self._publish_audit)
-        self.handler = UpdateHandler(self.cfg.ota, self.store, device=agent.device, current=self._current,
-                                     activate=self.activate)
+        self.audit = AuditLog(
+            self.cfg.audit, agent.state_dir / "audit.jsonl", agent.device, self._publish_audit
+        )
+        self.handler = UpdateHandler(
+            self.cfg.ota, self.store, device=agent.device, current=self._current, activate=self.activate
+        )
         # Bounded by bytes, not count: many small (bad) updates queue up, two huge ones do not.
         self._updates: queue.Queue[bytes | None] = queue.Queue()
         self._pending_bytes = 0
@@ -141,8 +161,10 @@ class AgentSecurity:
             target = None
         self.store.set_active(target)
         self.current = target
-        note = (f"installed model {bad.version!r} does not load ({getattr(error, 'what', error)}); went back to "
-                + (f"version {target.version!r}" if target else "the configured model"))
+        note = (
+            f"installed model {bad.version!r} does not load ({getattr(error, 'what', error)}); went back to "
+            + (f"version {target.version!r}" if target else "the configured model")
+        )
         self.notes.append(note)
         log.warning("%s", note)
         return True
@@ -155,7 +177,7 @@ class AgentSecurity:
 
     def activate(self, model: InstalledModel | None) -> None:
         """Load ``model`` (None: the configured one) in-process, run a test inference, then switch to it."""
-        from edge.preprocess import random_input
+        from edge.inference.preprocess import random_input
 
         agent = self.agent
         previous = self.current
@@ -181,14 +203,17 @@ class AgentSecurity:
 
     # --- connection ---------------------------------------------------------------------------------------
     def tls_options(self, url: BrokerURL) -> Any:
-        from edge.mqtt.client import TLSOptions
+        from edge.transport.client import TLSOptions
 
         t = self.cfg.tls
         if not (url.tls or t.ca_file or t.cert_file):
             return None
-        return TLSOptions(ca_file=str(t.ca_file) if t.ca_file else None,
-                          cert_file=str(t.cert_file) if t.cert_file else None,
-                          key_file=str(t.key_file) if t.key_file else None, insecure=t.insecure)
+        return TLSOptions(
+            ca_file=str(t.ca_file) if t.ca_file else None,
+            cert_file=str(t.cert_file) if t.cert_file else None,
+            key_file=str(t.key_file) if t.key_file else None,
+            insecure=t.insecure,
+        )
 
     def credentials(self, url: BrokerURL) -> BrokerURL:
         """Username and password from the config, ``EDGE_MQTT_PASSWORD`` or ``mqtt.password_file``."""
@@ -221,11 +246,11 @@ class AgentSecurity:
 
     @property
     def topic_model_set(self) -> str:
-        return f"{self.agent.topics.prefix}/{self.agent.device}/model/set"
+        return self.agent.topics.model_set
 
     @property
     def topic_audit(self) -> str:
-        return f"{self.agent.topics.prefix}/{self.agent.device}/audit"
+        return self.agent.topics.audit
 
     def _publish_audit(self, entry: dict[str, Any]) -> None:
         outbox = self.agent.outbox
@@ -236,26 +261,46 @@ class AgentSecurity:
     def _on_model_set(self, msg: Any) -> None:
         payload = bytes(msg.payload)
         if not action_allowed(self.cfg.commands.disabled, ACTION):
-            self._answer(payload, {"ok": False, "reason": "disabled",
-                                   "error": f"action {ACTION!r} is disabled on this device (commands.disabled)",
-                                   "fix": "remove model/set from commands.disabled in the agent config"},
-                         outcome="disabled")
+            self._answer(
+                payload,
+                {
+                    "ok": False,
+                    "reason": "disabled",
+                    "error": f"action {ACTION!r} is disabled on this device (commands.disabled)",
+                    "fix": "remove model/set from commands.disabled in the agent config",
+                },
+                outcome="disabled",
+            )
             return
         if len(payload) > self.cfg.ota.max_bytes + MAX_HEADER + 12:
             # Refused at once: an oversize message is never queued.
-            self._answer(payload, {"ok": False, "reason": "oversize",
-                                   "error": f"update message is {len(payload)} bytes, over the device's "
-                                            f"{self.cfg.ota.max_bytes}-byte model limit",
-                                   "fix": "shrink the model or raise ota.max_bytes in the agent config"},
-                         outcome="refused")
+            self._answer(
+                payload,
+                {
+                    "ok": False,
+                    "reason": "oversize",
+                    "error": f"update message is {len(payload)} bytes, over the device's "
+                    f"{self.cfg.ota.max_bytes}-byte model limit",
+                    "fix": "shrink the model or raise ota.max_bytes in the agent config",
+                },
+                outcome="refused",
+            )
             return
         with self._pending_lock:
             busy = self._pending_bytes + len(payload) > self.cfg.ota.max_pending_bytes
             if not busy:
                 self._pending_bytes += len(payload)
         if busy:
-            self._answer(payload, {"ok": False, "reason": "busy", "error": "other model updates are in progress",
-                                   "fix": "wait for their results on cmd/result, then push again"}, outcome="refused")
+            self._answer(
+                payload,
+                {
+                    "ok": False,
+                    "reason": "busy",
+                    "error": "other model updates are in progress",
+                    "fix": "wait for their results on cmd/result, then push again",
+                },
+                outcome="refused",
+            )
             return
         self._updates.put(payload)
 
@@ -276,27 +321,44 @@ class AgentSecurity:
             self.last_update = {k: answer.get(k) for k in ("id", "ok", "reason", "error")}
             if answer.get("ok"):
                 self.last_update["version"] = (answer.get("result") or {}).get("version")
-            self._answer(payload, answer, outcome="done" if answer.get("ok") else (
-                "malformed" if answer.get("reason") == "malformed" else "refused"))
+            self._answer(
+                payload,
+                answer,
+                outcome="done"
+                if answer.get("ok")
+                else ("malformed" if answer.get("reason") == "malformed" else "refused"),
+            )
             self.agent.publish_status()
 
     def _answer(self, payload: bytes, answer: dict[str, Any], outcome: str) -> None:
-        from edge.agent import messages
+        from edge.contract import messages
         from edge.ota.manifest import header_id
 
         answer.setdefault("id", header_id(payload))
         answer.setdefault("action", ACTION)
         level = logging.INFO if answer.get("ok") else logging.WARNING
-        log.log(level, "model update %s: %s", answer.get("id"),
-                "installed " + str((answer.get("result") or {}).get("version")) if answer.get("ok")
-                else f"refused ({answer.get('reason')}): {answer.get('error')}")
+        log.log(
+            level,
+            "model update %s: %s",
+            answer.get("id"),
+            "installed " + str((answer.get("result") or {}).get("version"))
+            if answer.get("ok")
+            else f"refused ({answer.get('reason')}): {answer.get('error')}",
+        )
         detail = {k: answer[k] for k in ("reason",) if k in answer}
         result = answer.get("result") or {}
         for k in ("version", "sha256", "previous_sha256", "rolled_back"):
             if k in result:
                 detail[k] = result[k]
-        self.audit.record(action=ACTION, cmd_id=answer.get("id"), topic=self.topic_model_set, outcome=outcome,
-                          payload=payload, error=answer.get("error"), detail=detail or None)
+        self.audit.record(
+            action=ACTION,
+            cmd_id=answer.get("id"),
+            topic=self.topic_model_set,
+            outcome=outcome,
+            payload=payload,
+            error=answer.get("error"),
+            detail=detail or None,
+        )
         body = messages.envelope(self.agent.device, **answer)
         self.agent.outbox.send(self.agent.topics.cmd_result, body, qos=1)
 
@@ -305,11 +367,14 @@ class AgentSecurity:
         prev = self.store.previous()
         return {
             "model_version": self.current.version if self.current else None,
-            "ota": {"enabled": self.cfg.ota.enabled, "trusted_keys": len(self.cfg.ota.public_keys),
-                    "installed": self.current.describe() if self.current else None,
-                    "previous": prev.describe() if prev else None, "last_update": self.last_update,
-                    "recovery": list(self.notes)},
+            "ota": {
+                "enabled": self.cfg.ota.enabled,
+                "trusted_keys": len(self.cfg.ota.public_keys),
+                "installed": self.current.describe() if self.current else None,
+                "previous": prev.describe() if prev else None,
+                "last_update": self.last_update,
+                "recovery": list(self.notes),
+            },
             "broker": self.broker_redacted,
             "commands_disabled": list(self.cfg.commands.disabled),
         }
-

@@ -23,10 +23,23 @@ def cmd_push_model(args: argparse.Namespace) -> int:
     from edge.ota.push import push_model, read_secret
 
     password = read_secret(args.password, args.password_file)
-    answer = push_model(args.broker, args.device_id, args.key, args.model, labels_path=args.labels,
-                        version=args.version, prefix=args.prefix, username=args.username, password=password,
-                        ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.cert_key_file,
-                        timeout=args.timeout, max_bytes=args.max_bytes, bind_device=not args.any_device)
+    answer = push_model(
+        args.broker,
+        args.device_id,
+        args.key,
+        args.model,
+        labels_path=args.labels,
+        version=args.version,
+        prefix=args.prefix,
+        username=args.username,
+        password=password,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.cert_key_file,
+        timeout=args.timeout,
+        max_bytes=args.max_bytes,
+        bind_device=not args.any_device,
+    )
     print(json.dumps(answer, indent=2))
     if not answer.get("ok"):
         print(f"update refused ({answer.get('reason')}): {answer.get('error')}", file=sys.stderr)
@@ -58,13 +71,18 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cert-key-file", help="client certificate's private key")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the device's answer")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
-    p.add_argument("--any-device", action="store_true",
-                   help="do not bind the signature to --device-id (the same message installs on any device)")
+    p.add_argument(
+        "--any-device",
+        action="store_true",
+        help="do not bind the signature to --device-id (the same message installs on any device)",
+    )
     p.set_defaults(func=cmd_push_model)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edge.ota", description="signed over-the-air model updates")
+    parser = argparse.ArgumentParser(
+        prog="python -m edge.ota", description="signed over-the-air model updates"
+    )
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     try:

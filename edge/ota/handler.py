@@ -20,9 +20,15 @@ ACTION = "model/set"
 class UpdateHandler:
     """Turns one ``model/set`` payload into an installed model (or a refusal) and a cmd/result answer."""
 
-    def __init__(self, config: OtaConfig, store: ModelStore, *, device: str,
-                 current: Callable[[], InstalledModel | None],
-                 activate: Callable[[InstalledModel | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: OtaConfig,
+        store: ModelStore,
+        *,
+        device: str,
+        current: Callable[[], InstalledModel | None],
+        activate: Callable[[InstalledModel | None], None] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.device = device
@@ -44,26 +50,52 @@ class UpdateHandler:
         cmd_id = header_id(payload)
         try:
             if not self.config.enabled:
-                raise UpdateRefusedError("no_key", "model updates are disabled on this device (ota.enabled false)",
-                                         "set ota.enabled: true in the agent config")
-            update = verify_message(payload, self.public_keys(), device=self.device,
-                                    max_bytes=self.config.max_bytes)
+                raise UpdateRefusedError(
+                    "no_key",
+                    "model updates are disabled on this device (ota.enabled false)",
+                    "set ota.enabled: true in the agent config",
+                )
+            update = verify_message(
+                payload, self.public_keys(), device=self.device, max_bytes=self.config.max_bytes
+            )
             result = self.store.install(update, current=self.current(), activate=self.activate)
         except UpdateRefusedError as exc:
-            return self._answer(cmd_id, False, reason=exc.reason, error=exc.what, fix=exc.fix,
-                                elapsed_ms=(time.perf_counter() - started) * 1000.0)
+            return self._answer(
+                cmd_id,
+                False,
+                reason=exc.reason,
+                error=exc.what,
+                fix=exc.fix,
+                elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            )
         except EdgeError as exc:  # e.g. a public key file that cannot be read
-            return self._answer(cmd_id, False, reason="install_failed", error=exc.what, fix=exc.fix,
-                                elapsed_ms=(time.perf_counter() - started) * 1000.0)
+            return self._answer(
+                cmd_id,
+                False,
+                reason="install_failed",
+                error=exc.what,
+                fix=exc.fix,
+                elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            )
         self.last = result
         detail = result.describe()
         if result.ok:
             assert result.model is not None
-            return self._answer(cmd_id, True, result={**detail, "model_path": result.model.path,
-                                                      "labels_path": result.model.labels_path},
-                                elapsed_ms=(time.perf_counter() - started) * 1000.0)
-        return self._answer(cmd_id, False, reason=result.reason, error=result.error, fix=result.fix,
-                            result=detail, elapsed_ms=(time.perf_counter() - started) * 1000.0)
+            return self._answer(
+                cmd_id,
+                True,
+                result={**detail, "model_path": result.model.path, "labels_path": result.model.labels_path},
+                elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            )
+        return self._answer(
+            cmd_id,
+            False,
+            reason=result.reason,
+            error=result.error,
+            fix=result.fix,
+            result=detail,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        )
 
     @staticmethod
     def _answer(cmd_id: str | None, ok: bool, **fields: Any) -> dict[str, Any]:
@@ -84,7 +116,7 @@ def current_from_path(path: str | Path, version: str | None = None) -> Installed
 def __getattr__(name: str) -> Any:
     # The pydantic models live in edge.ota.config: importing pydantic costs the agent's process ~6 MB of RSS
     # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ('OtaConfig',):
+    if name in ("OtaConfig",):
         from edge.ota.config import OtaConfig
 
         return {"OtaConfig": OtaConfig}[name]

@@ -29,11 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.guard import Verdict, default_limits, guard_file
+from edge.model.guard import Verdict, default_limits, guard_file
 from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
 
 if TYPE_CHECKING:
-    from edge.guard_limits import GuardLimits
+    from edge.model.guard_limits import GuardLimits
 
 # Test seam for crash-safety tests: ``EDGE_OTA_PAUSE_AT=<phase>`` makes an install write
 # ``<state>/models/paused-at-<phase>`` and sleep there, so a test can SIGKILL the agent at that exact point.
@@ -57,8 +57,9 @@ class InstalledModel:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstalledModel:
-        fields: dict[str, Any] = {k: data.get(k) for k in ("path", "sha256", "version", "labels_path",
-                                                             "installed_at", "signed_at")}
+        fields: dict[str, Any] = {
+            k: data.get(k) for k in ("path", "sha256", "version", "labels_path", "installed_at", "signed_at")
+        }
         return cls(**fields)
 
 
@@ -75,11 +76,14 @@ class InstallResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": self.ok, "version": self.model.version if self.model else None,
-                               "sha256": self.model.sha256 if self.model else None,
-                               "previous_sha256": self.previous.sha256 if self.previous else None,
-                               "rolled_back": self.rolled_back,
-                               "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "version": self.model.version if self.model else None,
+            "sha256": self.model.sha256 if self.model else None,
+            "previous_sha256": self.previous.sha256 if self.previous else None,
+            "rolled_back": self.rolled_back,
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
         if not self.ok:
             out.update(reason=self.reason, error=self.error, fix=self.fix)
         if self.verdict:
@@ -124,8 +128,12 @@ def _safe(text: str) -> str:
 class ModelStore:
     """Installs verified updates; one update at a time."""
 
-    def __init__(self, state_dir: str | Path, limits: GuardLimits | None = None,
-                 health_check: Callable[[Path, GuardLimits], Verdict] = guard_file) -> None:
+    def __init__(
+        self,
+        state_dir: str | Path,
+        limits: GuardLimits | None = None,
+        health_check: Callable[[Path, GuardLimits], Verdict] = guard_file,
+    ) -> None:
         self.dir = Path(state_dir) / "models"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.limits = limits or default_limits()
@@ -203,10 +211,15 @@ class ModelStore:
                     Path(p).unlink()
             self.journal_path.unlink()
             _fsync_dir(self.dir)
-            notes.append(f"an update to version {candidate.get('version')!r} was interrupted at "
-                         f"phase {journal.get('phase', 'unknown')!r}; rolled back to "
-                         + (f"version {restored.version!r}" if restored and restored.version else
-                            (restored.path if restored else "the configured model")))
+            notes.append(
+                f"an update to version {candidate.get('version')!r} was interrupted at "
+                f"phase {journal.get('phase', 'unknown')!r}; rolled back to "
+                + (
+                    f"version {restored.version!r}"
+                    if restored and restored.version
+                    else (restored.path if restored else "the configured model")
+                )
+            )
         for tmp in self.dir.glob(".incoming-*"):
             tmp.unlink()
         for marker in self.dir.glob("paused-at-*"):
@@ -216,10 +229,14 @@ class ModelStore:
             fallback = self.previous()
             if fallback is not None and self._valid(fallback):
                 self._write_pointer("active.json", fallback)
-                notes.append(f"active model {active.path} is missing or corrupt; went back to {fallback.path}")
+                notes.append(
+                    f"active model {active.path} is missing or corrupt; went back to {fallback.path}"
+                )
             else:
                 self._write_pointer("active.json", None)
-                notes.append(f"active model {active.path} is missing or corrupt; went back to the configured model")
+                notes.append(
+                    f"active model {active.path} is missing or corrupt; went back to the configured model"
+                )
         return notes
 
     @staticmethod
@@ -230,8 +247,13 @@ class ModelStore:
             return False
 
     # -- install ------------------------------------------------------------------------------------
-    def install(self, update: VerifiedUpdate, *, current: InstalledModel | None,
-                activate: Callable[[InstalledModel | None], None] | None = None) -> InstallResult:
+    def install(
+        self,
+        update: VerifiedUpdate,
+        *,
+        current: InstalledModel | None,
+        activate: Callable[[InstalledModel | None], None] | None = None,
+    ) -> InstallResult:
         """Write, health-check and switch to ``update``; on any failure keep or restore ``current``.
 
         ``activate(model)`` is the agent's hook to load ``model`` in-process and run a test inference
@@ -239,8 +261,11 @@ class ModelStore:
         ``current`` to restore it.
         """
         if not self._lock.acquire(blocking=False):
-            raise UpdateRefusedError("busy", "another model update is being installed",
-                                     "wait for its result on cmd/result, then push again")
+            raise UpdateRefusedError(
+                "busy",
+                "another model update is being installed",
+                "wait for its result on cmd/result, then push again",
+            )
         try:
             return self._install(update, current, activate)
         finally:
@@ -257,30 +282,51 @@ class ModelStore:
         _fsync_dir(self.dir)
         return final
 
-    def _install(self, update: VerifiedUpdate, current: InstalledModel | None,
-                 activate: Callable[[InstalledModel | None], None] | None) -> InstallResult:
+    def _install(
+        self,
+        update: VerifiedUpdate,
+        current: InstalledModel | None,
+        activate: Callable[[InstalledModel | None], None] | None,
+    ) -> InstallResult:
         m = update.manifest
         newest = self.newest_signed_at()
         if newest is not None and signed_time(m.created) <= signed_time(newest):
             raise UpdateRefusedError(
-                "replayed", f"update {m.version} was signed at {m.created}, not after the last update installed "
+                "replayed",
+                f"update {m.version} was signed at {m.created}, not after the last update installed "
                 f"here (signed at {newest}): an old update message sent again?",
-                "push-model signs a fresh manifest every time: push the model again")
+                "push-model signs a fresh manifest every time: push the model again",
+            )
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         stem = f"{_safe(m.version)}-{m.sha256[:12]}"
-        candidate = InstalledModel(path=str(self.dir / f"{stem}.tflite"), sha256=m.sha256, version=m.version,
-                                   labels_path=str(self.dir / f"{stem}.labels.txt") if update.labels else None,
-                                   installed_at=_now(), signed_at=m.created)
+        candidate = InstalledModel(
+            path=str(self.dir / f"{stem}.tflite"),
+            sha256=m.sha256,
+            version=m.version,
+            labels_path=str(self.dir / f"{stem}.labels.txt") if update.labels else None,
+            installed_at=_now(),
+            signed_at=m.created,
+        )
         previous_previous, active = self.previous(), self.active()
-        journal = {"phase": "journaled", "candidate": candidate.describe(), "started": _now(),
-                   "previous_active": active.describe() if active else None,
-                   "previous_previous": previous_previous.describe() if previous_previous else None}
+        journal = {
+            "phase": "journaled",
+            "candidate": candidate.describe(),
+            "started": _now(),
+            "previous_active": active.describe() if active else None,
+            "previous_previous": previous_previous.describe() if previous_previous else None,
+        }
         atomic_write(self.journal_path, json.dumps(journal).encode())
         self._pause("journaled")
 
-        def fail(reason: str, error: str, fix: str, *, rolled_back: bool = False,
-                 verdict: dict[str, Any] | None = None) -> InstallResult:
+        def fail(
+            reason: str,
+            error: str,
+            fix: str,
+            *,
+            rolled_back: bool = False,
+            verdict: dict[str, Any] | None = None,
+        ) -> InstallResult:
             self.recover()  # the journal puts the pointers back and removes the candidate
             timings["total"] = (time.perf_counter() - t0) * 1000.0
             return InstallResult(False, reason, error, fix, current, current, rolled_back, verdict, timings)
@@ -290,23 +336,33 @@ class ModelStore:
             if update.labels is not None and candidate.labels_path:
                 self._write_model_file(Path(candidate.labels_path).name, update.labels)
         except OSError as exc:
-            return fail("install_failed", f"writing the model to {self.dir} failed: {exc}",
-                        "free some disk space on the device and push again")
+            return fail(
+                "install_failed",
+                f"writing the model to {self.dir} failed: {exc}",
+                "free some disk space on the device and push again",
+            )
         timings["write"] = (time.perf_counter() - t0) * 1000.0
         self._pause("written")
 
         # The file on disk, not the bytes in memory, is what will run: check that one.
         t = time.perf_counter()
         if sha256_file(candidate.path) != m.sha256:
-            return fail("install_failed", "the model file on disk does not match the update (disk error?)",
-                        "check the device's storage and push again")
+            return fail(
+                "install_failed",
+                "the model file on disk does not match the update (disk error?)",
+                "check the device's storage and push again",
+            )
         verdict = self.health_check(Path(candidate.path), self.limits)
         timings["health_check"] = (time.perf_counter() - t) * 1000.0
         if not verdict.ok:
             failed_at = time.perf_counter()
-            result = fail("health_check", f"model {m.version} failed its health check ({verdict.stage}): "
-                          f"{verdict.reason}; still serving the previous model", verdict.fix,
-                          verdict=verdict.describe())
+            result = fail(
+                "health_check",
+                f"model {m.version} failed its health check ({verdict.stage}): "
+                f"{verdict.reason}; still serving the previous model",
+                verdict.fix,
+                verdict=verdict.describe(),
+            )
             # The previous model never stopped serving: nothing to reload.
             timings["rollback"] = (time.perf_counter() - failed_at) * 1000.0
             return result
@@ -331,10 +387,14 @@ class ModelStore:
                     restore_error = f"; restoring the previous model failed too: {again}"
                 timings["rollback"] = (time.perf_counter() - failed_at) * 1000.0
                 what = getattr(exc, "what", str(exc))
-                result = fail("health_check", f"model {m.version} failed to load or run in the agent: {what}; "
-                              f"rolled back to the previous model{restore_error}",
-                              getattr(exc, "fix", "") or "check the model with edge-bench on a test device",
-                              rolled_back=True, verdict=verdict.describe())
+                result = fail(
+                    "health_check",
+                    f"model {m.version} failed to load or run in the agent: {what}; "
+                    f"rolled back to the previous model{restore_error}",
+                    getattr(exc, "fix", "") or "check the model with edge-bench on a test device",
+                    rolled_back=True,
+                    verdict=verdict.describe(),
+                )
                 result.timings_ms["rollback"] = timings["rollback"]
                 return result
             timings["activate"] = (time.perf_counter() - t) * 1000.0
@@ -343,8 +403,14 @@ class ModelStore:
         atomic_write(self.dir / "replay.json", json.dumps({"newest_signed_at": m.created}).encode())
         self.journal_path.unlink()
         _fsync_dir(self.dir)
-        self._prune(keep={candidate.path, candidate.labels_path, current.path if current else None,
-                          current.labels_path if current else None})
+        self._prune(
+            keep={
+                candidate.path,
+                candidate.labels_path,
+                current.path if current else None,
+                current.labels_path if current else None,
+            }
+        )
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         return InstallResult(True, None, "", "", candidate, current, False, verdict.describe(), timings)
 
@@ -354,5 +420,13 @@ class ModelStore:
                 p.unlink()
 
 
-__all__ = ["PAUSE_ENV", "PHASES", "REFUSAL_REASONS", "InstallResult", "InstalledModel", "ModelStore",
-           "atomic_write", "sha256_file"]
+__all__ = [
+    "PAUSE_ENV",
+    "PHASES",
+    "REFUSAL_REASONS",
+    "InstallResult",
+    "InstalledModel",
+    "ModelStore",
+    "atomic_write",
+    "sha256_file",
+]

@@ -28,7 +28,8 @@ def crypto() -> Any:
     except ImportError as exc:
         raise SigningUnavailableError(
             f"signed model updates need the 'cryptography' package, which is not importable ({exc})",
-            "pip install 'edge-ml-toolkit[signing]' (or pip install cryptography)") from exc
+            "pip install 'edge-ml-toolkit[signing]' (or pip install cryptography)",
+        ) from exc
 
     class _Crypto:
         pass
@@ -45,27 +46,33 @@ def _write_private(path: Path, data: bytes, overwrite: bool) -> None:
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError as exc:
-        raise EdgeError(f"{path} already exists: refusing to overwrite a signing key",
-                        "pick another --out, or pass --force if you really mean to replace it") from exc
+        raise EdgeError(
+            f"{path} already exists: refusing to overwrite a signing key",
+            "pick another --out, or pass --force if you really mean to replace it",
+        ) from exc
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.chmod(path, 0o600)  # O_CREAT's mode is masked by umask and ignored for existing files
 
 
-def generate_keypair(private_path: str | Path, public_path: str | Path | None = None, *,
-                     overwrite: bool = False) -> tuple[Path, Path, str]:
+def generate_keypair(
+    private_path: str | Path, public_path: str | Path | None = None, *, overwrite: bool = False
+) -> tuple[Path, Path, str]:
     """Write a new private key (PEM, 0600) and its public key; return (private, public, key id)."""
     c = crypto()
     private_path = Path(private_path)
     public_path = Path(public_path) if public_path else private_path.with_suffix(".pub")
     if private_path.resolve() == public_path.resolve():
-        raise EdgeError(f"private and public key paths are the same: {private_path}",
-                        "give the public key another name (default: <private>.pub)")
+        raise EdgeError(
+            f"private and public key paths are the same: {private_path}",
+            "give the public key another name (default: <private>.pub)",
+        )
     private_path.parent.mkdir(parents=True, exist_ok=True)
     key = c.ed25519.Ed25519PrivateKey.generate()
     s = c.serialization
-    _write_private(private_path, key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()),
-                   overwrite)
+    _write_private(
+        private_path, key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()), overwrite
+    )
     public_pem = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
     public_path.write_bytes(public_pem)
     return private_path, public_path, key_id(key.public_key())
@@ -84,20 +91,28 @@ def load_private_key(path: str | Path) -> Any:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise EdgeError(f"cannot read the signing key {path}: {exc.strerror}",
-                        "create one with: edge-flash keygen --out " + str(path)) from exc
+        raise EdgeError(
+            f"cannot read the signing key {path}: {exc.strerror}",
+            "create one with: edge-flash keygen --out " + str(path),
+        ) from exc
     mode = path.stat().st_mode & 0o077
     if mode:
-        raise EdgeError(f"signing key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)})",
-                        f"chmod 600 {path}")
+        raise EdgeError(
+            f"signing key {path} is readable by others (mode {oct(path.stat().st_mode & 0o777)})",
+            f"chmod 600 {path}",
+        )
     try:
         key = c.serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        raise EdgeError(f"{path} is not an unencrypted PEM private key ({exc})",
-                        "pass the private key written by edge-flash keygen") from exc
+        raise EdgeError(
+            f"{path} is not an unencrypted PEM private key ({exc})",
+            "pass the private key written by edge-flash keygen",
+        ) from exc
     if not isinstance(key, c.ed25519.Ed25519PrivateKey):
-        raise EdgeError(f"{path} holds a {type(key).__name__}, expected an Ed25519 private key",
-                        "create one with edge-flash keygen")
+        raise EdgeError(
+            f"{path} holds a {type(key).__name__}, expected an Ed25519 private key",
+            "create one with edge-flash keygen",
+        )
     return key
 
 
@@ -111,10 +126,14 @@ def parse_public_key(text: str | bytes) -> Any:
         else:
             key = c.ed25519.Ed25519PublicKey.from_public_bytes(base64.b64decode(data.strip(), validate=True))
     except (ValueError, TypeError) as exc:
-        raise EdgeError(f"not an Ed25519 public key ({exc})",
-                        "use the .pub file written by edge-flash keygen (PEM) or its raw base64") from exc
+        raise EdgeError(
+            f"not an Ed25519 public key ({exc})",
+            "use the .pub file written by edge-flash keygen (PEM) or its raw base64",
+        ) from exc
     if not isinstance(key, c.ed25519.Ed25519PublicKey):
-        raise EdgeError(f"public key is a {type(key).__name__}, expected Ed25519", "use edge-flash keygen keys")
+        raise EdgeError(
+            f"public key is a {type(key).__name__}, expected Ed25519", "use edge-flash keygen keys"
+        )
     return key
 
 
@@ -127,5 +146,7 @@ def load_public_key(path_or_text: str | Path) -> Any:
     try:
         return parse_public_key(path.read_bytes())
     except OSError as exc:
-        raise EdgeError(f"cannot read the update public key {path}: {exc.strerror}",
-                        "set ota.public_keys to the .pub file written by edge-flash keygen") from exc
+        raise EdgeError(
+            f"cannot read the update public key {path}: {exc.strerror}",
+            "set ota.public_keys to the .pub file written by edge-flash keygen",
+        ) from exc

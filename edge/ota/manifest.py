@@ -84,18 +84,33 @@ def signed_time(created: str) -> datetime:
     return datetime.fromisoformat(created.replace("Z", "+00:00"))
 
 
-def build_message(model: bytes, private_key: Any, *, version: str, labels: bytes | None = None,
-                  device: str | None = None, cmd_id: str | None = None) -> bytes:
+def build_message(
+    model: bytes,
+    private_key: Any,
+    *,
+    version: str,
+    labels: bytes | None = None,
+    device: str | None = None,
+    cmd_id: str | None = None,
+) -> bytes:
     """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message."""
     from edge.ota.keys import key_id
     from edge.ota.manifest_model import Manifest
 
-    manifest = Manifest(version=version, sha256=hashlib.sha256(model).hexdigest(), size=len(model),
-                        labels_sha256=hashlib.sha256(labels).hexdigest() if labels else None,
-                        labels_size=len(labels or b""), device=device, key_id=key_id(private_key.public_key()),
-                        created=_now())
+    manifest = Manifest(
+        version=version,
+        sha256=hashlib.sha256(model).hexdigest(),
+        size=len(model),
+        labels_sha256=hashlib.sha256(labels).hexdigest() if labels else None,
+        labels_size=len(labels or b""),
+        device=device,
+        key_id=key_id(private_key.public_key()),
+        created=_now(),
+    )
     signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
-    return frame({"id": cmd_id, "manifest": manifest.model_dump(), "signature": signature}, model, labels or b"")
+    return frame(
+        {"id": cmd_id, "manifest": manifest.model_dump(), "signature": signature}, model, labels or b""
+    )
 
 
 def frame(header: dict[str, Any], model: bytes, labels: bytes = b"") -> bytes:
@@ -106,24 +121,35 @@ def frame(header: dict[str, Any], model: bytes, labels: bytes = b"") -> bytes:
 def read_header(payload: bytes) -> tuple[dict[str, Any], int]:
     """(header, offset of the model bytes); raise ``malformed`` on anything else."""
     if payload[:8] != MAGIC:
-        raise UpdateRefusedError("malformed", f"update starts with {payload[:8]!r}, expected {MAGIC!r}",
-                                 "send updates with edge-flash push-model")
+        raise UpdateRefusedError(
+            "malformed",
+            f"update starts with {payload[:8]!r}, expected {MAGIC!r}",
+            "send updates with edge-flash push-model",
+        )
     if len(payload) < 12:
-        raise UpdateRefusedError("malformed", "update ends inside its header length",
-                                 "the message was cut: send it again")
+        raise UpdateRefusedError(
+            "malformed", "update ends inside its header length", "the message was cut: send it again"
+        )
     (n,) = struct.unpack(">I", payload[8:12])
     if n > MAX_HEADER or 12 + n > len(payload):
-        raise UpdateRefusedError("malformed", f"update header claims {n} bytes but the message has "
-                                 f"{len(payload) - 12} after the length (header limit {MAX_HEADER})",
-                                 "the message was cut or corrupted: send it again")
+        raise UpdateRefusedError(
+            "malformed",
+            f"update header claims {n} bytes but the message has "
+            f"{len(payload) - 12} after the length (header limit {MAX_HEADER})",
+            "the message was cut or corrupted: send it again",
+        )
     try:
-        header = json.loads(payload[12: 12 + n])
+        header = json.loads(payload[12 : 12 + n])
     except (ValueError, UnicodeDecodeError) as exc:
-        raise UpdateRefusedError("malformed", f"update header is not JSON ({exc})",
-                                 "send updates with edge-flash push-model") from exc
+        raise UpdateRefusedError(
+            "malformed", f"update header is not JSON ({exc})", "send updates with edge-flash push-model"
+        ) from exc
     if not isinstance(header, dict):
-        raise UpdateRefusedError("malformed", f"update header is a {type(header).__name__}, expected an object",
-                                 "send updates with edge-flash push-model")
+        raise UpdateRefusedError(
+            "malformed",
+            f"update header is a {type(header).__name__}, expected an object",
+            "send updates with edge-flash push-model",
+        )
     return header, 12 + n
 
 
@@ -137,19 +163,23 @@ def header_id(payload: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def verify_message(payload: bytes, public_keys: list[Any], *, device: str | None = None,
-                   max_bytes: int = DEFAULT_MAX_BYTES) -> VerifiedUpdate:
+def verify_message(
+    payload: bytes, public_keys: list[Any], *, device: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> VerifiedUpdate:
     """Check an update message completely, before anything is written; raise :class:`UpdateRefusedError`."""
     if len(payload) > max_bytes + MAX_HEADER + 12:
-        raise UpdateRefusedError("oversize", f"update message is {len(payload)} bytes, over the device's "
-                                 f"{max_bytes}-byte model limit", "shrink the model (edge-convert --prune/int8) "
-                                 "or raise ota.max_bytes in the agent config")
+        raise UpdateRefusedError(
+            "oversize",
+            f"update message is {len(payload)} bytes, over the device's {max_bytes}-byte model limit",
+            "shrink the model (edge-convert --prune/int8) or raise ota.max_bytes in the agent config",
+        )
     header, offset = read_header(payload)
     cmd_id = header.get("id") if isinstance(header.get("id"), str) else None
     signature = header.get("signature")
     if not isinstance(header.get("manifest"), dict):
-        raise UpdateRefusedError("malformed", "update header has no manifest object",
-                                 "send updates with edge-flash push-model")
+        raise UpdateRefusedError(
+            "malformed", "update header has no manifest object", "send updates with edge-flash push-model"
+        )
     from pydantic import ValidationError
 
     from edge.ota.manifest_model import Manifest
@@ -158,61 +188,94 @@ def verify_message(payload: bytes, public_keys: list[Any], *, device: str | None
         manifest = Manifest.model_validate(header["manifest"])
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UpdateRefusedError("malformed", f"manifest field {'.'.join(map(str, first['loc']))}: {first['msg']}",
-                                 "send updates with edge-flash push-model") from exc
+        raise UpdateRefusedError(
+            "malformed",
+            f"manifest field {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            "send updates with edge-flash push-model",
+        ) from exc
     if not signature:
-        raise UpdateRefusedError("unsigned", "update manifest has no signature: refusing an unsigned model",
-                                 "sign it: edge-flash push-model --key PRIVATE_KEY ...")
+        raise UpdateRefusedError(
+            "unsigned",
+            "update manifest has no signature: refusing an unsigned model",
+            "sign it: edge-flash push-model --key PRIVATE_KEY ...",
+        )
     if not public_keys:
-        raise UpdateRefusedError("no_key", "this device has no update public key configured, so it accepts no "
-                                 "model update", "put the .pub file from edge-flash keygen in the agent config "
-                                 "(ota.public_keys) and restart the agent")
+        raise UpdateRefusedError(
+            "no_key",
+            "this device has no update public key configured, so it accepts no model update",
+            "put the .pub file from edge-flash keygen in the agent config "
+            "(ota.public_keys) and restart the agent",
+        )
     from edge.ota.keys import crypto, key_id
 
     trusted = {key_id(k): k for k in public_keys}
     key = trusted.get(manifest.key_id)
     if key is None:
-        raise UpdateRefusedError("wrong_key", f"update is signed by key {manifest.key_id}, which this device "
-                                 f"does not trust (trusted: {', '.join(sorted(trusted))})",
-                                 "sign with the private key matching ota.public_keys, or add its .pub there")
+        raise UpdateRefusedError(
+            "wrong_key",
+            f"update is signed by key {manifest.key_id}, which this device "
+            f"does not trust (trusted: {', '.join(sorted(trusted))})",
+            "sign with the private key matching ota.public_keys, or add its .pub there",
+        )
     try:
         raw = base64.b64decode(str(signature), validate=True)
         key.verify(raw, manifest.canonical())
     except (binascii.Error, ValueError, crypto().InvalidSignature) as exc:
-        raise UpdateRefusedError("bad_signature", f"the signature of update {manifest.version} does not verify "
-                                 f"with key {manifest.key_id}: the manifest was altered or the signature is corrupt",
-                                 "push the model again with edge-flash push-model") from exc
+        raise UpdateRefusedError(
+            "bad_signature",
+            f"the signature of update {manifest.version} does not verify "
+            f"with key {manifest.key_id}: the manifest was altered or the signature is corrupt",
+            "push the model again with edge-flash push-model",
+        ) from exc
     if manifest.device is not None and device is not None and manifest.device != device:
-        raise UpdateRefusedError("wrong_device", f"update is for device {manifest.device!r}, this is {device!r}",
-                                 "push with --device-id of this device")
+        raise UpdateRefusedError(
+            "wrong_device",
+            f"update is for device {manifest.device!r}, this is {device!r}",
+            "push with --device-id of this device",
+        )
     if manifest.size > max_bytes:
-        raise UpdateRefusedError("oversize", f"model is {manifest.size} bytes, over the device's {max_bytes}-byte "
-                                 "limit", "shrink the model or raise ota.max_bytes in the agent config")
+        raise UpdateRefusedError(
+            "oversize",
+            f"model is {manifest.size} bytes, over the device's {max_bytes}-byte limit",
+            "shrink the model or raise ota.max_bytes in the agent config",
+        )
     body = payload[offset:]
     expected = manifest.size + manifest.labels_size
     if len(body) < expected:
-        raise UpdateRefusedError("truncated", f"update carries {len(body)} bytes of model and labels, the manifest "
-                                 f"says {expected}", "the transfer was cut: push the model again")
+        raise UpdateRefusedError(
+            "truncated",
+            f"update carries {len(body)} bytes of model and labels, the manifest says {expected}",
+            "the transfer was cut: push the model again",
+        )
     if len(body) > expected:
-        raise UpdateRefusedError("malformed", f"update carries {len(body) - expected} bytes more than the "
-                                 "manifest says", "push the model again with edge-flash push-model")
-    model, labels = body[: manifest.size], body[manifest.size:]
+        raise UpdateRefusedError(
+            "malformed",
+            f"update carries {len(body) - expected} bytes more than the manifest says",
+            "push the model again with edge-flash push-model",
+        )
+    model, labels = body[: manifest.size], body[manifest.size :]
     got = hashlib.sha256(model).hexdigest()
     if got != manifest.sha256:
-        raise UpdateRefusedError("wrong_hash", f"model sha256 is {got}, the signed manifest says {manifest.sha256}",
-                                 "the model was altered in transit or on the broker: push it again")
+        raise UpdateRefusedError(
+            "wrong_hash",
+            f"model sha256 is {got}, the signed manifest says {manifest.sha256}",
+            "the model was altered in transit or on the broker: push it again",
+        )
     if manifest.labels_size:
         got = hashlib.sha256(labels).hexdigest()
         if got != manifest.labels_sha256:
-            raise UpdateRefusedError("wrong_hash", f"labels sha256 is {got}, the manifest says "
-                                     f"{manifest.labels_sha256}", "push the model again")
+            raise UpdateRefusedError(
+                "wrong_hash",
+                f"labels sha256 is {got}, the manifest says {manifest.labels_sha256}",
+                "push the model again",
+            )
     return VerifiedUpdate(cmd_id, manifest, model, labels if manifest.labels_size else None)
 
 
 def __getattr__(name: str) -> Any:
     # The pydantic models live in edge.ota.manifest_model: importing pydantic costs the agent's process ~6 MB of RSS
     # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ('Manifest',):
+    if name in ("Manifest",):
         from edge.ota.manifest_model import Manifest
 
         return {"Manifest": Manifest}[name]

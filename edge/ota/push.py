@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
-from edge.mqtt.url import BrokerURL, parse_broker_url
 from edge.ota.manifest import DEFAULT_MAX_BYTES, build_message
+from edge.transport.topics import Topics
+from edge.transport.url import BrokerURL, parse_broker_url
 
 PASSWORD_ENV = "EDGE_MQTT_PASSWORD"
 
@@ -26,21 +27,30 @@ PASSWORD_ENV = "EDGE_MQTT_PASSWORD"
 def parse_broker(url: str, username: str | None = None, password: str | None = None) -> BrokerURL:
     """The transport's URL parser, with user and password given apart (never in a URL on a command line)."""
     parsed = parse_broker_url(url)
-    return dataclasses.replace(parsed, username=username or parsed.username,
-                               password=password if password is not None else parsed.password)
+    return dataclasses.replace(
+        parsed,
+        username=username or parsed.username,
+        password=password if password is not None else parsed.password,
+    )
 
 
-def read_secret(value: str | None = None, file: str | Path | None = None, env: str = PASSWORD_ENV) -> str | None:
+def read_secret(
+    value: str | None = None, file: str | Path | None = None, env: str = PASSWORD_ENV
+) -> str | None:
     """A password from a file (first line), the environment, or the value given, in that order."""
     if file:
         try:
             return Path(file).read_text().splitlines()[0] if Path(file).read_text() else ""
         except OSError as exc:
-            raise EdgeError(f"cannot read the password file {file}: {exc.strerror}", "check the path") from exc
+            raise EdgeError(
+                f"cannot read the password file {file}: {exc.strerror}", "check the path"
+            ) from exc
     return os.environ.get(env) or value
 
 
-def tls_context(ca_file: str | None, cert_file: str | None = None, key_file: str | None = None) -> ssl.SSLContext:
+def tls_context(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
     """Verifying client context, TLS 1.2 or newer, optional client certificate."""
     try:
         ctx = ssl.create_default_context(cafile=ca_file)
@@ -52,11 +62,24 @@ def tls_context(ca_file: str | None, cert_file: str | None = None, key_file: str
     return ctx
 
 
-def push_model(broker_url: str, device_id: str, key_path: str | Path, model_path: str | Path, *,
-               labels_path: str | Path | None = None, version: str | None = None, prefix: str = "edge",
-               username: str | None = None, password: str | None = None, ca_file: str | None = None,
-               cert_file: str | None = None, key_file: str | None = None, timeout: float = 120.0,
-               max_bytes: int = DEFAULT_MAX_BYTES, bind_device: bool = True) -> dict[str, Any]:
+def push_model(
+    broker_url: str,
+    device_id: str,
+    key_path: str | Path,
+    model_path: str | Path,
+    *,
+    labels_path: str | Path | None = None,
+    version: str | None = None,
+    prefix: str = "edge",
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    timeout: float = 120.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    bind_device: bool = True,
+) -> dict[str, Any]:
     """Send a signed update and return the device's ``cmd/result`` answer (raises EdgeError on no answer)."""
     import paho.mqtt.client as mqtt
 
@@ -64,16 +87,19 @@ def push_model(broker_url: str, device_id: str, key_path: str | Path, model_path
 
     model = Path(model_path).read_bytes()
     if len(model) > max_bytes:
-        raise EdgeError(f"{model_path} is {len(model)} bytes, over the {max_bytes}-byte update limit",
-                        "shrink the model (edge-convert int8/pruning) or raise --max-bytes and ota.max_bytes")
+        raise EdgeError(
+            f"{model_path} is {len(model)} bytes, over the {max_bytes}-byte update limit",
+            "shrink the model (edge-convert int8/pruning) or raise --max-bytes and ota.max_bytes",
+        )
     labels = Path(labels_path).read_bytes() if labels_path else None
     key = load_private_key(key_path)
     cmd_id = uuid.uuid4().hex[:12]
     version = version or Path(model_path).stem
-    payload = build_message(model, key, version=version, labels=labels,
-                            device=device_id if bind_device else None, cmd_id=cmd_id)
+    payload = build_message(
+        model, key, version=version, labels=labels, device=device_id if bind_device else None, cmd_id=cmd_id
+    )
     broker = parse_broker(broker_url, username, password)
-    base = f"{prefix}/{device_id}"
+    topics = Topics(prefix, device_id)
 
     done = threading.Event()
     subscribed = threading.Event()
@@ -89,7 +115,7 @@ def push_model(broker_url: str, device_id: str, key_path: str | Path, model_path
             state["error"] = f"broker {broker.redacted()} refused the connection: {rc}"
             done.set()
             return
-        c.subscribe(f"{base}/cmd/result", qos=1)
+        c.subscribe(topics.cmd_result, qos=1)
 
     def on_subscribe(c: Any, *_a: Any) -> None:
         subscribed.set()
@@ -109,19 +135,25 @@ def push_model(broker_url: str, device_id: str, key_path: str | Path, model_path
     try:
         client.connect(broker.host, broker.port, keepalive=30)
     except (OSError, ssl.SSLError) as exc:
-        raise EdgeError(f"cannot connect to {broker.redacted()}: {exc}",
-                        "check the broker address, port and TLS settings (--ca-file)") from exc
+        raise EdgeError(
+            f"cannot connect to {broker.redacted()}: {exc}",
+            "check the broker address, port and TLS settings (--ca-file)",
+        ) from exc
     client.loop_start()
     try:
         if not subscribed.wait(15) and not done.is_set():
             raise EdgeError(f"no answer from {broker.redacted()} within 15 s", "is the broker running?")
         if "error" in state:
-            raise EdgeError(state["error"], "check --username and the password (file or $" + PASSWORD_ENV + ")")
-        info = client.publish(f"{base}/model/set", payload, qos=1)
+            raise EdgeError(
+                state["error"], "check --username and the password (file or $" + PASSWORD_ENV + ")"
+            )
+        info = client.publish(topics.model_set, payload, qos=1)
         info.wait_for_publish(30)
         if not done.wait(timeout):
-            raise EdgeError(f"device {device_id!r} did not answer within {timeout:g} s",
-                            f"is its agent online? (mosquitto_sub -t '{base}/availability')")
+            raise EdgeError(
+                f"device {device_id!r} did not answer within {timeout:g} s",
+                f"is its agent online? (mosquitto_sub -t '{topics.availability}')",
+            )
         return dict(state["answer"])
     finally:
         client.loop_stop()

@@ -1,9 +1,9 @@
 """``edge-watch``: the fleet at a glance, from any machine that reaches the broker.
 
-    edge-watch --broker mqtt://broker.lan              live table, updated in place
-    edge-watch --broker URL --json --count 20          20 validated messages, one JSON per line
-    edge-watch --broker URL --csv preds.csv            log every prediction
-    edge-watch --broker URL --web 127.0.0.1:8080       live dashboard in a browser
+edge-watch --broker mqtt://broker.lan              live table, updated in place
+edge-watch --broker URL --json --count 20          20 validated messages, one JSON per line
+edge-watch --broker URL --csv preds.csv            log every prediction
+edge-watch --broker URL --web 127.0.0.1:8080       live dashboard in a browser
 """
 
 from __future__ import annotations
@@ -19,14 +19,27 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge import schemas
+from edge.contract import schemas
 from edge.errors import EdgeError, run_command
-from edge.mqtt.url import BrokerURL, parse_broker_url
+from edge.transport.url import BrokerURL, parse_broker_url
 from edge.watch.state import Fleet, Malformed, Message, top_result
 from edge.watch.table import LiveTable
 
-CSV_COLUMNS = ("received", "ts", "device", "seq", "source", "kind", "label", "index", "score",
-               "latency_total_ms", "latency_inference_ms", "historical", "model_sha256")
+CSV_COLUMNS = (
+    "received",
+    "ts",
+    "device",
+    "seq",
+    "source",
+    "kind",
+    "label",
+    "index",
+    "score",
+    "latency_total_ms",
+    "latency_inference_ms",
+    "historical",
+    "model_sha256",
+)
 
 
 def subscriptions(prefix: str, device: str | None) -> list[tuple[str, int]]:
@@ -40,19 +53,35 @@ def csv_row(msg: Message) -> dict[str, Any]:
     items = p.get("top_k") or p.get("detections") or []
     label, score = top_result(p)
     return {
-        "received": f"{msg.received:.3f}", "ts": p["ts"], "device": msg.device, "seq": p["seq"],
-        "source": p["source"], "kind": p["kind"], "label": "" if label is None else label,
-        "index": items[0]["index"] if items else "", "score": "" if score is None else score,
-        "latency_total_ms": p["latency_ms"]["total"], "latency_inference_ms": p["latency_ms"]["inference"],
-        "historical": bool(p.get("historical", False)), "model_sha256": p["model_sha256"],
+        "received": f"{msg.received:.3f}",
+        "ts": p["ts"],
+        "device": msg.device,
+        "seq": p["seq"],
+        "source": p["source"],
+        "kind": p["kind"],
+        "label": "" if label is None else label,
+        "index": items[0]["index"] if items else "",
+        "score": "" if score is None else score,
+        "latency_total_ms": p["latency_ms"]["total"],
+        "latency_inference_ms": p["latency_ms"]["inference"],
+        "historical": bool(p.get("historical", False)),
+        "model_sha256": p["model_sha256"],
     }
 
 
 class Watcher:
     """Connects, feeds the fleet model and the line outputs; counts toward ``--count``."""
 
-    def __init__(self, broker: BrokerURL, fleet: Fleet, *, json_out: TextIO | None = None,
-                 csv_path: Path | None = None, count: int | None = None, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self,
+        broker: BrokerURL,
+        fleet: Fleet,
+        *,
+        json_out: TextIO | None = None,
+        csv_path: Path | None = None,
+        count: int | None = None,
+        err: TextIO = sys.stderr,
+    ) -> None:
         self.broker = broker
         self.fleet = fleet
         self.json_out = json_out
@@ -76,8 +105,9 @@ class Watcher:
                 self._csv_file.flush()
         import paho.mqtt.client as mqtt
 
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"edge-watch-{uuid.uuid4().hex[:8]}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-watch-{uuid.uuid4().hex[:8]}"
+        )
         if broker.username:
             self.client.username_pw_set(broker.username, broker.password)
         if broker.tls:
@@ -91,8 +121,10 @@ class Watcher:
         try:
             self.client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         except (OSError, ValueError) as err:
-            raise EdgeError(f"cannot reach the broker at {self.broker.host}:{self.broker.port}: {err}",
-                            "check --broker and that the broker is running") from err
+            raise EdgeError(
+                f"cannot reach the broker at {self.broker.host}:{self.broker.port}: {err}",
+                "check --broker and that the broker is running",
+            ) from err
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -120,8 +152,11 @@ class Watcher:
         with self._out_lock:
             if isinstance(result, Malformed):
                 if self.json_out is not None:
-                    print(f"edge-watch: malformed message on {result.topic}: {result.reason}",
-                          file=self.err, flush=True)
+                    print(
+                        f"edge-watch: malformed message on {result.topic}: {result.reason}",
+                        file=self.err,
+                        flush=True,
+                    )
                 return
             assert isinstance(result, Message)
             if self.json_out is not None:
@@ -155,24 +190,41 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-watch", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="edge-watch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--broker", required=True, help="mqtt://[user:pass@]host[:port] (mqtts:// for TLS)")
     p.add_argument("--prefix", default="edge", help="topic prefix the agents publish under (default: edge)")
     p.add_argument("--device", help="watch only this device id")
-    p.add_argument("--json", action="store_true",
-                   help="print each validated message as one JSON object per line (no table)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print each validated message as one JSON object per line (no table)",
+    )
     p.add_argument("--csv", type=Path, metavar="FILE", help="append every prediction to FILE as CSV")
     p.add_argument("--count", type=int, metavar="N", help="exit after N validated messages")
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="exit after S seconds (status 1 if --count was given and not reached)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="exit after S seconds (status 1 if --count was given and not reached)",
+    )
     p.add_argument("--web", metavar="HOST:PORT", help="serve a live dashboard, e.g. 127.0.0.1:8080")
-    p.add_argument("--validator", choices=["auto", "builtin", "jsonschema"], default="auto",
-                   help="schema checks: jsonschema when installed (auto), or the built-in validator "
-                        "(about 3x faster, no dependency; the same verdicts)")
-    p.add_argument("--sse-seconds", type=float, default=60.0, metavar="S",
-                   help="close each dashboard event stream after S s; browsers reconnect by themselves "
-                        "(lower it behind proxies that cut idle streams; default 60)")
+    p.add_argument(
+        "--validator",
+        choices=["auto", "builtin", "jsonschema"],
+        default="auto",
+        help="schema checks: jsonschema when installed (auto), or the built-in validator "
+        "(about 3x faster, no dependency; the same verdicts)",
+    )
+    p.add_argument(
+        "--sse-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="close each dashboard event stream after S s; browsers reconnect by themselves "
+        "(lower it behind proxies that cut idle streams; default 60)",
+    )
     p.add_argument("--interval", type=float, default=0.5, help="table refresh period in seconds")
     return p
 
@@ -187,14 +239,17 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeError(f"--count must be at least 1, got {args.count}", "drop --count to watch forever")
     broker = parse_broker_url(args.broker)
     fleet = Fleet(prefix=args.prefix, device=args.device, validator=args.validator)
-    watcher = Watcher(broker, fleet, json_out=sys.stdout if args.json else None, csv_path=args.csv,
-                      count=args.count)
+    watcher = Watcher(
+        broker, fleet, json_out=sys.stdout if args.json else None, csv_path=args.csv, count=args.count
+    )
     dashboard = None
     if args.web:
         from edge.watch.web import Dashboard
 
         host, port = parse_hostport(args.web)
-        dashboard = Dashboard(fleet, host, port, broker=broker.redacted(), stream_seconds=args.sse_seconds).start()
+        dashboard = Dashboard(
+            fleet, host, port, broker=broker.redacted(), stream_seconds=args.sse_seconds
+        ).start()
         print(f"edge-watch: dashboard on {dashboard.url}", file=sys.stderr, flush=True)
     table = None if args.json else LiveTable(sys.stdout, broker=broker.redacted())
     watcher.start()
@@ -209,12 +264,18 @@ def run(args: argparse.Namespace) -> int:
             if deadline is not None and time.monotonic() >= deadline:
                 if not watcher.connected.is_set():
                     # an unreachable broker must not look like a quiet fleet
-                    print(f"edge-watch: never connected to the broker at {broker.redacted()} in "
-                          f"{args.timeout:g} s: is it running, and is the address right?", file=sys.stderr)
+                    print(
+                        f"edge-watch: never connected to the broker at {broker.redacted()} in "
+                        f"{args.timeout:g} s: is it running, and is the address right?",
+                        file=sys.stderr,
+                    )
                     status = 1
                 elif args.count is not None:
-                    print(f"edge-watch: timed out after {args.timeout:g} s with {watcher.seen} of "
-                          f"{args.count} messages", file=sys.stderr)
+                    print(
+                        f"edge-watch: timed out after {args.timeout:g} s with {watcher.seen} of "
+                        f"{args.count} messages",
+                        file=sys.stderr,
+                    )
                     status = 1
                 break
             watcher.done.wait(args.interval)

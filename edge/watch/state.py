@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge import schemas
+from edge.contract import schemas
 from edge.errors import EdgeError
 
 LATENCY_POINTS = 300  # per device, for the chart and the local percentiles
@@ -36,8 +36,14 @@ class Message:
     received: float  # epoch seconds, when this process got it
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "device": self.device, "kind": self.kind, "retained": self.retained,
-                "received": round(self.received, 3), "payload": self.payload}
+        return {
+            "topic": self.topic,
+            "device": self.device,
+            "kind": self.kind,
+            "retained": self.retained,
+            "received": round(self.received, 3),
+            "payload": self.payload,
+        }
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,15 @@ class Malformed:
         return {"topic": self.topic, "reason": self.reason, "received": round(self.received, 3)}
 
 
-def parse(topic: str, raw: bytes, *, retained: bool = False, prefix: str = "edge",
-          now: float | None = None, builtin: bool = False) -> Message | Malformed | None:
+def parse(
+    topic: str,
+    raw: bytes,
+    *,
+    retained: bool = False,
+    prefix: str = "edge",
+    now: float | None = None,
+    builtin: bool = False,
+) -> Message | Malformed | None:
     """Check one MQTT message; None when the topic is not one the agent publishes."""
     now = time.time() if now is None else now
     where = schemas.split_topic(topic, prefix)
@@ -73,10 +86,13 @@ def parse(topic: str, raw: bytes, *, retained: bool = False, prefix: str = "edge
             return Malformed(topic, f"payload is not JSON ({err}): {text[:60]!r}", now)
     found = schemas.problems(kind, payload, builtin=builtin)
     if found:
-        return Malformed(topic, f"{kind} does not follow schema v{schemas.SCHEMA_VERSION}: "
-                                + "; ".join(found[:3]), now)
+        return Malformed(
+            topic, f"{kind} does not follow schema v{schemas.SCHEMA_VERSION}: " + "; ".join(found[:3]), now
+        )
     if kind != "availability" and payload["device"] != device:
-        return Malformed(topic, f"payload says device {payload['device']!r} but the topic says {device!r}", now)
+        return Malformed(
+            topic, f"payload says device {payload['device']!r} but the topic says {device!r}", now
+        )
     return Message(topic, device, kind, payload, retained, now)
 
 
@@ -194,8 +210,10 @@ class Fleet:
         if validator not in ("auto", "builtin", "jsonschema"):
             raise ValueError(f"validator must be auto, builtin or jsonschema, not {validator!r}")
         if validator == "jsonschema" and schemas.backend() != "jsonschema":
-            raise EdgeError("--validator jsonschema, but the jsonschema package is not installed",
-                            "pip install jsonschema, or use --validator auto/builtin")
+            raise EdgeError(
+                "--validator jsonschema, but the jsonschema package is not installed",
+                "pip install jsonschema, or use --validator auto/builtin",
+            )
         # auto: jsonschema when installed (the reference implementation), else the built-in validator;
         # builtin is ~3x faster (benchmarks/watch_ingest.py) and needs nothing: for big fleets on a Pi
         self.builtin = validator == "builtin"
@@ -208,14 +226,18 @@ class Fleet:
         self.version = 0
         self.changed = threading.Condition()
 
-    def ingest(self, topic: str, raw: bytes, *, retained: bool = False,
-               now: float | None = None) -> Message | Malformed | None:
+    def ingest(
+        self, topic: str, raw: bytes, *, retained: bool = False, now: float | None = None
+    ) -> Message | Malformed | None:
         """Parse, validate and apply one MQTT message; never raises for bad payloads."""
         try:
             result = parse(topic, raw, retained=retained, prefix=self.prefix, now=now, builtin=self.builtin)
         except Exception as err:  # a validator bug must not take the view down either
-            result = Malformed(topic, f"could not be checked: {type(err).__name__}: {err}",
-                               time.time() if now is None else now)
+            result = Malformed(
+                topic,
+                f"could not be checked: {type(err).__name__}: {err}",
+                time.time() if now is None else now,
+            )
         if result is None:
             return None
         if isinstance(result, Message) and self.only_device and result.device != self.only_device:

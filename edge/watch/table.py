@@ -6,8 +6,20 @@ from __future__ import annotations
 import shutil
 from typing import Any, TextIO
 
-COLUMNS = ("DEVICE", "AVAIL", "MODEL", "RUNTIME/DELEGATE", "LAST", "SCORE", "P50 ms", "P99 ms",
-           "INF/S", "SPOOL", "ERR", "SEEN")
+COLUMNS = (
+    "DEVICE",
+    "AVAIL",
+    "MODEL",
+    "RUNTIME/DELEGATE",
+    "LAST",
+    "SCORE",
+    "P50 ms",
+    "P99 ms",
+    "INF/S",
+    "SPOOL",
+    "ERR",
+    "SEEN",
+)
 
 _GREEN, _RED, _YELLOW, _DIM, _RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[0m"
 
@@ -32,18 +44,33 @@ def rows(snapshot: dict[str, Any]) -> list[tuple[str, ...]]:
         runtime = d["runtime"] or "-"
         if d["delegate"]:
             runtime = f"{runtime}/{d['delegate']}"
-        out.append((
-            d["device"], d["availability"] or "?", d["model"] or "-", runtime,
-            d["last_label"] if d["last_label"] is not None else "-",
-            _num(d["last_score"], 3), _num(d["latency_p50_ms"], 2), _num(d["latency_p99_ms"], 2),
-            _num(d["inferences_per_s"], 2), "-" if d["spool_depth"] is None else str(d["spool_depth"]),
-            str(d["errors"]), _ago(d["last_seen_ago_s"]),
-        ))
+        out.append(
+            (
+                d["device"],
+                d["availability"] or "?",
+                d["model"] or "-",
+                runtime,
+                d["last_label"] if d["last_label"] is not None else "-",
+                _num(d["last_score"], 3),
+                _num(d["latency_p50_ms"], 2),
+                _num(d["latency_p99_ms"], 2),
+                _num(d["inferences_per_s"], 2),
+                "-" if d["spool_depth"] is None else str(d["spool_depth"]),
+                str(d["errors"]),
+                _ago(d["last_seen_ago_s"]),
+            )
+        )
     return out
 
 
-def render(snapshot: dict[str, Any], *, color: bool = True, width: int | None = None,
-           broker: str = "", note: str = "") -> list[str]:
+def render(
+    snapshot: dict[str, Any],
+    *,
+    color: bool = True,
+    width: int | None = None,
+    broker: str = "",
+    note: str = "",
+) -> list[str]:
     """The table as lines (colour escapes optional), each cut to ``width``."""
     body = rows(snapshot)
     widths = [max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
@@ -66,8 +93,9 @@ def render(snapshot: dict[str, Any], *, color: bool = True, width: int | None = 
     lines += [line(r, r[1]) for r in body]
     if not body:
         lines.append("(no device seen yet: waiting for messages)")
-    foot = (f"{snapshot['messages']} messages, {snapshot['malformed']} malformed"
-            + (f" from {broker}" if broker else ""))
+    foot = f"{snapshot['messages']} messages, {snapshot['malformed']} malformed" + (
+        f" from {broker}" if broker else ""
+    )
     if snapshot["recent_malformed"]:
         last = snapshot["recent_malformed"][-1]
         foot += f"; last malformed on {last['topic']}: {last['reason']}"

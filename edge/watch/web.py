@@ -1,6 +1,6 @@
 """``edge-watch --web``: a live dashboard over the standard library only.
 
-One static page (edge/web/dashboard.html: inline JS and SVG, no build step,
+One static page (edge/watch/dashboard.html: inline JS and SVG, no build step,
 no CDN, so it works on an air-gapped LAN) reads ``/api/state`` once and then
 follows ``/events``, a server-sent-events stream of fleet snapshots produced
 by the same :class:`~edge.watch.state.Fleet` as the terminal table.
@@ -25,7 +25,7 @@ MIN_EVENT_GAP_S = 0.25
 
 
 def page() -> bytes:
-    return resources.files("edge").joinpath("web/dashboard.html").read_bytes()
+    return resources.files("edge.watch").joinpath("dashboard.html").read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -99,13 +99,22 @@ class _Server(ThreadingHTTPServer):
 class Dashboard:
     """The HTTP server in a background thread; ``port=0`` picks a free port."""
 
-    def __init__(self, fleet: Fleet, host: str = "127.0.0.1", port: int = 0, *, broker: str = "",
-                 stream_seconds: float = STREAM_SECONDS) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        broker: str = "",
+        stream_seconds: float = STREAM_SECONDS,
+    ) -> None:
         try:
             self.server = _Server((host, port), fleet, broker, stream_seconds)
         except OSError as err:
-            raise EdgeError(f"cannot serve the dashboard on {host}:{port}: {err}",
-                            "pick another port with --web HOST:PORT") from err
+            raise EdgeError(
+                f"cannot serve the dashboard on {host}:{port}: {err}",
+                "pick another port with --web HOST:PORT",
+            ) from err
         self._thread = threading.Thread(target=self.server.serve_forever, name="edge-watch-web", daemon=True)
 
     @property

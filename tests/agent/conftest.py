@@ -24,8 +24,9 @@ from tests.conftest import ROOT, subprocess_env
 class Subscriber:
     """Collects every message on ``topics``; resubscribes after a broker restart."""
 
-    def __init__(self, broker: Mosquitto, topics: list[str], protocol: int = mqtt.MQTTv5,
-                 persistent: bool = False) -> None:
+    def __init__(
+        self, broker: Mosquitto, topics: list[str], protocol: int = mqtt.MQTTv5, persistent: bool = False
+    ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.cond = threading.Condition()
         self.connects = 0
@@ -58,8 +59,9 @@ class Subscriber:
 
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
-            self.client.connect_async(broker.host, broker.port, keepalive=10, clean_start=False,
-                                      properties=props)
+            self.client.connect_async(
+                broker.host, broker.port, keepalive=10, clean_start=False, properties=props
+            )
         else:
             self.client.connect_async(broker.host, broker.port, keepalive=10)
         self.client.loop_start()

@@ -50,11 +50,30 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
     (src / "b_hot_dog.jpg").write_bytes((coral / "hot_dog.jpg").read_bytes())
     (src / "c_junk.tif").write_bytes(b"II*\x00 not really a TIFF")
     sub = subscriber(["edge/fp/predictions", "edge/fp/errors"])
-    args = ["run", "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--source", str(src),
-            "--broker", mosquitto.url, "--device-id", "fp", "--state-dir", str(tmp_path / "state"), "--once",
-            "--top-k", "2"]
-    r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, timeout=180,
-                       cwd=ROOT, env=subprocess_env())
+    args = [
+        "run",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--source",
+        str(src),
+        "--broker",
+        mosquitto.url,
+        "--device-id",
+        "fp",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--once",
+        "--top-k",
+        "2",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     out = json.loads(line[6:])
@@ -64,13 +83,24 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
     assert not {m for m in mods if m.split(".")[0] in ("pydantic", "pydantic_core")}
     assert "importlib.metadata" not in mods
     assert "edge.agent.config" not in mods
-    unused = {"ssl", "_ssl", "urllib.request", "http.client", "email.message", "shutil", "importlib.resources"}
+    unused = {
+        "ssl",
+        "_ssl",
+        "urllib.request",
+        "http.client",
+        "email.message",
+        "shutil",
+        "importlib.resources",
+    }
     assert not unused & mods, f"the agent loaded {sorted(unused & mods)}"
     plugins = {m for m in mods if m.startswith("PIL.") and m.endswith("ImagePlugin")}
     assert plugins <= PREINIT_PLUGINS, f"Pillow loaded {sorted(plugins - PREINIT_PLUGINS)}"
     # and the work was really done: two predictions (top-k from the validated flags), one clear error
-    preds = sub.wait(lambda s: len(s.json("edge/fp/predictions")) >= 2 and s.json("edge/fp/predictions"), 30,
-                     "two predictions")
+    preds = sub.wait(
+        lambda s: len(s.json("edge/fp/predictions")) >= 2 and s.json("edge/fp/predictions"),
+        30,
+        "two predictions",
+    )
     assert all(len(p["top_k"]) == 2 for p in preds)
     err = sub.wait(lambda s: s.json("edge/fp/errors"), 30, "the junk file's error")[0]
     assert err["source"] == "c_junk.tif" and "not a JPEG, PNG or BMP" in err["error"]
@@ -78,10 +108,25 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
 
 def test_config_errors_from_the_child_keep_their_message_and_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "agent.toml"
-    bad.write_text('[postprocess]\ntop_k = 0\n[mqtt]\nbogus = 1\n')
+    bad.write_text("[postprocess]\ntop_k = 0\n[mqtt]\nbogus = 1\n")
     r = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(bad), "--source", "mqtt", "--model", "m.tflite"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=subprocess_env(),
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "run",
+            "--config",
+            str(bad),
+            "--source",
+            "mqtt",
+            "--model",
+            "m.tflite",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=subprocess_env(),
     )
     assert r.returncode == 2, r
     assert "postprocess.top_k = 0" in r.stderr and "mqtt.bogus" in r.stderr and "unknown key" in r.stderr
@@ -101,7 +146,9 @@ def test_config_view_is_read_only_and_matches_the_model() -> None:
     import copy
     import pickle
 
-    assert copy.deepcopy(view) == view == pickle.loads(pickle.dumps(view)) and copy.copy(view).mqtt == view.mqtt
+    assert (
+        copy.deepcopy(view) == view == pickle.loads(pickle.dumps(view)) and copy.copy(view).mqtt == view.mqtt
+    )
     try:
         view.postprocess.top_k = 4
     except AttributeError as exc:

@@ -190,7 +190,7 @@ def test_commands_and_metrics_on_a_live_agent(
 
 def test_status_and_metrics_payloads_are_json(tmp_path: Path) -> None:
     # guards the docs/mqtt.md keys the dashboards rely on (kept beside the live test above)
-    from edge.agent import messages
+    from edge.contract import messages
 
     m = messages.metrics(
         "d",

@@ -10,16 +10,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge.agent import commands, messages
+from edge.agent import commands
 from edge.agent.config import AgentConfig, ConfigError, check_file, env_overrides, load_config
 from edge.agent.metrics import LatencyWindow, cpu_temp_c, rss_mb
-from edge.agent.pipeline import Pipeline, Settings
 from edge.agent.sources import SourceError, source_kind
 from edge.agent.sources.directory import DirectorySource
+from edge.contract import messages
 from edge.errors import InputError
-from edge.labels import read_labels
-from edge.preprocess import Normalization
-from edge.runtime import load_model
+from edge.inference.pipeline import Pipeline, Settings
+from edge.inference.preprocess import Normalization
+from edge.model.labels import read_labels
+from edge.model.runtime import load_model
+from edge.transport.topics import Topics
 from tests.conftest import run_module
 
 
@@ -250,4 +252,4 @@ def test_payload_envelope() -> None:
     assert p["schema"] == 1 and p["device"] == "dev1"
     assert p["ts"].endswith("Z") and len(p["ts"]) == len("2026-11-29T14:10:00.123Z")
     assert json.loads(json.dumps(p)) == p
-    assert messages.Topics("edge", "d").cmd_result == "edge/d/cmd/result"
+    assert Topics("edge", "d").cmd_result == "edge/d/cmd/result"

@@ -113,15 +113,21 @@ def test_agent_footprint_settings_in_a_fresh_process() -> None:
         import paho.mqtt.client as paho
         from edge.deferred import is_loaded
         before = {m: is_loaded(m) for m in ("ssl", "urllib.request")} | {m: m in sys.modules for m in ("_ssl", "http.client", "email.message")}
-        from edge.mqtt.client import MqttClient, TLSOptions
-        from edge.mqtt.url import parse_broker_url
+        from edge.transport.client import MqttClient, TLSOptions
+        from edge.transport.url import parse_broker_url
         c = MqttClient(parse_broker_url("mqtts://localhost:8883"), "x", tls=TLSOptions())
         import ssl
         print(json.dumps({"arenas": arenas, "deferred": deferred, "before": before, "after": is_loaded("ssl"),
                           "ctx": type(c._tls_context()).__name__, "paho_ssl": paho.ssl.SSLWantReadError is ssl.SSLWantReadError}))
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
-                       env=subprocess_env())
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
     assert r.returncode == 0, r.stderr
     import json
 
@@ -131,6 +137,12 @@ def test_agent_footprint_settings_in_a_fresh_process() -> None:
     assert not any(out["before"].values()), out["before"]
     assert out["after"] is True and out["ctx"] == "SSLContext" and out["paho_ssl"] is True
     env = subprocess_env() | {"MALLOC_ARENA_MAX": "4"}
-    r = subprocess.run([sys.executable, "-c", "from edge.agent import footprint; print(footprint.limit_malloc_arenas())"],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", "from edge.agent import footprint; print(footprint.limit_malloc_arenas())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
     assert r.stdout.strip() == "False", "an operator's MALLOC_ARENA_MAX must win"

@@ -23,7 +23,20 @@ def lstm(coral: Path) -> Path:
 def cli_json(tmp_path_factory: pytest.TempPathFactory, mobilenet: Path, lstm: Path) -> dict[str, Any]:
     """One real CLI run of two models with --json --plot --output --samples, shared by several tests."""
     out = tmp_path_factory.mktemp("cli")
-    proc = bench_cli(mobilenet, lstm, *QUICK, "--json", "--samples", "--plot", out / "plot.png",
-                     "--output", out / "report.json", "--device-id", "bench-json", "--threads", "1")
+    proc = bench_cli(
+        mobilenet,
+        lstm,
+        *QUICK,
+        "--json",
+        "--samples",
+        "--plot",
+        out / "plot.png",
+        "--output",
+        out / "report.json",
+        "--device-id",
+        "bench-json",
+        "--threads",
+        "1",
+    )
     assert proc.returncode == 0, proc.stderr
     return {"report": json.loads(proc.stdout), "dir": out, "stdout": proc.stdout, "stderr": proc.stderr}

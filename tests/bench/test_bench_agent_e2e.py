@@ -58,28 +58,67 @@ class Sub:
 
 
 def pub(broker: Mosquitto, topic: str, payload: str) -> None:
-    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", topic,
-                    "-m", payload], check=True, timeout=30)
+    subprocess.run(
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload],
+        check=True,
+        timeout=30,
+    )
 
 
 def test_bench_command_on_a_running_agent(mosquitto: Mosquitto, tmp_path: Path, mobilenet: Path) -> None:
     (tmp_path / "in").mkdir()
     sub = Sub(mosquitto, ["edge/b1/status", "edge/b1/bench", "edge/b1/cmd/result"])
     log = open(tmp_path / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "edge", "run", "--model", str(mobilenet), "--source",
-                              str(tmp_path / "in"), "--broker", mosquitto.url, "--device-id", "b1",
-                              "--state-dir", str(tmp_path / "state"), "--metrics-interval", "0"],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=subprocess_env())
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "run",
+            "--model",
+            str(mobilenet),
+            "--source",
+            str(tmp_path / "in"),
+            "--broker",
+            mosquitto.url,
+            "--device-id",
+            "b1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--metrics-interval",
+            "0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
     try:
         sub.wait(lambda t, p: t == "edge/b1/status", 60, "the agent's status")
-        pub(mosquitto, "edge/b1/cmd", json.dumps({"id": "bench-1", "action": "bench", "runs": 30, "warmup": 2,
-                                                  "min_secs": 0, "warmup_min_secs": 0, "max_secs": 5}))
+        pub(
+            mosquitto,
+            "edge/b1/cmd",
+            json.dumps(
+                {
+                    "id": "bench-1",
+                    "action": "bench",
+                    "runs": 30,
+                    "warmup": 2,
+                    "min_secs": 0,
+                    "warmup_min_secs": 0,
+                    "max_secs": 5,
+                }
+            ),
+        )
         pub(mosquitto, "edge/b1/cmd", json.dumps({"id": "bench-bad", "action": "bench", "runs": 0}))
         pub(mosquitto, "edge/b1/cmd", json.dumps({"id": "ping-1", "action": "ping"}))
 
         def result(cid: str) -> Any:
-            return sub.wait(lambda t, p: t == "edge/b1/cmd/result" and isinstance(p, dict) and p.get("id") == cid,
-                            60, f"cmd/result {cid}")
+            return sub.wait(
+                lambda t, p: t == "edge/b1/cmd/result" and isinstance(p, dict) and p.get("id") == cid,
+                60,
+                f"cmd/result {cid}",
+            )
 
         ok = result("bench-1")
         bench = sub.wait(lambda t, p: t == "edge/b1/bench", 30, "the bench report")
@@ -98,8 +137,15 @@ def test_bench_command_on_a_running_agent(mosquitto: Mosquitto, tmp_path: Path, 
     sha = hashlib.sha256(mobilenet.read_bytes()).hexdigest()
     assert report["model"]["sha256"] == sha and report["source"] == "agent"
     assert report["runs"] == 30 and report["warmup_runs"] == 2 and report["options"]["max_secs"] == 5
-    assert report["device"] == "b1" and set(report["latency_ms"]) == {"min", "mean", "std", "p50", "p90", "p99",
-                                                                      "max"}
+    assert report["device"] == "b1" and set(report["latency_ms"]) == {
+        "min",
+        "mean",
+        "std",
+        "p50",
+        "p90",
+        "p99",
+        "max",
+    }
     # The bench topic carries the same report, flat, as edge-bench --publish sends it.
     assert bench["schema"] == 1 and bench["device"] == "b1" and bench["ts"].endswith("Z")
     assert bench["latency_ms"] == report["latency_ms"] and bench["model"] == report["model"]

@@ -10,9 +10,25 @@ from edge.bench.report import table
 from tests.bench.bench_helpers import QUICK, bench_cli
 
 CONTRACT = {
-    "schema", "device", "ts", "model", "runtime", "delegate", "threads", "init_ms", "first_inference_ms",
-    "warmup_mean_ms", "latency_ms", "inferences_per_s", "peak_rss_mb", "rss_delta_mb", "board", "arch", "cpu",
-    "edgetpu", "models",
+    "schema",
+    "device",
+    "ts",
+    "model",
+    "runtime",
+    "delegate",
+    "threads",
+    "init_ms",
+    "first_inference_ms",
+    "warmup_mean_ms",
+    "latency_ms",
+    "inferences_per_s",
+    "peak_rss_mb",
+    "rss_delta_mb",
+    "board",
+    "arch",
+    "cpu",
+    "edgetpu",
+    "models",
 }
 
 
@@ -23,8 +39,14 @@ def test_json_report_keys(cli_json: dict[str, Any], mobilenet: Path, lstm: Path)
     assert r["model"]["path"] == str(mobilenet) and r["model"]["size_bytes"] == mobilenet.stat().st_size
     assert r["runtime"] == {"name": "ai_edge_litert", "version": "2.3.0"}
     assert set(r["latency_ms"]) == {"min", "mean", "std", "p50", "p90", "p99", "max"}
-    assert set(r["cpu"]) >= {"governor", "freq_mhz_before", "freq_mhz_after", "temp_c_before", "temp_c_after",
-                             "throttled"}
+    assert set(r["cpu"]) >= {
+        "governor",
+        "freq_mhz_before",
+        "freq_mhz_after",
+        "temp_c_before",
+        "temp_c_after",
+        "throttled",
+    }
     assert r["device"] == "bench-json" and r["arch"] and r["ts"].endswith("Z")
     assert r["threads"] == 1 and r["input"] == "random (seed 0)" and r["options"]["runs"] == 20
     assert [m["model"]["path"] for m in r["models"]] == [str(mobilenet), str(lstm)]
@@ -52,7 +74,7 @@ def test_table_of_the_report(cli_json: dict[str, Any]) -> None:
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("model "))
     assert lines[header].split()[:4] == ["model", "runtime", "delegate", "init"]
-    rows = lines[header + 2: header + 4]
+    rows = lines[header + 2 : header + 4]
     assert rows[0].startswith("mobilenet_v1_0.25_128_quant.tflite") and rows[1].startswith("keras_lstm")
     p50 = cli_json["report"]["models"][1]["latency_ms"]["p50"]
     assert f"{p50:.3f}" in rows[1].split() and rows[0].split()[-1] == "1.00"
@@ -68,18 +90,32 @@ def _reference(report: dict[str, Any], tmp: Path, scale: float) -> Path:
     return path
 
 
-def test_reference_pass_and_regression(cli_json: dict[str, Any], mobilenet: Path, coral: Path,
-                                      tmp_path: Path) -> None:
+def test_reference_pass_and_regression(
+    cli_json: dict[str, Any], mobilenet: Path, coral: Path, tmp_path: Path
+) -> None:
     # 10x slower than recorded cannot be within +30 %, 10x faster cannot be a regression: no noise flips them.
-    ok = bench_cli(mobilenet, *QUICK, "--reference", _reference(cli_json["report"], tmp_path, 10.0),
-                   "--input", coral / "cat.bmp")
+    ok = bench_cli(
+        mobilenet,
+        *QUICK,
+        "--reference",
+        _reference(cli_json["report"], tmp_path, 10.0),
+        "--input",
+        coral / "cat.bmp",
+    )
     assert ok.returncode == 0, ok.stderr
     assert "mobilenet_v1_0.25_128_quant.tflite: p50" in ok.stderr and " ok" in ok.stderr
     assert "reference note: test reference" in ok.stderr
     assert "p50 x first" in ok.stdout and "mobilenet_v1_0.25_128_quant.tflite" in ok.stdout  # the table
     assert f"input {coral / 'cat.bmp'}" in ok.stdout
-    bad = bench_cli(mobilenet, *QUICK, "--json", "--reference", _reference(cli_json["report"], tmp_path, 0.1),
-                    "--tolerance", "0.3")
+    bad = bench_cli(
+        mobilenet,
+        *QUICK,
+        "--json",
+        "--reference",
+        _reference(cli_json["report"], tmp_path, 0.1),
+        "--tolerance",
+        "0.3",
+    )
     assert bad.returncode == 1, bad.stderr
     assert "REGRESSION" in bad.stderr and json.loads(bad.stdout)["models"]
 
@@ -96,7 +132,10 @@ def test_bad_inputs_exit_2(mobilenet: Path, lstm: Path, tmp_path: Path) -> None:
     (tmp_path / "ref.json").write_text("{not json")
     ref = bench_cli(mobilenet, "--reference", tmp_path / "ref.json")
     assert ref.returncode == 2 and "is not JSON" in ref.stderr
-    (tmp_path / "other.json").write_text(json.dumps({"models": [
-        {"model": {"path": "/x/other.tflite", "sha256": "0"}, "latency_ms": {"p50": 1.0}}]}))
+    (tmp_path / "other.json").write_text(
+        json.dumps(
+            {"models": [{"model": {"path": "/x/other.tflite", "sha256": "0"}, "latency_ms": {"p50": 1.0}}]}
+        )
+    )
     other = bench_cli(mobilenet, *QUICK, "--reference", tmp_path / "other.json")
     assert other.returncode == 2 and "none of the benchmarked models is in the reference" in other.stderr

@@ -14,8 +14,8 @@ from edge.bench import BenchOptions, ModelBench, benchmark, run
 from edge.bench.inputs import feeds_for
 from edge.bench.stats import percentile
 from edge.errors import InputError
-from edge.preprocess import decode_image, image_to_tensor
-from edge.runtime import LoadedModel, load_model
+from edge.inference.preprocess import decode_image, image_to_tensor
+from edge.model.runtime import LoadedModel, load_model
 
 
 def spy_invoke(loaded: LoadedModel, log: list[Any], tag: Any = None) -> None:
@@ -69,7 +69,9 @@ def test_inputs_are_set_outside_the_timed_window(mobilenet: Path, coral: Path, t
     m = load_model(mobilenet)
     feeds, label = feeds_for(m, str(tmp_path / "imgs"))
     spec = m.inputs[0]
-    expected = [image_to_tensor(decode_image(tmp_path / "imgs" / n), spec) for n in ("cat.bmp", "hot_dog.jpg")]
+    expected = [
+        image_to_tensor(decode_image(tmp_path / "imgs" / n), spec) for n in ("cat.bmp", "hot_dog.jpg")
+    ]
     assert len(feeds) == 2 and label == str(tmp_path / "imgs")
     for feed, want in zip(feeds, expected):
         np.testing.assert_array_equal(feed[spec.index], want)
@@ -99,8 +101,9 @@ def test_min_secs_extends_and_max_secs_caps(mobilenet: Path) -> None:
     m = load_model(mobilenet)
     longer = benchmark(m, BenchOptions(runs=5, warmup=0, min_secs=0.3, warmup_min_secs=0)).results[0]
     assert longer.stats.count > 5 and longer.elapsed_s >= 0.3 and longer.stopped_by == "min_secs"
-    capped = benchmark(m, BenchOptions(runs=10**7, warmup=0, min_secs=0, max_secs=0.3,
-                                       warmup_min_secs=0)).results[0]
+    capped = benchmark(
+        m, BenchOptions(runs=10**7, warmup=0, min_secs=0, max_secs=0.3, warmup_min_secs=0)
+    ).results[0]
     assert 1 <= capped.stats.count < 10**7 and capped.stopped_by == "max_secs"
     assert 0.3 <= capped.elapsed_s < 2.0
     warm = benchmark(m, BenchOptions(runs=1, warmup=1, min_secs=0, warmup_min_secs=0.2)).results[0]
@@ -113,16 +116,19 @@ def test_models_are_interleaved_in_blocks(mobilenet: Path, lstm: Path) -> None:
     log: list[Any] = []
     spy_invoke(a, log, "A")
     spy_invoke(b, log, "B")
-    res = run([ModelBench(a, *feeds_for(a)), ModelBench(b, *feeds_for(b))],
-              BenchOptions(runs=12, block=5, warmup=1, min_secs=0, warmup_min_secs=0))
+    res = run(
+        [ModelBench(a, *feeds_for(a)), ModelBench(b, *feeds_for(b))],
+        BenchOptions(runs=12, block=5, warmup=1, min_secs=0, warmup_min_secs=0),
+    )
     tags = "".join(t for t, _ in log)
     # first inferences, warm-ups, then round-robin blocks of 5, the last block trimmed to the count
     assert tags == "AB" + "AB" + "AAAAABBBBB" * 2 + "AABB"
     report = res.report()
     ra, rb = report["models"]
     assert ra["ratio_vs_first"]["p50"] == 1.0
-    assert rb["ratio_vs_first"]["p50"] == pytest.approx(rb["latency_ms"]["p50"] / ra["latency_ms"]["p50"],
-                                                        rel=1e-3)
+    assert rb["ratio_vs_first"]["p50"] == pytest.approx(
+        rb["latency_ms"]["p50"] / ra["latency_ms"]["p50"], rel=1e-3
+    )
     assert report["latency_ms"] == ra["latency_ms"] and report["model"] == ra["model"]
 
 
@@ -159,6 +165,8 @@ def test_a_failing_invoke_names_the_model(lstm: Path) -> None:
         real()
 
     m.interpreter.invoke = fails_on_third
-    with pytest.raises(BenchError, match=r"keras_lstm_mnist_ptq.tflite failed while running .*Node number 3") as e:
+    with pytest.raises(
+        BenchError, match=r"keras_lstm_mnist_ptq.tflite failed while running .*Node number 3"
+    ) as e:
         benchmark(m, BenchOptions(runs=5, warmup=1, min_secs=0, warmup_min_secs=0))
     assert "--delegate cpu" in e.value.fix

@@ -13,9 +13,29 @@ from tests.bench.bench_helpers import QUICK, bench_cli
 def subscribe(broker: Mosquitto, topic: str) -> subprocess.Popen[str]:
     """mosquitto_sub, returned once its subscription is acknowledged (so nothing published is missed)."""
     # stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive now, not at exit.
-    sub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", topic, "-q", "1",
-                            "-C", "1", "-W", "60", "-d"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+    sub = subprocess.Popen(
+        [
+            "stdbuf",
+            "-oL",
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "60",
+            "-d",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert sub.stdout is not None
     for line in sub.stdout:
         if "SUBACK" in line:

@@ -12,7 +12,7 @@ import pytest
 
 from edge.bench import run_for_agent
 from edge.bench.schema import REPORT
-from edge.runtime import load_model
+from edge.model.runtime import load_model
 from tests.conftest import ROOT
 
 VALIDATOR = jsonschema.Draft202012Validator(REPORT)
@@ -35,12 +35,15 @@ def test_cli_agent_and_reference_reports_follow_it(cli_json: dict[str, Any], mob
             assert errors(json.loads(ref.read_text())) == [], ref
 
 
-@pytest.mark.parametrize("path,needle", [
-    (("latency_ms", "p50"), "'p50' is a required property"),
-    (("models", 1, "latency_ms", "p99"), "'p99' is a required property"),
-    (("cpu", "throttled"), "'throttled' is a required property"),
-    (("ts",), "'ts' is a required property"),
-])
+@pytest.mark.parametrize(
+    "path,needle",
+    [
+        (("latency_ms", "p50"), "'p50' is a required property"),
+        (("models", 1, "latency_ms", "p99"), "'p99' is a required property"),
+        (("cpu", "throttled"), "'throttled' is a required property"),
+        (("ts",), "'ts' is a required property"),
+    ],
+)
 def test_a_missing_key_is_caught(cli_json: dict[str, Any], path: tuple[Any, ...], needle: str) -> None:
     report = copy.deepcopy(cli_json["report"])
     target = report

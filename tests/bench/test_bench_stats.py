@@ -10,15 +10,18 @@ import pytest
 from edge.bench.stats import percentile, summarize
 
 
-@pytest.mark.parametrize("samples,q,expected", [
-    ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
-    ([1.0, 2.0, 3.0, 4.0], 90, 3.7),
-    ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
-    ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
-    ([5.0], 99, 5.0),
-    ([10.0, 0.0, 30.0, 20.0, 40.0], 50, 20.0),  # unsorted input
-    (list(range(1, 101)), 99, 99.01),
-])
+@pytest.mark.parametrize(
+    "samples,q,expected",
+    [
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([1.0, 2.0, 3.0, 4.0], 90, 3.7),
+        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
+        ([5.0], 99, 5.0),
+        ([10.0, 0.0, 30.0, 20.0, 40.0], 50, 20.0),  # unsorted input
+        (list(range(1, 101)), 99, 99.01),
+    ],
+)
 def test_percentile_known_values(samples: list[float], q: float, expected: float) -> None:
     assert percentile(samples, q) == pytest.approx(expected, abs=1e-12)
 
@@ -28,7 +31,9 @@ def test_percentile_matches_numpy_linear() -> None:
     for n in (2, 3, 17, 1000):
         x = rng.lognormal(size=n)
         for q in (1, 50, 90, 99, 99.9):
-            assert percentile(list(x), q) == pytest.approx(float(np.percentile(x, q, method="linear")), rel=1e-12)
+            assert percentile(list(x), q) == pytest.approx(
+                float(np.percentile(x, q, method="linear")), rel=1e-12
+            )
 
 
 def test_summary_of_known_array() -> None:

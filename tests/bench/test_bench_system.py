@@ -23,7 +23,7 @@ def fake_pi(root: Path) -> tuple[Path, Path]:
     (root / "sys/class/apex/apex_0").mkdir(parents=True)
     (root / "sys/class/apex/apex_0/temp").write_text("41050\n")
     vcgencmd = root / "vcgencmd"
-    vcgencmd.write_text("#!/bin/sh\n[ \"$1\" = get_throttled ] && echo throttled=0x50005\n")
+    vcgencmd.write_text('#!/bin/sh\n[ "$1" = get_throttled ] && echo throttled=0x50005\n')
     vcgencmd.chmod(0o755)
     return root, vcgencmd
 
@@ -36,8 +36,12 @@ def test_pi_and_coral_readings(tmp_path: Path) -> None:
     snap = system.snapshot(root, str(vcgencmd))
     assert snap == system.Snapshot(freq_mhz=1500.0, temp_c=48.3, edgetpu_temp_c=41.0, throttled="0x50005")
     cpu = system.cpu_report(snap, snap, root)
-    assert cpu["throttled_flags"] == ["under-voltage", "throttled", "under-voltage-occurred",
-                                      "throttling-occurred"]
+    assert cpu["throttled_flags"] == [
+        "under-voltage",
+        "throttled",
+        "under-voltage-occurred",
+        "throttling-occurred",
+    ]
     assert system.edgetpu_report(snap, snap) == {"temp_c_before": 41.0, "temp_c_after": 41.0}
 
 

@@ -24,12 +24,33 @@ print('PROBE ' + json.dumps({'rc': rc, 'report': json.loads(buf.getvalue()), 'he
 
 def test_bench_with_tflite_runtime_2_14(mobilenet: Path) -> None:
     python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, ("EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-                    "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-                    "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)")
-    r = subprocess.run([python, "-c", PROBE, str(mobilenet), "--runtime", "tflite_runtime", "--runs", "20",
-                        "--min-secs", "0", "--warmup-min-secs", "0", "--json"], capture_output=True, text=True,
-                       timeout=180, cwd=ROOT, env=subprocess_env())
+    assert python, (
+        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
+        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
+        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
+    )
+    r = subprocess.run(
+        [
+            python,
+            "-c",
+            PROBE,
+            str(mobilenet),
+            "--runtime",
+            "tflite_runtime",
+            "--runs",
+            "20",
+            "--min-secs",
+            "0",
+            "--warmup-min-secs",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     out = json.loads(line[6:])
@@ -45,9 +66,25 @@ def test_plot_without_matplotlib_is_explained(mobilenet: Path, tmp_path: Path) -
     assert python, "EDGE_TFLITE_RUNTIME_PYTHON is not set (see test_bench_with_tflite_runtime_2_14)"
     has = subprocess.run([python, "-c", "import matplotlib"], capture_output=True, env=subprocess_env())
     assert has.returncode != 0, f"{python} has matplotlib: this test needs the device venv without it"
-    r = subprocess.run([python, "-m", "edge.bench", str(mobilenet), "--runtime", "tflite_runtime",
-                        "--plot", str(tmp_path / "p.png"), "--min-secs", "30"], capture_output=True, text=True,
-                       timeout=60, cwd=ROOT, env=subprocess_env())
+    r = subprocess.run(
+        [
+            python,
+            "-m",
+            "edge.bench",
+            str(mobilenet),
+            "--runtime",
+            "tflite_runtime",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--min-secs",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
     assert r.returncode == 2, r.stderr
     assert "--plot needs matplotlib, which is not installed" in r.stderr
     assert "pip install 'edge-ml-toolkit[plot]'" in r.stderr

@@ -31,8 +31,10 @@ class Digits:
 @pytest.fixture(scope="session")
 def tflite_python() -> str:
     py = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON", "")
-    assert py and Path(py).exists(), ("tflite-runtime 2.14 python not found: set EDGE_TFLITE_RUNTIME_PYTHON "
-                                      "(./dev.sh setup creates .venv-tflite)")
+    assert py and Path(py).exists(), (
+        "tflite-runtime 2.14 python not found: set EDGE_TFLITE_RUNTIME_PYTHON "
+        "(./dev.sh setup creates .venv-tflite)"
+    )
     return py
 
 
@@ -43,9 +45,14 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     root = tmp_path_factory.mktemp("digits")
     info = examples.train_digits_cnn(root / "digits.h5", epochs=12)
     x_test, y_test = examples.digits("test")
-    return Digits(model=root / "digits.h5", train=examples.export_npz(root / "train.npz", "train"),
-                  test=examples.export_npz(root / "test.npz", "test"), x_test=x_test, y_test=y_test,
-                  keras_test_accuracy=info["test_accuracy"])
+    return Digits(
+        model=root / "digits.h5",
+        train=examples.export_npz(root / "train.npz", "train"),
+        test=examples.export_npz(root / "test.npz", "test"),
+        x_test=x_test,
+        y_test=y_test,
+        keras_test_accuracy=info["test_accuracy"],
+    )
 
 
 def litert_outputs(path: Path, x: np.ndarray) -> np.ndarray:
@@ -78,8 +85,12 @@ def weight_zero_fraction(path: Path) -> float:
     zeros = total = 0
     for d in it.get_tensor_details():
         shape = d["shape"]
-        if d["dtype"] == np.int8 and len(shape) >= 2 and shape[0] > 1 and ("MatMul" in d["name"] or
-                                                                           "Conv2D" in d["name"]):
+        if (
+            d["dtype"] == np.int8
+            and len(shape) >= 2
+            and shape[0] > 1
+            and ("MatMul" in d["name"] or "Conv2D" in d["name"])
+        ):
             w = it.get_tensor(d["index"])
             zeros += int(np.count_nonzero(w == 0))
             total += w.size

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from converter.compat import TFLITE_RUNTIME_214_MAX_OP_VERSIONS, check_op_versions
 
-_LOAD = ("import sys, tflite_runtime.interpreter as t; i = t.Interpreter(model_path=sys.argv[1]); "
-         "i.allocate_tensors(); print('OK')")
+_LOAD = (
+    "import sys, tflite_runtime.interpreter as t; i = t.Interpreter(model_path=sys.argv[1]); "
+    "i.allocate_tensors(); print('OK')"
+)
 
 
 def _op_names() -> dict[int, str]:
@@ -25,13 +27,15 @@ def test_table_boundaries_match_the_real_runtime(digits, tmp_path: Path, tflite_
     from tensorflow.lite.tools import flatbuffer_utils
 
     from converter import _tf
-    from edge import tflite_file
+    from edge.model import tflite_file
 
     tf, keras = _tf.tf(), _tf.keras()
     conv = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(digits.model, compile=False))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([s[None]] for s in digits.x_test[:20])
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    conv.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
     base = tmp_path / "m.tflite"
     base.write_bytes(conv.convert())
     names = _op_names()
@@ -46,7 +50,9 @@ def test_table_boundaries_match_the_real_runtime(digits, tmp_path: Path, tflite_
         return out
 
     def loads(path: Path) -> bool:
-        proc = subprocess.run([tflite_python, "-c", _LOAD, str(path)], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [tflite_python, "-c", _LOAD, str(path)], capture_output=True, text=True, timeout=60
+        )
         return proc.stdout.strip() == "OK"
 
     ops = sorted(tflite_file.read(base).max_op_versions)

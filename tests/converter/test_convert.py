@@ -47,7 +47,10 @@ def test_bare_cli_writes_a_float16_model_every_runtime_loads(digits, tmp_path, l
     rep = json.loads(proc.stdout)
     out = tmp_path / "digits.tflite"  # default: next to the input
     assert rep["output"]["path"] == str(out) and out.exists()
-    assert json.loads((tmp_path / "digits.report.json").read_text())["output"]["sha256"] == rep["output"]["sha256"]
+    assert (
+        json.loads((tmp_path / "digits.report.json").read_text())["output"]["sha256"]
+        == rep["output"]["sha256"]
+    )
     _check_contract(rep)
     assert rep["quantization"]["mode"] == "float16"
     assert rep["metrics"]["tflite_accuracy"] is None  # no data, nothing measured
@@ -66,11 +69,20 @@ def test_bare_cli_writes_a_float16_model_every_runtime_loads(digits, tmp_path, l
 def test_int8_with_data_report_figures_are_right(digits, tmp_path, litert) -> None:
     from converter import _tf
 
-    rep = convert(digits.model, output=tmp_path / "int8.tflite", data=digits.train, eval_data=digits.test,
-                  calibration_samples=150)
+    rep = convert(
+        digits.model,
+        output=tmp_path / "int8.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        calibration_samples=150,
+    )
     _check_contract(rep)
-    assert rep["quantization"] == {"mode": "int8", "input_dtype": "int8", "output_dtype": "int8",
-                                   "chosen_by": "default"}
+    assert rep["quantization"] == {
+        "mode": "int8",
+        "input_dtype": "int8",
+        "output_dtype": "int8",
+        "chosen_by": "default",
+    }
     out = Path(rep["output"]["path"])
     t_out = litert(out, digits.x_test)
     keras_model = _tf.keras().models.load_model(digits.model, compile=False)
@@ -94,8 +106,15 @@ def test_int8_with_data_report_figures_are_right(digits, tmp_path, litert) -> No
 
 def test_prune_then_qat_keeps_sparsity_and_accuracy(digits, tmp_path, litert, zero_fraction) -> None:
     plain = convert(digits.model, output=tmp_path / "plain.tflite", data=digits.train, eval_data=digits.test)
-    rep = convert(digits.model, output=tmp_path / "pq.tflite", data=digits.train, eval_data=digits.test,
-                  prune=0.5, qat=True, epochs=3)
+    rep = convert(
+        digits.model,
+        output=tmp_path / "pq.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        prune=0.5,
+        qat=True,
+        epochs=3,
+    )
     _check_contract(rep)
     names = [s["name"] for s in rep["steps"]]
     assert names[:3] == ["prune", "qat", "quantize"]
@@ -116,15 +135,20 @@ def test_prune_then_qat_keeps_sparsity_and_accuracy(digits, tmp_path, litert, ze
     assert rep["compatibility"]["tflite_runtime"]["ok"]
 
 
-@pytest.mark.parametrize("kw", [
-    {"prune": 0.6},                      # prune only, then int8 PTQ
-    {"qat": True, "io_dtype": "uint8"},  # QAT only, uint8 I/O
-    {"quantize_mode": "int16x8"},
-    {"prune": 0.3, "quantize_mode": "float16"},
-], ids=["prune", "qat-uint8", "int16x8", "prune-float16"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"prune": 0.6},  # prune only, then int8 PTQ
+        {"qat": True, "io_dtype": "uint8"},  # QAT only, uint8 I/O
+        {"quantize_mode": "int16x8"},
+        {"prune": 0.3, "quantize_mode": "float16"},
+    ],
+    ids=["prune", "qat-uint8", "int16x8", "prune-float16"],
+)
 def test_every_step_and_mode_runs_in_ai_edge_litert(digits, tmp_path, litert, kw) -> None:
-    rep = convert(digits.model, output=tmp_path / "m.tflite", data=digits.train, eval_data=digits.test, epochs=1,
-                  **kw)
+    rep = convert(
+        digits.model, output=tmp_path / "m.tflite", data=digits.train, eval_data=digits.test, epochs=1, **kw
+    )
     out = Path(rep["output"]["path"])
     from ai_edge_litert.interpreter import Interpreter
 
@@ -140,12 +164,17 @@ def test_every_step_and_mode_runs_in_ai_edge_litert(digits, tmp_path, litert, kw
     assert rep["compatibility"]["ai_edge_litert"]["ok"]
 
 
-def test_dynamic_range_fails_tflite_runtime_by_load_and_by_table(digits, tmp_path, monkeypatch,
-                                                                  tflite_python) -> None:
+def test_dynamic_range_fails_tflite_runtime_by_load_and_by_table(
+    digits, tmp_path, monkeypatch, tflite_python
+) -> None:
     from converter import compat
 
-    rep = convert(digits.model, output=tmp_path / "dyn.tflite", quantize_mode="dynamic",
-                  tflite_runtime_python=tflite_python)
+    rep = convert(
+        digits.model,
+        output=tmp_path / "dyn.tflite",
+        quantize_mode="dynamic",
+        tflite_runtime_python=tflite_python,
+    )
     real = rep["compatibility"]["tflite_runtime"]
     assert real["method"] == "load" and not real["ok"] and "FULLY_CONNECTED" in real["reason"]
     assert rep["compatibility"]["ai_edge_litert"]["ok"]
@@ -161,8 +190,14 @@ def test_dynamic_range_fails_tflite_runtime_by_load_and_by_table(digits, tmp_pat
     assert fallback["method"] == "op_versions" and "has no tflite_runtime" in fallback["reason"]
     # The table agrees with the real runtime on the int8 and float16 models too.
     for mode in ("int8", "float16"):
-        r = convert(digits.model, output=tmp_path / f"{mode}.tflite", quantize_mode=mode, data=digits.train,
-                    eval_split=0.5, calibration_samples=100)
+        r = convert(
+            digits.model,
+            output=tmp_path / f"{mode}.tflite",
+            quantize_mode=mode,
+            data=digits.train,
+            eval_split=0.5,
+            calibration_samples=100,
+        )
         assert r["compatibility"]["tflite_runtime"]["method"] == "op_versions"
         assert r["compatibility"]["tflite_runtime"]["ok"]
         monkeypatch.setenv("EDGE_TFLITE_RUNTIME_PYTHON", tflite_python)
@@ -172,8 +207,14 @@ def test_dynamic_range_fails_tflite_runtime_by_load_and_by_table(digits, tmp_pat
 
 
 def test_max_accuracy_drop_keeps_the_smallest_candidate_within_budget(digits, tmp_path, litert) -> None:
-    rep = convert(digits.model, output=tmp_path / "best.tflite", data=digits.train, eval_data=digits.test,
-                  max_accuracy_drop=1.0, epochs=1)
+    rep = convert(
+        digits.model,
+        output=tmp_path / "best.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        max_accuracy_drop=1.0,
+        epochs=1,
+    )
     cands = rep["candidates"]
     assert [c["name"] for c in cands] == ["int8", "int8+qat", "int16x8", "float16", "float32"]
     chosen = [c for c in cands if c["chosen"]]
@@ -185,17 +226,24 @@ def test_max_accuracy_drop_keeps_the_smallest_candidate_within_budget(digits, tm
     assert all(c["size_bytes"] >= chosen["size_bytes"] for c in cands if c["within_budget"])
     assert max(c["size_bytes"] for c in cands) > 2 * chosen["size_bytes"]  # float32 vs an 8-bit winner
     assert rep["metrics"]["tflite_accuracy"] == pytest.approx(
-        _accuracy(litert(Path(rep["output"]["path"]), digits.x_test), digits.y_test), abs=1e-4)
+        _accuracy(litert(Path(rep["output"]["path"]), digits.x_test), digits.y_test), abs=1e-4
+    )
     assert rep["metrics"]["tflite_accuracy"] == pytest.approx(chosen["tflite_accuracy"], abs=1e-4)
 
 
 def test_edgetpu_enforces_needs_and_says_the_compiler_was_not_run(digits, tmp_path) -> None:
-    rep = convert(digits.model, output=tmp_path / "tpu.tflite", data=digits.train, eval_data=digits.test,
-                  edgetpu=True, io_dtype="uint8")
+    rep = convert(
+        digits.model,
+        output=tmp_path / "tpu.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        edgetpu=True,
+        io_dtype="uint8",
+    )
     tpu = rep["compatibility"]["edgetpu"]
     assert tpu["compiler"]["run"] is False and "not run" in tpu["compiler"]["reason"]
     assert not (tmp_path / "tpu_edgetpu.tflite").exists()
-    from edge import tflite_file
+    from edge.model import tflite_file
 
     info = tflite_file.read(tmp_path / "tpu.tflite")
     assert info.subgraphs[0].inputs[0].shape_signature == (1, 8, 8, 1)  # static, batch 1
@@ -209,8 +257,9 @@ def test_edgetpu_enforces_needs_and_says_the_compiler_was_not_run(digits, tmp_pa
     assert f16["compatibility"]["edgetpu"]["cpu_ops"]  # DEQUANTIZE is not an Edge TPU op
 
 
-def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(digits, tmp_path, litert,
-                                                                       tflite_python) -> None:
+def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(
+    digits, tmp_path, litert, tflite_python
+) -> None:
     import subprocess
 
     from converter import _tf
@@ -226,11 +275,21 @@ def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(digits, t
     assert len(shared) < len(original)
     (tmp_path / "a.tflite").write_bytes(original)
     (tmp_path / "b.tflite").write_bytes(shared)
-    np.testing.assert_array_equal(litert(tmp_path / "a.tflite", digits.x_test),
-                                  litert(tmp_path / "b.tflite", digits.x_test))
-    proc = subprocess.run([tflite_python, "-c", "import sys, tflite_runtime.interpreter as t; "
-                           "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors(); i.invoke(); print('ok')",
-                           str(tmp_path / "b.tflite")], capture_output=True, text=True, timeout=120)
+    np.testing.assert_array_equal(
+        litert(tmp_path / "a.tflite", digits.x_test), litert(tmp_path / "b.tflite", digits.x_test)
+    )
+    proc = subprocess.run(
+        [
+            tflite_python,
+            "-c",
+            "import sys, tflite_runtime.interpreter as t; "
+            "i = t.Interpreter(model_path=sys.argv[1]); i.allocate_tensors(); i.invoke(); print('ok')",
+            str(tmp_path / "b.tflite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stdout.strip() == "ok", proc.stderr
 
 
@@ -239,8 +298,9 @@ def test_api_takes_a_model_object_and_leaves_it_untouched(digits, tmp_path) -> N
 
     model = _tf.keras().models.load_model(digits.model, compile=False)
     before = [w.copy() for w in model.get_weights()]
-    rep = convert(model, output=tmp_path / "obj.tflite", data=digits.train, eval_data=digits.test, prune=0.5,
-                  epochs=1)
+    rep = convert(
+        model, output=tmp_path / "obj.tflite", data=digits.train, eval_data=digits.test, prune=0.5, epochs=1
+    )
     assert rep["steps"][0]["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.02)
     after = model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))  # pruning worked on a copy

@@ -52,8 +52,11 @@ def test_bad_models_and_data_via_cli(digits, tmp_path: Path) -> None:
     m = str(digits.model)
     cases = [
         ((str(garbage),), "is not a Keras model file", "model.save"),
-        ((m, "--data", str(tmp_path / "wrong_shape.npz")), "samples have shape (20, 9, 9), the model expects "
-         "(N, 8, 8, 1)", "fix:"),
+        (
+            (m, "--data", str(tmp_path / "wrong_shape.npz")),
+            "samples have shape (20, 9, 9), the model expects (N, 8, 8, 1)",
+            "fix:",
+        ),
         ((m, "--data", str(tmp_path / "strings.npz")), "expected numbers", "fix:"),
         ((m, "--qat", "--data", str(tmp_path / "nolabels.npy")), "has no labels", "x and y"),
     ]
@@ -68,8 +71,15 @@ def _with_layer(layer_factory, path: Path) -> Path:
     from converter import _tf
 
     keras = _tf.keras()
-    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(16),
-                              layer_factory(keras), keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(16),
+            layer_factory(keras),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.save(path)
     return path
 
@@ -85,7 +95,9 @@ def test_layers_tfmot_cannot_handle_are_named_with_the_way_out(digits, tmp_path:
         convert(prelu, output=tmp_path / "p.tflite", data=digits.train, prune=0.5, epochs=1)
     assert "'act' (PReLU) cannot be pruned" in exc.value.what and "--prune-skip act" in exc.value.fix
     # The offered way out works: the layer stays dense, the rest is pruned.
-    rep = convert(prelu, output=tmp_path / "p.tflite", data=digits.train, prune=0.5, prune_skip=["act"], epochs=1)
+    rep = convert(
+        prelu, output=tmp_path / "p.tflite", data=digits.train, prune=0.5, prune_skip=["act"], epochs=1
+    )
     assert rep["steps"][0]["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.02)
     assert rep["compatibility"]["ai_edge_litert"]["ok"]
 
@@ -94,8 +106,9 @@ def test_keras3_model_converts_but_not_for_tfmot(digits, tmp_path: Path) -> None
     import keras  # Keras 3, the package TensorFlow 2.16+ installs
 
     assert keras.__version__.startswith("3")
-    model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [keras.layers.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
     path = tmp_path / "k3.keras"
     model.save(path)
     code, err = _cli(str(path), "--prune", "0.5", "--data", str(digits.train))

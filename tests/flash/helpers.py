@@ -18,10 +18,11 @@ MOBILENET = "mobilenet_v1_0.25_128_quant.tflite"
 MOBILENET_TPU = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 
 
-def sh(*cmd: str | Path, check: bool = True, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
+def sh(
+    *cmd: str | Path, check: bool = True, timeout: float = 600, **kw: object
+) -> subprocess.CompletedProcess[str]:
     kw.setdefault("text", True)
-    return subprocess.run([str(c) for c in cmd], capture_output=True, check=check, timeout=timeout,
-                          **kw)  # type: ignore[call-overload]
+    return subprocess.run([str(c) for c in cmd], capture_output=True, check=check, timeout=timeout, **kw)  # type: ignore[call-overload]
 
 
 def extract(bundle: Path, dest: Path) -> Path:
@@ -36,7 +37,7 @@ def rewrite(src: Path, out: Path, changes: dict[str, bytes | None]) -> Path:
     with tarfile.open(src, "r:gz") as tin, tarfile.open(out, "w:gz", compresslevel=1) as tout:
         names = set()
         for member in tin:
-            rel = member.name[len(BUNDLE_DIR) + 1:]
+            rel = member.name[len(BUNDLE_DIR) + 1 :]
             names.add(rel)
             data = tin.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
             if rel in changes:

@@ -52,15 +52,20 @@ def test_bundle_installs_into_arm64_root_and_runs_under_qemu(arm64_installed, ru
     assert (root / "etc/sysusers.d/edge-agent.conf").is_file()
     assert not list((root / "usr/libexec").glob(".edge-flash-qemu*"))
     cfg = (current / "config" / "agent.toml").read_text()
-    assert 'state_dir = "/var/lib/edge-agent"' in cfg and f"{PREFIX}/releases/{built.manifest.bundle_id}/models" in cfg
-    # the runtime through edge.runtime.load_model, as the agent will call it: no Coral here, so the
+    assert (
+        'state_dir = "/var/lib/edge-agent"' in cfg
+        and f"{PREFIX}/releases/{built.manifest.bundle_id}/models" in cfg
+    )
+    # the runtime through edge.model.runtime.load_model, as the agent will call it: no Coral here, so the
     # Edge TPU model falls back to its CPU twin and says so
-    code = ("import json, platform, numpy as np; from edge.runtime import load_model\n"
-            f"m = load_model('{PREFIX}/current/models/{MOBILENET_TPU}')\n"
-            "x = np.zeros(m.inputs[0].shape, m.inputs[0].dtype); m.interpreter.set_tensor(m.inputs[0].index, x)\n"
-            "m.interpreter.invoke(); y = m.interpreter.get_tensor(m.outputs[0].index)\n"
-            "print(json.dumps({'arch': platform.machine(), 'runtime': m.runtime.name, 'file': m.path.name,"
-            " 'notes': m.notes, 'shape': list(y.shape), 'dtype': str(y.dtype)}))")
+    code = (
+        "import json, platform, numpy as np; from edge.model.runtime import load_model\n"
+        f"m = load_model('{PREFIX}/current/models/{MOBILENET_TPU}')\n"
+        "x = np.zeros(m.inputs[0].shape, m.inputs[0].dtype); m.interpreter.set_tensor(m.inputs[0].index, x)\n"
+        "m.interpreter.invoke(); y = m.interpreter.get_tensor(m.outputs[0].index)\n"
+        "print(json.dumps({'arch': platform.machine(), 'runtime': m.runtime.name, 'file': m.path.name,"
+        " 'notes': m.notes, 'shape': list(y.shape), 'dtype': str(y.dtype)}))"
+    )
     proc = in_root(root, f"{PREFIX}/current/venv/bin/python", "-c", code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -70,23 +75,53 @@ def test_bundle_installs_into_arm64_root_and_runs_under_qemu(arm64_installed, ru
 
 
 @pytest.mark.parametrize("runtime", ["ai-edge-litert", "tflite-runtime"])
-def test_agent_runs_in_arm64_root_and_publishes_to_loopback_broker(arm64_installed, runtime: str, mosquitto,
-                                                                   coral: Path) -> None:
+def test_agent_runs_in_arm64_root_and_publishes_to_loopback_broker(
+    arm64_installed, runtime: str, mosquitto, coral: Path
+) -> None:
     root, built = arm64_installed(runtime)
     rt_name, rt_version, _ = EXPECT[runtime]
     inputs = root / "tmp" / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(coral / "cat.bmp", inputs / "cat.bmp")
     device = f"pi-qemu-{runtime}"
-    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-v", "-q", "1",
-                            "-t", f"edge/{device}/#"], stdout=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(mosquitto.port),
+            "-v",
+            "-q",
+            "1",
+            "-t",
+            f"edge/{device}/#",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(0.5)
         # bin/edge-agent is a #!/bin/sh wrapper; under qemu without binfmt a script cannot exec the
         # aarch64 Python, so the test runs the line the wrapper execs, with the installed config.
-        proc = in_root(root, f"{PREFIX}/current/venv/bin/python", "-m", "edge", "run",
-                       "--config", f"{PREFIX}/current/config/agent.toml", "--source", "/tmp/inputs/cat.bmp",
-                       "--broker", mosquitto.url, "--device-id", device, "--once", "--metrics-interval", "0")
+        proc = in_root(
+            root,
+            f"{PREFIX}/current/venv/bin/python",
+            "-m",
+            "edge",
+            "run",
+            "--config",
+            f"{PREFIX}/current/config/agent.toml",
+            "--source",
+            "/tmp/inputs/cat.bmp",
+            "--broker",
+            mosquitto.url,
+            "--device-id",
+            device,
+            "--once",
+            "--metrics-interval",
+            "0",
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         time.sleep(1.0)
     finally:

@@ -10,8 +10,16 @@ from tests.flash.helpers import MOBILENET, clean_env, extract, rewrite, sh
 
 
 def install(bundle_dir: Path, prefix: Path, *extra: str):
-    return sh("bash", bundle_dir / "install.sh", "--prefix", prefix, "--no-systemd", *extra, check=False,
-              env=clean_env())
+    return sh(
+        "bash",
+        bundle_dir / "install.sh",
+        "--prefix",
+        prefix,
+        "--no-systemd",
+        *extra,
+        check=False,
+        env=clean_env(),
+    )
 
 
 def test_install_release_reinstall_update_rollback_uninstall(make_bundle, tmp_path: Path) -> None:
@@ -31,8 +39,13 @@ def test_install_release_reinstall_update_rollback_uninstall(make_bundle, tmp_pa
     cfg = (prefix / "current" / "config" / "agent.toml").read_text()
     assert f'path = "{prefix}/{rel_a}/models/{MOBILENET}"' in cfg and f'state_dir = "{prefix}/state"' in cfg
     # the wrapper runs the release's own venv, with nothing from this test run on its path
-    probe = sh(prefix / "current" / "venv" / "bin" / "python", "-c",
-               "import edge, numpy, ai_edge_litert; print(edge.__file__)", env=clean_env(), cwd=tmp_path)
+    probe = sh(
+        prefix / "current" / "venv" / "bin" / "python",
+        "-c",
+        "import edge, numpy, ai_edge_litert; print(edge.__file__)",
+        env=clean_env(),
+        cwd=tmp_path,
+    )
     assert probe.stdout.strip().startswith(str(prefix / "current" / "venv" / "lib"))
     assert (prefix / "bin" / "edge-agent").read_text().count(f"{prefix}/current/venv/bin/python") == 1
 
@@ -46,12 +59,21 @@ def test_install_release_reinstall_update_rollback_uninstall(make_bundle, tmp_pa
     assert os.readlink(prefix / "current") == rel_b and os.readlink(prefix / "previous") == rel_a
     assert 'device_id = "second"' in (prefix / "current" / "config" / "agent.toml").read_text()
 
-    back = sh("bash", prefix / "current" / "install.sh", "--rollback", "--prefix", prefix, "--no-systemd",
-              check=False, env=clean_env())
+    back = sh(
+        "bash",
+        prefix / "current" / "install.sh",
+        "--rollback",
+        "--prefix",
+        prefix,
+        "--no-systemd",
+        check=False,
+        env=clean_env(),
+    )
     assert back.returncode == 0, back.stderr
     assert os.readlink(prefix / "current") == rel_a and os.readlink(prefix / "previous") == rel_b
     assert sorted(p.name for p in (prefix / "releases").iterdir()) == sorted(
-        [a.manifest.bundle_id, b.manifest.bundle_id])
+        [a.manifest.bundle_id, b.manifest.bundle_id]
+    )
 
     gone = sh("bash", prefix / "uninstall.sh", "--prefix", prefix, "--no-systemd", check=False)
     assert gone.returncode == 0, gone.stderr
@@ -91,13 +113,21 @@ def test_bundle_for_another_cpu_is_refused_before_anything_is_written(make_bundl
 def test_rollback_without_a_previous_release_says_so(make_bundle, tmp_path: Path) -> None:
     prefix = tmp_path / "p"
     assert install(extract(make_bundle("x86_64").path, tmp_path / "a"), prefix).returncode == 0
-    proc = sh("bash", prefix / "current" / "install.sh", "--rollback", "--prefix", prefix, "--no-systemd",
-              check=False)
+    proc = sh(
+        "bash",
+        prefix / "current" / "install.sh",
+        "--rollback",
+        "--prefix",
+        prefix,
+        "--no-systemd",
+        check=False,
+    )
     assert proc.returncode == 5 and "no previous release" in proc.stderr
 
 
-def test_release_failing_its_self_check_never_becomes_current(make_bundle, tmp_path: Path, coral: Path,
-                                                              monkeypatch) -> None:
+def test_release_failing_its_self_check_never_becomes_current(
+    make_bundle, tmp_path: Path, coral: Path, monkeypatch
+) -> None:
     """A config only the device can judge (here: one the host check was bypassed for) stops the switch."""
     from edge.flash import bundle as bundle_mod
 
@@ -107,8 +137,9 @@ def test_release_failing_its_self_check_never_becomes_current(make_bundle, tmp_p
     bad_cfg = tmp_path / "agent.toml"
     bad_cfg.write_text("[postprocess]\ntop_k = 0\n")
     monkeypatch.setattr(bundle_mod, "_check_agent_config", lambda text: None)
-    bad = bundle_mod.build([coral / MOBILENET], tmp_path / "bad.tar.gz", arch="x86_64", config=bad_cfg,
-                           log=lambda m: None)
+    bad = bundle_mod.build(
+        [coral / MOBILENET], tmp_path / "bad.tar.gz", arch="x86_64", config=bad_cfg, log=lambda m: None
+    )
     proc = install(extract(bad.path, tmp_path / "b"), prefix)
     assert proc.returncode == 6, proc.stderr
     assert "failed its self-check" in proc.stderr and "postprocess.top_k" in proc.stderr

@@ -16,19 +16,34 @@ from tests.flash.helpers import sh
 SECTOR = 512
 FAT_START, FAT_SECTORS = 8192, 196608  # 96 MiB FAT32 boot partition
 EXT_START, EXT_SECTORS = FAT_START + FAT_SECTORS, 65536  # 32 MiB ext4 root
-CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
-           "rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot")
+CMDLINE = (
+    "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
+    "rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot"
+)
 ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
 
-def make_image(path: Path, *, cloud_init: bool = False, issue: str = "Raspberry Pi reference 2024-11-19\n") -> Path:
+def make_image(
+    path: Path, *, cloud_init: bool = False, issue: str = "Raspberry Pi reference 2024-11-19\n"
+) -> Path:
     sh("truncate", "-s", f"{(EXT_START + EXT_SECTORS + 2048) * SECTOR}", path)
-    table = (f"label: dos\nstart={FAT_START}, size={FAT_SECTORS}, type=c\n"
-             f"start={EXT_START}, size={EXT_SECTORS}, type=83\n")
+    table = (
+        f"label: dos\nstart={FAT_START}, size={FAT_SECTORS}, type=c\n"
+        f"start={EXT_START}, size={EXT_SECTORS}, type=83\n"
+    )
     sh("sfdisk", "-q", path, input=table)
     sh("mkfs.vfat", "-F", "32", "-n", "bootfs", "--offset", str(FAT_START), path, str(FAT_SECTORS // 2))
-    sh("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-E", f"offset={EXT_START * SECTOR}", path,
-       f"{EXT_SECTORS * SECTOR // 1024}k")
+    sh(
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-L",
+        "rootfs",
+        "-E",
+        f"offset={EXT_START * SECTOR}",
+        path,
+        f"{EXT_SECTORS * SECTOR // 1024}k",
+    )
     src = path.parent / "bootfiles"
     src.mkdir(exist_ok=True)
     (src / "cmdline.txt").write_text(CMDLINE + "\n")
@@ -47,7 +62,7 @@ def outside_fat(img: Path) -> str:
     """sha256 of every byte outside the FAT partition: MBR, gaps, the ext4 root."""
     data = img.read_bytes()
     h = hashlib.sha256(data[: FAT_START * SECTOR])
-    h.update(data[(FAT_START + FAT_SECTORS) * SECTOR:])
+    h.update(data[(FAT_START + FAT_SECTORS) * SECTOR :])
     return h.hexdigest()
 
 
@@ -58,8 +73,9 @@ def ext4_bytes(img: Path) -> str:
 
 
 def fat_read(img: Path, name: str) -> bytes:
-    return sh("mcopy", "-n", "-i", f"{img}@@{FAT_START * SECTOR}", f"::/{name}", "-", env=ENV,
-              text=False).stdout  # type: ignore[return-value]
+    return sh(
+        "mcopy", "-n", "-i", f"{img}@@{FAT_START * SECTOR}", f"::/{name}", "-", env=ENV, text=False
+    ).stdout  # type: ignore[return-value]
 
 
 def fat_names(img: Path, folder: str = "") -> set[str]:
@@ -73,17 +89,34 @@ def pubkey(tmp_path: Path) -> Path:
     return tmp_path / "id.pub"
 
 
-def test_firstrun_provisioning_writes_only_the_fat_partition(make_bundle, tmp_path: Path, pubkey: Path) -> None:
+def test_firstrun_provisioning_writes_only_the_fat_partition(
+    make_bundle, tmp_path: Path, pubkey: Path
+) -> None:
     bundle = make_bundle("aarch64")
     img = make_image(tmp_path / "raspios.img")
     outside, ext4 = outside_fat(img), ext4_bytes(img)
-    args = ["sd", str(img), "--bundle", str(bundle.path), "--hostname", "cam1", "--ssh-key", str(pubkey),
-            "--wifi", "home net:pass phrase 1"]
+    args = [
+        "sd",
+        str(img),
+        "--bundle",
+        str(bundle.path),
+        "--hostname",
+        "cam1",
+        "--ssh-key",
+        str(pubkey),
+        "--wifi",
+        "home net:pass phrase 1",
+    ]
     proc = run_module("edge.flash", *args)
     assert proc.returncode == 0, proc.stderr
     assert "firstrun provisioning" in proc.stderr and "verified 6 files" in proc.stderr
     assert {"edge-flash", "firstrun.sh", "cmdline.txt", "config.txt"} <= fat_names(img)
-    assert fat_names(img, "edge-flash") == {"bundle.tar.gz", "bundle.tar.gz.sha256", "provision.sh", "settings.env"}
+    assert fat_names(img, "edge-flash") == {
+        "bundle.tar.gz",
+        "bundle.tar.gz.sha256",
+        "provision.sh",
+        "settings.env",
+    }
     assert hashlib.sha256(fat_read(img, "edge-flash/bundle.tar.gz")).hexdigest() == bundle.sha256
     assert fat_read(img, "edge-flash/bundle.tar.gz.sha256").decode() == f"{bundle.sha256}  bundle.tar.gz\n"
     assert outside_fat(img) == outside and ext4_bytes(img) == ext4  # root partition byte-for-byte untouched
@@ -99,8 +132,12 @@ def test_firstrun_provisioning_writes_only_the_fat_partition(make_bundle, tmp_pa
     # settings are shell-quoted: spaces in SSID and passphrase survive
     settings = tmp_path / "settings.env"
     settings.write_bytes(fat_read(img, "edge-flash/settings.env"))
-    shown = sh("bash", "-c", f'. {settings}; printf "%s|%s|%s|%s" "$EDGE_HOSTNAME" "$EDGE_WIFI_SSID" '
-               '"$EDGE_WIFI_PSK" "$EDGE_SSH_KEY"').stdout
+    shown = sh(
+        "bash",
+        "-c",
+        f'. {settings}; printf "%s|%s|%s|%s" "$EDGE_HOSTNAME" "$EDGE_WIFI_SSID" '
+        '"$EDGE_WIFI_PSK" "$EDGE_SSH_KEY"',
+    ).stdout
     assert shown == f"cam1|home net|pass phrase 1|{pubkey.read_text().strip()}"
 
     # the first-boot script removes exactly its hook, leaving the original line
@@ -112,7 +149,9 @@ def test_firstrun_provisioning_writes_only_the_fat_partition(make_bundle, tmp_pa
     sh("bash", firstrun, "--remove-hook-only", env={**os.environ, "EDGE_FIRSTRUN_ROOT": str(root)})
     assert (root / "boot" / "firmware" / "cmdline.txt").read_text() == CMDLINE + "\n"
     body = firstrun.read_text()
-    assert body.index("\nremove_hook\n") < body.index("/provision.sh\" --no-start")  # hook goes before any work
+    assert body.index("\nremove_hook\n") < body.index(
+        '/provision.sh" --no-start'
+    )  # hook goes before any work
 
 
 def test_pre_bookworm_image_gets_the_boot_path_hook(make_bundle, tmp_path: Path) -> None:
@@ -125,9 +164,23 @@ def test_pre_bookworm_image_gets_the_boot_path_hook(make_bundle, tmp_path: Path)
 def test_cloud_init_image_gets_user_data_and_keeps_cmdline(make_bundle, tmp_path: Path, pubkey: Path) -> None:
     img = make_image(tmp_path / "trixie.img", cloud_init=True)
     outside = outside_fat(img)
-    proc = run_module("edge.flash", "sd", str(img), "--bundle", str(make_bundle("aarch64").path),
-                      "--hostname", "cam2", "--ssh-key", str(pubkey), "--user", "edge", "--wifi", "lab:12345678",
-                      "--wifi-country", "FR")
+    proc = run_module(
+        "edge.flash",
+        "sd",
+        str(img),
+        "--bundle",
+        str(make_bundle("aarch64").path),
+        "--hostname",
+        "cam2",
+        "--ssh-key",
+        str(pubkey),
+        "--user",
+        "edge",
+        "--wifi",
+        "lab:12345678",
+        "--wifi-country",
+        "FR",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cloud-init provisioning" in proc.stderr
     assert fat_read(img, "cmdline.txt").decode() == CMDLINE + "\n" and "firstrun.sh" not in fat_names(img)
@@ -149,9 +202,11 @@ def test_refusals(make_bundle, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "xz-compressed" in proc.stderr and "unxz" in proc.stderr
     img = make_image(tmp_path / "a.img")
     before = img.read_bytes()
-    for extra, message in ((["--hostname", "bad_name!"], "not a valid host name"),
-                           (["--wifi", "nopass"], "SSID:PSK"),
-                           (["--ssh-key", str(tmp_path / "a.img")], "not an OpenSSH public key")):
+    for extra, message in (
+        (["--hostname", "bad_name!"], "not a valid host name"),
+        (["--wifi", "nopass"], "SSID:PSK"),
+        (["--ssh-key", str(tmp_path / "a.img")], "not an OpenSSH public key"),
+    ):
         proc = run_module("edge.flash", "sd", str(img), "--bundle", bundle, *extra)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert img.read_bytes() == before
@@ -179,7 +234,9 @@ def test_block_device_refusals_on_a_mounts_table() -> None:
     with pytest.raises(SdError, match="is a partition"):
         check_block_device(Path("/dev/sdc1"), MOUNTS)
     with pytest.raises(SdError, match="swap"):
-        check_block_device(Path("/dev/sdc"), "", "Filename Type Size Used Priority\n/dev/sdc2 partition 1 0 -2\n")
+        check_block_device(
+            Path("/dev/sdc"), "", "Filename Type Size Used Priority\n/dev/sdc2 partition 1 0 -2\n"
+        )
     check_block_device(Path("/dev/sdc"), MOUNTS)  # an unmounted card passes
     check_block_device(Path("/dev/nvme0n1"), MOUNTS)
 
@@ -202,8 +259,15 @@ def test_provision_script_from_the_card_installs_the_bundle(make_bundle, tmp_pat
     card.mkdir()
     sh("mcopy", "-s", "-n", "-i", f"{img}@@{FAT_START * SECTOR}", "::/edge-flash", card, env=ENV)
     prefix = tmp_path / "opt"
-    proc = sh("bash", card / "edge-flash" / "provision.sh", "--prefix", prefix, "--no-systemd", check=False,
-              env=clean_env())
+    proc = sh(
+        "bash",
+        card / "edge-flash" / "provision.sh",
+        "--prefix",
+        prefix,
+        "--no-systemd",
+        check=False,
+        env=clean_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     assert os.readlink(prefix / "current") == f"releases/{bundle.manifest.bundle_id}"
     assert (card / "edge-flash" / "installed").is_file()
@@ -211,6 +275,13 @@ def test_provision_script_from_the_card_installs_the_bundle(make_bundle, tmp_pat
     data = bytearray((card / "edge-flash" / "bundle.tar.gz").read_bytes())
     data[-100] ^= 1
     (card / "edge-flash" / "bundle.tar.gz").write_bytes(bytes(data))
-    proc = sh("bash", card / "edge-flash" / "provision.sh", "--prefix", tmp_path / "other", "--no-systemd",
-              check=False, env=clean_env())
+    proc = sh(
+        "bash",
+        card / "edge-flash" / "provision.sh",
+        "--prefix",
+        tmp_path / "other",
+        "--no-systemd",
+        check=False,
+        env=clean_env(),
+    )
     assert proc.returncode == 3 and "corrupt" in proc.stderr and not (tmp_path / "other").exists()

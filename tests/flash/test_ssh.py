@@ -32,25 +32,48 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n"
         f"PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n")
+        "Subsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+    )
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
     log = open(d / "sshd.log", "wb")
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT
+    )
     assert wait_port("127.0.0.1", port, timeout=10), (d / "sshd.log").read_text()
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    yield {"host": f"{user}@127.0.0.1", "port": str(port), "key": str(d / "client_key"),
-           "known_hosts": str(d / "known_hosts"), "dir": str(d)}
+    yield {
+        "host": f"{user}@127.0.0.1",
+        "port": str(port),
+        "key": str(d / "client_key"),
+        "known_hosts": str(d / "known_hosts"),
+        "dir": str(d),
+    }
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
 
 
 def flash(sshd: dict[str, str], cmd: str, prefix: Path, *extra: str):
-    return run_module("edge.flash", cmd, sshd["host"], "--port", sshd["port"], "--identity", sshd["key"],
-                      "--ssh-config", "/dev/null", "-o", "StrictHostKeyChecking=no",
-                      "-o", f"UserKnownHostsFile={sshd['known_hosts']}", "--prefix", str(prefix), "--no-systemd",
-                      *extra, timeout=600)
+    return run_module(
+        "edge.flash",
+        cmd,
+        sshd["host"],
+        "--port",
+        sshd["port"],
+        "--identity",
+        sshd["key"],
+        "--ssh-config",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={sshd['known_hosts']}",
+        "--prefix",
+        str(prefix),
+        "--no-systemd",
+        *extra,
+        timeout=600,
+    )
 
 
 def leftovers() -> set[str]:
@@ -77,13 +100,32 @@ def test_deploy_then_update_then_rollback(sshd, make_bundle, tmp_path: Path, mos
     assert os.readlink(prefix / "previous") == f"releases/{a.manifest.bundle_id}"
 
     # the installed agent, started as the unit would (no systemd here), is what --wait-online waits for
-    agent = subprocess.Popen([str(prefix / "bin" / "edge-agent"), "run", "--config",
-                              str(prefix / "current" / "config" / "agent.toml"), "--broker", mosquitto.url],
-                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "agent.log", "wb"),
-                             env=clean_env(), cwd=tmp_path)
+    agent = subprocess.Popen(
+        [
+            str(prefix / "bin" / "edge-agent"),
+            "run",
+            "--config",
+            str(prefix / "current" / "config" / "agent.toml"),
+            "--broker",
+            mosquitto.url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "agent.log", "wb"),
+        env=clean_env(),
+        cwd=tmp_path,
+    )
     try:
-        waited = flash(sshd, "ssh", prefix, "--bundle", str(b.path), "--wait-online", mosquitto.url,
-                       "--wait-timeout", "120")
+        waited = flash(
+            sshd,
+            "ssh",
+            prefix,
+            "--bundle",
+            str(b.path),
+            "--wait-online",
+            mosquitto.url,
+            "--wait-timeout",
+            "120",
+        )
         assert waited.returncode == 0, waited.stderr + (tmp_path / "agent.log").read_text()
         assert "already installed" in waited.stderr and "second is online, running" in waited.stderr
     finally:
@@ -112,7 +154,11 @@ def test_corrupt_bundle_is_refused_by_sha256(sshd, make_bundle, tmp_path: Path) 
     prefix = tmp_path / "target"
     bad = rewrite(a.path, tmp_path / "bad.tar.gz", {"requirements.txt": b"evil-package==6.6.6\n"})
     proc = flash(sshd, "ssh", prefix, "--bundle", str(bad))
-    assert proc.returncode == 2 and "failed its sha256 check" in proc.stderr and "requirements.txt" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "failed its sha256 check" in proc.stderr
+        and "requirements.txt" in proc.stderr
+    )
     assert not prefix.exists()
 
 
@@ -122,9 +168,25 @@ def test_rollback_with_nothing_to_roll_back(sshd, tmp_path: Path) -> None:
 
 
 def test_unreachable_host_says_what_to_check(sshd, make_bundle, tmp_path: Path) -> None:
-    proc = run_module("edge.flash", "ssh", sshd["host"], "--port", str(free_port()), "--identity", sshd["key"],
-                      "--ssh-config", "/dev/null", "-o", "StrictHostKeyChecking=no", "--prefix", str(tmp_path),
-                      "--no-systemd", "--bundle", str(make_bundle("x86_64").path), timeout=120)
+    proc = run_module(
+        "edge.flash",
+        "ssh",
+        sshd["host"],
+        "--port",
+        str(free_port()),
+        "--identity",
+        sshd["key"],
+        "--ssh-config",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "--prefix",
+        str(tmp_path),
+        "--no-systemd",
+        "--bundle",
+        str(make_bundle("x86_64").path),
+        timeout=120,
+    )
     assert proc.returncode == 2 and "cannot run commands on" in proc.stderr and "sshd runs" in proc.stderr
 
 

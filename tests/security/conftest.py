@@ -16,8 +16,15 @@ def keys(tmp_path: Path) -> dict[str, Any]:
     """A trusted key pair and an untrusted one."""
     priv, pub, kid = generate_keypair(tmp_path / "keys" / "update.key")
     other, other_pub, _ = generate_keypair(tmp_path / "keys" / "other.key")
-    return {"private": priv, "public": pub, "key_id": kid, "other": other, "other_public": other_pub,
-            "signer": load_private_key(priv), "other_signer": load_private_key(other)}
+    return {
+        "private": priv,
+        "public": pub,
+        "key_id": kid,
+        "other": other,
+        "other_public": other_pub,
+        "signer": load_private_key(priv),
+        "other_signer": load_private_key(other),
+    }
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge.mqtt.client import Message, MqttClient, TLSOptions
+from edge.transport.client import Message, MqttClient, TLSOptions
 from tests.conftest import run_module
 
 from .tls_broker import USERS, SecureBroker, start_secure_broker
@@ -31,8 +31,13 @@ class Watcher:
     def __init__(self, b: SecureBroker) -> None:
         self.messages: list[Message] = []
         self.cond = threading.Condition()
-        self.client = MqttClient(b.url("operator", USERS["operator"]), "operator",
-                                 tls=TLSOptions(ca_file=str(b.pki.ca)), backoff_min=0.2, backoff_max=0.5)
+        self.client = MqttClient(
+            b.url("operator", USERS["operator"]),
+            "operator",
+            tls=TLSOptions(ca_file=str(b.pki.ca)),
+            backoff_min=0.2,
+            backoff_max=0.5,
+        )
         self.client.start()
         assert self.client.wait_connected(10), self.client.last_error
         self.client.subscribe("#", self._on)
@@ -57,18 +62,42 @@ def _agent_args(b: SecureBroker, tmp_path: Path, coral: Path, password: str, *ex
     pw = tmp_path / "mqtt-password"
     pw.write_text(password + "\n")
     pw.chmod(0o600)
-    return [sys.executable, "-m", "edge", "run", "--broker", f"mqtts://localhost:{b.port}", "--username", DEV,
-            "--password-file", str(pw), "--ca-file", str(b.pki.ca), "--device-id", DEV,
-            "--state-dir", str(tmp_path / "state"), "--model", str(coral / "keras_lstm_mnist_ptq.tflite"),
-            "--source", "mqtt", "--metrics-interval", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "edge",
+        "run",
+        "--broker",
+        f"mqtts://localhost:{b.port}",
+        "--username",
+        DEV,
+        "--password-file",
+        str(pw),
+        "--ca-file",
+        str(b.pki.ca),
+        "--device-id",
+        DEV,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--model",
+        str(coral / "keras_lstm_mnist_ptq.tflite"),
+        "--source",
+        "mqtt",
+        "--metrics-interval",
+        "1",
+        *extra,
+    ]
 
 
-def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_path: Path, coral: Path,
-                                                      agents: Any, keys: dict[str, Any]) -> None:
+def test_agent_connects_over_tls_with_a_password_file(
+    secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any, keys: dict[str, Any]
+) -> None:
     w = Watcher(secure)
     try:
-        agent = agents(_agent_args(secure, tmp_path, coral, USERS[DEV], "--update-key", str(keys["public"])),
-                       tmp_path / "agent.log")
+        agent = agents(
+            _agent_args(secure, tmp_path, coral, USERS[DEV], "--update-key", str(keys["public"])),
+            tmp_path / "agent.log",
+        )
         status = json.loads(w.wait_for(f"edge/{DEV}/status")[-1].payload)
         assert status["broker"] == f"mqtts://{DEV}:***@localhost:{secure.port}"
         assert w.wait_for(f"edge/{DEV}/availability")[-1].payload == b"online"
@@ -81,10 +110,26 @@ def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_
         # A signed update pushed over TLS by the operator account.
         op_pw = tmp_path / "operator-password"
         op_pw.write_text(USERS["operator"])
-        r = run_module("edge.flash", "push-model", "--broker", f"mqtts://localhost:{secure.port}", "--device-id", DEV,
-                       "--key", str(keys["private"]), "--username", "operator", "--password-file", str(op_pw),
-                       "--ca-file", str(secure.pki.ca), "--version", "7", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-                       timeout=120)
+        r = run_module(
+            "edge.flash",
+            "push-model",
+            "--broker",
+            f"mqtts://localhost:{secure.port}",
+            "--device-id",
+            DEV,
+            "--key",
+            str(keys["private"]),
+            "--username",
+            "operator",
+            "--password-file",
+            str(op_pw),
+            "--ca-file",
+            str(secure.pki.ca),
+            "--version",
+            "7",
+            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            timeout=120,
+        )
         assert r.returncode == 0 and json.loads(r.stdout)["result"]["version"] == "7", r.stdout + r.stderr
         assert USERS["operator"] not in r.stdout + r.stderr
         # One connection for the whole run: nothing it published (discovery included) broke the ACL,
@@ -99,8 +144,9 @@ def test_agent_connects_over_tls_with_a_password_file(secure: SecureBroker, tmp_
         w.client.stop()
 
 
-def test_agent_with_a_wrong_password_says_why_and_never_shows_it(secure: SecureBroker, tmp_path: Path, coral: Path,
-                                                                 agents: Any) -> None:
+def test_agent_with_a_wrong_password_says_why_and_never_shows_it(
+    secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any
+) -> None:
     agent = agents(_agent_args(secure, tmp_path, coral, "wrong-horse-battery"), tmp_path / "agent.log")
     deadline = time.monotonic() + 30
     while "not authorized" not in agent.output() and time.monotonic() < deadline:
@@ -111,12 +157,14 @@ def test_agent_with_a_wrong_password_says_why_and_never_shows_it(secure: SecureB
     assert agent.alive()  # it keeps retrying with back-off, it does not crash
 
 
-def test_password_from_the_environment(secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any) -> None:
+def test_password_from_the_environment(
+    secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any
+) -> None:
     from tests.conftest import subprocess_env
 
     args = _agent_args(secure, tmp_path, coral, "unused")
     i = args.index("--password-file")
-    del args[i:i + 2]
+    del args[i : i + 2]
     w = Watcher(secure)
     try:
         agent = agents(args, tmp_path / "agent.log", env=subprocess_env(EDGE_MQTT_PASSWORD=USERS[DEV]))

@@ -26,20 +26,50 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def _start(agents: Callable[..., Any], mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any],
-           *extra: str, env: dict[str, str] | None = None, log: str = "agent.log") -> Any:
-    return agents(agent_args(mosquitto, DEV, tmp_path / "state", "--model", str(coral / "keras_lstm_mnist_ptq.tflite"),
-                             "--source", "mqtt", "--update-key", str(keys["public"]), "--metrics-interval", "0",
-                             *extra), tmp_path / log, env=env)
+def _start(
+    agents: Callable[..., Any],
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    coral: Path,
+    keys: dict[str, Any],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    log: str = "agent.log",
+) -> Any:
+    return agents(
+        agent_args(
+            mosquitto,
+            DEV,
+            tmp_path / "state",
+            "--model",
+            str(coral / "keras_lstm_mnist_ptq.tflite"),
+            "--source",
+            "mqtt",
+            "--update-key",
+            str(keys["public"]),
+            "--metrics-interval",
+            "0",
+            *extra,
+        ),
+        tmp_path / log,
+        env=env,
+    )
 
 
-def _status(sub: Any, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60) -> dict[str, Any]:
-    return sub.wait(lambda s: next((m for m in reversed(s.json(f"{T}/status")) if pred(m)), None), timeout, what)
+def _status(
+    sub: Any, pred: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
+) -> dict[str, Any]:
+    return sub.wait(
+        lambda s: next((m for m in reversed(s.json(f"{T}/status")) if pred(m)), None), timeout, what
+    )
 
 
 def _result(sub: Any, cmd_id: str, timeout: float = 90) -> dict[str, Any]:
-    return sub.wait(lambda s: next((m for m in s.json(f"{T}/cmd/result") if m.get("id") == cmd_id), None),
-                    timeout, f"cmd/result {cmd_id}")
+    return sub.wait(
+        lambda s: next((m for m in s.json(f"{T}/cmd/result") if m.get("id") == cmd_id), None),
+        timeout,
+        f"cmd/result {cmd_id}",
+    )
 
 
 def _send(sub: Any, sign: Callable[..., bytes], model: bytes, **kw: Any) -> str:
@@ -48,15 +78,29 @@ def _send(sub: Any, sign: Callable[..., bytes], model: bytes, **kw: Any) -> str:
     return cmd_id
 
 
-def test_push_model_installs_and_the_agent_serves_it(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                     keys: dict[str, Any], subscriber: Any, agents: Any) -> None:
+def test_push_model_installs_and_the_agent_serves_it(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+) -> None:
     sub = subscriber([f"{T}/#"])
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status on the configured model")
-    r = run_module("edge.flash", "push-model", "--broker", mosquitto.url, "--device-id", DEV, "--key",
-                   str(keys["private"]), str(mobilenet), "--labels", str(coral / "imagenet_labels.txt"),
-                   "--version", "2.0", timeout=120)
+    r = run_module(
+        "edge.flash",
+        "push-model",
+        "--broker",
+        mosquitto.url,
+        "--device-id",
+        DEV,
+        "--key",
+        str(keys["private"]),
+        str(mobilenet),
+        "--labels",
+        str(coral / "imagenet_labels.txt"),
+        "--version",
+        "2.0",
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     answer = json.loads(r.stdout)
     assert answer["ok"] and answer["action"] == "model/set" and answer["result"]["version"] == "2.0"
@@ -65,8 +109,11 @@ def test_push_model_installs_and_the_agent_serves_it(mosquitto: Mosquitto, tmp_p
     assert status["model_version"] == "2.0" and status["ota"]["previous"]["sha256"] == _sha(lstm)
     # The new model (and its labels) really serve.
     sub.publish(f"{T}/infer/cat-1", (coral / "cat.bmp").read_bytes())
-    pred = sub.wait(lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "cat-1"), None), 60,
-                    "a prediction")
+    pred = sub.wait(
+        lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "cat-1"), None),
+        60,
+        "a prediction",
+    )
     assert pred["model_sha256"] == _sha(mobilenet)
     assert any(282 <= c["index"] <= 286 and "cat" in c["label"] for c in pred["top_k"][:3]), pred
     audit = sub.wait(lambda s: [a for a in s.json(f"{T}/audit") if a["action"] == "model/set"], 30, "audit")
@@ -78,13 +125,22 @@ def test_push_model_installs_and_the_agent_serves_it(mosquitto: Mosquitto, tmp_p
     assert agent.terminate() == 0
     sub.messages.clear()
     _start(agents, mosquitto, tmp_path, coral, keys, log="agent2.log")
-    _status(sub, lambda m: m["model_sha256"] == _sha(mobilenet) and m["model_version"] == "2.0",
-            "status after restart")
+    _status(
+        sub,
+        lambda m: m["model_sha256"] == _sha(mobilenet) and m["model_version"] == "2.0",
+        "status after restart",
+    )
 
 
-def test_every_bad_update_is_refused_with_its_reason(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                     keys: dict[str, Any], sign: Callable[..., bytes],
-                                                     subscriber: Any, agents: Any) -> None:
+def test_every_bad_update_is_refused_with_its_reason(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    coral: Path,
+    keys: dict[str, Any],
+    sign: Callable[..., bytes],
+    subscriber: Any,
+    agents: Any,
+) -> None:
     sub = subscriber([f"{T}/#"])
     cfg = tmp_path / "agent.toml"
     cfg.write_text("[ota]\nmax_bytes = 600000\n")
@@ -108,8 +164,9 @@ def test_every_bad_update_is_refused_with_its_reason(mosquitto: Mosquitto, tmp_p
     cases["truncated"] = frame({**header, "id": "truncated"}, model)[:-5000]
     big = (coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite").read_bytes()
     cases["oversize"] = sign(big, cmd_id="oversize", device=DEV)
-    cases["bad_signature"] = frame({**header, "id": "bad_signature",
-                                    "manifest": {**header["manifest"], "version": "evil"}}, model)
+    cases["bad_signature"] = frame(
+        {**header, "id": "bad_signature", "manifest": {**header["manifest"], "version": "evil"}}, model
+    )
     cases["wrong_device"] = sign(model, cmd_id="wrong_device", device="another")
     for payload in cases.values():
         sub.publish(f"{T}/model/set", payload)
@@ -119,25 +176,38 @@ def test_every_bad_update_is_refused_with_its_reason(mosquitto: Mosquitto, tmp_p
         assert answer["error"] and answer["fix"], answer
     # Garbage gets an answer too (id null), and the agent still runs the original model.
     sub.publish(f"{T}/model/set", b"\x00garbage")
-    sub.wait(lambda s: any(m.get("reason") == "malformed" for m in s.json(f"{T}/cmd/result")), 30, "malformed")
+    sub.wait(
+        lambda s: any(m.get("reason") == "malformed" for m in s.json(f"{T}/cmd/result")), 30, "malformed"
+    )
     assert agent.alive()
     sub.publish(f"{T}/infer/nine", (coral / "mnist_nine.bmp").read_bytes())
-    pred = sub.wait(lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "nine"), None), 60,
-                    "prediction")
+    pred = sub.wait(
+        lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "nine"), None),
+        60,
+        "prediction",
+    )
     assert pred["model_sha256"] == _sha(lstm) and pred["top_k"][0]["index"] == 9
     refused = [a for a in sub.json(f"{T}/audit") if a["action"] == "model/set"]
     assert {a["detail"]["reason"] for a in refused if "detail" in a} >= set(cases)
 
 
-def test_health_check_failures_keep_the_previous_model(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                       keys: dict[str, Any], sign: Callable[..., bytes],
-                                                       subscriber: Any, agents: Any) -> None:
+def test_health_check_failures_keep_the_previous_model(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    coral: Path,
+    keys: dict[str, Any],
+    sign: Callable[..., bytes],
+    subscriber: Any,
+    agents: Any,
+) -> None:
     sub = subscriber([f"{T}/#"])
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm = coral / "keras_lstm_mnist_ptq.tflite"
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
     bad_op = _send(sub, sign, (coral / "model_invoking_error.tflite").read_bytes(), version="bad-op")
-    cut = _send(sub, sign, (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()[:300_000], version="cut")
+    cut = _send(
+        sub, sign, (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()[:300_000], version="cut"
+    )
     segv = bytearray(lstm.read_bytes())
     segv[13004] = 0  # passes every structural check, segfaults the runtime (see test_guard)
     crash = _send(sub, sign, bytes(segv), version="segv")
@@ -146,15 +216,24 @@ def test_health_check_failures_keep_the_previous_model(mosquitto: Mosquitto, tmp
         assert not answer["ok"] and answer["reason"] == "health_check" and needle in answer["error"], answer
         assert "previous model" in answer["error"]
     assert agent.alive()
-    status = _status(sub, lambda m: (m.get("ota") or {}).get("last_update", {}) and
-                     m["ota"]["last_update"].get("id") == crash, "status after the last refusal")
+    status = _status(
+        sub,
+        lambda m: (m.get("ota") or {}).get("last_update", {}) and m["ota"]["last_update"].get("id") == crash,
+        "status after the last refusal",
+    )
     assert status["model_sha256"] == _sha(lstm) and status["model_version"] is None
     assert not list((tmp_path / "state" / "models").glob("*.tflite"))
 
 
-def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                                keys: dict[str, Any], sign: Callable[..., bytes],
-                                                                subscriber: Any, agents: Any) -> None:
+def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    coral: Path,
+    keys: dict[str, Any],
+    sign: Callable[..., bytes],
+    subscriber: Any,
+    agents: Any,
+) -> None:
     sub = subscriber([f"{T}/#"])
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     agent = _start(agents, mosquitto, tmp_path, coral, keys, env=subprocess_env(**{PAUSE_ENV: "switched"}))
@@ -166,7 +245,9 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(mosquitto: Mosqu
         time.sleep(0.05)
     assert marker.exists(), agent.output()[-3000:]
     # The new model is already the active pointer on disk: the worst moment to lose power.
-    assert json.loads((tmp_path / "state" / "models" / "active.json").read_text())["sha256"] == _sha(mobilenet)
+    assert json.loads((tmp_path / "state" / "models" / "active.json").read_text())["sha256"] == _sha(
+        mobilenet
+    )
     os.kill(agent.proc.pid, signal.SIGKILL)
     agent.proc.wait()
     sub.messages.clear()
@@ -175,8 +256,11 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(mosquitto: Mosqu
     assert status["model_sha256"] == _sha(lstm), status
     assert any("interrupted" in n for n in status["ota"]["recovery"]), status["ota"]
     sub.publish(f"{T}/infer/nine", (coral / "mnist_nine.bmp").read_bytes())
-    pred = sub.wait(lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "nine"), None), 60,
-                    "prediction")
+    pred = sub.wait(
+        lambda s: next((p for p in s.json(f"{T}/predictions") if p["source"] == "nine"), None),
+        60,
+        "prediction",
+    )
     assert pred["model_sha256"] == _sha(lstm) and pred["top_k"][0]["index"] == 9
     # And the same update, pushed again, goes through; the very same message sent twice does not.
     message = sign(mobilenet.read_bytes(), version="2", cmd_id="again", device=DEV)
@@ -188,9 +272,15 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(mosquitto: Mosqu
     assert again.alive()
 
 
-def test_disabled_actions_are_refused_and_audited(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                  keys: dict[str, Any], sign: Callable[..., bytes],
-                                                  subscriber: Any, agents: Any) -> None:
+def test_disabled_actions_are_refused_and_audited(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    coral: Path,
+    keys: dict[str, Any],
+    sign: Callable[..., bytes],
+    subscriber: Any,
+    agents: Any,
+) -> None:
     sub = subscriber([f"{T}/#"])
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[commands]\ndisabled = ["model/set", "reload"]\n')
@@ -206,11 +296,17 @@ def test_disabled_actions_are_refused_and_audited(mosquitto: Mosquitto, tmp_path
     assert _result(sub, "p1")["ok"]
     audit = sub.wait(lambda s: len(s.json(f"{T}/audit")) >= 4 and s.json(f"{T}/audit"), 30, "4 audit records")
     outcomes = {(a["action"], a["outcome"]) for a in audit}
-    assert {("model/set", "disabled"), ("reload", "disabled"), ("ping", "done"), (None, "malformed")} <= outcomes
+    assert {
+        ("model/set", "disabled"),
+        ("reload", "disabled"),
+        ("ping", "done"),
+        (None, "malformed"),
+    } <= outcomes
 
 
-def test_fuzzed_commands_images_and_updates_never_stop_the_agent(mosquitto: Mosquitto, tmp_path: Path, coral: Path,
-                                                          keys: dict[str, Any], subscriber: Any, agents: Any) -> None:
+def test_fuzzed_commands_images_and_updates_never_stop_the_agent(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+) -> None:
     import random
 
     from edge import fuzz
@@ -228,8 +324,13 @@ def test_fuzzed_commands_images_and_updates_never_stop_the_agent(mosquitto: Mosq
     sent["bomb"] = fuzz.png_bomb()
     for name, data in sent.items():
         sub.publish(f"{T}/infer/{name}", data)
-    answered = sub.wait(lambda s: {p["source"] for p in s.json(f"{T}/predictions") + s.json(f"{T}/errors")}
-                        >= set(sent) and True, 60, "an answer for every image")
+    answered = sub.wait(
+        lambda s: (
+            {p["source"] for p in s.json(f"{T}/predictions") + s.json(f"{T}/errors")} >= set(sent) and True
+        ),
+        60,
+        "an answer for every image",
+    )
     assert answered
     bomb = next(e for e in sub.json(f"{T}/errors") if e["source"] == "bomb")
     assert "pixels" in bomb["error"], bomb
@@ -249,8 +350,15 @@ def test_an_installed_model_that_stopped_loading_falls_back_at_start_up(tmp_path
     broken = store.dir / "v9-broken.tflite"
     shutil.copy(coral / "model_invoking_error.tflite", broken)  # sha matches: only loading it fails
     store.set_active(InstalledModel(str(broken), sha256_file(broken), "9"))
-    cfg = load_config(None, flags={"model": {"path": str(coral / "keras_lstm_mnist_ptq.tflite")},
-                                   "state_dir": str(tmp_path / "state"), "mqtt": {"device_id": DEV}}, environ={})
+    cfg = load_config(
+        None,
+        flags={
+            "model": {"path": str(coral / "keras_lstm_mnist_ptq.tflite")},
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": {"device_id": DEV},
+        },
+        environ={},
+    )
     agent = Agent(cfg)
     assert agent.pipeline.model.sha256 == _sha(coral / "keras_lstm_mnist_ptq.tflite")
     assert store.active() is None

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge.audit import AuditConfig, AuditLog, CommandsConfig
+from edge.agent.audit import AuditConfig, AuditLog, CommandsConfig
 
 
 def test_records_go_to_the_file_and_the_publisher_without_payloads(tmp_path: Path) -> None:
@@ -14,8 +14,9 @@ def test_records_go_to_the_file_and_the_publisher_without_payloads(tmp_path: Pat
     log = AuditLog(AuditConfig(), tmp_path / "audit.jsonl", "dev1", published.append)
     secret = b'{"id":"1","action":"set","password":"hunter2"}'
     log.record(action="set", cmd_id="1", topic="edge/dev1/cmd", outcome="done", payload=secret)
-    log.record(action=["x"], cmd_id=7, topic="edge/dev1/cmd", outcome="malformed", payload=b"\xff",
-               error="not JSON")
+    log.record(
+        action=["x"], cmd_id=7, topic="edge/dev1/cmd", outcome="malformed", payload=b"\xff", error="not JSON"
+    )
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     assert len(lines) == 2 and published == [json.loads(line) for line in lines]
     first, second = published

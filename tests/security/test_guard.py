@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge import fuzz, tflite_file
-from edge.guard import (
+from edge import fuzz
+from edge.model import tflite_file
+from edge.model.guard import (
     CRASH,
     IDENTIFIER,
     SIZE,
@@ -63,8 +64,14 @@ def test_size_cap_is_checked_before_reading(coral: Path) -> None:
     assert not v.ok and v.stage == SIZE and "over the 1000-byte limit" in v.reason
 
 
-@pytest.mark.parametrize("data,needle", [(b"", "expected b'TFL3'"), (b"\x00" * 64, "expected b'TFL3'"),
-                                         (b"PK\x03\x04" + b"\x00" * 60, "not a TFLite model")])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (b"", "expected b'TFL3'"),
+        (b"\x00" * 64, "expected b'TFL3'"),
+        (b"PK\x03\x04" + b"\x00" * 60, "not a TFLite model"),
+    ],
+)
 def test_not_tflite(data: bytes, needle: str) -> None:
     v = check_static(data)
     assert not v.ok and v.stage == IDENTIFIER and needle in v.reason
@@ -147,21 +154,25 @@ def test_guard_under_tflite_runtime_2_14(coral: Path) -> None:
     from tests.conftest import subprocess_env
 
     python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, ("EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-                    "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-                    "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)")
+    assert python, (
+        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
+        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
+        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
+    )
     script = f"""
 import json
 from pathlib import Path
-from edge.guard import guard_bytes, guard_file
-lstm = bytearray(Path({str(coral / 'keras_lstm_mnist_ptq.tflite')!r}).read_bytes())
-good = guard_file({str(coral / 'mobilenet_v1_0.25_128_quant.tflite')!r})
-bad = guard_file({str(coral / 'model_invoking_error.tflite')!r})
+from edge.model.guard import guard_bytes, guard_file
+lstm = bytearray(Path({str(coral / "keras_lstm_mnist_ptq.tflite")!r}).read_bytes())
+good = guard_file({str(coral / "mobilenet_v1_0.25_128_quant.tflite")!r})
+bad = guard_file({str(coral / "model_invoking_error.tflite")!r})
 lstm[{SEGFAULT_OFFSET}] = {SEGFAULT_VALUE}
 crash = guard_bytes(bytes(lstm))
 print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")] for v in (good, bad, crash)]))
 """
-    r = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env())
+    r = subprocess.run(
+        [python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env()
+    )
     assert r.returncode == 0, r.stderr
     verdicts = json.loads(r.stdout.strip().splitlines()[-1])
     assert [v[:2] for v in verdicts] == [[True, "ok"], [False, "allocate"], [False, CRASH]], verdicts
@@ -171,8 +182,12 @@ print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")
 def test_command_line(coral: Path) -> None:
     from tests.conftest import run_module
 
-    r = run_module("edge.guard", str(coral / "keras_lstm_mnist_ptq.tflite"), str(coral / "model_invoking_error.tflite"),
-                   timeout=120)
+    r = run_module(
+        "edge.model.guard",
+        str(coral / "keras_lstm_mnist_ptq.tflite"),
+        str(coral / "model_invoking_error.tflite"),
+        timeout=120,
+    )
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert r.returncode == 1 and [x["ok"] for x in lines] == [True, False], r.stdout + r.stderr
     assert "fake-op-double" in lines[1]["reason"] and lines[1]["fix"]

@@ -43,8 +43,11 @@ def test_keygen_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> Non
 
 def test_good_update_verifies(coral: Path, keys: dict[str, Any], sign: Callable[..., bytes]) -> None:
     model = (coral / "keras_lstm_mnist_ptq.tflite").read_bytes()
-    upd = verify_message(sign(model, labels=b"zero\none\n", device="dev1", cmd_id="c1"),
-                         [load_public_key(keys["public"])], device="dev1")
+    upd = verify_message(
+        sign(model, labels=b"zero\none\n", device="dev1", cmd_id="c1"),
+        [load_public_key(keys["public"])],
+        device="dev1",
+    )
     assert upd.model == model and upd.labels == b"zero\none\n" and upd.id == "c1"
     assert upd.manifest.key_id == keys["key_id"] and upd.manifest.version == "2"
 
@@ -79,7 +82,7 @@ def test_every_refusal_has_its_reason(coral: Path, keys: dict[str, Any], sign: C
     err = _refusal(good, trusted, max_bytes=1000)
     assert err.reason == "oversize" and "1000-byte" in err.what
     assert _refusal(b"EDGEUPD1" + b"\xff" * 4 + b"x", trusted).reason == "malformed"
-    assert _refusal(b"{\"action\": \"model/set\"}", trusted).reason == "malformed"
+    assert _refusal(b'{"action": "model/set"}', trusted).reason == "malformed"
     assert _refusal(good, trusted, device="dev2").reason == "wrong_device"
     assert _refusal(good, []).reason == "no_key"
     assert verify_message(good, trusted, device="dev1").model == model
@@ -90,15 +93,18 @@ def _store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "state")
 
 
-def test_good_install_switches_and_keeps_the_previous(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                                      sign: Callable[..., bytes]) -> None:
+def test_good_install_switches_and_keeps_the_previous(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes]
+) -> None:
     store = _store(tmp_path)
     trusted = [load_public_key(keys["public"])]
     first = coral / "keras_lstm_mnist_ptq.tflite"
     current = InstalledModel(str(first), sha256_file(first), "1")
     activated: list[InstalledModel | None] = []
-    upd = verify_message(sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2",
-                              labels=b"a\nb\n"), trusted)
+    upd = verify_message(
+        sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2", labels=b"a\nb\n"),
+        trusted,
+    )
     result = store.install(upd, current=current, activate=activated.append)
     assert result.ok, result
     assert store.active() == result.model and store.previous() == current
@@ -110,16 +116,21 @@ def test_good_install_switches_and_keeps_the_previous(coral: Path, tmp_path: Pat
     upd3 = verify_message(sign(first.read_bytes(), version="3"), trusted)
     assert store.install(upd3, current=store.active()).ok
     assert sorted(p.name for p in store.dir.glob("*.tflite")) == sorted(
-        Path(m.path).name for m in (store.active(), store.previous()))
+        Path(m.path).name for m in (store.active(), store.previous())
+    )
     assert store.recover() == []
 
 
 @pytest.mark.parametrize("bad", ["invoking_error", "truncated"])
-def test_health_check_failure_keeps_the_previous_model(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                                       sign: Callable[..., bytes], bad: str) -> None:
+def test_health_check_failure_keeps_the_previous_model(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes], bad: str
+) -> None:
     store = _store(tmp_path)
-    model = (coral / "model_invoking_error.tflite").read_bytes() if bad == "invoking_error" else \
-        (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()[:200_000]
+    model = (
+        (coral / "model_invoking_error.tflite").read_bytes()
+        if bad == "invoking_error"
+        else (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()[:200_000]
+    )
     upd = verify_message(sign(model, version="bad"), [load_public_key(keys["public"])])  # validly signed!
     first = coral / "keras_lstm_mnist_ptq.tflite"
     current = InstalledModel(str(first), sha256_file(first), "1")
@@ -132,12 +143,15 @@ def test_health_check_failure_keeps_the_previous_model(coral: Path, tmp_path: Pa
     assert list(store.dir.glob("*.tflite")) == [] and not store.journal_path.exists()
 
 
-def test_failure_in_the_agent_rolls_back(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                         sign: Callable[..., bytes]) -> None:
+def test_failure_in_the_agent_rolls_back(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes]
+) -> None:
     store = _store(tmp_path)
     trusted = [load_public_key(keys["public"])]
-    v1 = store.install(verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"),
-                                      trusted), current=None).model
+    v1 = store.install(
+        verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"), trusted),
+        current=None,
+    ).model
     calls: list[InstalledModel | None] = []
 
     def activate(m: InstalledModel | None) -> None:
@@ -145,7 +159,9 @@ def test_failure_in_the_agent_rolls_back(coral: Path, tmp_path: Path, keys: dict
         if m is not None and m.version == "2":
             raise EdgeError("interpreter refused the model", "use another runtime")
 
-    upd = verify_message(sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2"), trusted)
+    upd = verify_message(
+        sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2"), trusted
+    )
     result = store.install(upd, current=v1, activate=activate)
     assert not result.ok and result.rolled_back and result.reason == "health_check"
     assert "interpreter refused" in result.error and result.fix == "use another runtime"
@@ -168,17 +184,22 @@ print("finished")
 """
 
 
-def test_sigkill_at_every_phase_comes_back_on_a_valid_model(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                                            sign: Callable[..., bytes]) -> None:
+def test_sigkill_at_every_phase_comes_back_on_a_valid_model(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes]
+) -> None:
     store = _store(tmp_path)
     trusted = [load_public_key(keys["public"])]
-    v1 = store.install(verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"),
-                                      trusted), current=None).model
+    v1 = store.install(
+        verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"), trusted),
+        current=None,
+    ).model
     payload = tmp_path / "update.bin"
     payload.write_bytes(sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2"))
     for phase in PHASES:
-        proc = subprocess.Popen([sys.executable, "-c", _INSTALL_SCRIPT, str(store.dir.parent), str(payload),
-                                 str(keys["public"])], env=subprocess_env(**{PAUSE_ENV: phase}))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _INSTALL_SCRIPT, str(store.dir.parent), str(payload), str(keys["public"])],
+            env=subprocess_env(**{PAUSE_ENV: phase}),
+        )
         marker = store.dir / f"paused-at-{phase}"
         deadline = time.monotonic() + 60
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -187,27 +208,42 @@ def test_sigkill_at_every_phase_comes_back_on_a_valid_model(coral: Path, tmp_pat
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         notes = ModelStore(store.dir.parent).recover()
-        assert len(notes) == 1 and "interrupted" in notes[0] and "rolled back to version '1'" in notes[0], (phase, notes)
+        assert len(notes) == 1 and "interrupted" in notes[0] and "rolled back to version '1'" in notes[0], (
+            phase,
+            notes,
+        )
         active = store.active()
         assert active == v1, (phase, active)
         assert sha256_file(active.path) == v1.sha256
         assert not store.journal_path.exists() and not list(store.dir.glob(".incoming-*"))
         assert [p.name for p in store.dir.glob("*.tflite")] == [Path(v1.path).name], phase
     # And an uninterrupted run of the same update still works afterwards.
-    proc = subprocess.run([sys.executable, "-c", _INSTALL_SCRIPT, str(store.dir.parent), str(payload),
-                           str(keys["public"])], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _INSTALL_SCRIPT, str(store.dir.parent), str(payload), str(keys["public"])],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "finished" in proc.stdout, proc.stderr
     assert store.active().version == "2" and store.previous() == v1
 
 
-def test_recover_repairs_a_corrupt_active_model(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                                sign: Callable[..., bytes]) -> None:
+def test_recover_repairs_a_corrupt_active_model(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes]
+) -> None:
     store = _store(tmp_path)
     trusted = [load_public_key(keys["public"])]
-    v1 = store.install(verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"),
-                                      trusted), current=None).model
-    v2 = store.install(verify_message(sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(),
-                                           version="2"), trusted), current=v1).model
+    v1 = store.install(
+        verify_message(sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1"), trusted),
+        current=None,
+    ).model
+    v2 = store.install(
+        verify_message(
+            sign((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes(), version="2"), trusted
+        ),
+        current=v1,
+    ).model
     Path(v2.path).write_bytes(b"TFL3 but not really")
     notes = store.recover()
     assert store.active() == v1 and "missing or corrupt" in notes[0]
@@ -216,8 +252,9 @@ def test_recover_repairs_a_corrupt_active_model(coral: Path, tmp_path: Path, key
     assert store.active() is None and "configured model" in notes[0]
 
 
-def test_old_updates_sent_again_are_refused_as_replays(coral: Path, tmp_path: Path, keys: dict[str, Any],
-                                                       sign: Callable[..., bytes]) -> None:
+def test_old_updates_sent_again_are_refused_as_replays(
+    coral: Path, tmp_path: Path, keys: dict[str, Any], sign: Callable[..., bytes]
+) -> None:
     store = _store(tmp_path)
     trusted = [load_public_key(keys["public"])]
     older = sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.mqtt.client import Message, MqttClient, TLSOptions
+from edge.transport.client import Message, MqttClient, TLSOptions
 
 from .tls_broker import USERS, SecureBroker, start_secure_broker
 
@@ -62,12 +62,16 @@ def test_wrong_password_is_refused_and_never_shown(secure: SecureBroker) -> None
 
 
 def test_untrusted_server_certificate_is_refused(secure: SecureBroker) -> None:
-    err = _refused(_client(secure.url("dev1", USERS["dev1"]), TLSOptions(ca_file=str(secure.pki.other_ca)), "dev1"))
+    err = _refused(
+        _client(secure.url("dev1", USERS["dev1"]), TLSOptions(ca_file=str(secure.pki.other_ca)), "dev1")
+    )
     assert "certificate" in err and "not trusted" in err, err
 
 
 def test_plain_mqtt_on_the_tls_port_does_not_connect(secure: SecureBroker) -> None:
-    c = MqttClient(f"mqtt://dev1:{USERS['dev1']}@127.0.0.1:{secure.port}", "dev1", backoff_min=0.2, backoff_max=0.5)
+    c = MqttClient(
+        f"mqtt://dev1:{USERS['dev1']}@127.0.0.1:{secure.port}", "dev1", backoff_min=0.2, backoff_max=0.5
+    )
     c.start()
     assert not c.wait_connected(2)
     c.stop()
@@ -108,7 +112,13 @@ def test_device_publishes_only_where_the_acl_lets_it(secure: SecureBroker) -> No
         # mosquitto 2.0 drops a client's connection when it publishes outside its ACL: the device's
         # client reconnects by itself, and the denied message never reaches anyone.
         allowed = ("edge/dev1/status", "edge/dev1/end")
-        for topic in ("edge/dev2/status", "edge/dev1/status", "other/topic", "edge/dev2/cmd", "edge/dev1/end"):
+        for topic in (
+            "edge/dev2/status",
+            "edge/dev1/status",
+            "other/topic",
+            "edge/dev2/cmd",
+            "edge/dev1/end",
+        ):
             assert device.wait_connected(10), device.last_error
             gen = device.generation
             device.publish(topic, b"x", qos=1)
@@ -149,8 +159,13 @@ def test_client_certificate_required(tmp_path: Path) -> None:
         without = _client(url, TLSOptions(ca_file=str(b.pki.ca)), "dev1")
         assert not without.wait_connected(2)
         without.stop()
-        with_cert = _client(url, TLSOptions(ca_file=str(b.pki.ca), cert_file=str(b.pki.client_cert),
-                                            key_file=str(b.pki.client_key)), "dev1")
+        with_cert = _client(
+            url,
+            TLSOptions(
+                ca_file=str(b.pki.ca), cert_file=str(b.pki.client_cert), key_file=str(b.pki.client_key)
+            ),
+            "dev1",
+        )
         try:
             assert with_cert.wait_connected(10), with_cert.last_error
         finally:

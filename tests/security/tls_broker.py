@@ -23,30 +23,57 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     path.chmod(0o600)
     return path
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, issuer_key: ec.EllipticCurvePrivateKey,
-          *, ca: bool = False, sans: list[x509.GeneralName] | None = None, usage: x509.ObjectIdentifier | None = None
-          ) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    usage: x509.ObjectIdentifier | None = None,
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = dt.datetime.now(dt.timezone.utc)
-    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-         .not_valid_after(now + dt.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if ca:
-        b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                          key_agreement=False, encipher_only=False, decipher_only=False),
-                            critical=True)
+        b = b.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     else:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                            critical=False)
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
     if sans:
         b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if usage is not None:
@@ -69,8 +96,14 @@ def make_pki(d: Path) -> Pki:
     ca_key = _key()
     ca = _cert("edge test CA", ca_key, None, ca_key, ca=True)
     srv_key = _key()
-    srv = _cert("localhost", srv_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH,
-                sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    srv = _cert(
+        "localhost",
+        srv_key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
     cli_key = _key()
     cli = _cert("dev1", cli_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     other_key = _key()
@@ -80,8 +113,14 @@ def make_pki(d: Path) -> Pki:
     (d / "server.crt").write_bytes(srv.public_bytes(pem))
     (d / "client.crt").write_bytes(cli.public_bytes(pem))
     (d / "other-ca.crt").write_bytes(other.public_bytes(pem))
-    return Pki(d / "ca.crt", d / "server.crt", _write_key(srv_key, d / "server.key"), d / "client.crt",
-               _write_key(cli_key, d / "client.key"), d / "other-ca.crt")
+    return Pki(
+        d / "ca.crt",
+        d / "server.crt",
+        _write_key(srv_key, d / "server.key"),
+        d / "client.crt",
+        _write_key(cli_key, d / "client.key"),
+        d / "other-ca.crt",
+    )
 
 
 USERS = {"dev1": "s3cret-dev1", "operator": "op-pass-42"}
@@ -129,22 +168,27 @@ def start_secure_broker(workdir: Path, *, require_certificate: bool = False) -> 
     exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     first = True
     for user, password in USERS.items():
-        subprocess.run([exe, "-b", *(["-c"] if first else []), str(passwd), user, password], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [exe, "-b", *(["-c"] if first else []), str(passwd), user, password],
+            check=True,
+            capture_output=True,
+        )
         first = False
     (workdir / "acl").write_text(ACL)
-    conf = "\n".join([
-        # As root, mosquitto drops to user 'mosquitto', which cannot read pytest's private tmp dirs.
-        *(["user root"] if os.geteuid() == 0 else []),
-        "allow_anonymous false",
-        f"password_file {passwd}",
-        f"acl_file {workdir / 'acl'}",
-        f"cafile {pki.ca}",
-        f"certfile {pki.server_cert}",
-        f"keyfile {pki.server_key}",
-        "tls_version tlsv1.2",
-        f"require_certificate {'true' if require_certificate else 'false'}",
-    ])
+    conf = "\n".join(
+        [
+            # As root, mosquitto drops to user 'mosquitto', which cannot read pytest's private tmp dirs.
+            *(["user root"] if os.geteuid() == 0 else []),
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            f"acl_file {workdir / 'acl'}",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "tls_version tlsv1.2",
+            f"require_certificate {'true' if require_certificate else 'false'}",
+        ]
+    )
     broker = Mosquitto(workdir=workdir, listener_conf=conf)
     broker.start()
     return SecureBroker(broker, pki)

@@ -27,8 +27,11 @@ class Collector:
         self.correlation: list[tuple[bytes, bytes | None]] = []  # (payload, CorrelationData)
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"collector-{topic}-{persistent}",
-                                  protocol=paho.MQTTv5)
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"collector-{topic}-{persistent}",
+            protocol=paho.MQTTv5,
+        )
         # Faster than the device clients in the tests, so it is back first after a broker restart.
         self.client.reconnect_delay_set(0.05, 0.1)  # type: ignore[arg-type]  # floats work at run time
         self.client.on_connect = self._on_connect
@@ -41,6 +44,7 @@ class Collector:
         if persistent:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
+
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
         self.client.connect(broker.host, broker.port, clean_start=not persistent, properties=props)
@@ -78,8 +82,14 @@ class Collector:
 
 def start_child(*args: str) -> subprocess.Popen[str]:
     """``python tests/transport/child.py args`` with this checkout importable; stdout is a pipe of lines."""
-    return subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=subprocess_env(), bufsize=1)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(),
+        bufsize=1,
+    )
 
 
 def read_until(proc: subprocess.Popen[str], predicate: Callable[[str], bool], timeout: float) -> list[str]:
@@ -102,6 +112,8 @@ def read_until(proc: subprocess.Popen[str], predicate: Callable[[str], bool], ti
     if not box:
         proc.kill()
         err = proc.stderr.read() if proc.stderr else ""
-        raise AssertionError(f"child did not print the expected line within {timeout}s; "
-                             f"got {lines[-5:]}; stderr:\n{err[-3000:]}")
+        raise AssertionError(
+            f"child did not print the expected line within {timeout}s; "
+            f"got {lines[-5:]}; stderr:\n{err[-3000:]}"
+        )
     return lines

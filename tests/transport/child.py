@@ -6,9 +6,9 @@ import logging
 import sys
 import time
 
-from edge.mqtt import MqttClient, Will
-from edge.outbox import Outbox
-from edge.spool import Spool
+from edge.transport import MqttClient, Will
+from edge.transport.outbox import Outbox
+from edge.transport.spool import Spool
 
 
 def seq(spool_path: str) -> None:
@@ -34,8 +34,9 @@ def lwt(url: str, device: str) -> None:
 def outbox(url: str, spool_path: str, device: str, total: str, rate: str) -> None:
     """Publish predictions-like messages with seq 1..total through an Outbox, at most ``rate`` per second."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    client = MqttClient(url, device, will=Will(f"edge/{device}/availability", "offline"),
-                        backoff_min=1.5, backoff_max=2.0)
+    client = MqttClient(
+        url, device, will=Will(f"edge/{device}/availability", "offline"), backoff_min=1.5, backoff_max=2.0
+    )
     spool = Spool(spool_path)
     box = Outbox(client, spool, max_inflight=20)
     box.start()
@@ -45,8 +46,14 @@ def outbox(url: str, spool_path: str, device: str, total: str, rate: str) -> Non
     n = 0
     period = 1.0 / float(rate)
     while n < int(total):
-        n = box.send(f"edge/{device}/predictions", {"device": device, "latency_ms": {"total": 1.0}},
-                     seq="predictions") or 0
+        n = (
+            box.send(
+                f"edge/{device}/predictions",
+                {"device": device, "latency_ms": {"total": 1.0}},
+                seq="predictions",
+            )
+            or 0
+        )
         print(f"sent {n}", flush=True)
         time.sleep(period)
     ok = box.flush(30)

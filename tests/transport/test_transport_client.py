@@ -13,16 +13,33 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.broker import Mosquitto, free_port
-from edge.mqtt import Message, MqttClient, TLSOptions, Will
-from edge.mqtt.client import TLSConfigError
+from edge.transport import Message, MqttClient, TLSOptions, Will
+from edge.transport.client import TLSConfigError
 from tests.transport._helpers import read_until, start_child
 
 
 def sub(broker: Mosquitto, topic: str, count: int = 1, wait: int = 10) -> list[str]:
     """``mosquitto_sub -C count -W wait -v``: the real command-line client, retained flag first."""
-    out = subprocess.run(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t", topic,
-                          "-C", str(count), "-W", str(wait), "-F", "%r %t %p"],
-                         capture_output=True, text=True, timeout=wait + 5)
+    out = subprocess.run(
+        [
+            "mosquitto_sub",
+            "-h",
+            broker.host,
+            "-p",
+            str(broker.port),
+            "-t",
+            topic,
+            "-C",
+            str(count),
+            "-W",
+            str(wait),
+            "-F",
+            "%r %t %p",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=wait + 5,
+    )
     return out.stdout.splitlines()
 
 
@@ -39,8 +56,11 @@ def retained(broker: Mosquitto, topic: str, timeout: float = 15) -> str:
 
 
 def pub(broker: Mosquitto, topic: str, payload: str) -> None:
-    subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", topic, "-m", payload,
-                    "-q", "1"], check=True, timeout=10)
+    subprocess.run(
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", topic, "-m", payload, "-q", "1"],
+        check=True,
+        timeout=10,
+    )
 
 
 def test_publish_subscribe_and_request_properties(mosquitto: Mosquitto) -> None:
@@ -75,8 +95,12 @@ def test_publish_subscribe_and_request_properties(mosquitto: Mosquitto) -> None:
             time.sleep(0.05)
         by_topic = {m.topic: m for m in got}
         m = by_topic["edge/dev-a/infer"]
-        assert (m.payload, m.correlation_data, m.response_topic, m.qos) == (b"\x89PNG", b"req-42",
-                                                                           "edge/dev-a/answers", 1)
+        assert (m.payload, m.correlation_data, m.response_topic, m.qos) == (
+            b"\x89PNG",
+            b"req-42",
+            "edge/dev-a/answers",
+            1,
+        )
         assert by_topic["edge/dev-a/infer/abc"].payload == b"v311"
         assert by_topic["edge/dev-a/infer/abc"].correlation_data is None
         # QoS 1 publish is acknowledged through on_puback with the id publish() returned.
@@ -155,23 +179,31 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 def test_bad_credentials_are_explained_and_redacted(tmp_path: Path) -> None:
     pwfile = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "alice", "right"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(pwfile), "alice", "right"], check=True, capture_output=True
+    )
     pwfile.chmod(0o600)
     # `user`: when the tests run as root, mosquitto would drop to user 'mosquitto' and lose the file.
-    broker = Mosquitto(workdir=tmp_path / "b",
-                       extra_conf=f"password_file {pwfile}\nuser {getpass.getuser()}\n")
+    broker = Mosquitto(
+        workdir=tmp_path / "b", extra_conf=f"password_file {pwfile}\nuser {getpass.getuser()}\n"
+    )
     broker.workdir.mkdir()
     with broker:
-        bad = MqttClient(f"mqtt://alice:wrong-secret@{broker.host}:{broker.port}", "dev-d",
-                         backoff_min=0.1, backoff_max=0.2)
+        bad = MqttClient(
+            f"mqtt://alice:wrong-secret@{broker.host}:{broker.port}",
+            "dev-d",
+            backoff_min=0.1,
+            backoff_max=0.2,
+        )
         bad.start()
         deadline = time.monotonic() + 10
         while bad.last_error is None and time.monotonic() < deadline:
             time.sleep(0.05)
         bad.stop()
         assert not bad.connected
-        assert "bad user name or password" in (bad.last_error or "") or "not authorized" in (bad.last_error or "")
+        assert "bad user name or password" in (bad.last_error or "") or "not authorized" in (
+            bad.last_error or ""
+        )
         assert "wrong-secret" not in (bad.last_error or "") and "wrong-secret" not in repr(bad.url)
         good = MqttClient(f"mqtt://alice:right@{broker.host}:{broker.port}", "dev-e", protocol=4)
         good.start()
@@ -241,40 +273,73 @@ def _make_certs(d: Path) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False, encipher_only=False,
-                                       decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = (d / "ca.pem", d / "server.pem", d / "server.key")
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return paths
 
 
 def test_tls_broker(tmp_path: Path) -> None:
     ca, cert, key = _make_certs(tmp_path)
     tls_port = free_port()
-    broker = Mosquitto(workdir=tmp_path / "b", extra_conf=(
-        f"user {getpass.getuser()}\nlistener {tls_port} 127.0.0.1\n"
-        f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n"))
+    broker = Mosquitto(
+        workdir=tmp_path / "b",
+        extra_conf=(
+            f"user {getpass.getuser()}\nlistener {tls_port} 127.0.0.1\n"
+            f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n"
+        ),
+    )
     broker.workdir.mkdir()
     with broker:
         url = f"mqtts://127.0.0.1:{tls_port}"
@@ -304,8 +369,13 @@ def test_tls_broker(tmp_path: Path) -> None:
         finally:
             insecure.stop()
 
-        plain_port_over_tls = MqttClient(f"mqtts://127.0.0.1:{broker.port}", "dev-tls4",
-                                         tls=TLSOptions(ca_file=str(ca)), backoff_min=0.2, backoff_max=0.4)
+        plain_port_over_tls = MqttClient(
+            f"mqtts://127.0.0.1:{broker.port}",
+            "dev-tls4",
+            tls=TLSOptions(ca_file=str(ca)),
+            backoff_min=0.2,
+            backoff_max=0.4,
+        )
         plain_port_over_tls.start()
         deadline = time.monotonic() + 10
         while plain_port_over_tls.last_error is None and time.monotonic() < deadline:
@@ -313,8 +383,9 @@ def test_tls_broker(tmp_path: Path) -> None:
         plain_port_over_tls.stop()
         assert "TLS" in (plain_port_over_tls.last_error or ""), plain_port_over_tls.last_error
 
-        plain_over_tls_port = MqttClient(f"mqtt://127.0.0.1:{tls_port}", "dev-tls5", keepalive=2,
-                                         backoff_min=0.2, backoff_max=0.4)
+        plain_over_tls_port = MqttClient(
+            f"mqtt://127.0.0.1:{tls_port}", "dev-tls5", keepalive=2, backoff_min=0.2, backoff_max=0.4
+        )
         plain_over_tls_port.start()
         deadline = time.monotonic() + 15
         while plain_over_tls_port.last_error is None and time.monotonic() < deadline:
@@ -329,8 +400,11 @@ def test_missing_tls_files_fail_at_construction(tmp_path: Path) -> None:
     assert "nope.pem" in info.value.what and info.value.fix
     ca, cert, _key = _make_certs(tmp_path)
     with pytest.raises(TLSConfigError):
-        MqttClient("mqtts://127.0.0.1", "dev-x", tls=TLSOptions(ca_file=str(ca), cert_file=str(cert),
-                                                               key_file=str(tmp_path / "missing.key")))
+        MqttClient(
+            "mqtts://127.0.0.1",
+            "dev-x",
+            tls=TLSOptions(ca_file=str(ca), cert_file=str(cert), key_file=str(tmp_path / "missing.key")),
+        )
 
 
 def test_stop_from_a_message_handler(mosquitto: Mosquitto) -> None:
@@ -363,7 +437,10 @@ def test_duplicate_client_id_is_explained_and_backs_off(mosquitto: Mosquitto) ->
     b.start()
     try:
         deadline = time.monotonic() + 10
-        while "same client id" not in (a.last_error or "") + (b.last_error or "") and time.monotonic() < deadline:
+        while (
+            "same client id" not in (a.last_error or "") + (b.last_error or "")
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         text = (a.last_error or "") + (b.last_error or "")
         # mosquitto 2.0.11 just closes the old connection; newer brokers say "session taken over".

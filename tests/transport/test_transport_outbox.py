@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from edge.broker import Mosquitto
-from edge.mqtt import MqttClient
-from edge.outbox import Outbox, mark_historical
-from edge.spool import Spool
+from edge.transport import MqttClient
+from edge.transport.outbox import Outbox, mark_historical
+from edge.transport.spool import Spool
 from tests.transport._helpers import Collector, read_until, start_child
 
 TOPIC = "edge/dev/predictions"
@@ -59,7 +59,8 @@ def test_send_rejects_what_can_never_be_published(tmp_path: Path) -> None:
 
 
 def test_live_messages_are_not_historical_and_qos0_bypasses_spool(
-        mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]) -> None:
+    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+) -> None:
     coll = collector("edge/#")
     client = MqttClient(mosquitto.url, "dev")
     with Spool(tmp_path / "s.db") as spool:
@@ -86,8 +87,10 @@ def test_live_messages_are_not_historical_and_qos0_bypasses_spool(
 
 
 def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> None:
-    broker = Mosquitto(workdir=tmp_path / "b", extra_conf=(
-        f"persistence true\npersistence_location {tmp_path}/b/\nuser {getpass.getuser()}\n"))
+    broker = Mosquitto(
+        workdir=tmp_path / "b",
+        extra_conf=(f"persistence true\npersistence_location {tmp_path}/b/\nuser {getpass.getuser()}\n"),
+    )
     broker.workdir.mkdir()
     broker.start()
     coll = Collector(broker, "edge/#", persistent=True)
@@ -124,7 +127,8 @@ def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> 
 
 
 def test_broker_sigkilled_mid_stream_nothing_lost(
-        mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]) -> None:
+    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+) -> None:
     total = 400
     coll = collector("edge/#")
     # The device client waits >= 1.5 s before reconnecting, the test subscriber ~0.1 s: the
@@ -170,7 +174,8 @@ def test_broker_sigkilled_mid_stream_nothing_lost(
 
 
 def test_agent_sigkilled_mid_stream_and_restarted_on_same_spool(
-        mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]) -> None:
+    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+) -> None:
     total = 300
     coll = collector("edge/#")
     spool = tmp_path / "spool.db"
@@ -188,8 +193,9 @@ def test_agent_sigkilled_mid_stream_and_restarted_on_same_spool(
         backlog = s.depth()
     assert backlog >= 50, f"only {backlog} messages were waiting in the spool"
     # The Last Will tells the fleet the agent died.
-    assert coll.wait_for(lambda: any(t.endswith("/availability") and p == b"offline"
-                                     for t, p, _ in coll.messages), 10)
+    assert coll.wait_for(
+        lambda: any(t.endswith("/availability") and p == b"offline" for t, p, _ in coll.messages), 10
+    )
     second = start_child("outbox", mosquitto.url, str(spool), "dev", str(total), "500")
     lines = read_until(second, lambda line: line.startswith("flushed "), 60)
     second.wait(30)

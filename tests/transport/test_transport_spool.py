@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.spool import Spool, SpoolError
+from edge.transport.spool import Spool, SpoolError
 from tests.transport._helpers import read_until, start_child
 
 
@@ -114,9 +114,9 @@ def test_corrupt_spool_is_quarantined_and_seq_still_increases(tmp_path: Path, da
         last = max(spool.next_seq() for _ in range(7))
     raw = bytearray(path.read_bytes())
     if damage == "pages":
-        raw[4096 * 8:4096 * 11] = b"\xde\xad" * (4096 * 3 // 2)  # message pages: counters still readable
+        raw[4096 * 8 : 4096 * 11] = b"\xde\xad" * (4096 * 3 // 2)  # message pages: counters still readable
     else:
-        raw[100:4096 * 12] = b"\xff" * (4096 * 12 - 100)  # the schema itself
+        raw[100 : 4096 * 12] = b"\xff" * (4096 * 12 - 100)  # the schema itself
     path.write_bytes(bytes(raw))
     with Spool(path) as spool:
         assert spool.quarantined is not None and spool.quarantined.exists()
@@ -168,15 +168,21 @@ def test_properties_round_trip_and_old_spools_are_migrated(tmp_path: Path) -> No
         CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
         INSERT INTO counters VALUES ('seq:predictions', 41);
     """)
-    db.execute("INSERT INTO messages (topic, payload, qos, retain, created, size) VALUES ('t', x'01', 1, 0, ?, 2)",
-               (time.time(),))
+    db.execute(
+        "INSERT INTO messages (topic, payload, qos, retain, created, size) VALUES ('t', x'01', 1, 0, ?, 2)",
+        (time.time(),),
+    )
     db.commit()
     db.close()
     with Spool(path) as spool:
         assert spool.quarantined is None
         assert [(m.payload, m.properties) for m in spool.pending()] == [(b"\x01", None)]
-        props = {"CorrelationData": b"\x00\xffid", "ResponseTopic": "a/b",
-                 "UserProperty": [("k", "v")], "MessageExpiryInterval": 60}
+        props = {
+            "CorrelationData": b"\x00\xffid",
+            "ResponseTopic": "a/b",
+            "UserProperty": [("k", "v")],
+            "MessageExpiryInterval": 60,
+        }
         spool.put("t2", b"x", properties=props)
         assert spool.pending()[-1].properties == props
         assert spool.next_seq() == 42

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from edge.errors import EdgeError
-from edge.mqtt.url import BrokerURL, BrokerURLError, parse_broker_url
+from edge.transport.url import BrokerURL, BrokerURLError, parse_broker_url
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,9 @@ class Proc:
     """A child process whose stdout lines are read in the background (tests wait with a timeout)."""
 
     def __init__(self, args: list[str]) -> None:
-        self.popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=subprocess_env())
+        self.popen = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env()
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -111,8 +112,10 @@ class Collector:
             while len(found := [m for m in self.messages if mqtt.topic_matches_sub(pattern, m.topic)]) < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"{len(found)} of {n} messages on {pattern} after {timeout} s; "
-                                         f"topics seen: {sorted({m.topic for m in self.messages})}")
+                    raise AssertionError(
+                        f"{len(found)} of {n} messages on {pattern} after {timeout} s; "
+                        f"topics seen: {sorted({m.topic for m in self.messages})}"
+                    )
                 self.cond.wait(left)
             return found
 

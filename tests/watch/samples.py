@@ -19,48 +19,108 @@ def envelope(device: str) -> dict[str, Any]:
 
 
 def status(device: str = "pi-1", kind: str = "classifier") -> dict[str, Any]:
-    tensor = {"name": "input", "shape": [1, 28, 28, 1], "dtype": "int8",
-              "quantization": {"scale": 0.0039, "zero_point": -128}}
-    return {**envelope(device), "agent_version": "0.1.0", "started_at": now_ts(),
-            "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}, "delegate": "cpu", "notes": [],
-            "model_path": "/models/digits_int8.tflite", "model_sha256": SHA,
-            "model": {"path": "/models/digits_int8.tflite", "sha256": SHA, "size_bytes": 24000, "kind": kind,
-                      "inputs": [tensor], "outputs": [{**tensor, "name": "out", "shape": [1, 10]}]},
-            "arch": "aarch64", "board": "Raspberry Pi 4 Model B Rev 1.4", "hostname": device,
-            "python": "3.11.2", "threads": 4, "source": "/data/in"}
+    tensor = {
+        "name": "input",
+        "shape": [1, 28, 28, 1],
+        "dtype": "int8",
+        "quantization": {"scale": 0.0039, "zero_point": -128},
+    }
+    return {
+        **envelope(device),
+        "agent_version": "0.1.0",
+        "started_at": now_ts(),
+        "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
+        "delegate": "cpu",
+        "notes": [],
+        "model_path": "/models/digits_int8.tflite",
+        "model_sha256": SHA,
+        "model": {
+            "path": "/models/digits_int8.tflite",
+            "sha256": SHA,
+            "size_bytes": 24000,
+            "kind": kind,
+            "inputs": [tensor],
+            "outputs": [{**tensor, "name": "out", "shape": [1, 10]}],
+        },
+        "arch": "aarch64",
+        "board": "Raspberry Pi 4 Model B Rev 1.4",
+        "hostname": device,
+        "python": "3.11.2",
+        "threads": 4,
+        "source": "/data/in",
+    }
 
 
-def prediction(device: str = "pi-1", seq: int = 1, total: float = 4.2, label: str = "seven",
-               score: float = 0.91, **extra: Any) -> dict[str, Any]:
-    return {**envelope(device), "seq": seq, "source": f"img{seq}.png", "model_sha256": SHA,
-            "latency_ms": {"preprocess": 0.5, "inference": total - 1.0, "postprocess": 0.5, "total": total},
-            "kind": "classifier", "top_k": [{"index": 7, "label": label, "score": score},
-                                            {"index": 1, "label": "one", "score": 0.05}], **extra}
+def prediction(
+    device: str = "pi-1",
+    seq: int = 1,
+    total: float = 4.2,
+    label: str = "seven",
+    score: float = 0.91,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        **envelope(device),
+        "seq": seq,
+        "source": f"img{seq}.png",
+        "model_sha256": SHA,
+        "latency_ms": {"preprocess": 0.5, "inference": total - 1.0, "postprocess": 0.5, "total": total},
+        "kind": "classifier",
+        "top_k": [{"index": 7, "label": label, "score": score}, {"index": 1, "label": "one", "score": 0.05}],
+        **extra,
+    }
 
 
 def detection(device: str = "pi-1", seq: int = 1) -> dict[str, Any]:
-    return {**envelope(device), "seq": seq, "source": "cam", "model_sha256": SHA,
-            "latency_ms": {"preprocess": 1, "inference": 10, "postprocess": 1, "total": 12},
-            "kind": "detector",
-            "detections": [{"index": 0, "label": "person", "score": 0.8, "box": [0.1, 0.2, 0.5, 0.6]}]}
+    return {
+        **envelope(device),
+        "seq": seq,
+        "source": "cam",
+        "model_sha256": SHA,
+        "latency_ms": {"preprocess": 1, "inference": 10, "postprocess": 1, "total": 12},
+        "kind": "detector",
+        "detections": [{"index": 0, "label": "person", "score": 0.8, "box": [0.1, 0.2, 0.5, 0.6]}],
+    }
 
 
 def generic(device: str = "pi-1", seq: int = 1) -> dict[str, Any]:
-    return {**envelope(device), "seq": seq, "source": "x.npy", "model_sha256": SHA,
-            "latency_ms": {"preprocess": 0, "inference": 1, "postprocess": 0, "total": 1},
-            "kind": "generic", "outputs": [{"name": "y", "shape": [1, 3], "values": [[1, 2, 3]], "truncated": False}]}
+    return {
+        **envelope(device),
+        "seq": seq,
+        "source": "x.npy",
+        "model_sha256": SHA,
+        "latency_ms": {"preprocess": 0, "inference": 1, "postprocess": 0, "total": 1},
+        "kind": "generic",
+        "outputs": [{"name": "y", "shape": [1, 3], "values": [[1, 2, 3]], "truncated": False}],
+    }
 
 
 def metrics(device: str = "pi-1", p50: float | None = 4.0, rate: float = 2.5) -> dict[str, Any]:
-    return {**envelope(device), "window_s": 10.0, "inferences": 25, "inferences_per_s": rate,
-            "latency_ms": {"p50": p50, "p90": None if p50 is None else p50 * 1.5,
-                           "p99": None if p50 is None else p50 * 2},
-            "rss_mb": 80.5, "cpu_temp_c": 51.2, "spool_depth": 3, "dropped": 0, "errors": 1}
+    return {
+        **envelope(device),
+        "window_s": 10.0,
+        "inferences": 25,
+        "inferences_per_s": rate,
+        "latency_ms": {
+            "p50": p50,
+            "p90": None if p50 is None else p50 * 1.5,
+            "p99": None if p50 is None else p50 * 2,
+        },
+        "rss_mb": 80.5,
+        "cpu_temp_c": 51.2,
+        "spool_depth": 3,
+        "dropped": 0,
+        "errors": 1,
+    }
 
 
 def error(device: str = "pi-1") -> dict[str, Any]:
-    return {**envelope(device), "source": "broken.jpg", "error": "cannot decode image: truncated JPEG",
-            "fix": "send a complete JPEG/PNG/BMP"}
+    return {
+        **envelope(device),
+        "source": "broken.jpg",
+        "error": "cannot decode image: truncated JPEG",
+        "fix": "send a complete JPEG/PNG/BMP",
+    }
 
 
 def cmd_result(device: str = "pi-1", ok: bool = True) -> dict[str, Any]:
@@ -73,8 +133,16 @@ def bench(device: str = "pi-1") -> dict[str, Any]:
 
 
 def audit(device: str = "pi-1") -> dict[str, Any]:
-    return {**envelope(device), "topic": f"edge/{device}/cmd", "action": "ping", "id": "42", "outcome": "done",
-            "ok": True, "payload_bytes": 31, "payload_sha256": "0" * 64}
+    return {
+        **envelope(device),
+        "topic": f"edge/{device}/cmd",
+        "action": "ping",
+        "id": "42",
+        "outcome": "done",
+        "ok": True,
+        "payload_bytes": 31,
+        "payload_sha256": "0" * 64,
+    }
 
 
 VALID: dict[str, Any] = {

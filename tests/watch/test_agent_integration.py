@@ -16,21 +16,44 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from edge import schemas
 from edge.broker import Mosquitto
+from edge.contract import schemas
 from tests.conftest import ROOT, subprocess_env
 from tests.watch.conftest import Collector
 
 HA_REQUIRED = ("name", "unique_id", "state_topic", "value_template", "availability", "device")
 
 
-def start_agent(broker: Mosquitto, tmp: Path, source: Path, *args: str, device: str = "t1",
-                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start_agent(
+    broker: Mosquitto,
+    tmp: Path,
+    source: Path,
+    *args: str,
+    device: str = "t1",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     log = open(tmp / f"agent-{device}.log", "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--broker", broker.url, "--device-id", device,
-         "--state-dir", str(tmp / f"state-{device}"), "--source", str(source), *args],
-        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env or subprocess_env())
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "run",
+            "--broker",
+            broker.url,
+            "--device-id",
+            device,
+            "--state-dir",
+            str(tmp / f"state-{device}"),
+            "--source",
+            str(source),
+            *args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env or subprocess_env(),
+    )
 
 
 def render(template: str, payload: Any) -> str:
@@ -39,7 +62,8 @@ def render(template: str, payload: Any) -> str:
 
 
 def test_real_agent_messages_validate_and_discovery_points_at_real_data(
-        mosquitto: Mosquitto, collector: Any, spawn: Any, coral: Path, tmp_path: Path) -> None:
+    mosquitto: Mosquitto, collector: Any, spawn: Any, coral: Path, tmp_path: Path
+) -> None:
     images = tmp_path / "in"
     images.mkdir()
     shutil.copy(coral / "cat.bmp", images / "cat.bmp")
@@ -47,14 +71,28 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
     (images / "broken.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
     everything = collector("edge/#", "homeassistant/#")
     watch = spawn("--broker", mosquitto.url, "--device", "t1", "--json", "--count", "6", "--timeout", "120")
-    agent = start_agent(mosquitto, tmp_path, images, "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-                        "--labels", str(coral / "imagenet_labels.txt"), "--top-k", "3",
-                        "--metrics-interval", "0.5")
+    agent = start_agent(
+        mosquitto,
+        tmp_path,
+        images,
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--labels",
+        str(coral / "imagenet_labels.txt"),
+        "--top-k",
+        "3",
+        "--metrics-interval",
+        "0.5",
+    )
     try:
         everything.wait_for("edge/t1/predictions", 2)
         everything.wait_for("edge/t1/errors", 1)
-        for cmd in ('{"id": "a1", "action": "ping"}', "not json at all", '{"id": 7, "action": "fly"}',
-                    '{"id": "b1", "action": "bench", "runs": 3, "min_secs": 0, "warmup_min_secs": 0}'):
+        for cmd in (
+            '{"id": "a1", "action": "ping"}',
+            "not json at all",
+            '{"id": 7, "action": "fly"}',
+            '{"id": "b1", "action": "bench", "runs": 3, "min_secs": 0, "warmup_min_secs": 0}',
+        ):
             everything.publish("edge/t1/cmd", cmd)
         everything.wait_for("edge/t1/cmd/result", 4)
         everything.wait_for("edge/t1/bench", 1)
@@ -82,9 +120,19 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
         assert schemas.problems(kind, payload) == [], (m.topic, payload)
         assert schemas.problems(kind, payload, builtin=True) == [], (m.topic, payload)
         seen[kind] = seen.get(kind, 0) + 1
-    assert set(seen) == {"availability", "status", "predictions", "errors", "metrics", "cmd_result", "bench",
-                         "audit"}, seen
-    results = {json.loads(m.payload)["id"]: json.loads(m.payload) for m in everything.on("edge/t1/cmd/result")}
+    assert set(seen) == {
+        "availability",
+        "status",
+        "predictions",
+        "errors",
+        "metrics",
+        "cmd_result",
+        "bench",
+        "audit",
+    }, seen
+    results = {
+        json.loads(m.payload)["id"]: json.loads(m.payload) for m in everything.on("edge/t1/cmd/result")
+    }
     assert results["a1"]["ok"] is True and results[7]["ok"] is False and results[None]["ok"] is False
 
     # 2. edge-watch --json --count 6: six validated messages, one JSON object a line
@@ -98,36 +146,71 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
     assert "malformed" not in err
 
     # 3. discovery: required keys, and every template reads a key present in the real payloads
-    configs = {m.topic: json.loads(m.payload) for m in everything.on("homeassistant/sensor/edge_t1/+/config")
-               if m.payload}
-    assert {t.split("/")[3] for t in configs} == {"last_label", "last_score", "inference_latency",
-                                                  "inferences_per_s", "cpu_temperature"}
+    configs = {
+        m.topic: json.loads(m.payload)
+        for m in everything.on("homeassistant/sensor/edge_t1/+/config")
+        if m.payload
+    }
+    assert {t.split("/")[3] for t in configs} == {
+        "last_label",
+        "last_score",
+        "inference_latency",
+        "inferences_per_s",
+        "cpu_temperature",
+    }
     status = json.loads(everything.on("edge/t1/status")[-1].payload)
     for topic, cfg in configs.items():
         for key in HA_REQUIRED:
             assert cfg.get(key), (topic, key)
         (avail,) = cfg["availability"]
         assert (avail["topic"], avail["payload_available"], avail["payload_not_available"]) == (
-            "edge/t1/availability", "online", "offline")
+            "edge/t1/availability",
+            "online",
+            "offline",
+        )
         assert b"online" in [m.payload for m in everything.on(avail["topic"])]
-        assert cfg["device"]["identifiers"] == ["edge_t1"] and cfg["device"]["sw_version"] == status["agent_version"]
+        assert (
+            cfg["device"]["identifiers"] == ["edge_t1"]
+            and cfg["device"]["sw_version"] == status["agent_version"]
+        )
         data = everything.on(cfg["state_topic"])
         assert data, f"{topic}: nothing was published on its state_topic {cfg['state_topic']}"
         for m in data:
-            value = render(cfg["value_template"], json.loads(m.payload))  # StrictUndefined: a missing key raises
-            if topic.endswith(("last_label/config", "last_score/config", "inference_latency/config",
-                               "inferences_per_s/config")):
+            value = render(
+                cfg["value_template"], json.loads(m.payload)
+            )  # StrictUndefined: a missing key raises
+            if topic.endswith(
+                (
+                    "last_label/config",
+                    "last_score/config",
+                    "inference_latency/config",
+                    "inferences_per_s/config",
+                )
+            ):
                 assert value not in ("", "None"), (topic, value)
-    labels = {render(configs["homeassistant/sensor/edge_t1/last_label/config"]["value_template"], json.loads(m.payload))
-              for m in everything.on("edge/t1/predictions")}
+    labels = {
+        render(
+            configs["homeassistant/sensor/edge_t1/last_label/config"]["value_template"], json.loads(m.payload)
+        )
+        for m in everything.on("edge/t1/predictions")
+    }
     assert any("cat" in label for label in labels), labels
 
 
-def test_discovery_can_be_switched_off(mosquitto: Mosquitto, collector: Any, coral: Path, tmp_path: Path) -> None:
+def test_discovery_can_be_switched_off(
+    mosquitto: Mosquitto, collector: Any, coral: Path, tmp_path: Path
+) -> None:
     everything = collector("homeassistant/#", "edge/off/status")
-    agent = start_agent(mosquitto, tmp_path, coral / "cat.bmp", "--model",
-                        str(coral / "mobilenet_v1_0.25_128_quant.tflite"), "--once", device="off",
-                        env=subprocess_env(EDGE_HOMEASSISTANT_ENABLED="false"))
+    agent = start_agent(
+        mosquitto,
+        tmp_path,
+        coral / "cat.bmp",
+        "--model",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--once",
+        device="off",
+        env=subprocess_env(EDGE_HOMEASSISTANT_ENABLED="false"),
+    )
     assert agent.wait(60) == 0, (tmp_path / "agent-off.log").read_text()[-3000:]
     everything.wait_for("edge/off/status")
     assert everything.on("homeassistant/#") == []
@@ -146,12 +229,30 @@ def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Pa
     pets = tmp_path / "pets"
     pets.mkdir()
     for i in range(6):
-        shutil.copy(coral / ("cat.bmp" if i % 2 else "hot_dog.jpg"), pets / f"img{i}{'.bmp' if i % 2 else '.jpg'}")
+        shutil.copy(
+            coral / ("cat.bmp" if i % 2 else "hot_dog.jpg"), pets / f"img{i}{'.bmp' if i % 2 else '.jpg'}"
+        )
     runs = [
-        start_agent(mosquitto, tmp_path, pets, "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-                    "--labels", str(coral / "imagenet_labels.txt"), "--once", device="pi-kitchen"),
-        start_agent(mosquitto, tmp_path, coral / "mnist_nine.bmp", "--model",
-                    str(coral / "keras_lstm_mnist_ptq.tflite"), "--once", device="pi-garage"),
+        start_agent(
+            mosquitto,
+            tmp_path,
+            pets,
+            "--model",
+            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            "--labels",
+            str(coral / "imagenet_labels.txt"),
+            "--once",
+            device="pi-kitchen",
+        ),
+        start_agent(
+            mosquitto,
+            tmp_path,
+            coral / "mnist_nine.bmp",
+            "--model",
+            str(coral / "keras_lstm_mnist_ptq.tflite"),
+            "--once",
+            device="pi-garage",
+        ),
     ]
     for run in runs:
         assert run.wait(120) == 0
@@ -163,7 +264,10 @@ def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Pa
     labels = [e["text"] for e in dom.find("td", class_="label")]
     assert labels[0] == "9" and labels[1] != "-"  # the LSTM reads the nine
     assert [e["text"] for e in dom.find("td", class_="avail")] == ["offline", "offline"]  # --once: clean exit
-    series = {s["attrs"]["data-device"]: int(s["attrs"]["data-points"]) for s in dom.find("polyline", class_="series")}
+    series = {
+        s["attrs"]["data-device"]: int(s["attrs"]["data-points"])
+        for s in dom.find("polyline", class_="series")
+    }
     assert series == {"pi-garage": 1, "pi-kitchen": 6}
     shot = tmp_path / "dashboard-real.png"
     r = chromium(url, tmp_path, "--virtual-time-budget=500", f"--screenshot={shot}", "--window-size=1200,800")
@@ -173,27 +277,45 @@ def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Pa
 
 
 def test_discovery_refused_by_the_acl_turns_itself_off_and_the_agent_stays_connected(
-        tmp_path: Path, coral: Path) -> None:
+    tmp_path: Path, coral: Path
+) -> None:
     # An ACL written before Home Assistant was around: everything under edge/, nothing else.
     # mosquitto drops a client after each denied publish; the agent must not lose its link for ever.
     acl = tmp_path / "acl"
     acl.write_text("topic readwrite edge/#\n")
-    as_root = "user root\n" if os.geteuid() == 0 else ""  # else mosquitto, as user mosquitto, cannot read tmp_path
-    broker = Mosquitto(workdir=tmp_path / "broker", listener_conf=f"{as_root}allow_anonymous true\nacl_file {acl}")
+    as_root = (
+        "user root\n" if os.geteuid() == 0 else ""
+    )  # else mosquitto, as user mosquitto, cannot read tmp_path
+    broker = Mosquitto(
+        workdir=tmp_path / "broker", listener_conf=f"{as_root}allow_anonymous true\nacl_file {acl}"
+    )
     broker.workdir.mkdir()
     broker.start()
     try:
         seen = Collector(broker, ["edge/#"])
         images = tmp_path / "in"
         images.mkdir()
-        agent = start_agent(broker, tmp_path, images, "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-                            "--metrics-interval", "0.5", device="acl1")
+        agent = start_agent(
+            broker,
+            tmp_path,
+            images,
+            "--model",
+            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            "--metrics-interval",
+            "0.5",
+            device="acl1",
+        )
+
         def settled() -> bool:  # six metrics (~3 s) on the same connection as the last "online"
             topics = [(m.topic, m.payload) for m in seen.messages]
-            last_online = max((i for i, t in enumerate(topics) if t == ("edge/acl1/availability", b"online")),
-                              default=None)
-            return last_online is not None and sum(
-                1 for t, _ in topics[last_online:] if t == "edge/acl1/metrics") >= 6
+            last_online = max(
+                (i for i, t in enumerate(topics) if t == ("edge/acl1/availability", b"online")), default=None
+            )
+            return (
+                last_online is not None
+                and sum(1 for t, _ in topics[last_online:] if t == "edge/acl1/metrics") >= 6
+            )
+
         try:
             deadline = time.monotonic() + 60
             while not settled():
@@ -205,7 +327,9 @@ def test_discovery_refused_by_the_acl_turns_itself_off_and_the_agent_stays_conne
             agent.terminate()
             assert agent.wait(30) == 0
         log = (tmp_path / "agent-acl1.log").read_text()
-        assert "refused Home Assistant discovery" in log and "homeassistant/sensor/edge_acl1/#" in log, log[-3000:]
+        assert "refused Home Assistant discovery" in log and "homeassistant/sensor/edge_acl1/#" in log, log[
+            -3000:
+        ]
         seen.close()
     finally:
         broker.stop()

@@ -45,18 +45,40 @@ class Dom(HTMLParser):
             e["text"] += data
 
     def find(self, tag: str, **attrs: str) -> list[dict[str, Any]]:
-        return [e for e in self.elements if e["tag"] == tag and all(
-            (e["attrs"].get(k.rstrip("_")) or "").split().count(v) if k.rstrip("_") == "class"
-            else e["attrs"].get(k.rstrip("_")) == v for k, v in attrs.items())]
+        return [
+            e
+            for e in self.elements
+            if e["tag"] == tag
+            and all(
+                (e["attrs"].get(k.rstrip("_")) or "").split().count(v)
+                if k.rstrip("_") == "class"
+                else e["attrs"].get(k.rstrip("_")) == v
+                for k, v in attrs.items()
+            )
+        ]
 
 
 def chromium(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp / f"chromium-profile-{len(list(tmp.glob('chromium-profile-*')))}"
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *args, url],
-        capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def start_dashboard(spawn: Any, broker: Mosquitto) -> str:
@@ -68,10 +90,23 @@ def start_dashboard(spawn: Any, broker: Mosquitto) -> str:
 
 
 def fill(broker: Mosquitto, url: str, n: int) -> None:
-    publish(broker, [("edge/pi-1/status", samples.status()), ("edge/pi-1/availability", "online"),
-                     ("edge/pi-2/availability", "offline")], retain=True)
-    publish(broker, [("edge/pi-1/predictions", samples.prediction(seq=i, total=3.0 + i % 5, label="seven"))
-                     for i in range(1, n + 1)] + [("edge/pi-1/metrics", b"{garbage")])
+    publish(
+        broker,
+        [
+            ("edge/pi-1/status", samples.status()),
+            ("edge/pi-1/availability", "online"),
+            ("edge/pi-2/availability", "offline"),
+        ],
+        retain=True,
+    )
+    publish(
+        broker,
+        [
+            ("edge/pi-1/predictions", samples.prediction(seq=i, total=3.0 + i % 5, label="seven"))
+            for i in range(1, n + 1)
+        ]
+        + [("edge/pi-1/metrics", b"{garbage")],
+    )
     # wait until edge-watch has taken everything in
     for _ in range(100):
         state = json.load(urllib.request.urlopen(url + "api/state", timeout=5))
@@ -85,7 +120,7 @@ def test_state_and_event_stream_endpoints(mosquitto: Mosquitto, spawn: Any) -> N
     url = start_dashboard(spawn, mosquitto)
     fill(mosquitto, url, 5)
     page = urllib.request.urlopen(url, timeout=5).read().decode()
-    assert "<svg id=\"chart\"" in page
+    assert '<svg id="chart"' in page
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//|@import|fetch\([\"']http", page)  # no CDN
     with urllib.request.urlopen(url + "events", timeout=10) as stream:
         assert stream.headers["Content-Type"] == "text/event-stream"
@@ -94,7 +129,7 @@ def test_state_and_event_stream_endpoints(mosquitto: Mosquitto, spawn: Any) -> N
             lines.append(raw.decode())
             if raw.startswith(b"data: "):
                 break
-    event = json.loads(lines[-1][len("data: "):])
+    event = json.loads(lines[-1][len("data: ") :])
     assert "event: state\n" in lines
     assert [d["device"] for d in event["devices"]] == ["pi-1", "pi-2"]
     assert len(event["devices"][0]["latency_series"]) == 5 and event["malformed"] == 1
@@ -105,8 +140,9 @@ def test_state_and_event_stream_endpoints(mosquitto: Mosquitto, spawn: Any) -> N
         assert err.code == 404
 
 
-def test_chromium_shows_the_devices_and_a_latency_chart(mosquitto: Mosquitto, spawn: Any,
-                                                        tmp_path: Path) -> None:
+def test_chromium_shows_the_devices_and_a_latency_chart(
+    mosquitto: Mosquitto, spawn: Any, tmp_path: Path
+) -> None:
     url = start_dashboard(spawn, mosquitto)
     n = 24
     fill(mosquitto, url, n)
@@ -118,8 +154,11 @@ def test_chromium_shows_the_devices_and_a_latency_chart(mosquitto: Mosquitto, sp
     assert int(body["attrs"].get("data-events", 0)) >= 1, "no server-sent event reached the page"
     rows = {e["attrs"]["data-device"]: e for e in dom.find("tr", class_="device")}
     assert sorted(rows) == ["pi-1", "pi-2"]
-    cells = {td["attrs"]["class"]: td["text"].strip() for td in dom.find("td")
-             if td in dom.elements[dom.elements.index(rows["pi-1"]):dom.elements.index(rows["pi-2"])]}
+    cells = {
+        td["attrs"]["class"]: td["text"].strip()
+        for td in dom.find("td")
+        if td in dom.elements[dom.elements.index(rows["pi-1"]) : dom.elements.index(rows["pi-2"])]
+    }
     assert cells["avail online"] == "online" and cells["label"] == "seven"
     assert cells["model"] == "digits_int8.tflite" and cells["runtime"] == "ai-edge-litert 2.3.0 / cpu"
     assert float(cells["num p99"]) == 7.0  # nearest-rank p99 of 3..7 ms

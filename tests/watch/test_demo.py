@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import schemas
+from edge.contract import schemas
 from tests.conftest import run_module
 
 
@@ -26,8 +26,14 @@ def test_demo_runs_the_whole_chain_by_itself(tmp_path: Path) -> None:
     assert total == 20 and right >= 17, text[-2500:]
     # every artefact it names exists, where it says
     named = dict(re.findall(r"^  (\w[\w ()]+?)\s{2,}(/\S+)$", text, flags=re.M))
-    for name in ("Keras model", "int8 model", "conversion report", "sample images", "agent log",
-                 "predictions (CSV)"):
+    for name in (
+        "Keras model",
+        "int8 model",
+        "conversion report",
+        "sample images",
+        "agent log",
+        "predictions (CSV)",
+    ):
         assert Path(named[name]).exists(), (name, named)
     assert Path(named["int8 model"]).read_bytes()[4:8] == b"TFL3"
     report = json.loads(Path(named["conversion report"]).read_text())

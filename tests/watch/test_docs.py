@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge import schemas
 from edge.broker import Mosquitto
+from edge.contract import schemas
 
 from . import samples
 from .conftest import Proc, publish
@@ -24,31 +24,43 @@ def blocks(lang: str) -> list[str]:
 
 def test_schema_links_point_at_the_shipped_files() -> None:
     section = DOC.read_text().split("## Consuming the messages", 1)[1]
-    linked = re.findall(r"\(\.\./edge/schemas/(\w+)\.json\)", section)
+    linked = re.findall(r"\(\.\./edge/contract/schemas/(\w+)\.json\)", section)
     assert sorted(linked) == sorted(schemas.KINDS)
     for kind in linked:
-        assert (DOC.parent / ".." / "edge" / "schemas" / f"{kind}.json").exists()
+        assert (DOC.parent / ".." / "edge" / "contract" / "schemas" / f"{kind}.json").exists()
     (example,) = [b for b in blocks("json") if '"seq"' in b]
     assert schemas.problems("predictions", json.loads(example)) == []
 
 
-def test_python_example_prints_valid_predictions_and_skips_malformed(mosquitto: Mosquitto,
-                                                                     tmp_path: Path) -> None:
+def test_python_example_prints_valid_predictions_and_skips_malformed(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     (code,) = blocks("python")
-    code = code.replace('client.connect("broker.lan", 1883)', f'client.connect("127.0.0.1", {mosquitto.port})')
-    code = code.replace("client.on_connect, client.on_message = on_connect, on_message",
-                        "client.on_connect, client.on_message = on_connect, on_message\n"
-                        "client.on_subscribe = lambda *a: print('subscribed', flush=True)")
+    code = code.replace(
+        'client.connect("broker.lan", 1883)', f'client.connect("127.0.0.1", {mosquitto.port})'
+    )
+    code = code.replace(
+        "client.on_connect, client.on_message = on_connect, on_message",
+        "client.on_connect, client.on_message = on_connect, on_message\n"
+        "client.on_subscribe = lambda *a: print('subscribed', flush=True)",
+    )
     script = tmp_path / "example.py"
-    script.write_text("import builtins, functools\nprint = functools.partial(builtins.print, flush=True)\n" + code)
+    script.write_text(
+        "import builtins, functools\nprint = functools.partial(builtins.print, flush=True)\n" + code
+    )
     proc = Proc([sys.executable, str(script)])
     try:
         assert proc.line().strip() == "subscribed"
         bad: dict[str, Any] = samples.prediction("pi-kitchen", seq=1)
         del bad["latency_ms"]
-        publish(mosquitto, [("edge/pi-kitchen/predictions", bad),
-                            ("edge/pi-kitchen/predictions", samples.prediction("pi-kitchen", seq=2, total=4.5)),
-                            ("edge/pi-kitchen/availability", "online")])
+        publish(
+            mosquitto,
+            [
+                ("edge/pi-kitchen/predictions", bad),
+                ("edge/pi-kitchen/predictions", samples.prediction("pi-kitchen", seq=2, total=4.5)),
+                ("edge/pi-kitchen/availability", "online"),
+            ],
+        )
         assert proc.line().startswith("ignoring edge/pi-kitchen/predictions")
         assert proc.line().split() == ["pi-kitchen", "2", "seven", "0.91", "4.5", "ms"]
         assert proc.line().split() == ["pi-kitchen", "availability", "online"]
@@ -81,10 +93,14 @@ def test_node_red_function_runs_in_a_real_js_engine(tmp_path: Path) -> None:
         f"function node(msg) {{\n{body}\n}}\n"
         f"const cases = {json.dumps(cases)};\n"
         "document.getElementById('out').textContent = JSON.stringify(cases.map(p => node({payload: p})));\n"
-        "</script></body></html>")
+        "</script></body></html>"
+    )
     r = chromium(page.as_uri(), tmp_path, "--dump-dom")
     assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(re.search(r"<pre id=\"out\">(.*?)</pre>", r.stdout, flags=re.S).group(1)  # type: ignore[union-attr]
-                     .replace("&quot;", '"'))
+    out = json.loads(
+        re.search(r"<pre id=\"out\">(.*?)</pre>", r.stdout, flags=re.S)
+        .group(1)  # type: ignore[union-attr]
+        .replace("&quot;", '"')
+    )
     assert out[0] == {"payload": "seven", "device": "pi-1", "latency": 4.5}
     assert out[1] is None and out[2] is None  # below 0.8, and no top_k

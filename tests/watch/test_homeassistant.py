@@ -10,8 +10,8 @@ import jinja2
 import jinja2.sandbox
 import pytest
 
-from edge import homeassistant as ha
-from edge import schemas
+from edge.contract import homeassistant as ha
+from edge.contract import schemas
 
 from . import samples
 
@@ -39,26 +39,43 @@ def test_classifier_gets_the_five_sensors_with_required_keys() -> None:
         assert re.fullmatch(r"homeassistant/sensor/edge_pi-1/[a-z_]+/config", topic)
         for key in REQUIRED:
             assert cfg.get(key), (topic, key)
-        assert cfg["availability"] == [{"topic": "edge/pi-1/availability", "payload_available": "online",
-                                        "payload_not_available": "offline"}]
+        assert cfg["availability"] == [
+            {
+                "topic": "edge/pi-1/availability",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            }
+        ]
         assert cfg["device"]["identifiers"] == ["edge_pi-1"]
         assert cfg["device"]["model"] == "Raspberry Pi 4 Model B Rev 1.4"
         assert schemas.split_topic(cfg["state_topic"])[0] == "pi-1"
     assert len({c["unique_id"] for c in cfgs.values()}) == len(cfgs)
     lat = cfgs["homeassistant/sensor/edge_pi-1/inference_latency/config"]
-    assert (lat["unit_of_measurement"], lat["device_class"], lat["state_class"]) == ("ms", "duration",
-                                                                                     "measurement")
+    assert (lat["unit_of_measurement"], lat["device_class"], lat["state_class"]) == (
+        "ms",
+        "duration",
+        "measurement",
+    )
     temp = cfgs["homeassistant/sensor/edge_pi-1/cpu_temperature/config"]
     assert (temp["unit_of_measurement"], temp["device_class"]) == ("°C", "temperature")
 
 
-@pytest.mark.parametrize("kind,payload,expected", [
-    ("classifier", samples.prediction(total=4.5, label="seven", score=0.91),
-     {"last_label": "seven", "last_score": "0.91", "inference_latency": "4.5"}),
-    ("detector", samples.detection(), {"last_detection": "person", "last_detection_score": "0.8",
-                                       "inference_latency": "12"}),
-    ("generic", samples.generic(), {"inference_latency": "1"}),
-])
+@pytest.mark.parametrize(
+    "kind,payload,expected",
+    [
+        (
+            "classifier",
+            samples.prediction(total=4.5, label="seven", score=0.91),
+            {"last_label": "seven", "last_score": "0.91", "inference_latency": "4.5"},
+        ),
+        (
+            "detector",
+            samples.detection(),
+            {"last_detection": "person", "last_detection_score": "0.8", "inference_latency": "12"},
+        ),
+        ("generic", samples.generic(), {"inference_latency": "1"}),
+    ],
+)
 def test_value_templates_render_real_values(kind: str, payload: dict, expected: dict) -> None:
     cfgs = configs(samples.status(kind=kind))
     metrics = samples.metrics(rate=2.5)

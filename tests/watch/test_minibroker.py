@@ -15,13 +15,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edge import schemas
+from edge.contract import schemas
 from edge.minibroker import MiniBroker, topic_matches
 from tests.conftest import ROOT, subprocess_env
 
 
-def client(broker: MiniBroker, *subs: str, will: tuple[str, bytes] | None = None,
-           protocol: int = mqtt.MQTTv311) -> tuple[mqtt.Client, list[mqtt.MQTTMessage], threading.Event]:
+def client(
+    broker: MiniBroker, *subs: str, will: tuple[str, bytes] | None = None, protocol: int = mqtt.MQTTv311
+) -> tuple[mqtt.Client, list[mqtt.MQTTMessage], threading.Event]:
     got: list[mqtt.MQTTMessage] = []
     ready = threading.Event()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
@@ -68,7 +69,9 @@ def test_pubsub_qos_retained_and_last_will() -> None:
         time.sleep(0.2)
         # one copy per subscriber even when two of its filters match; live messages are not flagged retained
         assert [(m.topic, m.payload, m.retain) for m in got[1:]] == [
-            ("edge/a/predictions", b"q0", False), ("edge/a/status", b"live", False)]
+            ("edge/a/predictions", b"q0", False),
+            ("edge/a/status", b"live", False),
+        ]
         assert got[2].qos == 1
 
         # Last Will: a client that vanishes without DISCONNECT
@@ -106,11 +109,32 @@ def test_real_agent_and_edge_watch_over_the_embedded_broker(coral: Path, tmp_pat
         cfg = tmp_path / "agent.toml"
         cfg.write_text("[mqtt]\nprotocol = 311\n")  # the embedded broker speaks MQTT 3.1.1 only
         with open(log, "wb") as fh:
-            r = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(cfg), "--broker", broker.url, "--device-id", "mini",
-                                "--state-dir", str(tmp_path / "state"), "--once", "--source", str(coral / "cat.bmp"),
-                                "--model", str(coral / "mobilenet_v1_0.25_128_quant.tflite")],
-                               stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, timeout=120,
-                               env=subprocess_env())
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge",
+                    "run",
+                    "--config",
+                    str(cfg),
+                    "--broker",
+                    broker.url,
+                    "--device-id",
+                    "mini",
+                    "--state-dir",
+                    str(tmp_path / "state"),
+                    "--once",
+                    "--source",
+                    str(coral / "cat.bmp"),
+                    "--model",
+                    str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                timeout=120,
+                env=subprocess_env(),
+            )
         assert r.returncode == 0, log.read_text()[-3000:]
         rc, lines, err = watch.finish(timeout=60)
         assert rc == 0, err
@@ -123,5 +147,3 @@ def test_real_agent_and_edge_watch_over_the_embedded_broker(coral: Path, tmp_pat
         assert broker.retained["edge/mini/availability"][0] == b"offline"
         assert json.loads(broker.retained["edge/mini/status"][0])["device"] == "mini"
         assert any(t.startswith("homeassistant/sensor/edge_mini/") for t in broker.retained)
-
-

@@ -6,8 +6,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edge import schemas
-from edge.schemas import SchemaError
+from edge.contract import schemas
+from edge.contract.schemas import SchemaError
 
 from . import samples
 
@@ -67,8 +67,9 @@ def _broken() -> list[tuple[str, object, str]]:
 
 @pytest.mark.parametrize("kind,payload,word", _broken())
 @pytest.mark.parametrize("builtin", [False, True], ids=["jsonschema", "builtin"])
-def test_broken_payloads_are_rejected_with_the_culprit_named(kind: str, payload: object, word: str,
-                                                             builtin: bool) -> None:
+def test_broken_payloads_are_rejected_with_the_culprit_named(
+    kind: str, payload: object, word: str, builtin: bool
+) -> None:
     found = schemas.problems(kind, payload, builtin=builtin)
     assert found, f"{kind} accepted {payload!r}"
     assert word in " ".join(found)
@@ -102,5 +103,5 @@ def test_topics_map_to_kinds() -> None:
 
 
 def test_schemas_are_package_data() -> None:
-    # pyproject ships edge/schemas/*.json; the module must find them through importlib.resources
+    # pyproject ships edge/contract/schemas/*.json; the module must find them through importlib.resources
     assert json.loads((SCHEMA_DIR / "predictions.json").read_text())["title"].endswith("predictions")

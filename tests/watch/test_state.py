@@ -14,8 +14,11 @@ from . import samples
 
 
 def feed(fleet: Fleet, topic: str, payload: object, now: float | None = None) -> object:
-    raw = payload if isinstance(payload, bytes) else (
-        payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+    raw = (
+        payload
+        if isinstance(payload, bytes)
+        else (payload.encode() if isinstance(payload, str) else json.dumps(payload).encode())
+    )
     return fleet.ingest(topic, raw, now=now)
 
 
@@ -109,8 +112,18 @@ def test_table_shows_every_column_and_redraws_in_place() -> None:
     fleet.ingest("edge/pi-3/status", b"garbage")
     lines = render(fleet.snapshot(), color=False)
     pi1 = next(line for line in lines if line.startswith("pi-1"))
-    for cell in ("online", "digits_int8.tflite", "ai-edge-litert 2.3.0/cpu", "seven", "0.875",
-                 "4.00", "8.00", "2.50", "3", "0s ago"):
+    for cell in (
+        "online",
+        "digits_int8.tflite",
+        "ai-edge-litert 2.3.0/cpu",
+        "seven",
+        "0.875",
+        "4.00",
+        "8.00",
+        "2.50",
+        "3",
+        "0s ago",
+    ):
         assert cell in pi1, (cell, pi1)
     assert any(line.startswith("pi-2") and "offline" in line for line in lines)
     assert "1 malformed" in lines[-1] and "edge/pi-3/status" in lines[-1]

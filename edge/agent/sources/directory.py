@@ -62,7 +62,9 @@ class ProcessedRecord:
         with self._lock:
             gone = [n for n in self.seen if n not in present]
             if gone:
-                self.db.executemany("DELETE FROM processed WHERE dir=? AND name=?", [(self.key, n) for n in gone])
+                self.db.executemany(
+                    "DELETE FROM processed WHERE dir=? AND name=?", [(self.key, n) for n in gone]
+                )
                 for n in gone:
                     del self.seen[n]
         return len(gone)

@@ -1,0 +1,1 @@
+"""What the agent publishes: message builders, JSON Schemas and their validation, Home Assistant discovery."""

@@ -1,0 +1,108 @@
+"""Payload builders for the MQTT contract (docs/mqtt.md): one function per topic.
+
+Every JSON payload carries ``schema``, ``device`` and ``ts``; keys listed in
+docs/mqtt.md are a promise to subscribers, so they are built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+SCHEMA = 1
+ONLINE, OFFLINE = "online", "offline"
+
+
+def utc_iso(epoch: float | None = None) -> str:
+    """UTC ISO 8601 with milliseconds and a ``Z``, e.g. ``2026-11-29T14:10:00.123Z``."""
+    dt = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def envelope(device: str, **fields: Any) -> dict[str, Any]:
+    return {"schema": SCHEMA, "device": device, "ts": utc_iso(), **fields}
+
+
+def status(
+    device: str,
+    *,
+    agent_version: str,
+    started_at: str,
+    model: Mapping[str, Any],
+    runtime: Mapping[str, Any],
+    delegate: str,
+    notes: Sequence[str],
+    arch: str,
+    board: str | None,
+    hostname: str,
+    python: str,
+    threads: int | None,
+    source: str,
+    kind: str,
+) -> dict[str, Any]:
+    return envelope(
+        device,
+        agent_version=agent_version,
+        started_at=started_at,
+        runtime=dict(runtime),
+        delegate=delegate,
+        notes=list(notes),
+        model_path=model["path"],
+        model_sha256=model["sha256"],
+        model={**model, "kind": kind},
+        arch=arch,
+        board=board,
+        hostname=hostname,
+        python=python,
+        threads=threads,
+        source=source,
+    )
+
+
+def prediction(
+    device: str,
+    *,
+    seq: int,
+    source: str,
+    model_sha256: str,
+    latency_ms: Mapping[str, float],
+    kind: str,
+    result_key: str,
+    result: Any,
+) -> dict[str, Any]:
+    return envelope(
+        device,
+        seq=seq,
+        source=source,
+        model_sha256=model_sha256,
+        latency_ms={k: round(v, 3) for k, v in latency_ms.items()},
+        kind=kind,
+        **{result_key: result},
+    )
+
+
+def error(device: str, *, source: str, error: str, fix: str) -> dict[str, Any]:
+    return envelope(device, source=source, error=error, fix=fix)
+
+
+def metrics(device: str, **fields: Any) -> dict[str, Any]:
+    return envelope(device, **fields)
+
+
+def cmd_result(
+    device: str,
+    *,
+    id: Any,
+    action: Any,
+    ok: bool,
+    result: Mapping[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": id, "action": action, "ok": ok}
+    if ok:
+        body["result"] = dict(result or {})
+    else:
+        body["error"] = error
+    return envelope(device, **body)

@@ -1,0 +1,1 @@
+"""One input through the model: decode and preprocess, invoke, postprocess."""
