@@ -52,7 +52,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``keygen`` and ``push-model`` on an argparse subparsers object (edge-flash's)."""
     k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing model updates")
     k.add_argument("--out", default="edge-update.key", help="private key file (written 0600)")
-    k.add_argument("--public", default=None, help="public key file (default: OUT.pub)")
+    k.add_argument("--public", default=None, help="public key file (default: --out with a .pub suffix)")
     k.add_argument("--force", action="store_true", help="overwrite an existing private key")
     k.set_defaults(func=cmd_keygen)
 
