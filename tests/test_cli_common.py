@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import io
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ import edge
 from edge.cli import use_color
 from edge.errors import EdgeError, run_command
 from edge.watch.table import LiveTable
-from tests.conftest import ROOT
+from tests.conftest import ROOT, subprocess_env
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,3 +152,20 @@ def test_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
     text = plain.getvalue()
     assert not re.search(r"\x1b\[[0-9;]*m", text)  # no colour (SGR) escapes...
     assert "\x1b[" in text and "online" in text  # ...but the table still redraws in place
+
+
+def test_help_formatting_keeps_shutil_out_for_the_agent() -> None:
+    # argparse's own formatter imports shutil (with bz2 and lzma) for the terminal width; the agent
+    # keeps them out of its memory, so the shared formatter must too.
+    code = (
+        "import sys\n"
+        "from edge import cli\n"
+        "p = cli.parser('x')\n"
+        "p.add_subparsers().add_parser('run').add_argument('--b', default=1, help='b')\n"
+        "p.format_help(); p.parse_args(['run', '--b', '2'])\n"
+        "print('shutil' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
+    assert r.returncode == 0 and r.stdout == "False\n", r.stdout + r.stderr
