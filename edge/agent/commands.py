@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import queue
 import threading
@@ -19,9 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
 
 log = logging.getLogger("edge.agent.cmd")
+
+# Commands are small JSON objects; a larger one is refused before it is parsed.
+MAX_COMMAND_BYTES = 64 * 1024
 
 Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]  # (agent, command) -> result
 
@@ -45,9 +48,9 @@ class CommandRegistry:
     ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
         """-> (id, action, ok, result, error). Never raises."""
         try:
-            cmd = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return None, None, False, None, f'command is not JSON ({exc}); send {{"id": ..., "action": ...}}'
+            cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
+        except PayloadError as exc:
+            return None, None, False, None, f'{exc.what}; send {{"id": ..., "action": ...}}'
         if not isinstance(cmd, dict):
             return None, None, False, None, f"command must be a JSON object, received {type(cmd).__name__}"
         cid, action = cmd.get("id"), cmd.get("action")
@@ -77,6 +80,14 @@ class CommandRegistry:
             return cid, action, False, None, f"{type(exc).__name__}: {exc}"
 
 
+def _id_and_action(payload: bytes) -> tuple[Any, Any]:
+    try:
+        cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
+    except PayloadError:
+        return None, None
+    return (cmd.get("id"), cmd.get("action")) if isinstance(cmd, dict) else (None, None)
+
+
 class CommandWorker:
     """Runs commands one at a time, off the MQTT thread, and publishes their results."""
 
@@ -94,7 +105,8 @@ class CommandWorker:
         try:
             self.queue.put_nowait(payload)
         except queue.Full:
-            self.publish(None, None, False, None, "too many pending commands; retry later")
+            cid, action = _id_and_action(payload)  # so the sender can tell which command to send again
+            self.publish(cid, action, False, None, "too many pending commands; retry later")
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -105,7 +117,11 @@ class CommandWorker:
             payload = self.queue.get()
             if payload is None:
                 return
-            cid, action, ok, result, error = self.registry.dispatch(self.agent, payload)
+            try:
+                cid, action, ok, result, error = self.registry.dispatch(self.agent, payload)
+            except BaseException as exc:  # dispatch never raises; should it, the worker must live on
+                log.exception("command dispatch failed")
+                cid, action, ok, result, error = None, None, False, None, f"{type(exc).__name__}: {exc}"
             if ok:
                 log.info("command %s (id %s) done", action, cid)
             else:

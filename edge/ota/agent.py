@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge.agent.audit import AuditLog, action_allowed
+from edge.agent.commands import MAX_COMMAND_BYTES
+from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
 from edge.ota.handler import ACTION, UpdateHandler, current_from_path
 from edge.ota.install import InstalledModel, ModelStore
@@ -74,14 +76,13 @@ class AuditedRegistry:
         self, agent: Any, payload: bytes
     ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
         """Same contract as the inner registry's: never raises (the command worker must not die)."""
-        import json
 
         action: Any = None
         cmd: Any = None
         try:
-            cmd = json.loads(payload.decode("utf-8"))
+            cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
             action = cmd.get("action") if isinstance(cmd, dict) else None
-        except (UnicodeDecodeError, ValueError, RecursionError):
+        except PayloadError:
             pass
         if isinstance(action, str) and not action_allowed(self.security.cfg.commands.disabled, action):
             cid = cmd.get("id") if isinstance(cmd, dict) else None
@@ -311,24 +312,29 @@ class AgentSecurity:
                 return
             with self._pending_lock:
                 self._pending_bytes = max(0, self._pending_bytes - len(payload))
-            started = time.monotonic()
             try:
-                answer = self.handler.handle(payload)
-            except Exception as exc:  # handle() never raises; this is the last line of defence
-                log.exception("model update crashed")
-                answer = {"ok": False, "reason": "install_failed", "error": f"{type(exc).__name__}: {exc}"}
-            answer.setdefault("elapsed_ms", round((time.monotonic() - started) * 1000.0, 1))
-            self.last_update = {k: answer.get(k) for k in ("id", "ok", "reason", "error")}
-            if answer.get("ok"):
-                self.last_update["version"] = (answer.get("result") or {}).get("version")
-            self._answer(
-                payload,
-                answer,
-                outcome="done"
-                if answer.get("ok")
-                else ("malformed" if answer.get("reason") == "malformed" else "refused"),
-            )
-            self.agent.publish_status()
+                self._update_one(payload)
+            except Exception:  # one message must never cost the device its update channel
+                log.exception("model update message could not be answered")
+
+    def _update_one(self, payload: bytes) -> None:
+        started = time.monotonic()
+        try:
+            answer = self.handler.handle(payload)
+        except Exception as exc:  # handle() never raises; this is the last line of defence
+            log.exception("model update crashed")
+            answer = {"ok": False, "reason": "install_failed", "error": f"{type(exc).__name__}: {exc}"}
+        answer.setdefault("elapsed_ms", round((time.monotonic() - started) * 1000.0, 1))
+        self.last_update = {k: answer.get(k) for k in ("id", "ok", "reason", "error")}
+        if answer.get("ok"):
+            self.last_update["version"] = (answer.get("result") or {}).get("version")
+        outcome = (
+            "done"
+            if answer.get("ok")
+            else ("malformed" if answer.get("reason") == "malformed" else "refused")
+        )
+        self._answer(payload, answer, outcome=outcome)
+        self.agent.publish_status()
 
     def _answer(self, payload: bytes, answer: dict[str, Any], outcome: str) -> None:
         from edge.contract import messages
