@@ -10,11 +10,13 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from edge.errors import EdgeError
+
 
 @dataclass(frozen=True)
 class Item:
     name: str  # file name, or the request's correlation id (the prediction's `source`)
-    data: bytes | Path | Image.Image
+    data: bytes | Path | Image.Image | EdgeError  # an EdgeError: the source refused it (reported on errors)
     correlation_data: bytes | None = None  # MQTT 5 request/response
     response_topic: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
