@@ -151,7 +151,9 @@ PHOTOS = ("hot_dog.jpg", "cat.bmp", "squat.bmp", "bird_segmentation.bmp")  # the
 PHOTO_SIZES = ((640, 480), (1280, 960), (2016, 1512), (4032, 3024))  # VGA to a 12 Mpx phone
 
 
-def make_photos(d: Path, n: int, cache: Path) -> list[str]:
+def make_photos(
+    d: Path, n: int, cache: Path, sizes_wanted: tuple[tuple[int, int], ...] = PHOTO_SIZES
+) -> list[str]:
     """n JPEG photos (quality 90), cycling through the real photos at each size: each photo is cropped to
     4:3 and resized (upscaled past its own size: smoother than a real 12 Mpx photo, so if anything
     cheaper to decode). Returns the sizes, in file order."""
@@ -161,7 +163,7 @@ def make_photos(d: Path, n: int, cache: Path) -> list[str]:
     d.mkdir(parents=True, exist_ok=True)
     sizes = []
     for i in range(n):
-        photo, (w, h) = PHOTOS[i % len(PHOTOS)], PHOTO_SIZES[(i // len(PHOTOS)) % len(PHOTO_SIZES)]
+        photo, (w, h) = PHOTOS[i % len(PHOTOS)], sizes_wanted[(i // len(PHOTOS)) % len(sizes_wanted)]
         made = cache / f"{Path(photo).stem}_{w}x{h}.jpg"
         if not made.exists():
             img = Image.open(CORAL / photo).convert("RGB")
@@ -222,7 +224,7 @@ def agent_run(
     cycles: int,
     skip: int,
     *,
-    photos: bool = False,
+    photos: tuple[tuple[int, int], ...] = (),
     threads: int | None = 1,
     bare_threads: tuple[int, ...] = (1,),
 ) -> dict:
@@ -231,7 +233,7 @@ def agent_run(
 
     Each burst sits between two bare blocks a fraction of a second away: this machine is shared and
     its speed drifts by tens of percent within seconds, and a drift then hits both sides of a ratio.
-    ``photos``: the burst is JPEG photos of several sizes (make_photos), else model-sized BMPs;
+    ``photos``: the burst is JPEG photos of these sizes (make_photos), else model-sized BMPs;
     ``threads``: the agent's --threads (None: the agent's default).
     """
     import paho.mqtt.client as mqtt
@@ -260,7 +262,7 @@ def agent_run(
     state = Path(tempfile.mkdtemp(prefix="state-", dir=workdir))
     pool = Path(tempfile.mkdtemp(prefix="pool-", dir=workdir))
     if photos:
-        sizes = make_photos(pool, n, workdir / "photos")
+        sizes = make_photos(pool, n, workdir / "photos", photos)
     else:
         make_images(pool, n)
         sizes = ["224x224"] * n
@@ -382,6 +384,11 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=40, help="images per burst (and invokes per bare block)")
     ap.add_argument("--cycles", type=int, default=30, help="bursts, each between two bare blocks")
     ap.add_argument("--int8-cycles", type=int, default=15, help="bursts per agent run of the int8-jpeg case")
+    ap.add_argument(
+        "--photo-sizes",
+        default=",".join(f"{w}x{h}" for w, h in PHOTO_SIZES),
+        help="JPEG sizes of the int8-jpeg case, WxH,WxH,...",
+    )
     ap.add_argument("--skip", type=int, default=3, help="first predictions of a burst left out (warm-up)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edge-agent-bench")
     ap.add_argument(
@@ -408,40 +415,57 @@ def int8_case(a: argparse.Namespace) -> bool:
     """Real JPEG photos (640x480 to 4032x3024) and an int8 MobileNetV2: the agent decodes every photo
     (on its prefetch thread) while the bare loop only invokes a prepared tensor.
 
-    Three agent runs, each interleaved with bare blocks: --threads 1 against a 1-thread bare loop;
-    the agent's default threads, and --threads = cores, each against the best of bare loops at
-    1..cores threads (images/s, the higher the better).
+    Agent runs, each interleaved with bare blocks at 1..cores threads: --threads 1 against the 1-thread
+    bare loop (time per image); the agent's default threads (and every other count up to the cores)
+    against the best of the bare loops (images/s, the higher the better).
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     model = build_int8_model(a.workdir)
     input_tensor(model, a.workdir)
     load_before = os.getloadavg()[0]
     every = tuple(range(1, cores + 1))
-    runs = {
-        "threads_1": agent_run(model, a.workdir, a.images, a.int8_cycles, a.skip, photos=True, threads=1),
-        "threads_default": agent_run(
-            model, a.workdir, a.images, a.int8_cycles, a.skip, photos=True, threads=None, bare_threads=every
-        ),
-        f"threads_{cores}": agent_run(
-            model, a.workdir, a.images, a.int8_cycles, a.skip, photos=True, threads=cores, bare_threads=every
-        ),
-    }
+    sizes = tuple(tuple(int(v) for v in s.split("x")) for s in a.photo_sizes.split(","))
+    from edge.model.runtime import default_threads
+
+    default = default_threads()
+
+    def run(threads: int | None) -> dict:
+        return agent_run(
+            model,
+            a.workdir,
+            a.images,
+            a.int8_cycles,
+            a.skip,
+            photos=sizes,
+            threads=threads,
+            bare_threads=every,
+        )
+
+    # --threads 1, then no --threads (the agent's default), then every other count up to the cores
+    runs = {"threads_1": run(1), "threads_default": run(None)}
+    for k in every[1:]:
+        if k != default:
+            runs[f"threads_{k}"] = run(k)
     one = runs["threads_1"]["cycles"]
     time_ratios = [c["per_inference_ms"] / c["bare_per_inference_ms"] for c in one]
 
     def throughput(run: dict) -> list[float]:  # agent images/s over the best bare images/s
         return [c["bare_best_per_inference_ms"] / c["per_inference_ms"] for c in run["cycles"]]
 
-    dflt, allc = throughput(runs["threads_default"]), throughput(runs[f"threads_{cores}"])
-    from edge.model.runtime import default_threads
-
+    dflt = throughput(runs["threads_default"])
     figures = {
         "time_ratio_1_thread": statistics.median(time_ratios),
         "time_ratio_1_thread_quartiles": _quartiles(time_ratios),
         "throughput_ratio_default_threads": statistics.median(dflt),
         "throughput_ratio_default_threads_quartiles": _quartiles(dflt),
         "default_threads": default_threads(),
-        f"throughput_ratio_{cores}_threads": statistics.median(allc),
+        "throughput_ratio_by_run": {k: statistics.median(throughput(v)) for k, v in runs.items()},
+        "bare_per_inference_ms_median_by_threads": {
+            k: statistics.median(
+                c["bare_per_inference_ms_by_threads"][k] for r in runs.values() for c in r["cycles"]
+            )
+            for k in every
+        },
         "agent_per_inference_ms_median_1_thread": statistics.median(c["per_inference_ms"] for c in one),
         "bare_per_inference_ms_median_1_thread": statistics.median(c["bare_per_inference_ms"] for c in one),
         "bare_best_per_inference_ms_median": statistics.median(
@@ -459,7 +483,7 @@ def int8_case(a: argparse.Namespace) -> bool:
     )
     print(
         f"model            {model.name} ({model.stat().st_size / 1e6:.1f} MB); JPEG photos "
-        f"{', '.join('x'.join(map(str, s)) for s in PHOTO_SIZES)}; {a.int8_cycles} bursts of {a.images} per run"
+        f"{a.photo_sizes}; {a.int8_cycles} bursts of {a.images} per run"
     )
     print(
         "decode+preprocess median by size: "
@@ -477,9 +501,10 @@ def int8_case(a: argparse.Namespace) -> bool:
         f"the best bare loop (1..{cores} threads; target >= {TARGETS_INT8['throughput_ratio_default_threads']}x)  "
         f"{'PASS' if passed['throughput_ratio_default_threads'] else 'FAIL'}"
     )
-    print(
-        f"{cores} threads        agent images/s = {figures[f'throughput_ratio_{cores}_threads']:.3f}x the best bare loop (info)"
-    )
+    for k, v in figures["throughput_ratio_by_run"].items():
+        print(f"{k:16s} agent images/s = {v:.3f}x the best bare loop (info)")
+    bare = figures["bare_per_inference_ms_median_by_threads"]
+    print("bare loop        " + ", ".join(f"{k} thread(s) {v:.2f} ms" for k, v in bare.items()))
     report = {
         "benchmark": "agent_bench int8-jpeg",
         "machine": platform.machine(),
@@ -489,7 +514,7 @@ def int8_case(a: argparse.Namespace) -> bool:
         "images_per_burst": a.images,
         "cycles": a.int8_cycles,
         "skip": a.skip,
-        "photo_sizes": [list(s) for s in PHOTO_SIZES],
+        "photo_sizes": [list(s) for s in sizes],
         "photos": list(PHOTOS),
         "runs": {k: {kk: vv for kk, vv in v.items() if kk != "stderr"} for k, v in runs.items()},
         "figures": figures,

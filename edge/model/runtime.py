@@ -42,15 +42,14 @@ INT8_SLOWDOWN_NOTE = (
 
 
 def default_threads() -> int:
-    """Interpreter threads when none are configured: one core less than this process may use.
+    """Interpreter threads when none are configured: every core this process may use.
 
-    The agent decodes the next image on its prefetch thread while the interpreter runs: with as many
-    interpreter threads as cores, decoding and the interpreter's threads take turns on the same cores
-    and throughput drops (benchmarks/agent_bench.py, int8-jpeg case: the agent at threads = cores
-    makes fewer images/s than at cores - 1 on real JPEGs).
+    Chosen with the agent's prefetch thread in mind, by measurement (benchmarks/agent_bench.py,
+    int8-jpeg case, 2 cores): decoding the next JPEG does compete with the interpreter's threads, but
+    the agent still makes more images/s at threads = cores than at cores - 1, which leaves the decode a
+    core of its own and halves the interpreter's speed. The runtime's own default is one thread.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _is_int8(interpreter: Any) -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 from PIL import Image
 
 from edge.agent.sources import directory
-from edge.agent.sources.directory import DirectorySource, escaped_name
+from edge.agent.sources.base import escaped_name
+from edge.agent.sources.directory import DirectorySource
 from edge.broker import Mosquitto
 from edge.errors import InputError
 from tests.conftest import run_module

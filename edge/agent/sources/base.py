@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,3 +38,13 @@ class Source(Protocol):
 
 
 DoneHook = Callable[[Item], None]
+
+
+def escaped_name(name: str) -> str:
+    """A file name as text that survives JSON and SQLite: itself when it is UTF-8; else its bytes with
+    backslashes doubled and each non-UTF-8 byte as ``\\xNN`` (so the bytes can be recovered)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:  # os.scandir gave surrogate escapes for the undecodable bytes
+        return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")

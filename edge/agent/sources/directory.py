@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge.agent.sources.base import Item
+from edge.agent.sources.base import Item, escaped_name
 from edge.errors import EdgeError, InputError
 
 log = logging.getLogger("edge.agent.source")
@@ -83,16 +83,6 @@ RACY_S = 1.0
 # Files rewritten in place (same name, no rename) do not change the directory's mtime: a full scan at
 # this interval finds them.
 FULL_RESCAN_S = 60.0
-
-
-def escaped_name(name: str) -> str:
-    """A file name as text that survives JSON and SQLite: itself when it is UTF-8; else its bytes with
-    backslashes doubled and each non-UTF-8 byte as ``\\xNN`` (so the bytes can be recovered)."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:  # os.scandir gave surrogate escapes for the undecodable bytes
-        return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 class DirectorySource:
