@@ -12,9 +12,9 @@ from PIL import Image
 from edge.agent.sources import directory
 from edge.agent.sources.base import escaped_name
 from edge.agent.sources.directory import DirectorySource
-from edge.broker import Mosquitto
 from edge.errors import InputError
 from tests.conftest import run_module
+from tests.support.broker import Mosquitto
 
 LATIN1 = b"caf\xe9 \\ 1.jpg"  # not UTF-8, and a backslash: the escaped form must stay reversible
 
