@@ -105,7 +105,7 @@ class Agent:
         return load_model(
             path,
             runtime=m.runtime,
-            threads=m.threads or default_threads(),  # all usable cores: measured best with the prefetch thread
+            threads=m.threads or default_threads(),  # all usable cores (see default_threads)
             delegate=m.delegate,
             delegates=self.delegates,
             max_bytes=m.max_bytes,
