@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from edge.agent.sources import directory
@@ -89,13 +90,17 @@ def test_symlink_out_of_the_directory_is_refused_without_reading_it(tmp_path: Pa
     src.close()
 
 
-def test_new_files_picked_up_with_mtime_gated_polls(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("watch", ["inotify", "mtime"])
+def test_new_files_picked_up_without_idle_scans(tmp_path: Path, monkeypatch, watch: str) -> None:
     d = tmp_path / "in"
     d.mkdir()
     for i in range(50):
         (d / f"old{i}.jpg").write_bytes(b"x")
     scans: list[float] = []
+    if watch == "mtime":  # what runs where inotify is missing
+        monkeypatch.setattr(directory.DirectoryWatch, "open", classmethod(lambda cls, path: None))
     src = DirectorySource(d, tmp_path / "state", poll_interval_s=0.02, settle_s=0.05)
+    assert (src._watch is not None) == (watch == "inotify")  # Linux: inotify is used
     real_scan = src._scan
     monkeypatch.setattr(src, "_scan", lambda settle: scans.append(time.monotonic()) or real_scan(settle))
     monkeypatch.setattr(directory, "RACY_S", 0.2)  # a short racy window so the test sees the idle state
@@ -124,12 +129,18 @@ def test_new_files_picked_up_with_mtime_gated_polls(tmp_path: Path, monkeypatch)
     assert sorted(seen[50:]) == ["new.jpg", "slow.jpg"] and len(seen) == 52
 
 
-def test_rewrite_in_place_found_by_the_periodic_full_scan(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("watch", ["inotify", "mtime"])
+def test_rewrite_in_place_is_found(tmp_path: Path, monkeypatch, watch: str) -> None:
+    """inotify sees the close after writing at once; the mtime fallback at its periodic full scan."""
     d = tmp_path / "in"
     d.mkdir()
     (d / "a.jpg").write_bytes(b"x")
     monkeypatch.setattr(directory, "RACY_S", 0.0)
-    monkeypatch.setattr(directory, "FULL_RESCAN_S", 0.3)
+    if watch == "mtime":
+        monkeypatch.setattr(directory.DirectoryWatch, "open", classmethod(lambda cls, path: None))
+        monkeypatch.setattr(directory, "FULL_RESCAN_S", 0.3)
+    else:
+        monkeypatch.setattr(directory, "FULL_RESCAN_S", 3600.0)
     src = DirectorySource(d, tmp_path / "state", poll_interval_s=0.02, settle_s=0.0)
     stop, seen = threading.Event(), []
     t = _consume(src, stop, seen)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edge.agent.sources.base import Item, escaped_name
+from edge.agent.sources.inotify import DirectoryWatch
 from edge.errors import EdgeError, InputError
 
 log = logging.getLogger("edge.agent.source")
@@ -75,13 +76,14 @@ class ProcessedRecord:
             self.db.close()
 
 
-# The directory's mtime changes when a name is added, removed or renamed: between such changes a poll
-# costs one stat() whatever the number of files (a full scan stats every file: 8 % of a core at 10,000
-# files, polled twice a second). Rescan anyway while the mtime is this recent (a change within the
-# filesystem's timestamp tick after a scan would not move it) and while files wait to settle.
+# A full scan stats every file (8 % of a core at 10,000 files, polled twice a second): the directory is
+# listed again only when something may have changed. With inotify (Linux) that is when an event arrived.
+# Without it, when the directory's mtime moved (a name added, removed or renamed), and also while the
+# mtime is this recent (a change within the filesystem's timestamp tick after a scan would not move it).
+# Either way, while files wait to settle.
 RACY_S = 1.0
-# Files rewritten in place (same name, no rename) do not change the directory's mtime: a full scan at
-# this interval finds them.
+# A safety net for both (a file rewritten in place does not move the directory's mtime): a full scan at
+# this interval.
 FULL_RESCAN_S = 60.0
 
 
@@ -99,25 +101,27 @@ class DirectorySource:
         self._scanned_mtime_ns: int | None = None  # the directory's mtime at the last scan
         self._scanned_at = 0.0
         self._unsettled = False  # the last scan left files to settle: scan again
+        self._watch = DirectoryWatch.open(directory)
 
     def _changed(self) -> bool:
-        """Whether a scan may find something new (one stat of the directory)."""
+        """Whether a scan may find something new (one read of inotify, else one stat of the directory)."""
+        if self._unsettled or time.monotonic() - self._scanned_at >= FULL_RESCAN_S:
+            return True
+        if self._watch is not None:
+            return self._watch.changed()
         try:
             mtime_ns = os.stat(self.directory).st_mtime_ns
         except OSError:
             return True  # _scan logs why
         now = time.time()
-        return (
-            mtime_ns != self._scanned_mtime_ns
-            or self._unsettled
-            or now - mtime_ns / 1e9 < RACY_S
-            or time.monotonic() - self._scanned_at >= FULL_RESCAN_S
-        )
+        return mtime_ns != self._scanned_mtime_ns or now - mtime_ns / 1e9 < RACY_S
 
     def _scan(self, settle: bool) -> list[tuple[str, str, os.stat_result, EdgeError | None]]:
         """New files as (record key, name on disk, stat, refusal), oldest first."""
         found = []
         now = time.time()
+        if self._watch is not None:
+            self._watch.changed()  # events up to now are covered by this scan
         try:
             self._scanned_mtime_ns = os.stat(self.directory).st_mtime_ns  # before listing: no change lost
             self._scanned_at = time.monotonic()
@@ -204,4 +208,6 @@ class DirectorySource:
         self._pending.discard(item.name)
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self.record.close()
