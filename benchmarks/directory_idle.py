@@ -2,13 +2,14 @@
 
     python benchmarks/directory_idle.py [--seconds 10] [--checkout DIR] [--out benchmarks/reference/directory_idle.json]
 
-For inotify and for the mtime fallback, and each N (10 and 10,000 by default), a child process creates N files, records them as processed (as
-after a restart), then runs ``DirectorySource.items`` at the agent's default poll interval (0.5 s) for
+For inotify and for the mtime fallback, and each N (10 and 10,000 by default), a child process creates
+N files, records them as processed (as after a restart), then runs ``DirectorySource.items`` at the agent's default poll interval (0.5 s) for
 --seconds with nothing arriving, and reports the CPU time it used over that wall time (% of one core).
 
 Figure: idle CPU at 10,000 files vs at 10 files, measured in one run         target <= 2x (or <= 0.5 %)
-(a full scan per poll stats every file: idle CPU then grows with the file count; before the inotify/mtime-gated
-polls, ``--checkout`` of that tree (shown as "scan") gave 0.05 % at 10 files and 8.9 % of a core at 10,000 files here.
+(a full scan per poll stats every file: idle CPU then grows with the file count; before the
+inotify/mtime-gated polls, ``--checkout`` of that tree (shown as "scan") gave 0.05 % at 10 files and
+8.9 % of a core at 10,000 files here.
 The safety full scan every 60 s, outside the measured window, adds ~47 ms a minute at 10,000 files.)
 """
 
