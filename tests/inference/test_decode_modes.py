@@ -213,3 +213,17 @@ def test_jpeg_draft_decode_close_to_full_decode(
         diff = np.abs(full.astype(int) - fast.astype(int))
         assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (photo, diff.mean())
         assert _top1(model, full) == _top1(model, fast), photo
+
+
+def test_pipeline_prepare_decodes_drafted_and_reports_source_refusals(
+    model: LoadedModel, coral: Path
+) -> None:
+    from edge.inference.pipeline import Pipeline, Settings
+    from edge.inference.preprocess import Normalization
+
+    pipe = Pipeline(model, {}, Normalization(), Settings())
+    raw = _saved(Image.open(coral / "hot_dog.jpg").resize((2048, 1536)), "JPEG", quality=90)
+    drafted = image_to_tensor(decode_image(raw, fit=(128, 128)), model.inputs[0])
+    np.testing.assert_array_equal(pipe.prepare(raw, "big.jpg").tensor, drafted)  # the agent's path drafts
+    with pytest.raises(InputError, match="not followed"):
+        pipe.prepare(InputError("link.jpg is a symbolic link ...: not followed", "copy it in"), "link.jpg")
