@@ -40,7 +40,7 @@ from edge.errors import EdgeError
 from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
 from edge.inference.preprocess import Normalization
 from edge.model.labels import read_labels
-from edge.model.runtime import LoadedModel, load_model
+from edge.model.runtime import LoadedModel, default_threads, load_model
 from edge.ota.agent import AgentSecurity
 from edge.transport.topics import Topics
 
@@ -105,7 +105,7 @@ class Agent:
         return load_model(
             path,
             runtime=m.runtime,
-            threads=m.threads,
+            threads=m.threads or default_threads(),  # all usable cores (see default_threads)
             delegate=m.delegate,
             delegates=self.delegates,
             max_bytes=m.max_bytes,
@@ -180,7 +180,7 @@ class Agent:
             board=system.board(),
             hostname=system.hostname(),
             python=system.python_version(),
-            threads=m.threads,
+            threads=self.pipeline.model.threads,  # what runs (the default when none was configured)
             source=self.source.description if self.source else str(self.cfg.source.spec),
             kind=self.pipeline.kind,
         )
