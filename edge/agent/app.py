@@ -186,6 +186,7 @@ class Agent:
             kind=self.pipeline.kind,
         )
         body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        body["max_request_bytes"] = self.cfg.source.max_request_bytes
         for extra in self.status_extras:
             body.update(extra(self))
         return body
