@@ -42,6 +42,7 @@ from edge.inference.preprocess import Normalization
 from edge.model.labels import read_labels
 from edge.model.runtime import LoadedModel, default_threads, load_model
 from edge.ota.agent import AgentSecurity
+from edge.ota.manifest import MAX_HEADER
 from edge.transport.topics import Topics
 
 if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic stays out (config_view)
@@ -185,6 +186,7 @@ class Agent:
             kind=self.pipeline.kind,
         )
         body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        body["max_request_bytes"] = self.cfg.source.max_request_bytes
         for extra in self.status_extras:
             body.update(extra(self))
         return body
@@ -363,6 +365,7 @@ class Agent:
             backoff_min=mq.backoff_min_s,
             backoff_max=mq.backoff_max_s,
             protocol=4 if mq.protocol == 311 else 5,
+            max_incoming_bytes=self._max_incoming_bytes(),
         )
         self.client.on_connect(self._on_connect)
         self.outbox = Outbox(self.client, self.spool)
@@ -377,6 +380,13 @@ class Agent:
             spool_path,
             self.spool.depth(),
         )
+
+    def _max_incoming_bytes(self) -> int:
+        """The largest message worth receiving: a request, or a model update where updates are accepted."""
+        largest = self.cfg.source.max_request_bytes
+        if self.cfg.ota.enabled and self.cfg.ota.public_keys:
+            largest = max(largest, self.cfg.ota.max_bytes + MAX_HEADER + 12)
+        return largest + 64 * 1024  # topic, properties and MQTT headers
 
     def tls_options(self, url: Any) -> Any:
         """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
