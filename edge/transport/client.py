@@ -265,8 +265,13 @@ class MqttClient:
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}", daemon=True)
         self._thread.start()
 
-    def stop(self, offline_payload: bytes | str | None = None, timeout: float = 5) -> None:
-        """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1)."""
+    def stop(self, offline_payload: bytes | str | None = None, timeout: float = 1.0) -> None:
+        """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1).
+
+        ``timeout`` bounds the whole call. A live broker acknowledges within milliseconds; one that
+        does not within a second (frozen, half-open link) will not do better later, and the Last Will
+        says ``offline`` for us then, so a longer wait would only hold up the process exit.
+        """
         deadline = time.monotonic() + timeout
         self._stopping.set()
         # Called from a handler (e.g. a "shutdown" command) the network thread cannot wait for
