@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import paho.mqtt.client as paho
 import pytest
 
-from edge.broker import Mosquitto
+from tests.support.broker import Mosquitto
 from edge.transport import MqttClient, Will
 from edge.transport import client as client_module
 from tests.transport._helpers import Collector
