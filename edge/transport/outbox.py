@@ -82,6 +82,7 @@ class Outbox:
         self._stopping = threading.Event()
         self._drained = threading.Condition()
         self._acks: deque[int] = deque()
+        self._to_delete: list[int] = []  # acknowledged spool ids not deleted yet (sender thread only)
         self._inflight: dict[int, int] = {}  # publish token -> spool id (sender thread only)
         self._cursor = 0  # highest spool id published on the current connection
         self._generation = -1
@@ -288,13 +289,16 @@ class Outbox:
         return True
 
     def _drain_acks(self) -> None:
-        ids = []
         while self._acks:
             spool_id = self._inflight.pop(self._acks.popleft(), None)
             if spool_id is not None:
-                ids.append(spool_id)
-        if ids:
+                self._to_delete.append(spool_id)
+        if self._to_delete:
+            ids = self._to_delete
+            # Raises on a full disk (rare: the spool gives up a reserve first); the ids stay here and
+            # the next round deletes them, instead of leaving them in the spool until a restart.
             self.spool.ack(ids)
+            self._to_delete = []
             self._acked += len(ids)
             if self.spool.depth() == 0:
                 with self._drained:

@@ -7,6 +7,13 @@ of commits can be lost; that is the price of not wearing out the card.
 
 Bounded by bytes and by age: the oldest messages are dropped first and every drop is counted in a
 persisted counter, so metrics can say how much was lost and why.
+
+A full disk: a write that fails is rolled back whole (its seq included, so no number is ever burnt or
+given twice) and raises :class:`SpoolError`; the next write simply tries again, so the spool works
+again as soon as space returns, without a restart. Deleting acknowledged rows also needs a little
+space (SQLite appends the change to its WAL): a small reserve file beside the spool is given up for
+that, so acknowledged messages can always be deleted; new messages are refused until it could be
+made again, i.e. until space has returned.
 """
 
 from __future__ import annotations
@@ -134,6 +141,17 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+_RESERVE_BYTES = 256 * 1024  # given up on a full disk so that deletes (acks) can still commit
+_RESERVE_RETRY_S = 1.0  # how often to try making the reserve again while the disk is full
+
+
+def _disk_full(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return int(code) & 0xFF == sqlite3.SQLITE_FULL
+    return "disk is full" in str(err)
+
+
 class SpoolError(EdgeError):
     """The spool file cannot be used, or a message cannot fit in it."""
 
@@ -207,6 +225,10 @@ class Spool:
             raise
         self._bytes = int(row[0])
         self._depth = int(row[1])
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._reserve_tried = 0.0  # monotonic time of the last failed or given-up reserve, 0: it exists
+        self._reserve_lock = threading.Lock()
+        self._ensure_reserve()
         self._last_age_check = 0.0
         # Expiry is a scan: do it at most every second (sooner only for tiny ages, i.e. tests).
         self._age_check_interval = min(1.0, self.max_age_s / 4)
@@ -312,6 +334,17 @@ class Spool:
         properties: dict[str, Any] | None = None,
     ) -> tuple[int, int]:
         props = _dump_properties(properties) if properties else None
+        if self._reserve_tried:
+            # The reserve was given up (or never made): new messages wait until it is back, so the
+            # space left stays for deleting acknowledged ones.
+            self._ensure_reserve()
+            if self._reserve_tried:
+                raise SpoolError(
+                    f"cannot write to the spool {self.path} (disk full): less than "
+                    f"{_RESERVE_BYTES // 1024} KB free beside it",
+                    "free disk space or lower the spool max_bytes; the message was not stored (the next "
+                    "write tries again)",
+                )
         now = time.time()
         with self._lock:
             self._begin()
@@ -345,16 +378,19 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
+                full = " (disk full)" if _disk_full(err) else ""
                 raise SpoolError(
-                    f"cannot write to the spool {self.path}: {err}",
-                    "free disk space or lower the spool max_bytes; the message was not stored",
+                    f"cannot write to the spool {self.path}{full}: {err}",
+                    "free disk space or lower the spool max_bytes; the message was not stored (the next "
+                    "write tries again)",
                 ) from err
             except BaseException:
                 self._rollback()
                 raise
             self._bytes += size
             self._depth += 1
-            return int(cur.lastrowid or 0), size
+            msg_id = int(cur.lastrowid or 0)
+        return msg_id, size
 
     def _drop_oldest(self, need: int) -> None:
         freed = dropped = 0
@@ -412,6 +448,7 @@ class Spool:
         )
 
     def mark_attempted(self, ids: Iterable[int]) -> None:
+        """Count a re-send (diagnostics only: skipped on a full disk rather than holding up the replay)."""
         ids = list(ids)
         if not ids:
             return
@@ -422,34 +459,104 @@ class Spool:
                     "UPDATE messages SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids]
                 )
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                self._rollback()
+                if not _disk_full(err):
+                    raise
             except BaseException:
                 self._rollback()
                 raise
 
     def ack(self, ids: Iterable[int]) -> None:
-        """Delete delivered messages (unknown ids, e.g. already dropped, are ignored)."""
+        """Delete delivered messages (unknown ids, e.g. already dropped, are ignored).
+
+        On a full disk the reserve file is given up first, so this succeeds where an insert cannot.
+        """
         ids = list(ids)
         if not ids:
             return
         with self._lock:
-            self._begin()
             try:
-                removed = removed_bytes = 0
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    n, b = self._db.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", chunk
-                    ).fetchone()
-                    self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
-                    removed += n
-                    removed_bytes += b
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            self._depth -= removed
-            self._bytes -= removed_bytes
+                self._delete(ids)
+            except sqlite3.OperationalError as err:
+                if not _disk_full(err) or not self._release_reserve():
+                    raise
+                logging.getLogger("edge.transport.spool").warning(
+                    "disk full under the spool %s: gave up its %d KB reserve to delete acknowledged "
+                    "messages; free some space",
+                    self.path,
+                    _RESERVE_BYTES // 1024,
+                )
+                self._delete(ids)
+                self._checkpoint()
+        if self._reserve_tried:
+            self._ensure_reserve()
+
+    def _delete(self, ids: list[int]) -> None:
+        self._begin()
+        try:
+            removed = removed_bytes = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                n, b = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", chunk
+                ).fetchone()
+                self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                removed += n
+                removed_bytes += b
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._depth -= removed
+        self._bytes -= removed_bytes
+
+    def _checkpoint(self) -> None:
+        # Move the WAL into the database and truncate it: what the deletes freed becomes reusable.
+        # Needs room to copy pages; on a still-full disk it fails and is retried by SQLite later.
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        self._reserve_tried = time.monotonic()
+        return True
+
+    def _ensure_reserve(self) -> None:
+        """Make the reserve file if it is missing (at most every few seconds; never raises)."""
+        if not self._reserve_lock.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            now = time.monotonic()
+            if self._reserve_tried and now - self._reserve_tried < _RESERVE_RETRY_S:
+                return
+            if self._reserve.exists():
+                self._reserve_tried = 0.0
+                return
+            tmp = self._reserve.with_name(self._reserve.name + ".tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(b"\0" * _RESERVE_BYTES)  # real blocks (a sparse file would reserve nothing)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self._reserve)
+                self._reserve_tried = 0.0
+            except OSError:  # the disk is still full: try again later
+                self._reserve_tried = now
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+        finally:
+            self._reserve_lock.release()
 
     # ------------------------------------------------------------------ reading
     def pending(self, limit: int = 500, after_id: int = 0) -> list[SpooledMessage]:
