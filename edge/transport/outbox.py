@@ -126,6 +126,7 @@ class Outbox:
         *,
         seq: str | None = None,
         properties: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> int | None:
         """Queue durably (QoS >= 1) and publish as soon as possible; QoS 0 is best effort, never spooled.
 
@@ -134,6 +135,9 @@ class Outbox:
         burn a sequence number without its message; the number is returned.
         ``properties``: MQTT 5 publish properties by paho name (e.g. ``{"CorrelationData": b"42"}``),
         stored with the message.
+        ``key`` (with ``seq``, QoS >= 1): names the input; sent again with the same key (the input is
+        handled a second time, e.g. after a crash before it was recorded as done), nothing new is
+        spooled and the number it got the first time is returned.
         """
         _check_topic(topic)
         if qos not in (0, 1, 2):
@@ -167,6 +171,7 @@ class Outbox:
                 retain=retain,
                 historical=self._outage(),
                 properties=properties,
+                key=key,
             )
         else:
             self.spool.put(

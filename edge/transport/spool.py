@@ -138,7 +138,11 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- The seq given to each recent input (put_sequenced key=): an input handled again after a crash or a
+-- failed "done" record gets its first number back instead of a second one. The newest rows are kept.
+CREATE TABLE IF NOT EXISTS input_seqs (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+_KEYS_KEPT = 10_000  # inputs remembered by put_sequenced(key=): far more than can be in flight
 
 
 _RESERVE_BYTES = 256 * 1024  # given up on a full disk so that deletes (acks) can still commit
@@ -309,17 +313,39 @@ class Spool:
         retain: bool = False,
         historical: bool = False,
         properties: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> tuple[int, int]:
         """Take ``next_seq(name)`` and append ``build(seq)`` in ONE transaction; returns (id, seq).
 
         With ``next_seq()`` then ``put()``, a SIGKILL between the two commits leaves a hole in the
         sequence that subscribers would count as a lost message; this cannot.
+
+        ``key`` names the input the message is about (e.g. a file's name, size and mtime). When a
+        message with that key was spooled before (the input is being handled again: a crash or a full
+        disk came between spooling and recording it as done), nothing is stored and ``(0, its seq)`` is
+        returned: one input never gets two numbers.
         """
         holder: list[int] = []
 
-        def payload() -> bytes:
-            holder.append(self._increment("seq:" + name))
-            return build(holder[0])
+        def payload() -> bytes | None:
+            if key is not None:
+                row = self._db.execute(
+                    "SELECT seq FROM input_seqs WHERE key = ?", (f"{name}\0{key}",)
+                ).fetchone()
+                if row is not None:
+                    holder.append(int(row[0]))
+                    return None
+            seq = self._increment("seq:" + name)
+            holder.append(seq)
+            if key is not None:
+                cur = self._db.execute(
+                    "INSERT INTO input_seqs (key, seq) VALUES (?, ?)", (f"{name}\0{key}", seq)
+                )
+                if (cur.lastrowid or 0) % 1000 == 0:
+                    self._db.execute(
+                        "DELETE FROM input_seqs WHERE rowid <= ?", ((cur.lastrowid or 0) - _KEYS_KEPT,)
+                    )
+            return build(seq)
 
         msg_id, _ = self._insert(topic, payload, qos, retain, historical, properties)
         return msg_id, holder[0]
@@ -327,7 +353,7 @@ class Spool:
     def _insert(
         self,
         topic: str,
-        make: Callable[[], bytes],
+        make: Callable[[], bytes | None],
         qos: int,
         retain: bool,
         historical: bool,
@@ -350,6 +376,9 @@ class Spool:
             self._begin()
             try:
                 data = make()
+                if data is None:  # nothing to store (put_sequenced: the input was spooled before)
+                    self._db.execute("ROLLBACK")
+                    return 0, 0
                 size = len(data) + len(topic.encode()) + (len(props) if props else 0)
                 if size > self.max_bytes:
                     raise SpoolError(
