@@ -140,7 +140,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 -- The seq given to each recent input (put_sequenced key=): an input handled again after a crash or a
 -- failed "done" record gets its first number back instead of a second one. The newest rows are kept.
-CREATE TABLE IF NOT EXISTS input_seqs (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS input_seqs (key BLOB PRIMARY KEY, seq INTEGER NOT NULL);
 """
 _KEYS_KEPT = 10_000  # inputs remembered by put_sequenced(key=): far more than can be in flight
 
@@ -326,25 +326,22 @@ class Spool:
         returned: one input never gets two numbers.
         """
         holder: list[int] = []
+        # Bytes, so that any str works (file names that are not UTF-8 come as surrogate escapes).
+        ref = None if key is None else f"{name}\0{key}".encode("utf-8", "surrogateescape")
 
         def payload() -> bytes | None:
-            if key is not None:
-                row = self._db.execute(
-                    "SELECT seq FROM input_seqs WHERE key = ?", (f"{name}\0{key}",)
-                ).fetchone()
+            if ref is not None:
+                row = self._db.execute("SELECT seq FROM input_seqs WHERE key = ?", (ref,)).fetchone()
                 if row is not None:
                     holder.append(int(row[0]))
                     return None
             seq = self._increment("seq:" + name)
             holder.append(seq)
-            if key is not None:
-                cur = self._db.execute(
-                    "INSERT INTO input_seqs (key, seq) VALUES (?, ?)", (f"{name}\0{key}", seq)
-                )
-                if (cur.lastrowid or 0) % 1000 == 0:
-                    self._db.execute(
-                        "DELETE FROM input_seqs WHERE rowid <= ?", ((cur.lastrowid or 0) - _KEYS_KEPT,)
-                    )
+            if ref is not None:
+                cur = self._db.execute("INSERT INTO input_seqs (key, seq) VALUES (?, ?)", (ref, seq))
+                row_id = cur.lastrowid or 0
+                if row_id % 1000 == 0:
+                    self._db.execute("DELETE FROM input_seqs WHERE rowid <= ?", (row_id - _KEYS_KEPT,))
             return build(seq)
 
         msg_id, _ = self._insert(topic, payload, qos, retain, historical, properties)

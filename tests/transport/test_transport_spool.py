@@ -217,7 +217,10 @@ def test_an_input_handled_twice_keeps_its_first_seq(tmp_path: Path, monkeypatch:
             spool.put_sequenced("t", lambda n: b"%d" % n, key="cat.jpg\x0012\x00999", name="errors")[1] == 1
         )
         assert spool.put_sequenced("t", lambda n: b"%d" % n)[1] == 3  # no key: always a new number
-        assert spool.depth() == 3
+        odd = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # a Latin-1 file name, as os.scandir gives it
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key=odd)[1] == 4
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key=odd) == (0, 4)
+        assert spool.depth() == 4
     # Only the newest keys are kept (the table must not grow for ever).
     monkeypatch.setattr("edge.transport.spool._KEYS_KEPT", 100)
     with Spool(path) as spool:
