@@ -290,7 +290,13 @@ class Agent:
         )
         try:
             # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
-            seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
+            # A file seen before with this size and mtime (its "done" record was lost) keeps its first seq.
+            key = (
+                f"{item.name}\0{item.meta['size']}\0{item.meta['mtime_ns']}"
+                if "mtime_ns" in item.meta
+                else None
+            )
+            seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions", key=key)
         except Exception as exc:  # e.g. disk full: keep running; the input is not marked done
             log.error("%s: cannot spool the prediction (%s); it is retried after a restart", item.name, exc)
             return False
