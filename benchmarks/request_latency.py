@@ -42,7 +42,7 @@ from paho import mqtt as paho_mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
-from edge.broker import Mosquitto  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
 
 CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"

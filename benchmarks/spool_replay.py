@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 from paho import mqtt as paho_mqtt  # noqa: E402
 
 from benchmarks.publish_capacity import TOPIC, Counter, bench_bare_paho, prediction  # noqa: E402
-from edge.broker import Mosquitto  # noqa: E402
 from edge.transport import MqttClient  # noqa: E402
 from edge.transport.outbox import Outbox  # noqa: E402
 from edge.transport.spool import Spool  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
 
 TARGET_MSGS_PER_S = 5000
 

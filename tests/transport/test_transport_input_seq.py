@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.broker import Mosquitto
 from tests.agent.conftest import AgentProcess, Subscriber, agent_args
+from tests.support.broker import Mosquitto
 
 
 def test_lost_done_record_does_not_give_a_second_seq(

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.broker import Mosquitto
 from tests.agent.conftest import AgentProcess, Subscriber, agent_args
+from tests.support.broker import Mosquitto
 
 FLUSH_S = 3.0
 MARGIN_S = 2.0

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import paho.mqtt.client as paho
 import pytest
 
-from tests.support.broker import Mosquitto
 from edge.transport import MqttClient, Will
 from edge.transport import client as client_module
+from tests.support.broker import Mosquitto
 from tests.transport._helpers import Collector
 
 SLOW_LOOP_S = 30.0
