@@ -213,10 +213,28 @@ class Spool:
             raise SpoolError(
                 f"cannot create the spool directory {self.path.parent}: {err}", "choose a writable spool path"
             ) from err
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._reserve_tried = 0.0  # monotonic time of the last failed or given-up reserve, 0: it exists
+        self._reserve_lock = threading.Lock()
         _lock_path(self.path)
         try:
             try:
-                row = self._open()
+                try:
+                    row = self._open()
+                except sqlite3.OperationalError:
+                    # A full disk may leave no room for SQLite's -shm/-wal files: the reserve is for
+                    # that too, so an agent can start and send (then delete) what it had spooled.
+                    if not self._release_reserve():
+                        raise
+                    row = self._open()
+            except sqlite3.OperationalError as err:
+                # Not damage (a full disk, an I/O error, no permission): quarantining would put the
+                # unsent messages aside for nothing. Say why; a restart once it is fixed replays them.
+                full = " (disk full)" if _disk_full(err) else ""
+                raise SpoolError(
+                    f"cannot open the spool {self.path}{full}: {err}",
+                    "free disk space / fix the file's permissions, then start again; the spool was left untouched",
+                ) from err
             except sqlite3.DatabaseError as err:
                 if not _is_sqlite_file(self.path):
                     raise SpoolError(
@@ -229,9 +247,6 @@ class Spool:
             raise
         self._bytes = int(row[0])
         self._depth = int(row[1])
-        self._reserve = self.path.with_name(self.path.name + ".reserve")
-        self._reserve_tried = 0.0  # monotonic time of the last failed or given-up reserve, 0: it exists
-        self._reserve_lock = threading.Lock()
         self._ensure_reserve()
         self._last_age_check = 0.0
         # Expiry is a scan: do it at most every second (sooner only for tiny ages, i.e. tests).

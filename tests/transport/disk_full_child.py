@@ -89,7 +89,29 @@ def main(disk: str, url: str) -> None:
     outbox.stop()
     client.stop()
     spool.close()
+    facts["restart"] = restart_on_a_full_disk(d)
     print(json.dumps(facts), flush=True)
+
+
+def restart_on_a_full_disk(d: Path) -> dict[str, object]:
+    """The agent starts again while the disk is full: its spool opens (not quarantined as corrupt),
+    keeps what it held, refuses new messages and deletes acknowledged ones."""
+    with Spool(d / "spool.db") as spool:
+        for _ in range(5):
+            spool.put(TOPIC, b"x" * 2000)
+    fill(d / "filler")
+    spool = Spool(d / "spool.db")
+    facts: dict[str, object] = {"depth": spool.depth(), "quarantined": spool.quarantined is not None}
+    try:
+        spool.put(TOPIC, b"y")
+        facts["put_refused"] = False
+    except SpoolError:
+        facts["put_refused"] = True
+    spool.ack([m.id for m in spool.pending()])
+    facts["drained"] = spool.depth() == 0
+    spool.close()
+    (d / "filler").unlink()
+    return facts
 
 
 if __name__ == "__main__":

@@ -55,4 +55,5 @@ def test_full_disk_spool_recovers_by_itself(mosquitto: Mosquitto, tmp_path: Path
     seqs = {int(k): v for k, v in facts["seqs"].items()}
     assert sorted(seqs.values()) == list(range(1, 31)), seqs
     assert [seqs[i] for i in sorted(seqs)] == sorted(seqs.values()), "numbered in the order spooled"
+    assert facts["restart"] == {"depth": 5, "quarantined": False, "put_refused": True, "drained": True}
     assert facts["again"] == [seqs[5], seqs[25], 0], "an input handled again must keep its first seq"
