@@ -160,6 +160,10 @@ class SpoolError(EdgeError):
     """The spool file cannot be used, or a message cannot fit in it."""
 
 
+class SpoolFullError(SpoolError):
+    """The disk under the spool is full: the same write works again once space returns."""
+
+
 @dataclass(frozen=True)
 class SpooledMessage:
     id: int
@@ -377,7 +381,7 @@ class Spool:
             # space left stays for deleting acknowledged ones.
             self._ensure_reserve()
             if self._reserve_tried:
-                raise SpoolError(
+                raise SpoolFullError(
                     f"cannot write to the spool {self.path} (disk full): less than "
                     f"{_RESERVE_BYTES // 1024} KB free beside it",
                     "free disk space or lower the spool max_bytes; the message was not stored (the next "
@@ -419,9 +423,9 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
-                full = " (disk full)" if _disk_full(err) else ""
-                raise SpoolError(
-                    f"cannot write to the spool {self.path}{full}: {err}",
+                full = _disk_full(err)
+                raise (SpoolFullError if full else SpoolError)(
+                    f"cannot write to the spool {self.path}{' (disk full)' if full else ''}: {err}",
                     "free disk space or lower the spool max_bytes; the message was not stored (the next "
                     "write tries again)",
                 ) from err

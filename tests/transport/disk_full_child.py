@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
 from edge.transport import MqttClient
 from edge.transport import spool as spool_module
 from edge.transport.outbox import Outbox
-from edge.transport.spool import Spool, SpoolError
+from edge.transport.spool import Spool, SpoolError, SpoolFullError
 
 TOPIC = "edge/full/predictions"
 
@@ -65,6 +66,23 @@ def main(disk: str, url: str) -> None:
     facts["filler"] = fill(d / "filler")
     failed = [i for i in range(20, 30) if send(outbox, i) is None]
     facts["failed_while_full"] = len(failed)
+    # The agent's way: wait for space (until shutdown) instead of failing. Stopping ends the wait.
+    stop = threading.Event()
+    stop.set()
+    try:
+        outbox.send(TOPIC, {"i": 40}, seq="predictions", key="input-40", retry_full_until=stop)
+        facts["stopped_wait_raised"] = False
+    except SpoolFullError:
+        facts["stopped_wait_raised"] = True
+    waited: list[int | None] = []
+    waiter = threading.Thread(
+        target=lambda: waited.append(
+            outbox.send(
+                TOPIC, {"i": 40}, seq="predictions", key="input-40", retry_full_until=threading.Event()
+            )
+        )
+    )
+    waiter.start()
     # Connect now: the broker acknowledges the 20 spooled messages, which must leave the spool.
     client.start()
     outbox.start()
@@ -72,7 +90,10 @@ def main(disk: str, url: str) -> None:
     facts["drained_while_full"] = wait(lambda: spool.depth() == 0, 10)
     facts["reserve_given_up"] = not (d / "spool.db.reserve").exists()
     facts["still_failing"] = send(outbox, 30) is None
+    facts["waiting_while_full"] = waiter.is_alive()
     (d / "filler").unlink()  # space returns: the same objects work again, no restart
+    waiter.join(10)
+    facts["waited_seq"] = waited[0] if waited else None
     for i in failed:  # retried until the spool takes them again (it tries its reserve every second)
         deadline = time.monotonic() + 5
         n = send(outbox, i)

@@ -52,8 +52,10 @@ def test_full_disk_spool_recovers_by_itself(mosquitto: Mosquitto, tmp_path: Path
     assert facts["still_failing"], "new messages must wait for space while the reserve is gone"
     assert facts["drained_after"] and facts["reserve_back"], facts
     # ... and none of them burnt or duplicated a number: inputs 0..29 hold seq 1..30, each once.
+    assert facts["stopped_wait_raised"] and facts["waiting_while_full"]
     seqs = {int(k): v for k, v in facts["seqs"].items()}
-    assert sorted(seqs.values()) == list(range(1, 31)), seqs
-    assert [seqs[i] for i in sorted(seqs)] == sorted(seqs.values()), "numbered in the order spooled"
+    # The waiting send got in once space returned, between the retried inputs: numbers 1..31, each once.
+    assert sorted([*seqs.values(), facts["waited_seq"]]) == list(range(1, 32)), (seqs, facts["waited_seq"])
+    assert [seqs[i] for i in sorted(seqs)] == sorted(seqs.values()), "inputs numbered in the order spooled"
     assert facts["restart"] == {"depth": 5, "quarantined": False, "put_refused": True, "drained": True}
     assert facts["again"] == [seqs[5], seqs[25], 0], "an input handled again must keep its first seq"
