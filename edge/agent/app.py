@@ -296,8 +296,16 @@ class Agent:
                 if "mtime_ns" in item.meta
                 else None
             )
-            seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions", key=key)
-        except Exception as exc:  # e.g. disk full: keep running; the input is not marked done
+            # A full disk: wait here for space (the inputs behind wait too) rather than skip this one.
+            seq = self.outbox.send(
+                self.topics.predictions,
+                payload,
+                qos=1,
+                seq="predictions",
+                key=key,
+                retry_full_until=self.stop_event,
+            )
+        except Exception as exc:  # stopping on a full disk, or a broken spool: the input is not marked done
             log.error("%s: cannot spool the prediction (%s); it is retried after a restart", item.name, exc)
             return False
         payload["seq"] = seq
