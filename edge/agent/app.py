@@ -33,7 +33,7 @@ import edge
 from edge.agent import discovery, system
 from edge.agent.commands import CommandWorker, default_registry
 from edge.agent.finisher import Finisher
-from edge.agent.metrics import LatencyWindow, health
+from edge.agent.metrics import LatencyWindow, health, predicted_labels
 from edge.agent.sources import Item, Source, open_source
 from edge.contract import messages
 from edge.errors import EdgeError
@@ -277,7 +277,7 @@ class Agent:
                 f"inference failed: {type(exc).__name__}: {exc}",
                 "check the input matches the model; report a bug if it persists",
             )
-        self.window.add(res.latency_ms["total"])
+        self.window.add(res.latency_ms["total"], labels=predicted_labels(res.result_key, res.result))
         payload = messages.prediction(
             self.device,
             seq=0,
