@@ -36,14 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.5,
         metavar="S",
-        help="stop once no retained message came for S seconds",
+        help="stop once no retained message came for S seconds; above the agents' metrics interval "
+        "(default 10 s) it also catches every device's spool depth",
     )
     ls.add_argument(
         "--wait",
         type=float,
         default=10.0,
         metavar="S",
-        help="stop after S seconds at most; longer than the agents' metrics interval shows every spool depth",
+        help="stop after S seconds at most, even if retained messages are still coming",
     )
     return p
 
