@@ -309,7 +309,7 @@ def fleet_ls(broker: str) -> tuple[float, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from edge.broker import Mosquitto
+    from tests.support.broker import Mosquitto
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-sim-"))
     broker = Mosquitto(workdir=tmp / "mosquitto")

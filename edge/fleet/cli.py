@@ -11,23 +11,16 @@ import json
 import sys
 from typing import Any, TextIO
 
-from edge import __version__
+from edge import cli
 from edge.errors import EdgeError, run_command
 from edge.fleet.inventory import collect, rows
 from edge.transport.url import parse_broker_url
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edge-fleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p = cli.parser("edge-fleet", __doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ls = sub.add_parser(
-        "ls",
-        help="list the devices the broker knows (retained availability and status)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    ls = sub.add_parser("ls", help="list the devices the broker knows (retained availability and status)")
     ls.add_argument("--broker", required=True, help="mqtt://[user:pass@]host[:port] (mqtts:// for TLS)")
     ls.add_argument("--prefix", default="edge", help="topic prefix the agents publish under")
     ls.add_argument("--json", action="store_true", help="print one JSON document instead of a table")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from edge.broker import Mosquitto, free_port
 from tests.conftest import run_module
+from tests.support.broker import Mosquitto, free_port
 from tests.watch import samples
 from tests.watch.conftest import publish
 from tests.watch.test_agent_integration import start_agent
