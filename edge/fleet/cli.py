@@ -2,6 +2,7 @@
 
 edge-fleet ls --broker mqtt://broker.lan          every device: online, model, runtime, board, last seen
 edge-fleet ls --broker URL --json                 the same as one JSON document
+edge-fleet status ROLLOUT_ID                       where a staged rollout stands (its state file)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from edge import cli
@@ -39,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop after S seconds at most, even if retained messages are still coming",
     )
+    st = sub.add_parser("status", help="where a rollout stands, from its state file")
+    st.add_argument("rollout_id", metavar="ROLLOUT_ID")
+    st.add_argument(
+        "--state-dir", type=Path, help="rollout state files (default: $XDG_STATE_HOME/edge-fleet/rollouts)"
+    )
+    st.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
 
@@ -107,9 +115,30 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge.fleet import rollout
+
+    r = rollout.load(args.rollout_id, args.state_dir or rollout.default_state_dir())
+    summary = r.summary()
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"rollout {r.rollout_id}: model {r.model_sha256[:12]}" + (f" ({r.version})" if r.version else ""))
+    print(f"phase {r.phase}, batch {min(r.batch_index + 1, len(r.batches))} of {len(r.batches)}")
+    print("devices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary["devices"].items())))
+    if r.reason:
+        print(f"reason: {r.reason}")
+    last = summary["last_verdict"]
+    if last is not None:
+        verdict = {True: "passed", False: "FAILED", None: "not enough inputs"}[last["passed"]]
+        print(f"last check (batch {last['batch'] + 1}): {verdict} {json.dumps(last['figures'])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("edge-fleet", lambda: {"ls": cmd_ls}[args.command](args))
+    return run_command("edge-fleet", lambda: {"ls": cmd_ls, "status": cmd_status}[args.command](args))
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge.errors import EdgeError
@@ -460,3 +462,37 @@ class Rollout:
         data["devices"] = {d: DeviceRecord(**r) for d, r in data["devices"].items()}
         data["reports"] = {d: ShadowReport(**r) for d, r in data["reports"].items()}
         return cls(**data)
+
+
+# ------------------------------------------------------------------------------------- state files
+def default_state_dir() -> Path:
+    """Where rollout state files live: ``$XDG_STATE_HOME/edge-fleet/rollouts`` (~/.local/state/...)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "edge-fleet" / "rollouts"
+
+
+def save(rollout: Rollout, state_dir: Path) -> Path:
+    """Write the state atomically (a crash mid-write leaves the previous state, never half a file)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / f"{rollout.rollout_id}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rollout.to_json(), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load(rollout_id: str, state_dir: Path) -> Rollout:
+    path = state_dir / f"{rollout_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in state_dir.glob("*.json")) if state_dir.is_dir() else []
+        raise EdgeError(
+            f"no rollout {rollout_id!r} in {state_dir}",
+            f"known rollouts: {', '.join(known)}" if known else "check the id, or --state-dir",
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise EdgeError(
+            f"rollout state {path} is not JSON ({err})", "restore it or start a new rollout"
+        ) from err
+    return Rollout.from_json(doc)

@@ -6,11 +6,13 @@ hand: this module does no I/O, so its every branch can be driven without a broke
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge.errors import EdgeError
+from edge.fleet import rollout as rollout_mod
 from edge.fleet.rollout import (
     EXIT_INCOMPLETE,
     EXIT_PROMOTED,
@@ -21,6 +23,7 @@ from edge.fleet.rollout import (
     ShadowReport,
     plan_batches,
 )
+from tests.conftest import run_module
 
 NEW, OLD = "n" * 64, "o" * 64
 
@@ -287,3 +290,21 @@ def test_a_device_that_never_answered_gets_a_drop_on_failure() -> None:
     assert d.run() == EXIT_ROLLED_BACK
     assert d.kinds("d2")[:2] == ["shadow", "drop"] and d.kinds("d1") == ["shadow", "drop"]
     assert d.r.devices["d2"].state == "unreachable"
+
+
+def test_state_file_and_edge_fleet_status(tmp_path: Path) -> None:
+    d = Driver(new_rollout(), agreement={"d0": 0.3})
+    assert d.run() == EXIT_ROLLED_BACK
+    path = rollout_mod.save(d.r, tmp_path)
+    assert path.name == f"{d.r.rollout_id}.json" and not list(tmp_path.glob("*.tmp"))
+    assert rollout_mod.load(d.r.rollout_id, tmp_path).to_json() == d.r.to_json()
+    done = run_module("edge.fleet", "status", d.r.rollout_id, "--state-dir", str(tmp_path), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "phase rolled_back" in done.stdout and "agreement 0.300 < 0.9" in done.stdout
+    assert "1 dropped, 4 pending" in done.stdout and "FAILED" in done.stdout
+    js = run_module(
+        "edge.fleet", "status", d.r.rollout_id, "--state-dir", str(tmp_path), "--json", timeout=60
+    )
+    assert json.loads(js.stdout)["exit_code"] == EXIT_ROLLED_BACK
+    missing = run_module("edge.fleet", "status", "nope", "--state-dir", str(tmp_path), timeout=60)
+    assert missing.returncode == 2 and d.r.rollout_id in missing.stderr  # the known ids are listed
