@@ -23,20 +23,21 @@ FAMILIES: dict[str, str] = {
     "edge_device_info": "constant 1; the labels describe the device's model, runtime and board",
     "edge_device_last_seen_age_seconds": "seconds since any message of the device arrived",
     "edge_inferences_per_second": "inferences per second over the agent's metrics window",
-    "edge_inference_latency_seconds": "total latency quantile over the agent's metrics window",
+    "edge_inference_latency_seconds": "total latency percentile (label percentile: 50, 90, 99) over the agent's metrics window",
     "edge_inference_errors": "inputs the agent could not process since it started",
     "edge_predictions": "predictions the agent made since it started",
     "edge_spool_depth": "messages waiting in the agent's spool (the broker has not acknowledged them)",
     "edge_spool_dropped": "spool messages dropped for size or age since the agent started",
     "edge_cpu_temperature_celsius": "CPU temperature (absent where the board does not expose it)",
     "edge_agent_resident_memory_bytes": "the agent's resident set size",
-    "edge_predicted_label_count": "predictions of each label in the metrics window (top 20 + other)",
+    "edge_predicted_labels": "predictions of each label in the metrics window (top 20 + other)",
     "edge_prediction_drift_psi": "population stability index of the label histogram vs the device's baseline",
     "edge_watch_messages": "valid messages edge-watch received",
     "edge_watch_malformed_messages": "messages that broke the contract",
 }
 INFO_LABELS = ("model_sha256", "model_version", "runtime", "delegate", "arch", "board", "agent_version")
-QUANTILES = (("0.5", "latency_p50_ms"), ("0.9", "latency_p90_ms"), ("0.99", "latency_p99_ms"))
+# "percentile", not "quantile": Prometheus keeps that label for summaries, which need _sum and _count
+PERCENTILES = (("50", "latency_p50_ms"), ("90", "latency_p90_ms"), ("99", "latency_p99_ms"))
 
 
 class FleetCollector:
@@ -63,11 +64,11 @@ class FleetCollector:
         info = gauge("edge_device_info", ("device", *INFO_LABELS))
         age = gauge("edge_device_last_seen_age_seconds")
         rate = gauge("edge_inferences_per_second")
-        latency = gauge("edge_inference_latency_seconds", ("device", "quantile"))
+        latency = gauge("edge_inference_latency_seconds", ("device", "percentile"))
         errors, preds = counter("edge_inference_errors"), counter("edge_predictions")
         depth, dropped = gauge("edge_spool_depth"), counter("edge_spool_dropped")
         temp, rss = gauge("edge_cpu_temperature_celsius"), gauge("edge_agent_resident_memory_bytes")
-        labels = gauge("edge_predicted_label_count", ("device", "label"))
+        labels = gauge("edge_predicted_labels", ("device", "label"))
         psi = gauge("edge_prediction_drift_psi")
         for d in snap["devices"]:
             dev = d["device"]
@@ -80,7 +81,7 @@ class FleetCollector:
             if not is_online or d["metrics_ts"] is None:
                 continue
             rate.add_metric([dev], d["inferences_per_s"])
-            for q, key in QUANTILES:
+            for q, key in PERCENTILES:
                 if d[key] is not None:
                     latency.add_metric([dev, q], d[key] / 1000.0)
             errors.add_metric([dev], d["errors_reported"])

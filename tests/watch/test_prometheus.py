@@ -68,9 +68,9 @@ def test_exporter_serves_every_family_and_skips_dead_devices_live_values() -> No
     assert value(found, "edge_device_online", device="pi-2") == 0.0
     assert value(found, "edge_inferences_per_second", device="pi-2") is None  # offline: no stale rate
     assert value(found, "edge_device_info", device="pi-1", model_sha256=samples.SHA) == 1.0
-    assert value(found, "edge_inference_latency_seconds", device="pi-1", quantile="0.99") == 0.008
-    assert value(found, "edge_predicted_label_count", device="pi-1", label="dog") == 23
-    assert value(found, "edge_predicted_label_count", device="pi-1", label="other") == 1
+    assert value(found, "edge_inference_latency_seconds", device="pi-1", percentile="99") == 0.008
+    assert value(found, "edge_predicted_labels", device="pi-1", label="dog") == 23
+    assert value(found, "edge_predicted_labels", device="pi-1", label="other") == 1
     assert value(found, "edge_prediction_drift_psi", device="pi-1") > 0.25  # cat-heavy -> dog-heavy
     assert value(found, "edge_watch_malformed_messages_total") == 1
     assert value(found, "edge_cpu_temperature_celsius", device="pi-1") == 51.2
@@ -148,7 +148,7 @@ def test_real_agent_scraped_through_edge_watch(
                 found = scrape(url)
             except OSError:
                 found = {}
-            labels = [s for s in found.get("edge_predicted_label_count", []) if s.labels["label"] != "other"]
+            labels = [s for s in found.get("edge_predicted_labels", []) if s.labels["label"] != "other"]
             if sum(s.value for s in labels) >= 2 and "edge_prediction_drift_psi" in found:
                 break
             time.sleep(0.5)
@@ -158,7 +158,7 @@ def test_real_agent_scraped_through_edge_watch(
         sha = hashlib.sha256(model.read_bytes()).hexdigest()
         assert value(found, "edge_device_info", device="t1", model_sha256=sha, delegate="cpu") == 1.0
         assert value(found, "edge_inferences_per_second", device="t1") > 0
-        p50 = value(found, "edge_inference_latency_seconds", device="t1", quantile="0.5")
+        p50 = value(found, "edge_inference_latency_seconds", device="t1", percentile="50")
         assert p50 is not None and 0 < p50 < 5
         assert value(found, "edge_spool_depth", device="t1") is not None
         assert value(found, "edge_inference_errors_total", device="t1") == 0
