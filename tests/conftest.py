@@ -1,3 +1,3 @@
-"""The shared fixtures live in tests/support (a plugin, so every folder gets them without imports)."""
+"""Fixtures for every folder come from tests/support (a plugin: no imports needed in the tests)."""
 
 pytest_plugins = ["tests.support.plugin"]

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
+from tests.support.process import subprocess_env
 
 _PROBE = textwrap.dedent("""
     import json, sys
@@ -42,30 +44,26 @@ PREINIT_PLUGINS = {f"PIL.{n}ImagePlugin" for n in ("Bmp", "Gif", "Jpeg", "Png", 
 
 
 def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
     (src / "a_cat.bmp").write_bytes((coral / "cat.bmp").read_bytes())
     (src / "b_hot_dog.jpg").write_bytes((coral / "hot_dog.jpg").read_bytes())
     (src / "c_junk.tif").write_bytes(b"II*\x00 not really a TIFF")
-    sub = subscriber(["edge/fp/predictions", "edge/fp/errors"])
-    args = [
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(src),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
+    sub = capture("edge/fp/predictions", "edge/fp/errors")
+    args = agent_args(
+        mosquitto,
         "fp",
-        "--state-dir",
-        str(tmp_path / "state"),
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--source",
+        src,
         "--once",
         "--top-k",
         "2",
-    ]
+    )
     r = subprocess.run(
         [sys.executable, "-c", _PROBE, *args],
         capture_output=True,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.conftest import run_module, subprocess_env
+from tests.support.agent import run_agent
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module, subprocess_env
 
 CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -19,19 +20,14 @@ CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 def _run_once(
     mosquitto: Mosquitto, tmp_path: Path, model: Path, source: Path, *extra: str, device: str = "t1"
 ) -> subprocess.CompletedProcess[str]:
-    return run_module(
-        "edge",
-        "run",
+    return run_agent(
+        mosquitto.url,
+        device,
+        str(tmp_path / "state"),
         "--model",
         str(model),
         "--source",
         str(source),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        device,
-        "--state-dir",
-        str(tmp_path / "state"),
         "--once",
         "--flush-timeout",
         "10",
@@ -129,9 +125,9 @@ def test_keras_lstm_says_nine(mosquitto: Mosquitto, tmp_path: Path, coral: Path)
 
 
 def test_edgetpu_model_falls_back_to_its_cpu_twin(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
-    sub = subscriber(["edge/t1/#"])
+    sub = capture("edge/t1/#")
     r = _run_once(
         mosquitto, tmp_path, coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", coral / "cat.bmp"
     )
@@ -162,7 +158,7 @@ def test_model_errors_are_explained_with_a_fix(mosquitto: Mosquitto, tmp_path: P
 
 
 def test_bad_inputs_are_reported_and_the_agent_keeps_going(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     d = tmp_path / "in"
     d.mkdir()
@@ -179,21 +175,16 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(
     Image.new("L", (1, 1), 128).save(d / "f_tiny.png")  # wrong size for the model: resized, works
     Image.new("RGB", (500, 7), (1, 2, 3)).save(d / "g_wide.jpg")
     (d / "h_cat.bmp").write_bytes(cat)
-    sub = subscriber(["edge/t1/predictions", "edge/t1/errors"])
+    sub = capture("edge/t1/predictions", "edge/t1/errors")
     env = subprocess_env(EDGE_PREPROCESS_MAX_IMAGE_PIXELS="1000000")
-    r = run_module(
-        "edge",
-        "run",
+    r = run_agent(
+        mosquitto.url,
+        "t1",
+        str(tmp_path / "state"),
         "--model",
         str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
         "--source",
         str(d),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
         "--once",
         timeout=120,
         env=env,
@@ -211,19 +202,14 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(
     for name in errors:
         assert name in r.stderr  # one log line per bad input
     # a second run finds nothing new: the directory record survives restarts
-    r = run_module(
-        "edge",
-        "run",
+    r = run_agent(
+        mosquitto.url,
+        "t1",
+        str(tmp_path / "state"),
         "--model",
         str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
         "--source",
         str(d),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
         "--once",
         timeout=120,
         env=env,
@@ -237,19 +223,14 @@ def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Pat
 
     broker.port = free_port()
     started = time.monotonic()
-    r = run_module(
-        "edge",
-        "run",
+    r = run_agent(
+        broker.url,
+        "t1",
+        str(tmp_path / "state"),
         "--model",
         str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
         "--source",
         str(coral / "cat.bmp"),
-        "--broker",
-        broker.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
         "--once",
         "--flush-timeout",
         "1",
@@ -278,19 +259,14 @@ def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Pat
         time.sleep(0.5)
         empty = tmp_path / "empty"
         empty.mkdir()
-        r = run_module(
-            "edge",
-            "run",
+        r = run_agent(
+            broker.url,
+            "t1",
+            str(tmp_path / "state"),
             "--model",
             str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
             "--source",
             str(empty),
-            "--broker",
-            broker.url,
-            "--device-id",
-            "t1",
-            "--state-dir",
-            str(tmp_path / "state"),
             "--once",
             timeout=120,
         )
@@ -324,7 +300,7 @@ def test_usage_errors_exit_2_with_a_fix(tmp_path: Path, coral: Path) -> None:
         assert "Traceback" not in r.stderr
 
 
-def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber) -> None:
+def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture) -> None:
     """The Edge TPU loader is a seam: a stand-in that reports a specific failure (no Coral here)."""
     from edge.agent.app import Agent
     from edge.agent.config import load_config
@@ -336,7 +312,7 @@ def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: P
         def load(self, runtime, options):  # the DelegateLoader protocol
             raise DelegateError("Edge TPU at usb:0 stopped responding (stand-in)", "replug the Coral")
 
-    sub = subscriber(["edge/s1/status", "edge/s1/predictions"])
+    sub = capture("edge/s1/status", "edge/s1/predictions")
     cfg = load_config(
         None,
         environ={},

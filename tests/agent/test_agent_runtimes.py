@@ -9,8 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
+from tests.support.process import subprocess_env
 
 CAT_CLASSES = range(282, 287)
 
@@ -26,21 +28,17 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(python: str, broker: Mosquitto, tmp_path: Path, coral: Path, *extra: str) -> dict:
-    args = [
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(coral / "cat.bmp"),
-        "--broker",
-        broker.url,
-        "--device-id",
+    args = agent_args(
+        broker,
         "r1",
-        "--state-dir",
-        str(tmp_path / "state"),
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--source",
+        coral / "cat.bmp",
         "--once",
         *extra,
-    ]
+    )
     r = subprocess.run(
         [python, "-c", _PROBE, *args],
         capture_output=True,
@@ -54,10 +52,8 @@ def _probe(python: str, broker: Mosquitto, tmp_path: Path, coral: Path, *extra: 
     return json.loads(line[6:]) | {"stderr": r.stderr}
 
 
-def test_agent_never_imports_tensorflow(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
-) -> None:
-    sub = subscriber(["edge/r1/predictions"])
+def test_agent_never_imports_tensorflow(mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture) -> None:
+    sub = capture("edge/r1/predictions")
     out = _probe(sys.executable, mosquitto, tmp_path, coral)  # this venv HAS tensorflow installed
     assert out["rc"] == 0, out["stderr"]
     assert out["heavy"] == [], f"the agent imported {out['heavy'][:5]}"
@@ -66,7 +62,7 @@ def test_agent_never_imports_tensorflow(
 
 
 def test_agent_runs_with_tflite_runtime_2_14(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
     assert python, (
@@ -75,7 +71,7 @@ def test_agent_runs_with_tflite_runtime_2_14(
         "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
     )
     assert Path(python).exists(), f"EDGE_TFLITE_RUNTIME_PYTHON={python} does not exist (run ./dev.sh setup)"
-    sub = subscriber(["edge/r1/predictions", "edge/r1/status"])
+    sub = capture("edge/r1/predictions", "edge/r1/status")
     out = _probe(python, mosquitto, tmp_path, coral, "--runtime", "tflite_runtime", "--top-k", "3")
     assert out["rc"] == 0, out["stderr"]
     assert (
@@ -101,18 +97,16 @@ def test_camera_without_opencv_says_what_to_install(tmp_path: Path, coral: Path)
             sys.executable,
             "-c",
             code,
-            "run",
-            "--model",
-            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-            "--source",
-            "camera:0",
-            "--broker",
-            "mqtt://127.0.0.1:1",
-            "--device-id",
-            "cam",
-            "--state-dir",
-            str(tmp_path / "s"),
-            "--once",
+            *agent_args(
+                "mqtt://127.0.0.1:1",
+                "cam",
+                tmp_path / "s",
+                "--model",
+                coral / "mobilenet_v1_0.25_128_quant.tflite",
+                "--source",
+                "camera:0",
+                "--once",
+            ),
         ],
         capture_output=True,
         text=True,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from edge.deferred import DeferredModule, defer, is_loaded
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.process import subprocess_env
 
 _MOD = """
 LOADS.append(__name__)

@@ -7,7 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.process import subprocess_env
 
 PROBE = """
 import contextlib, io, json, sys

@@ -13,8 +13,8 @@ import pytest
 
 from edge.flash import bundle, wheels
 from edge.flash.manifest import BundleError, verify_bundle
-from tests.conftest import run_module, subprocess_env
 from tests.flash.helpers import MOBILENET, MOBILENET_TPU, rewrite, sh
+from tests.support.process import run_module, subprocess_env
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edge import fuzz
 from edge.model import tflite_file
 from edge.model.guard import (
     CRASH,
@@ -27,6 +26,7 @@ from edge.model.guard import (
     guard_file,
     guard_many,
 )
+from tests.support import fuzz
 
 # One byte of the LSTM model changed (found by the fuzzer): the flatbuffer is well-formed, so only
 # the child process can find out that the runtime segfaults on it.
@@ -151,7 +151,7 @@ def test_bit_flipped_and_mutated_models_never_harm_the_parent(coral: Path) -> No
 def test_guard_under_tflite_runtime_2_14(coral: Path) -> None:
     import subprocess
 
-    from tests.conftest import subprocess_env
+    from tests.support.process import subprocess_env
 
     python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
     assert python, (
@@ -180,7 +180,7 @@ print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")
 
 
 def test_command_line(coral: Path) -> None:
-    from tests.conftest import run_module
+    from tests.support.process import run_module
 
     r = run_module(
         "edge.model.guard",

@@ -14,9 +14,9 @@ from typing import Any
 
 from edge.ota.install import PAUSE_ENV
 from edge.ota.manifest import frame, read_header
-from tests.agent.conftest import agent_args
-from tests.conftest import run_module, subprocess_env
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module, subprocess_env
 
 DEV = "sec1"
 T = f"edge/{DEV}"
@@ -37,7 +37,7 @@ def _start(
     log: str = "agent.log",
 ) -> Any:
     return agents(
-        agent_args(
+        agent_command(
             mosquitto,
             DEV,
             tmp_path / "state",
@@ -79,9 +79,9 @@ def _send(sub: Any, sign: Callable[..., bytes], model: bytes, **kw: Any) -> str:
 
 
 def test_push_model_installs_and_the_agent_serves_it(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], capture: Any, agents: Any
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status on the configured model")
@@ -138,10 +138,10 @@ def test_every_bad_update_is_refused_with_its_reason(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     cfg = tmp_path / "agent.toml"
     cfg.write_text("[ota]\nmax_bytes = 600000\n")
     agent = _start(agents, mosquitto, tmp_path, coral, keys, "--config", str(cfg))
@@ -197,10 +197,10 @@ def test_health_check_failures_keep_the_previous_model(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm = coral / "keras_lstm_mnist_ptq.tflite"
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
@@ -231,10 +231,10 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     agent = _start(agents, mosquitto, tmp_path, coral, keys, env=subprocess_env(**{PAUSE_ENV: "switched"}))
     _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
@@ -278,10 +278,10 @@ def test_disabled_actions_are_refused_and_audited(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[commands]\ndisabled = ["model/set", "reload"]\n')
     _start(agents, mosquitto, tmp_path, coral, keys, "--config", str(cfg))
@@ -305,13 +305,13 @@ def test_disabled_actions_are_refused_and_audited(
 
 
 def test_fuzzed_commands_images_and_updates_never_stop_the_agent(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], capture: Any, agents: Any
 ) -> None:
     import random
 
-    from edge import fuzz
+    from tests.support import fuzz
 
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     _status(sub, lambda m: True, "status")
     rng = random.Random(5)

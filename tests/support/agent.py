@@ -13,7 +13,7 @@ from tests.support.broker import Mosquitto
 from tests.support.process import run_module, subprocess_env
 
 
-def agent_args(broker: Mosquitto | str, device: str, state: Path, *args: str | Path) -> list[str]:
+def agent_args(broker: Mosquitto | str, device: str, state: Path | str, *args: str | Path) -> list[str]:
     """``run`` and the options every agent in a test needs (broker, device id, state directory), then ``args``.
 
     Put in front of it whatever starts the agent: ``[python, "-m", "edge"]``, ``[python, "-c", probe]``,
@@ -24,14 +24,19 @@ def agent_args(broker: Mosquitto | str, device: str, state: Path, *args: str | P
 
 
 def agent_command(
-    broker: Mosquitto | str, device: str, state: Path, *args: str | Path, python: str = sys.executable
+    broker: Mosquitto | str, device: str, state: Path | str, *args: str | Path, python: str = sys.executable
 ) -> list[str]:
     """The command line of an agent run from this checkout (``python -m edge run ...``)."""
     return [python, "-m", "edge", *agent_args(broker, device, state, *args)]
 
 
 def run_agent(
-    broker: Mosquitto | str, device: str, state: Path, *args: str | Path, timeout: float = 120, **kw: object
+    broker: Mosquitto | str,
+    device: str,
+    state: Path | str,
+    *args: str | Path,
+    timeout: float = 120,
+    **kw: object,
 ) -> subprocess.CompletedProcess[str]:
     """Run an agent to completion (``--once`` runs) and capture its output."""
     return run_module("edge", *agent_args(broker, device, state, *args), timeout=timeout, **kw)
