@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.bench import BenchOptions, benchmark  # noqa: E402
-from edge.bench.runner import utc_now  # noqa: E402
 from edge.bench.stats import percentile  # noqa: E402
+from edge.contract.messages import utc_iso  # noqa: E402
 from edge.model.runtime import load_model  # noqa: E402
 from tests.support import DATA  # noqa: E402
 
@@ -93,7 +93,7 @@ def main() -> int:
     ok = abs(ratio - 1.0) <= args.tolerance
     figures = {
         "benchmark": "bench_vs_loop",
-        "ts": utc_now(),
+        "ts": utc_iso(),
         "arch": platform.machine(),
         "model": str(args.model.name),
         "runtime": {"name": loaded.runtime.name, "version": loaded.runtime.version},

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import platform
@@ -192,6 +191,7 @@ class Watch:
 
 
 def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> dict[str, Any]:
+    from edge.digest import sha256_file
     from edge.ota.keys import generate_keypair, load_private_key
     from edge.ota.manifest import build_message, frame, read_header
     from tests.support.broker import Mosquitto
@@ -206,7 +206,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
     dev = "bench"
     t = f"edge/{dev}"
     lstm = DATA / "keras_lstm_mnist_ptq.tflite"
-    lstm_sha = hashlib.sha256(lstm.read_bytes()).hexdigest()
+    lstm_sha = sha256_file(lstm)
     log = open(work / "agent.log", "wb")
     agent = subprocess.Popen(
         agent_command(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import tarfile
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import edge
+from edge.digest import sha256_file, sha256_hex
 from edge.flash import BUNDLE_DIR, wheels
 from edge.flash.manifest import (
     MANIFEST,
@@ -260,7 +260,7 @@ def build(
         model_entries = []
         for path, tpu in model_files:
             shutil.copyfile(path, stage / "models" / path.name)
-            digest = hashlib.sha256((stage / "models" / path.name).read_bytes()).hexdigest()
+            digest = sha256_file(stage / "models" / path.name)
             model_entries.append(ModelEntry(file=f"models/{path.name}", sha256=digest, edgetpu=tpu))
         labels_file = None
         if labels is not None:
@@ -282,7 +282,7 @@ def build(
         for f in sorted(stage.rglob("*")):
             if f.is_file():
                 files[f.relative_to(stage).as_posix()] = FileEntry(
-                    sha256=hashlib.sha256(f.read_bytes()).hexdigest(), size=f.stat().st_size
+                    sha256=sha256_file(f), size=f.stat().st_size
                 )
         bid = bundle_id(files)
         env = (
@@ -290,7 +290,7 @@ def build(
             f"EDGE_AGENT_VERSION={agent.version}\n"
         ).encode()
         (stage / "bundle.env").write_bytes(env)
-        files["bundle.env"] = FileEntry(sha256=hashlib.sha256(env).hexdigest(), size=len(env))
+        files["bundle.env"] = FileEntry(sha256=sha256_hex(env), size=len(env))
         manifest = Manifest(  # schema: the default, this edge-flash's format
             bundle_id=bid,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -311,14 +311,14 @@ def build(
             sums_text(
                 {
                     **{n: e.sha256 for n, e in files.items()},
-                    MANIFEST: hashlib.sha256(manifest_text.encode()).hexdigest(),
+                    MANIFEST: sha256_hex(manifest_text.encode()),
                 }
             )
         )
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_tar(stage, out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = sha256_file(out)
     Path(f"{out}.sha256").write_text(f"{digest}  {out.name}\n")
     return BuiltBundle(path=out, manifest=manifest, size_bytes=out.stat().st_size, sha256=digest)
 

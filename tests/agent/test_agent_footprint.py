@@ -10,18 +10,15 @@ does not bring shutil.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.support import ROOT
 from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
-from tests.support.process import subprocess_env
+from tests.support.process import run_module, run_python
 
 _PROBE = textwrap.dedent("""
     import json, sys
@@ -64,14 +61,7 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
         "--top-k",
         "2",
     )
-    r = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env=subprocess_env(),
-    )
+    r = run_python("-c", _PROBE, *args, timeout=180)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     out = json.loads(line[6:])
@@ -107,25 +97,7 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
 def test_config_errors_from_the_child_keep_their_message_and_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "agent.toml"
     bad.write_text("[postprocess]\ntop_k = 0\n[mqtt]\nbogus = 1\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--config",
-            str(bad),
-            "--source",
-            "mqtt",
-            "--model",
-            "m.tflite",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=subprocess_env(),
-    )
+    r = run_module("edge", "run", "--config", bad, "--source", "mqtt", "--model", "m.tflite", timeout=120)
     assert r.returncode == 2, r
     assert "postprocess.top_k = 0" in r.stderr and "mqtt.bogus" in r.stderr and "unknown key" in r.stderr
     assert "fix:" in r.stderr and "Traceback" not in r.stderr

@@ -29,16 +29,6 @@ class Digits:
 
 
 @pytest.fixture(scope="session")
-def tflite_python() -> str:
-    py = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON", "")
-    assert py and Path(py).exists(), (
-        "tflite-runtime 2.14 python not found: set EDGE_TFLITE_RUNTIME_PYTHON "
-        "(./dev.sh setup creates .venv-tflite)"
-    )
-    return py
-
-
-@pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     from converter import examples
 

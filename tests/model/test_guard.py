@@ -148,17 +148,9 @@ def test_bit_flipped_and_mutated_models_never_harm_the_parent(coral: Path) -> No
             assert v.child["outputs"], i
 
 
-def test_guard_under_tflite_runtime_2_14(coral: Path) -> None:
-    import subprocess
+def test_guard_under_tflite_runtime_2_14(coral: Path, tflite_python: str) -> None:
+    from tests.support.process import run_python
 
-    from tests.support.process import subprocess_env
-
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, (
-        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
-    )
     script = f"""
 import json
 from pathlib import Path
@@ -170,9 +162,7 @@ lstm[{SEGFAULT_OFFSET}] = {SEGFAULT_VALUE}
 crash = guard_bytes(bytes(lstm))
 print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")] for v in (good, bad, crash)]))
 """
-    r = subprocess.run(
-        [python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env()
-    )
+    r = run_python("-c", script, python=tflite_python, timeout=180)
     assert r.returncode == 0, r.stderr
     verdicts = json.loads(r.stdout.strip().splitlines()[-1])
     assert [v[:2] for v in verdicts] == [[True, "ok"], [False, "allocate"], [False, CRASH]], verdicts

@@ -1,8 +1,9 @@
-"""A real paho subscriber that records what it receives, and a one-shot publisher."""
+"""Real MQTT clients for the tests: a paho capture, a one-shot publisher, the mosquitto_sub command line."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -128,3 +129,27 @@ def publish(broker: Mosquitto, messages: Iterable[tuple[str, Any]], *, retain: b
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def mosquitto_sub(broker: Mosquitto, topic: str, *options: str) -> subprocess.Popen[str]:
+    """The real command-line subscriber (``mosquitto_sub -d -q 1 -t topic options``), returned once its
+    SUBACK is seen, so nothing published afterwards is missed. Its stdout mixes the debug lines and
+    the payloads, one a line; read it with ``communicate()`` once ``-C``/``-W`` have ended it."""
+    # stdbuf: mosquitto_sub block-buffers a pipe, and the SUBACK line must arrive now, not at exit.
+    proc = subprocess.Popen(
+        ["stdbuf", "-oL", "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-d", "-q", "1"]
+        + ["-t", topic, *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "SUBACK" in line:
+            return proc
+    raise AssertionError(f"mosquitto_sub never subscribed (exit {proc.wait()})")
+
+
+def json_lines(out: str) -> list[dict[str, Any]]:
+    """The JSON payloads among ``mosquitto_sub -d`` output lines."""
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ from tests.support.mqtt import Capture
 def coral() -> Path:
     """The Coral test models and images (tests/data, copies of google-coral/test_data)."""
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tflite_python() -> str:
+    """The python of the venv with tflite-runtime 2.14 and numpy<2, the device's other runtime."""
+    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON", "")
+    assert python and Path(python).exists(), (
+        f"EDGE_TFLITE_RUNTIME_PYTHON={python!r} must name the python of a venv with tflite-runtime==2.14.0 "
+        "and numpy<2: ./dev.sh setup creates .venv-tflite and ./dev.sh test exports it; locally "
+        "export EDGE_TFLITE_RUNTIME_PYTHON=$PWD/.venv-tflite/bin/python"
+    )
+    return python
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import queue
 import subprocess
 import sys
 import threading
+from pathlib import Path
+from typing import Any
 
 from tests.support import ROOT
 
@@ -20,20 +22,29 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_module(
-    module: str, *args: str, timeout: float = 300, check: bool = False, **kwargs: object
+def run_python(
+    *args: str | Path, python: str = sys.executable, timeout: float = 300, check: bool = False, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m module args`` with this checkout importable; captures text output."""
+    """``python args`` from the repository root with this checkout importable; captures text output.
+
+    ``python`` may be another interpreter (the tflite-runtime venv); ``env`` replaces subprocess_env().
+    """
+    kwargs.setdefault("cwd", ROOT)
     env = kwargs.pop("env", None) or subprocess_env()
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [python, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=check,
         env=env,
         **kwargs,
-    )  # type: ignore[call-overload]
+    )
+
+
+def run_module(module: str, *args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """``python -m module args``, as run_python."""
+    return run_python("-m", module, *args, **kwargs)
 
 
 class Proc:
