@@ -9,12 +9,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import edge
+from edge.contract.messages import utc_iso
 from edge.digest import sha256_file, sha256_hex
 from edge.flash import BUNDLE_DIR, wheels
 from edge.flash.manifest import (
@@ -293,7 +293,7 @@ def build(
         files["bundle.env"] = FileEntry(sha256=sha256_hex(env), size=len(env))
         manifest = Manifest(  # schema: the default, this edge-flash's format
             bundle_id=bid,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=utc_iso(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
             target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),
             agent_version=agent.version,
