@@ -45,9 +45,8 @@ from edge.ota.agent import AgentSecurity
 from edge.ota.manifest import MAX_HEADER
 from edge.transport.topics import Topics
 
-if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic stays out (config_view)
+if TYPE_CHECKING:
     from edge.agent.config import AgentConfig
-    from edge.agent.config_view import ConfigView
 
 log = logging.getLogger("edge.agent")
 
@@ -64,7 +63,7 @@ def _json(payload: dict[str, Any]) -> bytes:
 class Agent:
     version = edge.__version__
 
-    def __init__(self, cfg: AgentConfig | ConfigView, *, delegates: Any = None) -> None:
+    def __init__(self, cfg: AgentConfig, *, delegates: Any = None) -> None:
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
         self.topics = Topics(cfg.mqtt.prefix, self.device)

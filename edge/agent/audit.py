@@ -7,11 +7,9 @@ accepted, refused, disabled or malformed, becomes one JSON line in a local file
 size and sha256: a command may carry secrets, and an update carries megabytes.
 
 Which actions the agent executes at all is configured here too
-(:class:`CommandsConfig`): a disabled action is refused and audited, nothing else.
+(``commands.disabled``, :class:`edge.agent.config.CommandsConfig`): a disabled action is refused and audited, nothing else.
 """
 
-# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
-# ruff: noqa: UP045
 from __future__ import annotations
 
 import json
@@ -25,7 +23,7 @@ from edge.contract.messages import utc_iso
 from edge.digest import sha256_hex
 
 if TYPE_CHECKING:
-    from edge.agent.audit_config import AuditConfig
+    from edge.agent.config import AuditConfig
 
 SCHEMA = 1
 OUTCOMES = ("done", "failed", "refused", "disabled", "malformed")
@@ -112,12 +110,3 @@ class AuditLog:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
-
-def __getattr__(name: str) -> Any:
-    # The pydantic models live in edge.agent.audit_config: importing pydantic costs the agent's process ~6 MB of RSS
-    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ("AuditConfig", "CommandsConfig"):
-        from edge.agent.audit_config import AuditConfig, CommandsConfig
-
-        return {"AuditConfig": AuditConfig, "CommandsConfig": CommandsConfig}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--delegate", choices=["auto", "cpu", "edgetpu"])
     run.add_argument("--top-k", type=int, help="classes per prediction (default 5)")
     run.add_argument("--threshold", type=float, help="minimum score")
-    run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent)")
+    run.add_argument(
+        "--state-dir", help="spool and records (default ~/.local/state/edge-agent/<device id>)"
+    )
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--username", help="MQTT user name (overrides the broker URL's)")
@@ -127,7 +129,7 @@ def _setup_logging(level: str) -> None:
 
 
 def check_config(path: str) -> int:
-    from edge.agent.config import check_file
+    from edge.agent.config import check_file, format_problem
 
     try:
         problems = check_file(path)
@@ -138,30 +140,66 @@ def check_config(path: str) -> int:
         print(f"{path}: ok")
         return 0
     print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
-    for key, value, msg in problems:
-        print(f"  {key} = {value!r}: {msg}", file=sys.stderr)
+    for problem in problems:
+        print(format_problem(problem), file=sys.stderr)
     return 1
+
+
+def check_update_keys(public_keys: Sequence[str]) -> None:
+    """Refuse to start with a trust key that cannot verify anything (else the first update fails late)."""
+    if not public_keys:
+        return  # every update is refused with reason no_key, and the status says trusted_keys: 0
+    from edge.ota.keys import load_public_key
+
+    for i, key in enumerate(public_keys):
+        text = str(key)
+        inline = len(text) >= 80 or "\n" in text
+        where = f"ota.public_keys[{i}] ({'inline key' if inline else text})"
+        if "PRIVATE KEY" in text or _file_says_private(text):
+            raise EdgeError(
+                f"{where} is a private key: a device must hold only the public key",
+                "put the .pub file written by edge-flash keygen there, and delete the private key from the device",
+            )
+        try:
+            load_public_key(text)
+        except EdgeError as exc:
+            raise EdgeError(f"{where}: {exc.what}", exc.fix or "check --update-key / ota.public_keys") from exc
+
+
+def _file_says_private(text: str) -> bool:
+    try:
+        with open(os.path.expanduser(text), "rb") as fh:
+            return b"PRIVATE KEY" in fh.read(4096)
+    except (OSError, ValueError):
+        return False
 
 
 def run(a: argparse.Namespace) -> int:
     from edge.agent import footprint
-    from edge.agent.config_view import ForkedValidation
 
     footprint.apply()  # before any thread starts and before paho is imported
     try:
-        # pydantic validates in a child (see config_view): the agent does not keep ~11 MB for it,
-        # and numpy and the runtime import here meanwhile.
-        validation = ForkedValidation(a.config, _flags(a)).start()
+        from edge.agent import statedir
         from edge.agent.app import Agent
+        from edge.agent.config import DEFAULT_STATE_BASE, load_config, unknown_variables
         from edge.agent.sources import source_kind
-        from edge.transport.url import parse_broker_url
 
-        cfg = validation.result()
+        cfg = load_config(a.config, flags=_flags(a))
         _setup_logging(cfg.log_level)
+        for warning in unknown_variables():
+            log.warning("%s", warning)
         if cfg.source.spec is None:
             raise EdgeError("no source given", "pass --source FILE|DIR|mqtt|camera[:N] (or [source] spec)")
         source_kind(cfg.source.spec)  # a wrong path fails now, before the model loads
-        parse_broker_url(cfg.mqtt.broker)  # and so does a malformed broker URL
+        if cfg.ota.enabled:
+            check_update_keys(cfg.ota.public_keys)
+        for note in statedir.prepare(
+            cfg.resolved_state_dir(),
+            cfg.device(),
+            cfg.mqtt.prefix,
+            default_base=DEFAULT_STATE_BASE.expanduser() if cfg.state_dir is None else None,
+        ):
+            log.warning("%s", note)
         agent = Agent(cfg)
     except EdgeError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)

@@ -1,379 +1,516 @@
 """Agent configuration: TOML file, then ``EDGE_*`` environment variables, then command-line flags.
 
-Sections are separate models so later features (TLS, OTA, discovery) add a
-section or a field without touching the others. Every field has a title and
-a description: ``edge-agent check-config`` and docs/agent.md rely on them.
+Each section is a :class:`edge.validation.Record` (a frozen ``msgspec.Struct``): typed, read-only,
+unknown keys refused, constraints and descriptions in ``Annotated[..., Meta(...)]``. Every field has a
+title and a description: ``edge-agent check-config`` and docs/agent.md rely on them. Sections are
+separate so later features add a section or a field without touching the others.
+
+Environment variables: ``EDGE_<KEY>`` for top-level keys, ``EDGE_<SECTION>_<KEY>`` for the rest, one
+underscore between levels (``EDGE_MQTT_BROKER``, ``EDGE_OTA_GUARD_TIMEOUT_S``); lists as
+comma-separated text or a JSON array. Other ``EDGE_*`` names are reported by :func:`unknown_variables`.
 """
 
-# pydantic evaluates annotations at run time: Optional keeps the models importable on Python 3.9.
-# ruff: noqa: UP045
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+import msgspec
+from msgspec import Meta, field
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
     import tomli as tomllib
 
-from edge.agent.audit_config import AuditConfig, CommandsConfig
+from edge.agent import system
+from edge.agent.audit import action_allowed
+from edge.agent.commands import default_registry
 from edge.errors import EdgeError
-from edge.ota.config import OtaConfig
+from edge.model.guard import GuardLimits
+from edge.ota.manifest import DEFAULT_MAX_BYTES
+from edge.transport.topics import INPUTS
+from edge.transport.url import BrokerURLError, parse_broker_url
+from edge.validation import Problem, Record, Secret, decode, nearest, problems, record_type, unknown_key
 
 ENV_PREFIX = "EDGE_"
+# EDGE_* variables that are not config keys: read elsewhere, never warned about.
+OTHER_VARIABLES = frozenset(
+    {
+        "EDGE_TFLITE_RUNTIME_PYTHON",  # converter: a Python with tflite-runtime (op-version checks)
+        "EDGE_EDGETPU_LIBRARY",  # edge.model.delegates.edgetpu: libedgetpu path
+        "EDGE_OTA_PAUSE_AT",  # edge.ota.install: crash-safety test seam
+        "EDGE_CORAL_TESTDATA",  # tests and benchmarks: where the test models are
+    }
+)
+DEFAULT_STATE_BASE = Path("~/.local/state/edge-agent")
+SECRET_MASK = "**********"
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")  # scheme://user:PASSWORD@host
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+def _topic_level_problem(v: str) -> str | None:
+    if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
+        return "must not contain MQTT wildcards (+ #) nor start or end with '/'"
+    return None
 
 
-class MqttConfig(Section):
-    broker: str = Field(
-        default="mqtt://localhost:1883",
-        title="Broker URL",
-        description="mqtt://[user:pass@]host:port (or mqtts:// for TLS)",
-    )
-    prefix: str = Field(
-        default="edge", title="Topic prefix", description="Topics are <prefix>/<device>/...", min_length=1
-    )
-    device_id: Optional[str] = Field(
-        default=None, title="Device id", description="Topic segment naming this device; default the hostname"
-    )
-    client_id: Optional[str] = Field(
-        default=None, title="MQTT client id", description="Default edge-agent-<device id>"
-    )
-    keepalive_s: int = Field(
-        default=30, ge=5, le=3600, title="Keepalive", description="MQTT keepalive in seconds"
-    )
-    protocol: Literal[5, 311] = Field(
-        default=5, title="MQTT protocol", description="5 (MQTT 5) or 311 (MQTT 3.1.1)"
-    )
-    backoff_min_s: float = Field(
-        default=1.0,
-        gt=0,
-        title="Reconnect backoff minimum",
-        description="First wait before reconnecting (doubles, with jitter), seconds",
-    )
-    backoff_max_s: float = Field(
-        default=120.0,
-        gt=0,
-        title="Reconnect backoff maximum",
-        description="Longest wait between reconnect attempts, seconds",
-    )
-    username: Optional[str] = Field(
-        default=None, title="User name", description="Overrides the user in the broker URL"
-    )
-    password: Optional[SecretStr] = Field(
-        default=None,
-        title="Password",
-        description="Prefer password_file or EDGE_MQTT_PASSWORD; never logged, shown as *** in status and errors",
-    )
-    password_file: Optional[Path] = Field(
-        default=None,
-        title="Password file",
-        description="First line is the MQTT password (chmod 600); wins over password",
-    )
+class MqttConfig(Record):
+    broker: Annotated[
+        str, Meta(title="Broker URL", description="mqtt://[user:pass@]host:port (or mqtts:// for TLS)")
+    ] = "mqtt://localhost:1883"
+    prefix: Annotated[
+        str, Meta(min_length=1, title="Topic prefix", description="Topics are <prefix>/<device>/...")
+    ] = "edge"
+    device_id: Annotated[
+        Optional[str],
+        Meta(title="Device id", description="Topic segment naming this device; default the hostname"),
+    ] = None
+    client_id: Annotated[
+        Optional[str], Meta(title="MQTT client id", description="Default edge-agent-<device id>")
+    ] = None
+    keepalive_s: Annotated[
+        int, Meta(ge=5, le=3600, title="Keepalive", description="MQTT keepalive in seconds")
+    ] = 30
+    protocol: Annotated[
+        Literal[5, 311], Meta(title="MQTT protocol", description="5 (MQTT 5) or 311 (MQTT 3.1.1)")
+    ] = 5
+    backoff_min_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            title="Reconnect backoff minimum",
+            description="First wait before reconnecting (doubles, with jitter), seconds; <= backoff_max_s",
+        ),
+    ] = 1.0
+    backoff_max_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=86400,
+            title="Reconnect backoff maximum",
+            description="Longest wait between reconnect attempts, seconds",
+        ),
+    ] = 120.0
+    username: Annotated[
+        Optional[str], Meta(title="User name", description="Overrides the user in the broker URL")
+    ] = None
+    password: Annotated[
+        Optional[Secret],
+        Meta(
+            title="Password",
+            description="Prefer password_file or EDGE_MQTT_PASSWORD; never logged, shown as ********** "
+            "in status, errors and check-config",
+        ),
+    ] = None
+    password_file: Annotated[
+        Optional[Path],
+        Meta(title="Password file", description="First line is the MQTT password (chmod 600); wins over password"),
+    ] = None
 
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol_from_text(cls, v: Any) -> Any:
-        # EDGE_MQTT_PROTOCOL=311 arrives as text; Literal[5, 311] does not coerce it.
-        return int(v) if isinstance(v, str) and v.strip().isdigit() else v
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix_ok(cls, v: str) -> str:
-        if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("must not contain MQTT wildcards (+ #) nor start or end with '/'")
-        return v
-
-    @field_validator("device_id")
-    @classmethod
-    def _device_ok(cls, v: str | None) -> str | None:
-        if v is not None and (not v or any(c in v for c in "+#/\x00")):
-            raise ValueError("must be non-empty without '/', '+' or '#' (it is one topic level)")
-        return v
-
-
-class TlsConfig(Section):
-    ca_file: Optional[Path] = Field(
-        default=None, title="CA file", description="CA certificate(s) that signed the broker's"
-    )
-    cert_file: Optional[Path] = Field(
-        default=None, title="Client certificate", description="For brokers with require_certificate true"
-    )
-    key_file: Optional[Path] = Field(default=None, title="Client key", description="Private key of cert_file")
-    insecure: bool = Field(
-        default=False,
-        title="Skip verification",
-        description="Do not verify the broker's certificate (test brokers only)",
-    )
+    def cross_check(self) -> list[Problem]:
+        out: list[Problem] = []
+        if self.backoff_min_s > self.backoff_max_s:
+            out.append(
+                (
+                    "backoff_min_s",
+                    self.backoff_min_s,
+                    f"must not exceed backoff_max_s ({self.backoff_max_s:g})",
+                )
+            )
+        try:
+            parse_broker_url(self.broker)
+        except BrokerURLError as exc:
+            out.append(("broker", self.broker, exc.what))
+        why = _topic_level_problem(self.prefix)
+        if why:
+            out.append(("prefix", self.prefix, why))
+        if self.device_id is not None and (not self.device_id or any(c in self.device_id for c in "+#/\x00")):
+            out.append(("device_id", self.device_id, "must be non-empty without '/', '+' or '#' (it is one topic level)"))
+        return out
 
 
-class ModelConfig(Section):
-    path: Optional[Path] = Field(
-        default=None, title="Model", description="The .tflite model to run (required to run)"
-    )
-    labels: Optional[Path] = Field(
-        default=None, title="Labels", description="One label a line, or 'N label' lines"
-    )
-    runtime: Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"] = Field(
-        default="auto",
-        title="Runtime",
-        description="TFLite runtime; auto = ai_edge_litert, else tflite_runtime, else tensorflow",
-    )
-    threads: Optional[int] = Field(
-        default=None, ge=1, le=64, title="Threads", description="Interpreter threads; default the runtime's"
-    )
-    delegate: Literal["auto", "cpu", "edgetpu"] = Field(
-        default="auto",
-        title="Delegate",
-        description="auto: Edge TPU models use the Edge TPU, else their CPU twin",
-    )
-    max_bytes: Optional[int] = Field(
-        default=None, ge=1, title="Model size limit", description="Refuse larger model files"
-    )
+class TlsConfig(Record):
+    ca_file: Annotated[
+        Optional[Path], Meta(title="CA file", description="CA certificate(s) that signed the broker's")
+    ] = None
+    cert_file: Annotated[
+        Optional[Path],
+        Meta(title="Client certificate", description="For brokers with require_certificate true"),
+    ] = None
+    key_file: Annotated[Optional[Path], Meta(title="Client key", description="Private key of cert_file")] = None
+    insecure: Annotated[
+        bool,
+        Meta(title="Skip verification", description="Do not verify the broker's certificate (test brokers only)"),
+    ] = False
 
 
-class SourceConfig(Section):
-    spec: Optional[str] = Field(
-        default=None, title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'"
-    )
-    poll_interval_s: float = Field(
-        default=0.5,
-        gt=0,
-        le=60,
-        title="Directory poll interval",
-        description="How often a directory is scanned for new files",
-    )
-    settle_s: float = Field(
-        default=0.2,
-        ge=0,
-        le=60,
-        title="Settle time",
-        description="A new file is read once unchanged for this long (half-written files)",
-    )
-    camera_interval_s: float = Field(
-        default=1.0, ge=0, le=3600, title="Camera interval", description="Seconds between camera frames"
-    )
-    queue_size: int = Field(
-        default=64,
-        ge=1,
-        le=100_000,
-        title="MQTT request queue",
-        description="Pending 'infer' requests; more are refused with an errors message",
-    )
-    max_request_bytes: int = Field(
-        default=16 * 1024 * 1024,
-        ge=1,
-        title="Largest request",
-        description="An 'infer' request over this many bytes is refused before decoding",
-    )
-    max_queue_bytes: int = Field(
-        default=32 * 1024 * 1024,
-        ge=1,
-        title="Request queue bytes",
-        description="Pending 'infer' requests may hold this many bytes; more are refused",
-    )
+class ModelConfig(Record):
+    path: Annotated[
+        Optional[Path], Meta(title="Model", description="The .tflite model to run (required to run)")
+    ] = None
+    labels: Annotated[
+        Optional[Path], Meta(title="Labels", description="One label a line, or 'N label' lines")
+    ] = None
+    runtime: Annotated[
+        Literal["auto", "ai_edge_litert", "tflite_runtime", "tensorflow"],
+        Meta(
+            title="Runtime",
+            description="TFLite runtime; auto = ai_edge_litert, else tflite_runtime, else tensorflow",
+        ),
+    ] = "auto"
+    threads: Annotated[
+        Optional[Annotated[int, Meta(ge=1, le=64)]],
+        Meta(title="Threads", description="Interpreter threads (1-64); default the runtime's"),
+    ] = None
+    delegate: Annotated[
+        Literal["auto", "cpu", "edgetpu"],
+        Meta(title="Delegate", description="auto: Edge TPU models use the Edge TPU, else their CPU twin"),
+    ] = "auto"
+    max_bytes: Annotated[
+        Optional[Annotated[int, Meta(ge=1)]], Meta(title="Model size limit", description="Refuse larger model files")
+    ] = None
 
 
-class PreprocessConfig(Section):
-    mean: Optional[float] = Field(
-        default=None,
-        title="Input mean",
-        description="float = (pixel - mean) / std; unset = raw pixels (quantized) or [0,1]",
-    )
-    std: Optional[float] = Field(default=None, title="Input std", description="See mean; must not be 0")
-    resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = Field(
-        default="bilinear", title="Resize filter", description="Pillow resampling filter"
-    )
-    max_image_pixels: int = Field(
-        default=40_000_000,
-        ge=1,
-        title="Image size limit",
-        description="Refuse images with more pixels (decompression bombs)",
-    )
-
-    @field_validator("std")
-    @classmethod
-    def _std_nonzero(cls, v: float | None) -> float | None:
-        if v == 0:
-            raise ValueError("std must not be 0")
-        return v
-
-
-class PostprocessConfig(Section):
-    top_k: int = Field(
-        default=5, ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction"
-    )
-    threshold: float = Field(
-        default=0.0,
-        ge=0.0,
-        le=1.0,
-        title="Score threshold",
-        description="Drop classes/detections scoring below it",
-    )
-    max_output_values: int = Field(
-        default=1024,
-        ge=1,
-        title="Generic output cap",
-        description="Values per output tensor sent for non-classifier models",
-    )
-
-
-class SpoolConfig(Section):
-    path: Optional[Path] = Field(
-        default=None, title="Spool file", description="SQLite spool; default <state_dir>/spool.db"
-    )
-    max_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=4096,
-        title="Spool size limit",
-        description="Oldest messages are dropped (and counted) beyond this",
-    )
-    max_age_s: float = Field(
-        default=7 * 24 * 3600,
-        gt=0,
-        title="Spool age limit",
-        description="Messages older than this are dropped (and counted)",
-    )
+class SourceConfig(Record):
+    spec: Annotated[
+        Optional[str], Meta(title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'")
+    ] = None
+    poll_interval_s: Annotated[
+        float,
+        Meta(
+            gt=0, le=60, title="Directory poll interval", description="How often a directory is scanned for new files"
+        ),
+    ] = 0.5
+    settle_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=60,
+            title="Settle time",
+            description="A new file is read once unchanged for this long (half-written files)",
+        ),
+    ] = 0.2
+    camera_interval_s: Annotated[
+        float, Meta(ge=0, le=3600, title="Camera interval", description="Seconds between camera frames")
+    ] = 1.0
+    queue_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100_000,
+            title="MQTT request queue",
+            description="Pending 'infer' requests; more are refused with an errors message",
+        ),
+    ] = 64
+    max_request_bytes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            title="Largest request",
+            description="An 'infer' request over this many bytes is refused before decoding",
+        ),
+    ] = 16 * 1024 * 1024
+    max_queue_bytes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            title="Request queue bytes",
+            description="Pending 'infer' requests may hold this many bytes; more are refused",
+        ),
+    ] = 32 * 1024 * 1024
 
 
-class MetricsConfig(Section):
-    interval_s: float = Field(
-        default=10.0,
-        ge=0,
-        title="Metrics interval",
-        description="Seconds between metrics messages; 0 disables them",
-    )
-    window_s: float = Field(
-        default=60.0, gt=0, title="Latency window", description="Percentiles cover this many seconds"
-    )
+class PreprocessConfig(Record):
+    mean: Annotated[
+        Optional[float],
+        Meta(
+            title="Input mean",
+            description="float = (pixel - mean) / std; unset = raw pixels (quantized) or [0,1]; finite",
+        ),
+    ] = None
+    std: Annotated[Optional[float], Meta(title="Input std", description="See mean; finite, not 0")] = None
+    resample: Annotated[
+        Literal["nearest", "bilinear", "bicubic", "lanczos", "box"],
+        Meta(title="Resize filter", description="Pillow resampling filter"),
+    ] = "bilinear"
+    max_image_pixels: Annotated[
+        int,
+        Meta(ge=1, title="Image size limit", description="Refuse images with more pixels (decompression bombs)"),
+    ] = 40_000_000
+
+    def cross_check(self) -> list[Problem]:
+        return [("std", self.std, "must not be 0")] if self.std == 0 else []
 
 
-class HomeAssistantConfig(Section):
-    enabled: bool = Field(
-        default=True,
-        title="Home Assistant discovery",
-        description="Publish MQTT discovery configs (retained) so Home Assistant creates sensors for this device",
-    )
-    discovery_prefix: str = Field(
-        default="homeassistant",
-        min_length=1,
-        title="Discovery prefix",
-        description="Home Assistant's discovery prefix (its MQTT integration setting)",
-    )
-
-    @field_validator("discovery_prefix")
-    @classmethod
-    def _discovery_prefix_ok(cls, v: str) -> str:
-        if any(c in v for c in "+#\x00") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("must not contain MQTT wildcards (+ #) nor start or end with '/'")
-        return v
+class PostprocessConfig(Record):
+    top_k: Annotated[
+        int, Meta(ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction")
+    ] = 5
+    threshold: Annotated[
+        float,
+        Meta(ge=0.0, le=1.0, title="Score threshold", description="Drop classes/detections scoring below it"),
+    ] = 0.0
+    max_output_values: Annotated[
+        int,
+        Meta(
+            ge=1,
+            title="Generic output cap",
+            description="Values per output tensor sent for non-classifier models",
+        ),
+    ] = 1024
 
 
-class AgentConfig(Section):
-    state_dir: Path = Field(
-        default=Path("~/.local/state/edge-agent"),
-        title="State directory",
-        description="Spool, sequence numbers and the directory source's record live here",
+class SpoolConfig(Record):
+    path: Annotated[
+        Optional[Path], Meta(title="Spool file", description="SQLite spool; default <state_dir>/spool.db")
+    ] = None
+    max_bytes: Annotated[
+        int,
+        Meta(ge=4096, title="Spool size limit", description="Oldest messages are dropped (and counted) beyond this"),
+    ] = 64 * 1024 * 1024
+    max_age_s: Annotated[
+        float,
+        Meta(gt=0, title="Spool age limit", description="Messages older than this are dropped (and counted)"),
+    ] = 7 * 24 * 3600.0
+
+
+class MetricsConfig(Record):
+    interval_s: Annotated[
+        float,
+        Meta(ge=0, title="Metrics interval", description="Seconds between metrics messages; 0 disables them"),
+    ] = 10.0
+    window_s: Annotated[
+        float, Meta(gt=0, title="Latency window", description="Percentiles cover this many seconds")
+    ] = 60.0
+
+
+class HomeAssistantConfig(Record):
+    enabled: Annotated[
+        bool,
+        Meta(
+            title="Home Assistant discovery",
+            description="Publish MQTT discovery configs (retained) so Home Assistant creates sensors for this device",
+        ),
+    ] = True
+    discovery_prefix: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            title="Discovery prefix",
+            description="Home Assistant's discovery prefix (its MQTT integration setting)",
+        ),
+    ] = "homeassistant"
+
+    def cross_check(self) -> list[Problem]:
+        why = _topic_level_problem(self.discovery_prefix)
+        return [("discovery_prefix", self.discovery_prefix, why)] if why else []
+
+
+class OtaConfig(Record):
+    """Signed over-the-air model updates (see :mod:`edge.ota.handler`)."""
+
+    enabled: Annotated[
+        bool, Meta(title="Accept updates", description="accept model updates on <prefix>/<device>/model/set")
+    ] = True
+    public_keys: Annotated[
+        list[str],
+        Meta(
+            title="Trusted update keys",
+            description="Ed25519 public keys trusted for updates: .pub file paths, PEM or base64 text; "
+            "checked at start-up. Empty: every update is refused (reason no_key)",
+        ),
+    ] = field(default_factory=list)
+    max_bytes: Annotated[
+        int, Meta(gt=0, title="Update size limit", description="largest model accepted over the air")
+    ] = DEFAULT_MAX_BYTES
+    max_pending_bytes: Annotated[
+        int,
+        Meta(
+            gt=0,
+            title="Queued updates limit",
+            description="updates waiting to be installed, in bytes; beyond: refused as busy",
+        ),
+    ] = 2 * DEFAULT_MAX_BYTES
+    guard: Annotated[
+        GuardLimits, Meta(title="Health check limits", description="limits of the model health check")
+    ] = field(default_factory=GuardLimits)
+
+
+def known_actions() -> list[str]:
+    """Every action name ``commands.disabled`` may list: the command registry's and ``model/set``."""
+    return sorted({*default_registry().handlers, INPUTS["model_set"]})
+
+
+class CommandsConfig(Record):
+    """Which command actions the agent executes (see :mod:`edge.agent.audit`)."""
+
+    disabled: Annotated[
+        list[str],
+        Meta(
+            title="Disabled actions",
+            description="actions refused with 'disabled', e.g. "
+            '["bench", "model/set"]; \'*\' disables every action except ping',
+        ),
+    ] = field(default_factory=list)
+
+    def allows(self, action: str) -> bool:
+        return action_allowed(self.disabled, action)
+
+    def cross_check(self) -> list[Problem]:
+        valid = known_actions()
+        return [
+            (f"disabled[{i}]", name, unknown_key(name, [*valid, "*"], what="action"))
+            for i, name in enumerate(self.disabled)
+            if name not in valid and name != "*"
+        ]
+
+
+class AuditConfig(Record):
+    """Where the command audit log goes."""
+
+    enabled: Annotated[bool, Meta(title="Audit commands", description="record every command received")] = True
+    file: Annotated[
+        Optional[Path], Meta(title="Audit file", description="JSON-lines file; default <state_dir>/audit.jsonl")
+    ] = None
+    publish: Annotated[
+        bool,
+        Meta(
+            title="Publish audit records",
+            description="also publish each record on <prefix>/<device>/audit (QoS 1)",
+        ),
+    ] = True
+    max_bytes: Annotated[
+        int,
+        Meta(ge=4096, title="Audit file size limit", description="the file is rotated to <file>.1 beyond this"),
+    ] = 5 * 1024 * 1024
+
+
+class AgentConfig(Record):
+    state_dir: Annotated[
+        Optional[Path],
+        Meta(
+            title="State directory",
+            description="Spool, sequence numbers, audit log, installed models and the directory source's "
+            "record; default ~/.local/state/edge-agent/<device id>",
+        ),
+    ] = None
+    once: Annotated[bool, Meta(title="Once", description="Process what the source holds, flush, exit")] = False
+    flush_timeout_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=3600,
+            title="Flush timeout",
+            description="At exit, wait this long for broker acks; the rest stays spooled",
+        ),
+    ] = 10.0
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], Meta(title="Log level", description="stderr log level")
+    ] = "INFO"
+    mqtt: Annotated[MqttConfig, Meta(title="MQTT", description="Broker connection")] = field(
+        default_factory=MqttConfig
     )
-    once: bool = Field(default=False, title="Once", description="Process what the source holds, flush, exit")
-    flush_timeout_s: float = Field(
-        default=10.0,
-        ge=0,
-        title="Flush timeout",
-        description="At exit, wait this long for broker acks; the rest stays spooled",
+    model: Annotated[ModelConfig, Meta(title="Model", description="What runs, and where")] = field(
+        default_factory=ModelConfig
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", title="Log level", description="stderr log level"
+    source: Annotated[SourceConfig, Meta(title="Source", description="Where inputs come from")] = field(
+        default_factory=SourceConfig
     )
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="Broker connection")
-    model: ModelConfig = Field(default_factory=ModelConfig, title="Model", description="What runs, and where")
-    source: SourceConfig = Field(
-        default_factory=SourceConfig, title="Source", description="Where inputs come from"
+    preprocess: Annotated[
+        PreprocessConfig, Meta(title="Preprocessing", description="Image -> input tensor")
+    ] = field(default_factory=PreprocessConfig)
+    postprocess: Annotated[
+        PostprocessConfig, Meta(title="Postprocessing", description="Output tensors -> results")
+    ] = field(default_factory=PostprocessConfig)
+    spool: Annotated[SpoolConfig, Meta(title="Spool", description="On-disk store and forward")] = field(
+        default_factory=SpoolConfig
     )
-    preprocess: PreprocessConfig = Field(
-        default_factory=PreprocessConfig, title="Preprocessing", description="Image -> input tensor"
+    metrics: Annotated[MetricsConfig, Meta(title="Metrics", description="Health reports")] = field(
+        default_factory=MetricsConfig
     )
-    postprocess: PostprocessConfig = Field(
-        default_factory=PostprocessConfig, title="Postprocessing", description="Output tensors -> results"
+    homeassistant: Annotated[
+        HomeAssistantConfig, Meta(title="Home Assistant", description="MQTT discovery for Home Assistant")
+    ] = field(default_factory=HomeAssistantConfig)
+    tls: Annotated[TlsConfig, Meta(title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)")] = (
+        field(default_factory=TlsConfig)
     )
-    spool: SpoolConfig = Field(
-        default_factory=SpoolConfig, title="Spool", description="On-disk store and forward"
+    ota: Annotated[
+        OtaConfig,
+        Meta(title="Model updates", description="Signed over-the-air model updates on <prefix>/<device>/model/set"),
+    ] = field(default_factory=OtaConfig)
+    audit: Annotated[AuditConfig, Meta(title="Audit log", description="Command audit log")] = field(
+        default_factory=AuditConfig
     )
-    metrics: MetricsConfig = Field(
-        default_factory=MetricsConfig, title="Metrics", description="Health reports"
-    )
-    homeassistant: HomeAssistantConfig = Field(
-        default_factory=HomeAssistantConfig,
-        title="Home Assistant",
-        description="MQTT discovery for Home Assistant",
-    )
-    tls: TlsConfig = Field(
-        default_factory=TlsConfig, title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)"
-    )
-    ota: OtaConfig = Field(
-        default_factory=OtaConfig,
-        title="Model updates",
-        description="Signed over-the-air model updates on <prefix>/<device>/model/set",
-    )
-    audit: AuditConfig = Field(
-        default_factory=AuditConfig, title="Audit log", description="Command audit log"
-    )
-    commands: CommandsConfig = Field(
-        default_factory=CommandsConfig,
-        title="Commands",
-        description="Which command actions this agent executes",
-    )
+    commands: Annotated[
+        CommandsConfig, Meta(title="Commands", description="Which command actions this agent executes")
+    ] = field(default_factory=CommandsConfig)
+
+    def device(self) -> str:
+        """The device id: ``mqtt.device_id``, else the hostname."""
+        return self.mqtt.device_id or system.hostname()
 
     def resolved_state_dir(self) -> Path:
-        return self.state_dir.expanduser()
+        """``state_dir``, else ``~/.local/state/edge-agent/<device id>`` (one per device: never shared)."""
+        if self.state_dir is not None:
+            return self.state_dir.expanduser()
+        return DEFAULT_STATE_BASE.expanduser() / self.device()
+
+
+# --- reading and layering -----------------------------------------------------------------------------
 
 
 class ConfigError(EdgeError):
-    """The configuration is invalid; ``problems`` lists (key path, value, message)."""
+    """The configuration is invalid; ``problems`` lists (key path, value, message), secrets masked."""
 
     exit_code = 2
 
-    def __init__(self, source: str, problems: list[tuple[str, Any, str]]) -> None:
-        self.problems = problems
-        lines = [f"  {key} = {value!r}: {msg}" for key, value, msg in problems]
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.problems = [(k, shown(k, v), m) for k, v, m in problems]
+        lines = [format_problem(p) for p in self.problems]
         super().__init__(
             f"invalid configuration ({source}):\n" + "\n".join(lines),
             "fix the listed keys (edge-agent check-config FILE checks a file)",
         )
 
 
-_MISSING = object()
+def format_problem(problem: Problem) -> str:
+    key, value, msg = problem
+    return f"  {key} = {value!r}: {msg}" if value is not _ABSENT else f"  {key}: {msg}"
 
 
-def _value_at(data: Mapping[str, Any], loc: tuple[Any, ...]) -> Any:
-    cur: Any = data
-    for part in loc:
-        if isinstance(cur, Mapping) and part in cur:
-            cur = cur[part]
-        else:
-            return _MISSING
-    return cur
+_ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "<missing>"})()
 
 
-def problems_of(exc: ValidationError, data: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
-    out = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        value = _value_at(data, loc)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check spelling; see docs/agent.md for the keys)"
-        out.append((".".join(str(p) for p in loc), "<missing>" if value is _MISSING else value, msg))
+def _secret_keys(cls: type[Record] = AgentConfig, prefix: str = "") -> set[str]:
+    out = set()
+    for f in msgspec.structs.fields(cls):
+        key = f"{prefix}{f.name}"
+        sub = record_type(f.type)
+        if sub is not None:
+            out |= _secret_keys(sub, key + ".")
+        elif Secret in get_args(_bare(f.type)) or _bare(f.type) is Secret:
+            out.add(key)
     return out
+
+
+def _bare(typ: Any) -> Any:
+    """``X`` of ``Annotated[X, Meta(...)]``."""
+    return get_args(typ)[0] if get_origin(typ) is Annotated else typ
+
+
+def shown(key: str, value: Any) -> Any:
+    """A value as printed in errors and check-config: secrets masked, URL credentials masked."""
+    if key in _secret_keys() or isinstance(value, Secret):
+        return SECRET_MASK if value is not None else None
+    if isinstance(value, str) and "://" in value:
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -383,25 +520,63 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise EdgeError(f"config file not found: {p}", "check the path given to --config") from exc
+    except OSError as exc:
+        raise EdgeError(f"cannot read the config file {p}: {exc.strerror}", "check its permissions") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(p), [("<file>", str(p), f"not valid TOML: {exc}")]) from exc
 
 
+def env_names(cls: type[Record] = AgentConfig, path: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+    """(variable name, key path, field type) of every config key, e.g. ``EDGE_MQTT_BROKER``."""
+    for f in msgspec.structs.fields(cls):
+        sub = record_type(f.type)
+        if sub is not None:
+            yield from env_names(sub, (*path, f.name))
+        else:
+            yield ENV_PREFIX + "_".join((*path, f.name)).upper(), (*path, f.name), f.type
+
+
+def _is_list(typ: Any) -> bool:
+    return get_origin(_bare(typ)) is list
+
+
+def _env_value(text: str, typ: Any) -> Any:
+    if _is_list(typ):
+        if text.strip().startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text  # reported as "expected an array" by validation
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return text
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``EDGE_<FIELD>`` for top-level keys, ``EDGE_<SECTION>_<FIELD>`` for the rest (e.g. EDGE_MQTT_BROKER)."""
+    """The config keys set by ``EDGE_*`` variables, as a nested dict of (text) values."""
     environ = os.environ if environ is None else environ
     out: dict[str, Any] = {}
-    for name, field in AgentConfig.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, Section):
-            for child in sub.model_fields:
-                key = f"{ENV_PREFIX}{name}_{child}".upper()
-                if key in environ:
-                    out.setdefault(name, {})[child] = environ[key]
-        else:
-            key = f"{ENV_PREFIX}{name}".upper()
-            if key in environ:
-                out[name] = environ[key]
+    for name, path, typ in env_names():
+        if name in environ:
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = _env_value(environ[name], typ)
+    return out
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``EDGE_*`` variable that is no config key (a typo is otherwise silently ignored)."""
+    environ = os.environ if environ is None else environ
+    valid = [name for name, _, _ in env_names()]
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in valid and name not in OTHER_VARIABLES:
+            near = nearest(name, valid)
+            out.append(
+                f"environment variable {name} is not a config key and is ignored"
+                + (f" (did you mean {near}?)" if near else "")
+                + "; the names are EDGE_<SECTION>_<KEY> with one underscore, listed in docs/agent.md"
+            )
     return out
 
 
@@ -415,6 +590,19 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def validate(data: Mapping[str, Any], source: str) -> AgentConfig:
+    """``data`` as an AgentConfig, or a :class:`ConfigError` listing every problem."""
+    found = check_data(data)
+    if found:
+        raise ConfigError(source, found)
+    return decode(AgentConfig, data, strict=False)
+
+
+def check_data(data: Mapping[str, Any]) -> list[Problem]:
+    # Lax: environment variables arrive as text ("311", "true"), and TOML users write "5" now and then.
+    return problems(AgentConfig, data, strict=False)
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -425,20 +613,38 @@ def load_config(
     data: dict[str, Any] = read_toml(path) if path else {}
     data = merge(data, env_overrides(environ))
     data = merge(data, flags or {})
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(str(path or "flags and environment"), problems_of(exc, data)) from exc
+    return validate(data, str(path or "flags and environment"))
 
 
-def check_file(path: str | Path) -> list[tuple[str, Any, str]]:
-    """Problems of a config file on its own (no env, no flags); empty when valid."""
+def check_file(path: str | Path) -> list[Problem]:
+    """Problems of a config file on its own (no env, no flags), secrets masked; empty when valid."""
     try:
         data = read_toml(path)
     except ConfigError as exc:
         return exc.problems
-    try:
-        AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        return problems_of(exc, data)
-    return []
+    return [(k, shown(k, v), m) for k, v, m in check_data(data)]
+
+
+def described_fields(cls: type[Record] = AgentConfig, prefix: str = "") -> Iterator[tuple[str, Any, Meta | None]]:
+    """(key path, field info, its Meta) of every key, nested sections included (docs and tests)."""
+    for f in msgspec.structs.fields(cls):
+        metas = [m for m in get_args(f.type)[1:] if isinstance(m, Meta)] if get_origin(f.type) is Annotated else []
+        yield prefix + f.name, f, metas[0] if metas else None
+        sub = record_type(_bare(f.type))
+        if sub is not None:
+            yield from described_fields(sub, prefix + f.name + ".")
+
+
+__all__ = [
+    "AgentConfig",
+    "AuditConfig",
+    "CommandsConfig",
+    "ConfigError",
+    "GuardLimits",
+    "OtaConfig",
+    "Secret",
+    "check_file",
+    "env_overrides",
+    "load_config",
+    "unknown_variables",
+]

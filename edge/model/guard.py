@@ -27,19 +27,68 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+from msgspec import Meta
 
 import edge
 from edge.digest import sha256_hex
 from edge.errors import ModelLoadError
 from edge.model import tflite_file
+from edge.validation import Record
 
 if TYPE_CHECKING:
     import subprocess
 
-    from edge.model.guard_limits import GuardLimits
-
 MB = 1 << 20
+
+
+class GuardLimits(Record):
+    """What a model may ask for before it is refused (the ``ota.guard`` section of the agent config)."""
+
+    max_bytes: Annotated[int, Meta(gt=0, title="Model size limit", description="largest model file accepted")] = (
+        64 * MB
+    )
+    max_tensor_bytes: Annotated[
+        int,
+        Meta(gt=0, title="Tensor size limit", description="largest single tensor (shape x item size)"),
+    ] = 256 * MB
+    max_activation_bytes: Annotated[
+        int,
+        Meta(
+            gt=0,
+            title="Activation memory limit",
+            description="sum of non-constant tensors (a lower bound of the arena)",
+        ),
+    ] = 512 * MB
+    memory_mb: Annotated[
+        int,
+        Meta(
+            ge=0,
+            title="Child memory limit",
+            description="address space the child may add above its baseline after importing the runtime "
+            "(RLIMIT_AS); 0 = no limit",
+        ),
+    ] = 1024
+    cpu_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            title="Child CPU limit",
+            description="CPU seconds for load + allocate + test inference (RLIMIT_CPU)",
+        ),
+    ] = 30.0
+    timeout_s: Annotated[
+        float, Meta(gt=0, title="Check timeout", description="wall-clock seconds before the child is killed")
+    ] = 60.0
+    start_timeout_s: Annotated[
+        float,
+        Meta(gt=0, title="Child start timeout", description="seconds the child may take to import the runtime"),
+    ] = 60.0
+    runtime: Annotated[
+        str, Meta(title="Check runtime", description="TFLite runtime the child uses (see edge.model.runtime)")
+    ] = "auto"
+    threads: Annotated[int, Meta(ge=1, title="Check threads", description="interpreter threads in the child")] = 1
 
 # Verdict stages, in the order checks run.
 SIZE, IDENTIFIER, STRUCTURE, CHILD_START, LOAD, ALLOCATE, INVOKE, CRASH, TIMEOUT, OK = (
@@ -123,9 +172,6 @@ def _refuse(
 
 
 def default_limits() -> GuardLimits:
-    """``GuardLimits()``, imported on use (a pydantic model: see ``__getattr__`` below)."""
-    from edge.model.guard_limits import GuardLimits
-
     return GuardLimits()
 
 
@@ -480,8 +526,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=default_limits().timeout_s)
     p.add_argument("--runtime", default="auto")
     args = p.parse_args(argv)
-    from edge.model.guard_limits import GuardLimits
-
     limits = GuardLimits(max_bytes=args.max_bytes, timeout_s=args.timeout, runtime=args.runtime)
     refused = 0
     for path in args.models:
@@ -506,12 +550,3 @@ __all__ = [
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def __getattr__(name: str) -> Any:
-    # The pydantic models live in edge.model.guard_limits: importing pydantic costs the agent's process ~6 MB of RSS
-    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ("GuardLimits",):
-        from edge.model.guard_limits import GuardLimits
-
-        return {"GuardLimits": GuardLimits}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

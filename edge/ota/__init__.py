@@ -11,16 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate
+from edge.ota.manifest import REFUSAL_REASONS, Manifest, UpdateRefusedError, VerifiedUpdate
 
 __all__ = ["REFUSAL_REASONS", "Manifest", "UpdateRefusedError", "VerifiedUpdate"]
 
-
-def __getattr__(name: str) -> Any:  # Manifest is a pydantic model: imported on use (see edge.ota.manifest)
-    if name == "Manifest":
-        from edge.ota.manifest_model import Manifest
-
-        return Manifest
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from edge.ota.install import InstalledModel, InstallResult, ModelStore
 from edge.ota.manifest import UpdateRefusedError, header_id, verify_message
 
 if TYPE_CHECKING:
-    from edge.ota.config import OtaConfig
+    from edge.agent.config import OtaConfig
 
 ACTION = "model/set"
 
@@ -112,12 +112,3 @@ def current_from_path(path: str | Path, version: str | None = None) -> Installed
 
     return InstalledModel(path=str(path), sha256=sha256_file(path), version=version)
 
-
-def __getattr__(name: str) -> Any:
-    # The pydantic models live in edge.ota.config: importing pydantic costs the agent's process ~6 MB of RSS
-    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ("OtaConfig",):
-        from edge.ota.config import OtaConfig
-
-        return {"OtaConfig": OtaConfig}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,15 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edge.contract.messages import utc_iso
 from edge.digest import sha256_file
-from edge.model.guard import Verdict, default_limits, guard_file
+from edge.model.guard import GuardLimits, Verdict, default_limits, guard_file
 from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
-
-if TYPE_CHECKING:
-    from edge.model.guard_limits import GuardLimits
 
 # Test seam for crash-safety tests: ``EDGE_OTA_PAUSE_AT=<phase>`` makes an install write
 # ``<state>/models/paused-at-<phase>`` and sleep there, so a test can SIGKILL the agent at that exact point.

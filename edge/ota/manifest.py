@@ -23,15 +23,16 @@ import json
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Optional
+
+import msgspec
+from msgspec import Meta
 
 from edge.contract.messages import utc_iso
 from edge.contract.payload import PayloadError, loads
 from edge.digest import sha256_hex
 from edge.errors import EdgeError
-
-if TYPE_CHECKING:
-    from edge.ota.manifest_model import Manifest
+from edge.validation import Record, to_builtins
 
 MAGIC = b"EDGEUPD1"
 FORMAT = "edge-model-update/1"
@@ -55,6 +56,43 @@ REFUSAL_REASONS = {
     "replayed": "the update is not newer than the last one installed (an old message sent again?)",
     "disabled": "model/set is disabled in this agent's config (commands.disabled)",
 }
+
+
+_SHA256 = r"^[0-9a-f]{64}$"
+
+
+class Manifest(Record, kw_only=True):
+    """What the signature vouches for."""
+
+    format: Annotated[str, Meta(description="manifest format, for future changes")] = FORMAT
+    version: Annotated[
+        str, Meta(min_length=1, max_length=128, description="model version, free text (e.g. 1.4.0)")
+    ]
+    sha256: Annotated[str, Meta(pattern=_SHA256, description="sha256 of the model bytes")]
+    size: Annotated[int, Meta(ge=0, description="model size in bytes")]
+    labels_sha256: Annotated[
+        Optional[Annotated[str, Meta(pattern=_SHA256)]], Meta(description="sha256 of the labels file")
+    ] = None
+    labels_size: Annotated[int, Meta(ge=0, description="labels size in bytes (0 = no labels)")] = 0
+    device: Annotated[
+        Optional[Annotated[str, Meta(max_length=256)]], Meta(description="target device id; null = any device")
+    ] = None
+    key_id: Annotated[
+        str, Meta(min_length=1, max_length=64, description="fingerprint of the signing public key")
+    ]
+    created: Annotated[
+        str,
+        Meta(
+            pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$",
+            description="UTC time of signing (ISO 8601, Z); later updates must be signed later",
+        ),
+    ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_builtins(self)  # type: ignore[no-any-return]
+
+    def canonical(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
 
 class UpdateRefusedError(EdgeError):
@@ -92,7 +130,6 @@ def build_message(
 ) -> bytes:
     """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message."""
     from edge.ota.keys import key_id
-    from edge.ota.manifest_model import Manifest
 
     manifest = Manifest(
         version=version,
@@ -107,7 +144,7 @@ def build_message(
     )
     signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
     return frame(
-        {"id": cmd_id, "manifest": manifest.model_dump(), "signature": signature}, model, labels or b""
+        {"id": cmd_id, "manifest": manifest.to_dict(), "signature": signature}, model, labels or b""
     )
 
 
@@ -176,18 +213,11 @@ def verify_message(
         raise UpdateRefusedError(
             "malformed", "update header has no manifest object", "send updates with edge-flash push-model"
         )
-    from pydantic import ValidationError
-
-    from edge.ota.manifest_model import Manifest
-
     try:
-        manifest = Manifest.model_validate(header["manifest"])
-    except ValidationError as exc:
-        first = exc.errors()[0]
+        manifest = msgspec.convert(header["manifest"], Manifest)
+    except msgspec.ValidationError as exc:
         raise UpdateRefusedError(
-            "malformed",
-            f"manifest field {'.'.join(map(str, first['loc']))}: {first['msg']}",
-            "send updates with edge-flash push-model",
+            "malformed", f"manifest: {exc}", "send updates with edge-flash push-model"
         ) from exc
     if not signature:
         raise UpdateRefusedError(
@@ -267,12 +297,3 @@ def verify_message(
             )
     return VerifiedUpdate(cmd_id, manifest, model, labels if manifest.labels_size else None)
 
-
-def __getattr__(name: str) -> Any:
-    # The pydantic models live in edge.ota.manifest_model: importing pydantic costs the agent's process ~6 MB of RSS
-    # for good, and it only needs them to validate its config (in a forked child, edge.agent.config_view).
-    if name in ("Manifest",):
-        from edge.ota.manifest_model import Manifest
-
-        return {"Manifest": Manifest}[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
