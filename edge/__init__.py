@@ -1,7 +1,7 @@
 """Device side of the edge ML toolkit.
 
 Everything under ``edge`` runs on the board and imports only numpy, Pillow,
-paho-mqtt, pydantic and a TFLite runtime: never TensorFlow (a Raspberry Pi
+paho-mqtt, msgspec and a TFLite runtime: never TensorFlow (a Raspberry Pi
 cannot afford its ~10 s import and ~600 MB of RSS).
 """
 

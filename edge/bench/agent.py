@@ -11,14 +11,15 @@ serve inferences while it benchmarks.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from msgspec import Meta
 
-from edge.bench.core import BenchOptions
+from edge.bench.core import BenchOptions, min_secs_window
 from edge.bench.runner import benchmark
 from edge.errors import InputError
 from edge.model.runtime import LoadedModel
+from edge.validation import Problem, Record, decode, problems
 
 # Command keys that are the envelope, not benchmark parameters.
 ENVELOPE_KEYS = frozenset({"id", "action"})
@@ -28,32 +29,29 @@ class BenchParamsError(InputError):
     """The ``bench`` command's parameters are invalid."""
 
 
-class AgentBenchParams(BaseModel):
+class AgentBenchParams(Record):
     """Parameters of the agent's ``bench`` command (all optional)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    runs: Annotated[int, Meta(ge=1, le=100_000, description="minimum number of timed invokes")] = 50
+    warmup: Annotated[int, Meta(ge=0, le=10_000, description="minimum number of warm-up invokes")] = 1
+    min_secs: Annotated[
+        float, Meta(ge=0, le=60, description="minimum duration of the timed runs, seconds")
+    ] = 1.0
+    max_secs: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=120,
+            description="maximum duration of the timed runs, seconds; the agent serves no inference meanwhile",
+        ),
+    ] = 10.0
+    warmup_min_secs: Annotated[
+        float, Meta(ge=0, le=10, description="minimum duration of the warm-up, seconds")
+    ] = 0.5
+    seed: Annotated[int, Meta(ge=0, description="seed of the random inputs")] = 0
 
-    runs: int = Field(default=50, ge=1, le=100_000, description="minimum number of timed invokes")
-    warmup: int = Field(default=1, ge=0, le=10_000, description="minimum number of warm-up invokes")
-    min_secs: float = Field(
-        default=1.0, ge=0, le=60, description="minimum duration of the timed runs, seconds"
-    )
-    max_secs: float = Field(
-        default=10.0,
-        gt=0,
-        le=120,
-        description="maximum duration of the timed runs, seconds; the agent serves no inference meanwhile",
-    )
-    warmup_min_secs: float = Field(
-        default=0.5, ge=0, le=10, description="minimum duration of the warm-up, seconds"
-    )
-    seed: int = Field(default=0, ge=0, description="seed of the random inputs")
-
-    @model_validator(mode="after")
-    def _window(self) -> AgentBenchParams:
-        if self.min_secs > self.max_secs:
-            raise ValueError(f"min_secs ({self.min_secs}) must not exceed max_secs ({self.max_secs})")
-        return self
+    def cross_check(self) -> list[Problem]:
+        return min_secs_window(self.min_secs, self.max_secs)
 
 
 def parse_params(params: Mapping[str, Any] | None) -> AgentBenchParams:
@@ -66,19 +64,14 @@ def parse_params(params: Mapping[str, Any] | None) -> AgentBenchParams:
             'send e.g. {"action": "bench", "runs": 50, "max_secs": 10}',
         )
     given = {k: v for k, v in params.items() if k not in ENVELOPE_KEYS}
-    try:
-        return AgentBenchParams.model_validate(given, strict=False)
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e["loc"]) or "parameters"
-            got = f" (received {e['input']!r})" if "input" in e and where != "parameters" else ""
-            problems.append(f"{where}: {e['msg']}{got}")
+    found = problems(AgentBenchParams, given, strict=False)
+    if found:
         raise BenchParamsError(
-            "invalid bench parameters: " + "; ".join(problems),
+            "invalid bench parameters: " + "; ".join(f"{k}: {m} (received {v!r})" for k, v, m in found),
             "allowed: runs (1-100000), warmup (0-10000), min_secs (0-60), max_secs (0-120, >= min_secs), "
             "warmup_min_secs (0-10), seed (>= 0)",
-        ) from exc
+        )
+    return decode(AgentBenchParams, given, strict=False)
 
 
 def run_for_agent(

@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 
 from edge import cli
 from edge.bench import compare as comparing
@@ -175,9 +174,8 @@ def _options(args: argparse.Namespace) -> BenchOptions:
             block=args.block,
             seed=args.seed,
         )
-    except ValidationError as exc:
-        msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise InputError(f"bad options: {msg}", "see edge-bench --help") from exc
+    except ValueError as exc:
+        raise InputError(f"bad options: {exc}", "see edge-bench --help") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from msgspec import Meta
 
 from edge.bench import system
 from edge.bench.stats import LatencyStats, summarize
 from edge.errors import EdgeError
 from edge.model.runtime import LoadedModel
+from edge.validation import Problem, Record
 
 Feed = Mapping[int, np.ndarray]  # input tensor index -> value
 
@@ -33,32 +34,33 @@ class BenchError(EdgeError):
     """A model failed while being benchmarked."""
 
 
-class BenchOptions(BaseModel):
+class BenchOptions(Record):
     """How long to warm up and measure. Defaults are ``benchmark_model``'s."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    runs: Annotated[
+        int, Meta(ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)")
+    ] = 50
+    min_secs: Annotated[
+        float, Meta(ge=0, description="keep timing until at least this many seconds have passed")
+    ] = 1.0
+    max_secs: Annotated[
+        float, Meta(gt=0, description="stop timing after this many seconds, even below `runs`")
+    ] = 150.0
+    warmup: Annotated[
+        int, Meta(ge=0, description="minimum number of untimed warm-up invokes after the first inference")
+    ] = 1
+    warmup_min_secs: Annotated[float, Meta(ge=0, description="warm up for at least this many seconds")] = 0.5
+    block: Annotated[int, Meta(ge=1, description="invokes per turn when several models are interleaved")] = 10
+    seed: Annotated[int, Meta(ge=0, description="seed of the random inputs")] = 0
 
-    runs: int = Field(
-        default=50, ge=1, description="minimum number of timed invokes (fewer only if max_secs is hit)"
-    )
-    min_secs: float = Field(
-        default=1.0, ge=0, description="keep timing until at least this many seconds have passed"
-    )
-    max_secs: float = Field(
-        default=150.0, gt=0, description="stop timing after this many seconds, even below `runs`"
-    )
-    warmup: int = Field(
-        default=1, ge=0, description="minimum number of untimed warm-up invokes after the first inference"
-    )
-    warmup_min_secs: float = Field(default=0.5, ge=0, description="warm up for at least this many seconds")
-    block: int = Field(default=10, ge=1, description="invokes per turn when several models are interleaved")
-    seed: int = Field(default=0, ge=0, description="seed of the random inputs")
+    def cross_check(self) -> list[Problem]:
+        return min_secs_window(self.min_secs, self.max_secs)
 
-    @model_validator(mode="after")
-    def _window(self) -> BenchOptions:
-        if self.min_secs > self.max_secs:
-            raise ValueError(f"min_secs ({self.min_secs}) must not exceed max_secs ({self.max_secs})")
-        return self
+
+def min_secs_window(min_secs: float, max_secs: float) -> list[Problem]:
+    if min_secs > max_secs:
+        return [("min_secs", min_secs, f"must not exceed max_secs ({max_secs:g})")]
+    return []
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from edge.bench.core import BenchOptions, Feed, ModelBench, ModelResult, model_r
 from edge.bench.inputs import feeds_for
 from edge.contract.messages import utc_iso
 from edge.model.runtime import LoadedModel
+from edge.validation import to_builtins
 
 SCHEMA = 1
 
@@ -54,7 +55,7 @@ class BenchRun:
             "arch": system.arch(),
             "hostname": socket.gethostname(),
             "python": platform.python_version(),
-            "options": self.options.model_dump(),
+            "options": to_builtins(self.options),
             "cpu": system.cpu_report(self.before, self.after, self.root),
             "edgetpu": system.edgetpu_report(self.before, self.after),
             "peak_rss_mb": self.peak_rss_mb,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge import cli
 from edge.errors import run_command
+from edge.validation import to_builtins
 
 
 def _add_ssh_args(p: argparse.ArgumentParser) -> None:
@@ -172,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
                 {
                     "ok": True,
                     "bundle_id": m.bundle_id,
-                    "target": m.target.model_dump(),
+                    "target": to_builtins(m.target),
                     "agent_version": m.agent_version,
                     "runtime_version": m.runtime_version,
                     "numpy_version": m.numpy_version,

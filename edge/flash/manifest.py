@@ -13,13 +13,15 @@ import json
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
+from msgspec import Meta
 
 from edge.digest import sha256_hex, sha256_stream
 from edge.errors import EdgeError
 from edge.flash import BUNDLE_DIR
+from edge.validation import Record, to_builtins
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -30,54 +32,59 @@ class BundleError(EdgeError):
     """A bundle is corrupt, incomplete, or not meant for the target."""
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_SHA256 = r"^[0-9a-f]{64}$"
 
 
-class FileEntry(_Record):
-    sha256: str = Field(description="hex sha256 of the file's bytes", pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0, description="bytes")
+class FileEntry(Record):
+    sha256: Annotated[str, Meta(pattern=_SHA256, description="hex sha256 of the file's bytes")]
+    size: Annotated[int, Meta(ge=0, description="bytes")]
 
 
-class Target(_Record):
-    arch: Literal["aarch64", "x86_64"] = Field(description="platform.machine() of the device")
-    python: str = Field(description="major.minor of the device's /usr/bin/python3", pattern=r"^3\.\d+$")
-    glibc: str = Field(description="newest manylinux glibc the wheels may need", pattern=r"^2\.\d+$")
-    runtime: Literal["ai-edge-litert", "tflite-runtime"] = Field(description="TFLite runtime distribution")
+class Target(Record):
+    arch: Annotated[Literal["aarch64", "x86_64"], Meta(description="platform.machine() of the device")]
+    python: Annotated[str, Meta(pattern=r"^3\.\d+$", description="major.minor of the device's /usr/bin/python3")]
+    glibc: Annotated[str, Meta(pattern=r"^2\.\d+$", description="newest manylinux glibc the wheels may need")]
+    runtime: Annotated[
+        Literal["ai-edge-litert", "tflite-runtime"], Meta(description="TFLite runtime distribution")
+    ]
 
 
-class ModelEntry(_Record):
-    file: str = Field(description="path inside the bundle")
-    sha256: str = Field(description="hex sha256")
-    edgetpu: bool = Field(
-        description="compiled for the Edge TPU (its CPU twin, when bundled, sits beside it)"
-    )
+class ModelEntry(Record):
+    file: Annotated[str, Meta(description="path inside the bundle")]
+    sha256: Annotated[str, Meta(description="hex sha256")]
+    edgetpu: Annotated[
+        bool, Meta(description="compiled for the Edge TPU (its CPU twin, when bundled, sits beside it)")
+    ]
 
 
-class Manifest(_Record):
-    schema_: int = Field(SCHEMA, alias="schema", description="manifest format version")
+class Manifest(Record, kw_only=True):
+    schema: Annotated[int, Meta(description="manifest format version")] = SCHEMA
     kind: Literal["edge-bundle"] = "edge-bundle"
-    bundle_id: str = Field(
-        description="first 16 hex digits of the sha256 over the file list (but bundle.env, which carries it); names the release"
-    )
-    created_at: str = Field(description="UTC ISO 8601")
-    created_by: str = Field(description="edge-flash version")
+    bundle_id: Annotated[
+        str,
+        Meta(
+            description="first 16 hex digits of the sha256 over the file list (but bundle.env, which carries "
+            "it); names the release"
+        ),
+    ]
+    created_at: Annotated[str, Meta(description="UTC ISO 8601")]
+    created_by: Annotated[str, Meta(description="edge-flash version")]
     target: Target
-    agent_version: str = Field(description="version of the bundled edge-ml-toolkit wheel")
-    runtime_version: str = Field(description="version of the bundled runtime wheel")
-    numpy_version: str = Field(description="version of the bundled numpy wheel")
-    models: list[ModelEntry] = Field(description="models; the first one is what the agent runs")
-    labels: Optional[str] = Field(None, description="labels file inside the bundle")  # noqa: UP045 (pydantic on 3.9)
-    config: str = Field(description="agent TOML inside the bundle (@RELEASE@/@STATE_DIR@ filled at install)")
-    requirements: str = Field(description="pinned requirements pip installs offline from wheels/")
-    files: dict[str, FileEntry] = Field(
-        description="every file of the bundle except manifest.json and SHA256SUMS"
-    )
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    agent_version: Annotated[str, Meta(description="version of the bundled edge-ml-toolkit wheel")]
+    runtime_version: Annotated[str, Meta(description="version of the bundled runtime wheel")]
+    numpy_version: Annotated[str, Meta(description="version of the bundled numpy wheel")]
+    models: Annotated[list[ModelEntry], Meta(description="models; the first one is what the agent runs")]
+    labels: Annotated[Optional[str], Meta(description="labels file inside the bundle")] = None
+    config: Annotated[
+        str, Meta(description="agent TOML inside the bundle (@RELEASE@/@STATE_DIR@ filled at install)")
+    ]
+    requirements: Annotated[str, Meta(description="pinned requirements pip installs offline from wheels/")]
+    files: Annotated[
+        dict[str, FileEntry], Meta(description="every file of the bundle except manifest.json and SHA256SUMS")
+    ]
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(by_alias=True), indent=2, sort_keys=True) + "\n"
+        return json.dumps(to_builtins(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
@@ -93,8 +100,8 @@ class Manifest(_Record):
                 "use the edge-flash version that built the bundle, or rebuild it",
             )
         try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
             raise BundleError(
                 f"{MANIFEST} is not a valid bundle manifest: {exc}",
                 "rebuild the bundle with edge-flash bundle",

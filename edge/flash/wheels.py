@@ -43,7 +43,7 @@ def normalize_arch(arch: str) -> str:
     if arch == "armv7l":
         raise WheelError(
             "--arch armv7l (32-bit Raspberry Pi OS) cannot get a working agent: ai-edge-litert publishes no "
-            "armv7l wheels, tflite-runtime 2.14 has none for Python 3.11 either, and numpy/pydantic-core would "
+            "armv7l wheels, tflite-runtime 2.14 has none for Python 3.11 either, and numpy and msgspec would "
             "have to be compiled on the board",
             "flash the 64-bit Raspberry Pi OS (Pi 3, 4, 5, Zero 2 W and CM3/4/5 run it) and use --arch aarch64",
         )
