@@ -60,7 +60,9 @@ def dec_hook(typ: type, obj: Any) -> Any:
         return Path(obj)
     if typ is Secret and isinstance(obj, str):
         return Secret(obj)
-    raise TypeError(f"Expected `{'str' if typ in (Path, Secret) else typ.__name__}`, got `{type(obj).__name__}`")
+    raise TypeError(
+        f"Expected `{'str' if typ in (Path, Secret) else typ.__name__}`, got `{type(obj).__name__}`"
+    )
 
 
 def enc_hook(obj: Any) -> Any:
@@ -129,8 +131,16 @@ class Record(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
                 raise ValueError(f"{f.name}{loc}: {msg}") from None
             if nonfinite(value):
                 raise ValueError(f"{f.name}: must be a finite number, got {value!r}")
+            for suffix, _value, why in self.field_problems(f.name, value):
+                raise ValueError(f"{f.name}{suffix}: {why}")
         for key, _value, msg in self.cross_check():
             raise ValueError(f"{key}: {msg}")
+
+    @classmethod
+    def field_problems(cls, name: str, value: Any) -> list[Problem]:
+        """What is wrong with one field's (type-checked) value beyond its Meta constraints, as
+        (key suffix such as ``""`` or ``"[2]"``, value, message); empty if fine."""
+        return []
 
     def cross_check(self) -> list[Problem]:
         """Problems between fields as (field, value, message); override in records that have any.
@@ -208,6 +218,10 @@ def problems(cls: type[Record], data: Any, *, prefix: str = "", strict: bool = T
             continue
         if nonfinite(converted):
             out.append((at(name), value, "must be a finite number (not nan or inf)"))
+            continue
+        found = cls.field_problems(f.name, converted)
+        if found:
+            out += [(at(name) + suffix, v, why) for suffix, v, why in found]
             continue
         values[f.name] = converted
     if len(out) == unknown:

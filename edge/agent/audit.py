@@ -109,4 +109,3 @@ class AuditLog:
         except OSError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.strip()]
-

@@ -61,9 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--delegate", choices=["auto", "cpu", "edgetpu"])
     run.add_argument("--top-k", type=int, help="classes per prediction (default 5)")
     run.add_argument("--threshold", type=float, help="minimum score")
-    run.add_argument(
-        "--state-dir", help="spool and records (default ~/.local/state/edge-agent/<device id>)"
-    )
+    run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent/<device id>)")
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--username", help="MQTT user name (overrides the broker URL's)")
@@ -163,7 +161,9 @@ def check_update_keys(public_keys: Sequence[str]) -> None:
         try:
             load_public_key(text)
         except EdgeError as exc:
-            raise EdgeError(f"{where}: {exc.what}", exc.fix or "check --update-key / ota.public_keys") from exc
+            raise EdgeError(
+                f"{where}: {exc.what}", exc.fix or "check --update-key / ota.public_keys"
+            ) from exc
 
 
 def _file_says_private(text: str) -> bool:

@@ -110,29 +110,36 @@ class MqttConfig(Record):
     ] = None
     password_file: Annotated[
         Optional[Path],
-        Meta(title="Password file", description="First line is the MQTT password (chmod 600); wins over password"),
+        Meta(
+            title="Password file",
+            description="First line is the MQTT password (chmod 600); wins over password",
+        ),
     ] = None
 
+    @classmethod
+    def field_problems(cls, name: str, value: Any) -> list[Problem]:
+        why = None
+        if name == "broker":
+            try:
+                parse_broker_url(value)
+            except BrokerURLError as exc:
+                why = exc.what
+        elif name == "prefix":
+            why = _topic_level_problem(value)
+        elif name == "device_id" and value is not None and (not value or any(c in value for c in "+#/\x00")):
+            why = "must be non-empty without '/', '+' or '#' (it is one topic level)"
+        return [("", value, why)] if why else []
+
     def cross_check(self) -> list[Problem]:
-        out: list[Problem] = []
         if self.backoff_min_s > self.backoff_max_s:
-            out.append(
+            return [
                 (
                     "backoff_min_s",
                     self.backoff_min_s,
                     f"must not exceed backoff_max_s ({self.backoff_max_s:g})",
                 )
-            )
-        try:
-            parse_broker_url(self.broker)
-        except BrokerURLError as exc:
-            out.append(("broker", self.broker, exc.what))
-        why = _topic_level_problem(self.prefix)
-        if why:
-            out.append(("prefix", self.prefix, why))
-        if self.device_id is not None and (not self.device_id or any(c in self.device_id for c in "+#/\x00")):
-            out.append(("device_id", self.device_id, "must be non-empty without '/', '+' or '#' (it is one topic level)"))
-        return out
+            ]
+        return []
 
 
 class TlsConfig(Record):
@@ -143,10 +150,15 @@ class TlsConfig(Record):
         Optional[Path],
         Meta(title="Client certificate", description="For brokers with require_certificate true"),
     ] = None
-    key_file: Annotated[Optional[Path], Meta(title="Client key", description="Private key of cert_file")] = None
+    key_file: Annotated[Optional[Path], Meta(title="Client key", description="Private key of cert_file")] = (
+        None
+    )
     insecure: Annotated[
         bool,
-        Meta(title="Skip verification", description="Do not verify the broker's certificate (test brokers only)"),
+        Meta(
+            title="Skip verification",
+            description="Do not verify the broker's certificate (test brokers only)",
+        ),
     ] = False
 
 
@@ -173,7 +185,8 @@ class ModelConfig(Record):
         Meta(title="Delegate", description="auto: Edge TPU models use the Edge TPU, else their CPU twin"),
     ] = "auto"
     max_bytes: Annotated[
-        Optional[Annotated[int, Meta(ge=1)]], Meta(title="Model size limit", description="Refuse larger model files")
+        Optional[Annotated[int, Meta(ge=1)]],
+        Meta(title="Model size limit", description="Refuse larger model files"),
     ] = None
 
 
@@ -184,7 +197,10 @@ class SourceConfig(Record):
     poll_interval_s: Annotated[
         float,
         Meta(
-            gt=0, le=60, title="Directory poll interval", description="How often a directory is scanned for new files"
+            gt=0,
+            le=60,
+            title="Directory poll interval",
+            description="How often a directory is scanned for new files",
         ),
     ] = 0.5
     settle_s: Annotated[
@@ -241,11 +257,14 @@ class PreprocessConfig(Record):
     ] = "bilinear"
     max_image_pixels: Annotated[
         int,
-        Meta(ge=1, title="Image size limit", description="Refuse images with more pixels (decompression bombs)"),
+        Meta(
+            ge=1, title="Image size limit", description="Refuse images with more pixels (decompression bombs)"
+        ),
     ] = 40_000_000
 
-    def cross_check(self) -> list[Problem]:
-        return [("std", self.std, "must not be 0")] if self.std == 0 else []
+    @classmethod
+    def field_problems(cls, name: str, value: Any) -> list[Problem]:
+        return [("", value, "must not be 0")] if name == "std" and value == 0 else []
 
 
 class PostprocessConfig(Record):
@@ -272,7 +291,11 @@ class SpoolConfig(Record):
     ] = None
     max_bytes: Annotated[
         int,
-        Meta(ge=4096, title="Spool size limit", description="Oldest messages are dropped (and counted) beyond this"),
+        Meta(
+            ge=4096,
+            title="Spool size limit",
+            description="Oldest messages are dropped (and counted) beyond this",
+        ),
     ] = 64 * 1024 * 1024
     max_age_s: Annotated[
         float,
@@ -307,9 +330,10 @@ class HomeAssistantConfig(Record):
         ),
     ] = "homeassistant"
 
-    def cross_check(self) -> list[Problem]:
-        why = _topic_level_problem(self.discovery_prefix)
-        return [("discovery_prefix", self.discovery_prefix, why)] if why else []
+    @classmethod
+    def field_problems(cls, name: str, value: Any) -> list[Problem]:
+        why = _topic_level_problem(value) if name == "discovery_prefix" else None
+        return [("", value, why)] if why else []
 
 
 class OtaConfig(Record):
@@ -362,12 +386,15 @@ class CommandsConfig(Record):
     def allows(self, action: str) -> bool:
         return action_allowed(self.disabled, action)
 
-    def cross_check(self) -> list[Problem]:
-        valid = known_actions()
+    @classmethod
+    def field_problems(cls, name: str, value: Any) -> list[Problem]:
+        if name != "disabled":
+            return []
+        valid = [*known_actions(), "*"]
         return [
-            (f"disabled[{i}]", name, unknown_key(name, [*valid, "*"], what="action"))
-            for i, name in enumerate(self.disabled)
-            if name not in valid and name != "*"
+            (f"[{i}]", action, unknown_key(action, valid, what="action"))
+            for i, action in enumerate(value)
+            if action not in valid
         ]
 
 
@@ -376,7 +403,8 @@ class AuditConfig(Record):
 
     enabled: Annotated[bool, Meta(title="Audit commands", description="record every command received")] = True
     file: Annotated[
-        Optional[Path], Meta(title="Audit file", description="JSON-lines file; default <state_dir>/audit.jsonl")
+        Optional[Path],
+        Meta(title="Audit file", description="JSON-lines file; default <state_dir>/audit.jsonl"),
     ] = None
     publish: Annotated[
         bool,
@@ -387,7 +415,9 @@ class AuditConfig(Record):
     ] = True
     max_bytes: Annotated[
         int,
-        Meta(ge=4096, title="Audit file size limit", description="the file is rotated to <file>.1 beyond this"),
+        Meta(
+            ge=4096, title="Audit file size limit", description="the file is rotated to <file>.1 beyond this"
+        ),
     ] = 5 * 1024 * 1024
 
 
@@ -400,7 +430,9 @@ class AgentConfig(Record):
             "record; default ~/.local/state/edge-agent/<device id>",
         ),
     ] = None
-    once: Annotated[bool, Meta(title="Once", description="Process what the source holds, flush, exit")] = False
+    once: Annotated[bool, Meta(title="Once", description="Process what the source holds, flush, exit")] = (
+        False
+    )
     flush_timeout_s: Annotated[
         float,
         Meta(
@@ -437,12 +469,15 @@ class AgentConfig(Record):
     homeassistant: Annotated[
         HomeAssistantConfig, Meta(title="Home Assistant", description="MQTT discovery for Home Assistant")
     ] = field(default_factory=HomeAssistantConfig)
-    tls: Annotated[TlsConfig, Meta(title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)")] = (
-        field(default_factory=TlsConfig)
-    )
+    tls: Annotated[
+        TlsConfig, Meta(title="TLS", description="mqtts:// broker connection (TLS 1.2 or newer)")
+    ] = field(default_factory=TlsConfig)
     ota: Annotated[
         OtaConfig,
-        Meta(title="Model updates", description="Signed over-the-air model updates on <prefix>/<device>/model/set"),
+        Meta(
+            title="Model updates",
+            description="Signed over-the-air model updates on <prefix>/<device>/model/set",
+        ),
     ] = field(default_factory=OtaConfig)
     audit: Annotated[AuditConfig, Meta(title="Audit log", description="Command audit log")] = field(
         default_factory=AuditConfig
@@ -526,7 +561,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(str(p), [("<file>", str(p), f"not valid TOML: {exc}")]) from exc
 
 
-def env_names(cls: type[Record] = AgentConfig, path: tuple[str, ...] = ()) -> Iterator[tuple[str, tuple[str, ...], Any]]:
+def env_names(
+    cls: type[Record] = AgentConfig, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, tuple[str, ...], Any]]:
     """(variable name, key path, field type) of every config key, e.g. ``EDGE_MQTT_BROKER``."""
     for f in msgspec.structs.fields(cls):
         sub = record_type(f.type)
@@ -625,10 +662,16 @@ def check_file(path: str | Path) -> list[Problem]:
     return [(k, shown(k, v), m) for k, v, m in check_data(data)]
 
 
-def described_fields(cls: type[Record] = AgentConfig, prefix: str = "") -> Iterator[tuple[str, Any, Meta | None]]:
+def described_fields(
+    cls: type[Record] = AgentConfig, prefix: str = ""
+) -> Iterator[tuple[str, Any, Meta | None]]:
     """(key path, field info, its Meta) of every key, nested sections included (docs and tests)."""
     for f in msgspec.structs.fields(cls):
-        metas = [m for m in get_args(f.type)[1:] if isinstance(m, Meta)] if get_origin(f.type) is Annotated else []
+        metas = (
+            [m for m in get_args(f.type)[1:] if isinstance(m, Meta)]
+            if get_origin(f.type) is Annotated
+            else []
+        )
         yield prefix + f.name, f, metas[0] if metas else None
         sub = record_type(_bare(f.type))
         if sub is not None:

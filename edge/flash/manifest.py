@@ -42,7 +42,9 @@ class FileEntry(Record):
 
 class Target(Record):
     arch: Annotated[Literal["aarch64", "x86_64"], Meta(description="platform.machine() of the device")]
-    python: Annotated[str, Meta(pattern=r"^3\.\d+$", description="major.minor of the device's /usr/bin/python3")]
+    python: Annotated[
+        str, Meta(pattern=r"^3\.\d+$", description="major.minor of the device's /usr/bin/python3")
+    ]
     glibc: Annotated[str, Meta(pattern=r"^2\.\d+$", description="newest manylinux glibc the wheels may need")]
     runtime: Annotated[
         Literal["ai-edge-litert", "tflite-runtime"], Meta(description="TFLite runtime distribution")

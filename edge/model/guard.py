@@ -46,9 +46,9 @@ MB = 1 << 20
 class GuardLimits(Record):
     """What a model may ask for before it is refused (the ``ota.guard`` section of the agent config)."""
 
-    max_bytes: Annotated[int, Meta(gt=0, title="Model size limit", description="largest model file accepted")] = (
-        64 * MB
-    )
+    max_bytes: Annotated[
+        int, Meta(gt=0, title="Model size limit", description="largest model file accepted")
+    ] = 64 * MB
     max_tensor_bytes: Annotated[
         int,
         Meta(gt=0, title="Tensor size limit", description="largest single tensor (shape x item size)"),
@@ -83,12 +83,17 @@ class GuardLimits(Record):
     ] = 60.0
     start_timeout_s: Annotated[
         float,
-        Meta(gt=0, title="Child start timeout", description="seconds the child may take to import the runtime"),
+        Meta(
+            gt=0, title="Child start timeout", description="seconds the child may take to import the runtime"
+        ),
     ] = 60.0
     runtime: Annotated[
         str, Meta(title="Check runtime", description="TFLite runtime the child uses (see edge.model.runtime)")
     ] = "auto"
-    threads: Annotated[int, Meta(ge=1, title="Check threads", description="interpreter threads in the child")] = 1
+    threads: Annotated[
+        int, Meta(ge=1, title="Check threads", description="interpreter threads in the child")
+    ] = 1
+
 
 # Verdict stages, in the order checks run.
 SIZE, IDENTIFIER, STRUCTURE, CHILD_START, LOAD, ALLOCATE, INVOKE, CRASH, TIMEOUT, OK = (
@@ -549,4 +554,3 @@ __all__ = [
 
 if __name__ == "__main__":
     sys.exit(main())
-

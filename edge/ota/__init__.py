@@ -14,4 +14,3 @@ from __future__ import annotations
 from edge.ota.manifest import REFUSAL_REASONS, Manifest, UpdateRefusedError, VerifiedUpdate
 
 __all__ = ["REFUSAL_REASONS", "Manifest", "UpdateRefusedError", "VerifiedUpdate"]
-

@@ -111,4 +111,3 @@ def current_from_path(path: str | Path, version: str | None = None) -> Installed
     from edge.digest import sha256_file
 
     return InstalledModel(path=str(path), sha256=sha256_file(path), version=version)
-

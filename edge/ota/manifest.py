@@ -75,7 +75,8 @@ class Manifest(Record, kw_only=True):
     ] = None
     labels_size: Annotated[int, Meta(ge=0, description="labels size in bytes (0 = no labels)")] = 0
     device: Annotated[
-        Optional[Annotated[str, Meta(max_length=256)]], Meta(description="target device id; null = any device")
+        Optional[Annotated[str, Meta(max_length=256)]],
+        Meta(description="target device id; null = any device"),
     ] = None
     key_id: Annotated[
         str, Meta(min_length=1, max_length=64, description="fingerprint of the signing public key")
@@ -143,9 +144,7 @@ def build_message(
         created=utc_iso(timespec="microseconds"),
     )
     signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
-    return frame(
-        {"id": cmd_id, "manifest": manifest.to_dict(), "signature": signature}, model, labels or b""
-    )
+    return frame({"id": cmd_id, "manifest": manifest.to_dict(), "signature": signature}, model, labels or b"")
 
 
 def frame(header: dict[str, Any], model: bytes, labels: bytes = b"") -> bytes:
@@ -296,4 +295,3 @@ def verify_message(
                 "push the model again",
             )
     return VerifiedUpdate(cmd_id, manifest, model, labels if manifest.labels_size else None)
-

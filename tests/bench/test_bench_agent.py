@@ -36,11 +36,14 @@ def test_report_of_the_loaded_model(mobilenet: Path) -> None:
 @pytest.mark.parametrize(
     "params,needle",
     [
-        ({"runs": 0}, "runs: Input should be greater than or equal to 1 (received 0)"),
-        ({"runs": "many"}, "runs: Input should be a valid integer"),
-        ({"max_secs": 1000}, "max_secs: Input should be less than or equal to 120"),
-        ({"min_secs": 5, "max_secs": 2}, "min_secs (5.0) must not exceed max_secs (2.0)"),
-        ({"rnus": 10}, "rnus: Extra inputs are not permitted"),
+        ({"runs": 0}, "runs: Expected `int` >= 1 (received 0)"),
+        ({"runs": "many"}, "runs: Expected `int`, got `str` (received 'many')"),
+        ({"max_secs": 1000}, "max_secs: Expected `float` <= 120"),
+        ({"max_secs": float("nan")}, "max_secs: Expected `float` > 0"),
+        ({"min_secs": float("inf")}, "min_secs: Expected `float` <= 60"),
+        ({"seed": float("nan")}, "seed: Expected `int`, got `float`"),
+        ({"min_secs": 5, "max_secs": 2}, "min_secs: must not exceed max_secs (2) (received 5.0)"),
+        ({"rnus": 10}, "rnus: unknown key (did you mean 'runs'?"),
         (["runs", 10], "must be a JSON object"),
     ],
 )

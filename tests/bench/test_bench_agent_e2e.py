@@ -67,7 +67,7 @@ def test_bench_command_on_a_running_agent(
     assert bench["schema"] == 1 and bench["device"] == "b1" and bench["ts"].endswith("Z")
     assert bench["latency_ms"] == report["latency_ms"] and bench["model"] == report["model"]
 
-    assert bad["ok"] is False and "runs: Input should be greater than or equal to 1" in bad["error"]
+    assert bad["ok"] is False and "runs: Expected `int` >= 1" in bad["error"]
     assert ping["ok"] is True  # the agent carried on after both
 
 

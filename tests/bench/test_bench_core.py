@@ -133,11 +133,13 @@ def test_models_are_interleaved_in_blocks(mobilenet: Path, lstm: Path) -> None:
 
 
 def test_options_and_inputs_are_validated(mobilenet: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="runs"):
+    with pytest.raises(ValueError, match="runs: Expected `int` >= 1"):
         BenchOptions(runs=0)
-    with pytest.raises(ValueError, match="must not exceed max_secs"):
+    with pytest.raises(ValueError, match="min_secs: must not exceed max_secs"):
         BenchOptions(min_secs=5, max_secs=1)
-    with pytest.raises(ValueError, match="extra"):
+    with pytest.raises(ValueError, match="warmup_min_secs: must be a finite number"):
+        BenchOptions(warmup_min_secs=float("inf"))
+    with pytest.raises(TypeError, match="Unexpected keyword argument 'run'"):
         BenchOptions(run=3)  # type: ignore[call-arg]
     m = load_model(mobilenet)
     with pytest.raises(InputError, match="does not exist"):
