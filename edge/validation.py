@@ -18,7 +18,7 @@ import difflib
 import math
 import types
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
@@ -98,7 +98,7 @@ def _message(exc: msgspec.ValidationError) -> tuple[str, str]:
     return msg, loc[1:] if loc.startswith("$") else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields(cls: type) -> tuple[msgspec.structs.FieldInfo, ...]:
     return msgspec.structs.fields(cls)
 

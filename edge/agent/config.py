@@ -10,6 +10,8 @@ underscore between levels (``EDGE_MQTT_BROKER``, ``EDGE_OTA_GUARD_TIMEOUT_S``); 
 comma-separated text or a JSON array. Other ``EDGE_*`` names are reported by :func:`unknown_variables`.
 """
 
+# msgspec evaluates annotations at run time: Optional keeps the records importable on Python 3.9.
+# ruff: noqa: UP045
 from __future__ import annotations
 
 import json
@@ -59,7 +61,7 @@ def _topic_level_problem(v: str) -> str | None:
     return None
 
 
-class MqttConfig(Record):
+class MqttConfig(Record, frozen=True):
     broker: Annotated[
         str, Meta(title="Broker URL", description="mqtt://[user:pass@]host:port (or mqtts:// for TLS)")
     ] = "mqtt://localhost:1883"
@@ -142,7 +144,7 @@ class MqttConfig(Record):
         return []
 
 
-class TlsConfig(Record):
+class TlsConfig(Record, frozen=True):
     ca_file: Annotated[
         Optional[Path], Meta(title="CA file", description="CA certificate(s) that signed the broker's")
     ] = None
@@ -162,7 +164,7 @@ class TlsConfig(Record):
     ] = False
 
 
-class ModelConfig(Record):
+class ModelConfig(Record, frozen=True):
     path: Annotated[
         Optional[Path], Meta(title="Model", description="The .tflite model to run (required to run)")
     ] = None
@@ -190,7 +192,7 @@ class ModelConfig(Record):
     ] = None
 
 
-class SourceConfig(Record):
+class SourceConfig(Record, frozen=True):
     spec: Annotated[
         Optional[str], Meta(title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'")
     ] = None
@@ -242,7 +244,7 @@ class SourceConfig(Record):
     ] = 32 * 1024 * 1024
 
 
-class PreprocessConfig(Record):
+class PreprocessConfig(Record, frozen=True):
     mean: Annotated[
         Optional[float],
         Meta(
@@ -267,7 +269,7 @@ class PreprocessConfig(Record):
         return [("", value, "must not be 0")] if name == "std" and value == 0 else []
 
 
-class PostprocessConfig(Record):
+class PostprocessConfig(Record, frozen=True):
     top_k: Annotated[
         int, Meta(ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction")
     ] = 5
@@ -285,7 +287,7 @@ class PostprocessConfig(Record):
     ] = 1024
 
 
-class SpoolConfig(Record):
+class SpoolConfig(Record, frozen=True):
     path: Annotated[
         Optional[Path], Meta(title="Spool file", description="SQLite spool; default <state_dir>/spool.db")
     ] = None
@@ -303,7 +305,7 @@ class SpoolConfig(Record):
     ] = 7 * 24 * 3600.0
 
 
-class MetricsConfig(Record):
+class MetricsConfig(Record, frozen=True):
     interval_s: Annotated[
         float,
         Meta(ge=0, title="Metrics interval", description="Seconds between metrics messages; 0 disables them"),
@@ -313,7 +315,7 @@ class MetricsConfig(Record):
     ] = 60.0
 
 
-class HomeAssistantConfig(Record):
+class HomeAssistantConfig(Record, frozen=True):
     enabled: Annotated[
         bool,
         Meta(
@@ -336,7 +338,7 @@ class HomeAssistantConfig(Record):
         return [("", value, why)] if why else []
 
 
-class OtaConfig(Record):
+class OtaConfig(Record, frozen=True):
     """Signed over-the-air model updates (see :mod:`edge.ota.handler`)."""
 
     enabled: Annotated[
@@ -371,7 +373,7 @@ def known_actions() -> list[str]:
     return sorted({*default_registry().handlers, INPUTS["model_set"]})
 
 
-class CommandsConfig(Record):
+class CommandsConfig(Record, frozen=True):
     """Which command actions the agent executes (see :mod:`edge.agent.audit`)."""
 
     disabled: Annotated[
@@ -398,7 +400,7 @@ class CommandsConfig(Record):
         ]
 
 
-class AuditConfig(Record):
+class AuditConfig(Record, frozen=True):
     """Where the command audit log goes."""
 
     enabled: Annotated[bool, Meta(title="Audit commands", description="record every command received")] = True
@@ -421,7 +423,7 @@ class AuditConfig(Record):
     ] = 5 * 1024 * 1024
 
 
-class AgentConfig(Record):
+class AgentConfig(Record, frozen=True):
     state_dir: Annotated[
         Optional[Path],
         Meta(

@@ -29,7 +29,7 @@ class BenchParamsError(InputError):
     """The ``bench`` command's parameters are invalid."""
 
 
-class AgentBenchParams(Record):
+class AgentBenchParams(Record, frozen=True):
     """Parameters of the agent's ``bench`` command (all optional)."""
 
     runs: Annotated[int, Meta(ge=1, le=100_000, description="minimum number of timed invokes")] = 50

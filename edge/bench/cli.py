@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
 from edge import cli
 from edge.bench import compare as comparing
 from edge.bench import report as reporting

@@ -34,7 +34,7 @@ class BenchError(EdgeError):
     """A model failed while being benchmarked."""
 
 
-class BenchOptions(Record):
+class BenchOptions(Record, frozen=True):
     """How long to warm up and measure. Defaults are ``benchmark_model``'s."""
 
     runs: Annotated[

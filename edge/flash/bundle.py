@@ -295,7 +295,7 @@ def build(
             bundle_id=bid,
             created_at=utc_iso(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
-            target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),
+            target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),  # type: ignore[arg-type]
             agent_version=agent.version,
             runtime_version=rt.version,
             numpy_version=np_whl.version,

@@ -6,6 +6,8 @@ format of ``sha256sum -c`` (so the device checks them with coreutils alone,
 before Python or pip run) and covers ``manifest.json`` too.
 """
 
+# msgspec evaluates annotations at run time: Optional keeps the records importable on Python 3.9.
+# ruff: noqa: UP045
 from __future__ import annotations
 
 import hashlib
@@ -35,12 +37,12 @@ class BundleError(EdgeError):
 _SHA256 = r"^[0-9a-f]{64}$"
 
 
-class FileEntry(Record):
+class FileEntry(Record, frozen=True):
     sha256: Annotated[str, Meta(pattern=_SHA256, description="hex sha256 of the file's bytes")]
     size: Annotated[int, Meta(ge=0, description="bytes")]
 
 
-class Target(Record):
+class Target(Record, frozen=True):
     arch: Annotated[Literal["aarch64", "x86_64"], Meta(description="platform.machine() of the device")]
     python: Annotated[
         str, Meta(pattern=r"^3\.\d+$", description="major.minor of the device's /usr/bin/python3")
@@ -51,7 +53,7 @@ class Target(Record):
     ]
 
 
-class ModelEntry(Record):
+class ModelEntry(Record, frozen=True):
     file: Annotated[str, Meta(description="path inside the bundle")]
     sha256: Annotated[str, Meta(description="hex sha256")]
     edgetpu: Annotated[
@@ -59,7 +61,7 @@ class ModelEntry(Record):
     ]
 
 
-class Manifest(Record, kw_only=True):
+class Manifest(Record, frozen=True, kw_only=True):
     schema: Annotated[int, Meta(description="manifest format version")] = SCHEMA
     kind: Literal["edge-bundle"] = "edge-bundle"
     bundle_id: Annotated[

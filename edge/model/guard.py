@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 MB = 1 << 20
 
 
-class GuardLimits(Record):
+class GuardLimits(Record, frozen=True):
     """What a model may ask for before it is refused (the ``ota.guard`` section of the agent config)."""
 
     max_bytes: Annotated[

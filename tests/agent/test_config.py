@@ -14,8 +14,8 @@ from edge.agent import statedir
 from edge.agent.cli import check_update_keys
 from edge.agent.config import (
     AgentConfig,
-    ConfigError,
     CommandsConfig,
+    ConfigError,
     MqttConfig,
     check_file,
     env_names,
