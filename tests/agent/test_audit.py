@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge.agent.audit import AuditConfig, AuditLog, CommandsConfig
+from edge.agent.audit import AuditLog
+from edge.agent.config import AuditConfig, CommandsConfig
 
 
 def test_records_go_to_the_file_and_the_publisher_without_payloads(tmp_path: Path) -> None:
