@@ -212,6 +212,10 @@ def bench(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     return report if isinstance(report, dict) else {"report": report}
 
 
+# The names of the agent's own actions (``commands.disabled`` may list these and ``model/set``).
+BUILTIN_ACTIONS = ("ping", "reload", "set", "bench")
+
+
 def default_registry() -> CommandRegistry:
     reg = CommandRegistry()
     reg.register("ping", ping)
