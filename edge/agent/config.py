@@ -32,7 +32,7 @@ else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
 
 from edge.agent import system
 from edge.agent.audit import action_allowed
-from edge.agent.commands import default_registry
+from edge.agent.commands import BUILTIN_ACTIONS
 from edge.errors import EdgeError
 from edge.model.guard import GuardLimits
 from edge.ota.manifest import DEFAULT_MAX_BYTES
@@ -370,7 +370,7 @@ class OtaConfig(Record, frozen=True):
 
 def known_actions() -> list[str]:
     """Every action name ``commands.disabled`` may list: the command registry's and ``model/set``."""
-    return sorted({*default_registry().handlers, INPUTS["model_set"]})
+    return sorted({*BUILTIN_ACTIONS, INPUTS["model_set"]})
 
 
 class CommandsConfig(Record, frozen=True):
