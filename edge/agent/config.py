@@ -269,14 +269,18 @@ class PreprocessConfig(Record, frozen=True):
         return [("", value, "must not be 0")] if name == "std" and value == 0 else []
 
 
+TopK = Annotated[
+    int, Meta(ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction")
+]
+Threshold = Annotated[
+    float,
+    Meta(ge=0.0, le=1.0, title="Score threshold", description="Drop classes/detections scoring below it"),
+]
+
+
 class PostprocessConfig(Record, frozen=True):
-    top_k: Annotated[
-        int, Meta(ge=1, le=1000, title="Top k", description="Classes (or detections) per prediction")
-    ] = 5
-    threshold: Annotated[
-        float,
-        Meta(ge=0.0, le=1.0, title="Score threshold", description="Drop classes/detections scoring below it"),
-    ] = 0.0
+    top_k: TopK = 5
+    threshold: Threshold = 0.0
     max_output_values: Annotated[
         int,
         Meta(
@@ -285,6 +289,13 @@ class PostprocessConfig(Record, frozen=True):
             description="Values per output tensor sent for non-classifier models",
         ),
     ] = 1024
+
+
+class SettingsUpdate(Record, frozen=True):
+    """The parameters of the ``set`` command: what changes at run time, with the config's constraints."""
+
+    top_k: Optional[TopK] = None
+    threshold: Optional[Threshold] = None
 
 
 class SpoolConfig(Record, frozen=True):

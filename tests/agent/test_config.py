@@ -320,3 +320,17 @@ def test_records_refuse_unknown_fields_and_decode_with_msgspec() -> None:
         msgspec.toml.decode(b"[preprocess]\nmean = nan\n", type=AgentConfig)
     with pytest.raises(msgspec.ValidationError, match="Number out of range"):
         msgspec.json.decode(b'{"preprocess": {"mean": 1e400}}', type=AgentConfig)
+
+
+def test_set_command_parameters_share_the_config_constraints() -> None:
+    from edge.agent.config import SettingsUpdate
+    from edge.validation import DecodeError, decode
+
+    assert decode(SettingsUpdate, {"top_k": 3}) == SettingsUpdate(top_k=3)
+    with pytest.raises(DecodeError) as err:
+        decode(SettingsUpdate, {"top_k": 0, "threshold": float("nan"), "topk": 1})
+    assert err.value.problems == [
+        ("topk", 1, "unknown key (did you mean 'top_k'? valid keys: top_k, threshold)"),
+        ("top_k", 0, "Expected `int` >= 1"),
+        ("threshold", pytest.approx(float("nan"), nan_ok=True), "Expected `float` >= 0.0"),
+    ]
