@@ -59,7 +59,7 @@ class BenchOptions(Record, frozen=True):
 
 def min_secs_window(min_secs: float, max_secs: float) -> list[Problem]:
     if min_secs > max_secs:
-        return [("min_secs", min_secs, f"must not exceed max_secs ({max_secs:g})")]
+        return [("min_secs", min_secs, f"must not exceed max_secs ({max_secs!r})")]
     return []
 
 

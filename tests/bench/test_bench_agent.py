@@ -42,7 +42,7 @@ def test_report_of_the_loaded_model(mobilenet: Path) -> None:
         ({"max_secs": float("nan")}, "max_secs: Expected `float` > 0"),
         ({"min_secs": float("inf")}, "min_secs: Expected `float` <= 60"),
         ({"seed": float("nan")}, "seed: Expected `int`, got `float`"),
-        ({"min_secs": 5, "max_secs": 2}, "min_secs: must not exceed max_secs (2) (received 5.0)"),
+        ({"min_secs": 5, "max_secs": 2}, "min_secs: must not exceed max_secs (2.0) (received 5.0)"),
         ({"rnus": 10}, "rnus: unknown key (did you mean 'runs'?"),
         (["runs", 10], "must be a JSON object"),
     ],
