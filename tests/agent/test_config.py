@@ -334,3 +334,29 @@ def test_set_command_parameters_share_the_config_constraints() -> None:
         ("top_k", 0, "Expected `int` >= 1"),
         ("threshold", pytest.approx(float("nan"), nan_ok=True), "Expected `float` >= 0.0"),
     ]
+
+
+def test_agent_refuses_to_start_with_update_keys_but_no_cryptography(tmp_path: Path) -> None:
+    from edge.ota import keys
+
+    key = keys.crypto().ed25519.Ed25519PrivateKey.generate()
+    s = keys.crypto().serialization
+    pub = tmp_path / "update.pub"
+    pub.write_bytes(key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))
+    # cryptography made unimportable in that process, as on a device installed without the signing extra
+    probe = (
+        "import sys; sys.modules['cryptography'] = None\n"
+        "from edge.agent.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = ["run", "--source", "mqtt", "--model", "m.tflite", "--update-key", str(pub)]
+    r = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(),
+    )
+    assert r.returncode == 2, r
+    assert "ota.public_keys[0]" in r.stderr and "'cryptography' package" in r.stderr, r.stderr
