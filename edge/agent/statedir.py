@@ -89,9 +89,15 @@ def migrate_shared(base: Path, device: str, prefix: str) -> list[str]:
             f"{', '.join(sorted(others))}: left there (never mixed into {target}); start those device ids "
             "to move it, or remove it once their spool is empty"
         ]
-    target.mkdir(parents=True, exist_ok=True)
-    for entry in entries:
-        os.replace(entry, target / entry.name)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            os.replace(entry, target / entry.name)
+    except OSError as exc:
+        raise EdgeError(
+            f"cannot move the old shared state directory {base} to {target}: {exc.strerror}",
+            f"move its files into {target} by hand, or set state_dir (--state-dir)",
+        ) from exc
     return [f"moved the old shared state directory {base} to {target} (one state directory per device id)"]
 
 
@@ -114,7 +120,13 @@ def prepare(state_dir: Path, device: str, prefix: str, *, default_base: Path | N
             "give each device id its own state_dir (or leave state_dir unset: "
             "~/.local/state/edge-agent/<device id>)",
         )
-    state_dir.mkdir(parents=True, exist_ok=True)
-    if current is None:
-        (state_dir / OWNER).write_text(device + "\n", encoding="utf-8")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if current is None:
+            (state_dir / OWNER).write_text(device + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise EdgeError(
+            f"cannot use the state directory {state_dir}: {exc.strerror}",
+            "make it writable by the agent's user, or set state_dir (--state-dir) to a writable directory",
+        ) from exc
     return notes

@@ -360,3 +360,10 @@ def test_agent_refuses_to_start_with_update_keys_but_no_cryptography(tmp_path: P
     )
     assert r.returncode == 2, r
     assert "ota.public_keys[0]" in r.stderr and "'cryptography' package" in r.stderr, r.stderr
+
+
+def test_an_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgeError, match="cannot use the state directory"):
+        statedir.prepare(blocker / "state", "devA", "edge")
