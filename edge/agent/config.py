@@ -17,18 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 import msgspec
+import msgspec.toml
 from msgspec import Meta, field
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python < 3.11 on older Raspberry Pi OS
-    import tomli as tomllib
 
 from edge.agent import system
 from edge.agent.audit import action_allowed
@@ -562,16 +557,19 @@ def shown(key: str, value: Any) -> Any:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """The file as plain tables: validated afterwards, key by key (:func:`edge.validation.problems`)."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            return tomllib.load(fh)
+        data = p.read_bytes()
     except FileNotFoundError as exc:
         raise EdgeError(f"config file not found: {p}", "check the path given to --config") from exc
     except OSError as exc:
         raise EdgeError(f"cannot read the config file {p}: {exc.strerror}", "check its permissions") from exc
-    except tomllib.TOMLDecodeError as exc:
+    try:
+        tables: dict[str, Any] = msgspec.toml.decode(data)
+    except msgspec.DecodeError as exc:
         raise ConfigError(str(p), [("<file>", str(p), f"not valid TOML: {exc}")]) from exc
+    return tables
 
 
 def env_names(
