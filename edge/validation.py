@@ -200,7 +200,10 @@ def problems(cls: type[Record], data: Any, *, prefix: str = "", strict: bool = T
     unknown = len(out)
     for name, f in fields.items():
         if name not in data:
-            values[f.name] = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
+            if f.required:
+                out.append((at(name), "<missing>", "required key is missing"))
+            else:
+                values[f.name] = f.default if f.default_factory is msgspec.NODEFAULT else f.default_factory()
             continue
         value = data[name]
         sub = record_type(f.type)
