@@ -11,7 +11,7 @@ The agent's memory target is relative: at most 1.3x a bare runtime process holdi
   load time. ``ssl`` is needed only for a TLS broker, ``urllib.request`` only to read proxy variables
   when PySocks is installed: both are deferred to their first use (edge.deferred). The agent process
   imports nothing else that could bind a placeholder (``from ssl import ...``). Worth 3.2 MB, re-measured
-  once the config moved from pydantic in a forked child to msgspec in-process: 1.261x of a bare process
+  once the config moved to msgspec in-process (no forked validation child): 1.261x of a bare process
   with it, 1.304x without (benchmarks/agent_bench.py; docs/agent.md).
 """
 
