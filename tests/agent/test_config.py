@@ -367,3 +367,13 @@ def test_an_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(EdgeError, match="cannot use the state directory"):
         statedir.prepare(blocker / "state", "devA", "edge")
+
+
+def test_docs_list_every_key_with_its_variable() -> None:
+    text = (ROOT / "docs" / "agent.md").read_text()
+    missing = [
+        f"{'.'.join(path)} ({name})"
+        for name, path, _ in env_names()
+        if f"| `{'.'.join(path)}` |" not in text or f"`{name}`" not in text
+    ]
+    assert missing == [], "docs/agent.md's key table lacks these keys"
