@@ -127,8 +127,10 @@ def _setup_logging(level: str) -> None:
 
 
 def check_config(path: str) -> int:
-    from edge.agent.config import check_file, format_problem
+    from edge.agent.config import check_file, format_problem, unknown_variables
 
+    for warning in unknown_variables():  # the file is checked alone, but a typo here matters at run time
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         problems = check_file(path)
     except EdgeError as exc:

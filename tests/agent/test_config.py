@@ -377,3 +377,18 @@ def test_docs_list_every_key_with_its_variable() -> None:
         if f"| `{'.'.join(path)}` |" not in text or f"`{name}`" not in text
     ]
     assert missing == [], "docs/agent.md's key table lacks these keys"
+
+
+def test_check_config_warns_about_unknown_variables_too(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[source]\nspec = "mqtt"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "edge", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=subprocess_env(EDGE_SOURCE_SPC="mqtt"),
+    )
+    assert r.returncode == 0 and "ok" in r.stdout, r
+    assert "warning: environment variable EDGE_SOURCE_SPC" in r.stderr and "EDGE_SOURCE_SPEC?" in r.stderr
