@@ -43,6 +43,8 @@ OTHER_VARIABLES = frozenset(
         "EDGE_EDGETPU_LIBRARY",  # edge.model.delegates.edgetpu: libedgetpu path
         "EDGE_OTA_PAUSE_AT",  # edge.ota.install: crash-safety test seam
         "EDGE_CORAL_TESTDATA",  # tests and benchmarks: where the test models are
+        "EDGE_VENV",  # dev.sh: where the development venvs live
+        "EDGE_TFLITE_VENV",
     }
 )
 DEFAULT_STATE_BASE = Path("~/.local/state/edge-agent")
