@@ -10,9 +10,9 @@ The agent's memory target is relative: at most 1.3x a bare runtime process holdi
 - paho-mqtt imports ``ssl`` and ``urllib.request`` (with ``http.client`` and half of ``email``) at
   load time. ``ssl`` is needed only for a TLS broker, ``urllib.request`` only to read proxy variables
   when PySocks is installed: both are deferred to their first use (edge.deferred). The agent process
-  imports nothing else that could bind a placeholder (``from ssl import ...``). Worth 3.2 MB, re-measured
-  once the config moved to msgspec in-process (no forked validation child): 1.261x of a bare process
-  with it, 1.304x without (benchmarks/agent_bench.py; docs/agent.md).
+  imports nothing else that could bind a placeholder (``from ssl import ...``). Worth 3.3 MB, re-measured
+  once the config moved to msgspec in-process (no forked validation child): 1.274x of a bare process
+  with it, 1.314x without (benchmarks/agent_bench.py; docs/agent.md).
 """
 
 from __future__ import annotations
