@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
 from tests.support.process import run_module, run_python

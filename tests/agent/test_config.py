@@ -25,7 +25,8 @@ from edge.agent.config import (
 )
 from edge.errors import EdgeError
 from edge.model.guard import GuardLimits
-from tests.conftest import ROOT, run_module, subprocess_env
+from tests.support import ROOT
+from tests.support.process import run_module, subprocess_env
 
 
 def problems_of(**sections: object) -> dict[str, tuple[object, str]]:
