@@ -1,24 +1,29 @@
 """The agent: wiring and lifecycle.
 
-start: load the model (errors exit 2 before touching the network) -> open the
-spool -> connect (the Last Will is ``offline``) -> on every (re)connect publish
-``online`` + status and run the on-connect hooks -> feed the source through the
-pipeline, every result spooled before it is published -> on SIGTERM/SIGINT or
-the end of a --once run: flush (bounded), publish ``offline``, exit 0.
+:class:`Agent` builds every part, in one direction, and hands each its slice of the config
+and the collaborators it needs (Frigate's ``FrigateApp`` style); no part holds the agent:
+
+  config -> model store -> model slot (the model loads here: errors exit 2 before the network)
+  -> transport (client, spool, outbox) -> audit log -> command registry (+ built-in handlers)
+  -> OTA service -> Home Assistant discovery -> (run) source -> finisher.
+
+start: the above -> connect (the Last Will is ``offline``) -> on every (re)connect publish
+``online`` + status -> feed the source through the pipeline, every result spooled before it is
+published -> on SIGTERM/SIGINT or the end of a --once run: flush (bounded), publish ``offline``,
+exit 0.
 
 An input goes through three threads: ``edge-prefetch`` reads and preprocesses
 it, the main thread invokes the interpreter, ``edge-finish`` postprocesses,
 spools and records it as done. Each stage is FIFO, so order is kept; the main
 thread does little besides invoke(), which releases the GIL.
 
-Extension points for other features: ``Agent.commands`` (action -> handler),
-``Agent.on_connect_hooks`` (called with the agent after each connect) and
-``Agent.status_extras`` (functions adding keys to the status message).
+Extension points are lists the app fills while it builds the parts: ``status_extras``
+(functions returning keys for the status message), ``after_status`` (called after every
+status message) and ``on_connect_hooks`` (called after each connect).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import queue
@@ -27,30 +32,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import edge
-from edge.agent import discovery, system
-from edge.agent.commands import CommandWorker, default_registry
+from edge.agent import system
+from edge.agent.audit import AuditLog
+from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
+from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health
+from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
 from edge.contract import messages
 from edge.errors import EdgeError
 from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
-from edge.inference.preprocess import Normalization
-from edge.model.labels import read_labels
-from edge.model.runtime import LoadedModel, load_model
-from edge.ota.agent import AgentSecurity
+from edge.ota.install import ModelStore
+from edge.ota.service import OtaService
+from edge.transport.outbox import Outbox
+from edge.transport.spool import Spool
+from edge.transport.tls import credentials, tls_options
 from edge.transport.topics import Topics
+from edge.transport.url import BrokerURL, parse_broker_url
 
-if TYPE_CHECKING:  # the agent runs on a ConfigView of these values; pydantic stays out (config_view)
+if TYPE_CHECKING:
     from edge.agent.config import AgentConfig
-    from edge.agent.config_view import ConfigView
+    from edge.transport.base import Transport
 
 log = logging.getLogger("edge.agent")
 
-Hook = Callable[["Agent"], None]
 # One input after the main thread is done with it: the outputs (or why there are none), and the
 # pipeline that produced them, which a model reload may meanwhile have replaced.
 Job = tuple[Item, Pipeline, "Invoked | Exception"]
@@ -63,100 +72,116 @@ def _json(payload: dict[str, Any]) -> bytes:
 class Agent:
     version = edge.__version__
 
-    def __init__(self, cfg: AgentConfig | ConfigView, *, delegates: Any = None) -> None:
+    def __init__(self, cfg: AgentConfig, *, client: Transport | None = None, delegates: Any = None) -> None:
+        """``client``: the MQTT connection to use instead of one built from ``cfg.mqtt`` and ``cfg.tls``
+        (tests pass an :class:`edge.transport.memory.MemoryClient`); ``delegates``: the delegate seam of
+        :func:`edge.model.runtime.load_model` (tests)."""
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
-        self.topics = Topics(cfg.mqtt.prefix, self.device)
-        self.commands = default_registry()
-        self.on_connect_hooks: list[Hook] = []
-        self.on_status_hooks: list[Hook] = []  # after each status message (connect, model reload)
-        self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
+        self.topics = topics = Topics(cfg.mqtt.prefix, self.device)
+        self.state_dir = Path(cfg.state_dir).expanduser()
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
-        self.delegates = delegates  # the delegate seam of edge.model.runtime.load_model (tests)
-        self.state_dir = cfg.resolved_state_dir()
         self.started_at = messages.utc_iso()
         self.started_mono = time.monotonic()
         self.last_seq: int | None = None
         self.predictions = 0
         self.first_prediction_s: float | None = None
-        self.settings = Settings(
+        self.source: Source | None = None
+        self._finisher: Finisher[Job] | None = None
+        self.status_extras: list[Callable[[], dict[str, Any]]] = []
+        self.after_status: list[Callable[[], object]] = []  # each connect and each model change
+        self.on_connect_hooks: list[Callable[[], None]] = []
+
+        # The model: an interrupted update is undone and the model loads before anything else.
+        self.store = ModelStore(self.state_dir, cfg.ota.guard)
+        settings = Settings(
             cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values
         )
-        # Undoes an interrupted model update and picks the installed model, before anything loads.
-        self.security = AgentSecurity(self)
-        self.pipeline: Pipeline = self._initial_pipeline()
-        self.client: Any = None
-        self.spool: Any = None
-        self.outbox: Any = None
-        self.source: Source | None = None
-        self._worker: CommandWorker | None = None
-        self._finisher: Finisher[Job] | None = None
-        discovery.install(self)
+        self.slot = ModelSlot(
+            cfg.model,
+            cfg.preprocess,
+            settings,
+            self.store,
+            delegates=delegates,
+            on_swap=[self.publish_status],
+        )
+        self.slot.start()
 
-    # --- model -------------------------------------------------------------------------------------------
-    def load_model(self) -> LoadedModel:
-        m = self.cfg.model
-        path, _labels = self.security.model_path()  # an installed update, else the configured model
-        if path is None:
-            raise EdgeError(
-                "no model given", "pass --model path/to/model.tflite (or [model] path in the config)"
+        # The transport: client (not connected yet), spool, outbox.
+        self.url: BrokerURL = credentials(cfg.mqtt, parse_broker_url(cfg.mqtt.broker))
+        self.client: Transport = client if client is not None else self._mqtt_client(self.url)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_path = Path(cfg.spool.path or self.state_dir / "spool.db")
+        self.spool = Spool(self.spool_path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age_s)
+        self.outbox = outbox = Outbox(cast(Any, self.client), self.spool)
+
+        # Commands: audited, disabled actions refused, by the registry itself.
+        def publish_audit(entry: dict[str, Any]) -> None:
+            outbox.send(topics.audit, entry, qos=1)
+
+        self.audit = AuditLog(cfg.audit, self.state_dir / "audit.jsonl", self.device, publish_audit)
+        self.commands = CommandRegistry(audit=self.audit, disabled=cfg.commands.disabled, topic=topics.cmd)
+        for action, handler in builtin_handlers(
+            slot=self.slot, vitals=self._vitals, device=self.device, publish_bench=self.publish_bench
+        ).items():
+            self.commands.register(action, handler)
+        self.worker = CommandWorker(self.commands, self._publish_cmd_result)
+
+        # Over-the-air model updates.
+        self.ota = OtaService(
+            cfg.ota,
+            slot=self.slot,
+            store=self.store,
+            send=lambda topic, body: outbox.send(topic, body, qos=1),
+            audit=self.audit,
+            topics=topics,
+            disabled=cfg.commands.disabled,
+            on_done=self.publish_status,
+        )
+        self.status_extras.append(self.ota.status)
+
+        if cfg.homeassistant.enabled:
+            discovery = Discovery(
+                cfg.homeassistant,
+                prefix=cfg.mqtt.prefix,
+                device=self.device,
+                client=self.client,
+                status=self.status_payload,
             )
-        return load_model(
-            path,
-            runtime=m.runtime,
-            threads=m.threads,
-            delegate=m.delegate,
-            delegates=self.delegates,
-            max_bytes=m.max_bytes,
+            self.after_status.append(discovery.publish)
+
+        worker, ota = self.worker, self.ota
+        self.client.on_connect(self._on_connect)
+        self.client.subscribe(topics.cmd, lambda msg: worker.submit(bytes(msg.payload)), 1)
+        self.client.subscribe(topics.model_set, lambda msg: ota.submit(bytes(msg.payload)), 1)
+
+    def _mqtt_client(self, url: BrokerURL) -> Transport:
+        from edge.transport.client import MqttClient, Will
+
+        mq = self.cfg.mqtt
+        return MqttClient(
+            url,
+            mq.client_id or f"edge-agent-{self.device}",
+            will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
+            tls=tls_options(self.cfg.tls, url),
+            keepalive=mq.keepalive_s,
+            backoff_min=mq.backoff_min_s,
+            backoff_max=mq.backoff_max_s,
+            protocol=4 if mq.protocol == 311 else 5,
         )
 
-    def _initial_pipeline(self) -> Pipeline:
-        # An installed update that stopped loading (new runtime, disk error) must not brick the device.
-        while True:
-            try:
-                return self._build_pipeline(self.load_model())
-            except EdgeError as exc:
-                if not self.security.fall_back(exc):
-                    raise
+    @property
+    def pipeline(self) -> Pipeline:
+        """The serving pipeline (the slot's; it may change between two reads)."""
+        return self.slot.pipeline
 
-    def _build_pipeline(self, model: LoadedModel) -> Pipeline:
-        p = self.cfg.preprocess
-        labels = read_labels(self.security.model_path()[1])
-        pipe = Pipeline(
-            model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels
-        )
-        for note in model.notes:
-            log.warning("%s", note)
-        log.info(
-            "model %s (sha256 %s..., %s) on %s %s, delegate %s, %d bytes, init %.1f ms",
-            model.path,
-            model.sha256[:12],
-            pipe.kind,
-            model.runtime.name,
-            model.runtime.version,
-            model.delegate,
-            model.size_bytes,
-            model.init_ms,
-        )
-        return pipe
-
-    def reload_model(self) -> LoadedModel:
-        model = self.load_model()
-        pipe = self._build_pipeline(model)
-        with self.pipeline.lock:
-            self.pipeline = pipe
-        self.publish_status()
-        return model
-
-    def apply_settings(self, values: dict[str, Any]) -> dict[str, Any]:
-        # A new object, swapped in: postprocessing on the finisher thread reads settings without the
-        # interpreter's lock and must never see top_k from one command and threshold from another.
-        with self.pipeline.lock:
-            self.settings = dataclasses.replace(self.settings, **values)
-            self.pipeline.settings = self.settings
-        log.info("settings changed: %s", values)
-        return {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+    def _vitals(self) -> dict[str, Any]:
+        return {
+            "agent_version": self.version,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "seq": self.last_seq,
+        }
 
     # --- messages ----------------------------------------------------------------------------------------
     def status_payload(self) -> dict[str, Any]:
@@ -184,29 +209,30 @@ class Agent:
             source=self.source.description if self.source else str(self.cfg.source.spec),
             kind=self.pipeline.kind,
         )
-        body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        settings = self.slot.settings
+        body["settings"] = {"top_k": settings.top_k, "threshold": settings.threshold}
+        body["broker"] = self.url.redacted()
+        body["commands_disabled"] = list(self.cfg.commands.disabled)
         for extra in self.status_extras:
-            body.update(extra(self))
+            body.update(extra())
         return body
 
     def publish_status(self) -> None:
-        if self.client is not None:
-            self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
-            for hook in list(self.on_status_hooks):
-                try:
-                    hook(self)
-                except Exception:
-                    log.exception("on-status hook %r failed", hook)
+        self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
+        for hook in list(self.after_status):
+            try:
+                hook()
+            except Exception:
+                log.exception("after-status hook %r failed", hook)
 
     def publish_bench(self, report: Any) -> None:
-        if self.outbox is not None:
-            # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
-            body = (
-                {**report, **messages.envelope(self.device)}
-                if isinstance(report, dict)
-                else messages.envelope(self.device, report=report)
-            )
-            self.outbox.send(self.topics.bench, body, qos=1)
+        # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
+        body = (
+            {**report, **messages.envelope(self.device)}
+            if isinstance(report, dict)
+            else messages.envelope(self.device, report=report)
+        )
+        self.outbox.send(self.topics.bench, body, qos=1)
 
     def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
         self.outbox.send(
@@ -235,7 +261,7 @@ class Agent:
             log.exception("cannot publish availability/status")
         for hook in list(self.on_connect_hooks):
             try:
-                hook(self)
+                hook()
             except Exception:
                 log.exception("on-connect hook %r failed", hook)
 
@@ -243,12 +269,12 @@ class Agent:
     def prepare(self, item: Item) -> Prepared | EdgeError | Exception:
         """Decode + preprocess; errors are returned, to be reported in input order by _finish()."""
         try:
-            return self.pipeline.prepare(item.data, item.name)
+            return self.slot.pipeline.prepare(item.data, item.name)
         except Exception as exc:
             return exc
 
     def _invoke(self, item: Item, prepared: Prepared | Exception) -> Job:
-        pipe = self.pipeline
+        pipe = self.slot.pipeline
         if isinstance(prepared, Prepared) and prepared.model is not pipe.model:
             prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
         if isinstance(prepared, Exception):
@@ -341,47 +367,6 @@ class Agent:
                 log.exception("cannot publish metrics")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def _connect(self) -> None:
-        from edge.transport.client import MqttClient, Will
-        from edge.transport.outbox import Outbox
-        from edge.transport.spool import Spool
-        from edge.transport.url import parse_broker_url
-
-        mq = self.cfg.mqtt
-        url = self.security.credentials(parse_broker_url(mq.broker))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        spool_path = self.cfg.spool.path or self.state_dir / "spool.db"
-        self.spool = Spool(
-            Path(spool_path), max_bytes=self.cfg.spool.max_bytes, max_age_s=self.cfg.spool.max_age_s
-        )
-        self.client = MqttClient(
-            url,
-            mq.client_id or f"edge-agent-{self.device}",
-            will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
-            tls=self.tls_options(url),
-            keepalive=mq.keepalive_s,
-            backoff_min=mq.backoff_min_s,
-            backoff_max=mq.backoff_max_s,
-            protocol=4 if mq.protocol == 311 else 5,
-        )
-        self.client.on_connect(self._on_connect)
-        self.outbox = Outbox(self.client, self.spool)
-        self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
-        worker = self._worker
-        self.client.subscribe(self.topics.cmd, lambda msg: worker.submit(bytes(msg.payload)), 1)
-        self.security.attach()
-        log.info(
-            "device %s, broker %s, spool %s (%d waiting)",
-            self.device,
-            url.redacted(),
-            spool_path,
-            self.spool.depth(),
-        )
-
-    def tls_options(self, url: Any) -> Any:
-        """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
-        return self.security.tls_options(url)
-
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: Any) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
@@ -392,8 +377,13 @@ class Agent:
 
     def run(self) -> int:
         cfg = self.cfg
-        self._connect()
-        assert self._worker is not None
+        log.info(
+            "device %s, broker %s, spool %s (%d waiting)",
+            self.device,
+            self.url.redacted(),
+            self.spool_path,
+            self.spool.depth(),
+        )
         self.source = open_source(
             str(cfg.source.spec),
             state_dir=self.state_dir,
@@ -402,7 +392,8 @@ class Agent:
             cfg=cfg.source,
             on_refused=lambda name, why: self._publish_error(name, why, "slow down requests"),
         )
-        self._worker.start()
+        self.worker.start()
+        self.ota.start()
         self.outbox.start()
         self.client.start()
         metrics_thread = None
@@ -454,9 +445,8 @@ class Agent:
             self._finisher.close()  # what was invoked gets spooled and recorded before the source closes
         if self.source is not None:
             self.source.close()
-        if self._worker is not None:
-            self._worker.stop()
-        self.security.stop()
+        self.worker.stop()
+        self.ota.stop()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()
         if flushed:
