@@ -16,12 +16,16 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from paho.mqtt.client import topic_matches_sub
 
 from edge.transport.client import Message, Will
+
+if TYPE_CHECKING:
+    from edge.transport.base import Transport
+    from edge.transport.client import MqttClient
 
 _Event = Callable[[], None]
 
@@ -56,10 +60,20 @@ class MemoryBroker:
     def _call(self, fn: _Event) -> None:
         self._queue.put(fn)
 
-    def _attach(self, client: MemoryClient) -> None:
+    def _attach(
+        self, client: MemoryClient, subs: dict[str, tuple[Callable[[Message], None], int]]
+    ) -> list[tuple[Callable[[Message], None], Message]]:
+        """Connect ``client``; the retained messages its ``subs`` get, taken in the same instant, so
+        that a message published meanwhile arrives once, live, and never twice."""
         with self._lock:
             if client not in self._clients:
                 self._clients.append(client)
+            return [
+                (handler, m)
+                for flt, (handler, _qos) in subs.items()
+                for t, m in self.retained.items()
+                if topic_matches_sub(flt, t)
+            ]
 
     def _detach(self, client: MemoryClient) -> None:
         with self._lock:
@@ -88,10 +102,6 @@ class MemoryBroker:
                 c._dispatch(handler, live)
 
         self._call(deliver)
-
-    def _retained_for(self, flt: str) -> list[Message]:
-        with self._lock:
-            return [m for t, m in self.retained.items() if topic_matches_sub(flt, t)]
 
     def _run(self) -> None:
         while True:
@@ -143,7 +153,7 @@ class MemoryClient:
         with self._lock:
             self._subs[topic] = (handler, qos)
         if self.connected:
-            self._send_retained(topic, handler)
+            self._deliver_later(self.broker._attach(self, {topic: (handler, qos)}))
 
     # --- state --------------------------------------------------------------------------------------
     @property
@@ -166,21 +176,11 @@ class MemoryClient:
         """Connect: subscriptions are (re)made, retained messages sent, then on_connect callbacks run."""
         if self.connected:
             return
-        self.broker._attach(self)
         self._generation += 1
         self._last_error = None
         self._connected.set()
-        with self._lock:
-            subs = dict(self._subs)
-
-        def connected() -> None:
-            for flt, (handler, _qos) in subs.items():
-                for m in self.broker._retained_for(flt):
-                    self._dispatch(handler, m)
-            for cb in list(self._on_connect):
-                cb()
-
-        self.broker._call(connected)
+        retained = self.broker._attach(self, self._subs_snapshot())
+        self._deliver_later(retained, then=list(self._on_connect))
 
     def stop(self, offline_payload: bytes | str | None = None, timeout: float = 5) -> None:
         """A clean goodbye: ``offline_payload`` on the will topic (retained), no Last Will."""
@@ -243,13 +243,23 @@ class MemoryClient:
         with self._lock:
             return dict(self._subs)
 
-    def _send_retained(self, flt: str, handler: Callable[[Message], None]) -> None:
-        def send() -> None:
-            for m in self.broker._retained_for(flt):
+    def _deliver_later(
+        self, messages: list[tuple[Callable[[Message], None], Message]], then: Sequence[_Event] = ()
+    ) -> None:
+        def deliver() -> None:
+            for handler, m in messages:
                 self._dispatch(handler, m)
+            for cb in then:
+                cb()
 
-        self.broker._call(send)
+        self.broker._call(deliver)
 
     def _dispatch(self, handler: Callable[[Message], None], msg: Message) -> None:
         if self.connected:
             handler(msg)
+
+
+if TYPE_CHECKING:  # mypy proves both clients satisfy the protocol the agent is written against
+
+    def _conforms(real: MqttClient, fake: MemoryClient) -> tuple[Transport, Transport]:
+        return real, fake
