@@ -265,10 +265,12 @@ def test_start_up_falls_back_when_the_installed_model_is_broken(
     assert pred["model_sha256"] == sha256_file(good)
 
 
-def test_start_up_fails_when_the_configured_model_is_broken(tmp_path: Path, coral: Path) -> None:
+def test_start_up_fails_when_the_configured_model_is_broken(
+    broker: MemoryBroker, tmp_path: Path, coral: Path
+) -> None:
     from edge.errors import EdgeError
 
     bad = tmp_path / "bad.tflite"
     shutil.copy(coral / "model_invoking_error.tflite", bad)
     with pytest.raises(EdgeError):
-        Agent(_config(tmp_path, bad), client=MemoryBroker().client("agent"))
+        Agent(_config(tmp_path, bad), client=broker.client("agent"))
