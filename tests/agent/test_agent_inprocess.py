@@ -8,6 +8,7 @@ tests/security/test_agent_updates.py keep proving the same over the real transpo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import threading
@@ -274,3 +275,37 @@ def test_start_up_fails_when_the_configured_model_is_broken(
     shutil.copy(coral / "model_invoking_error.tflite", bad)
     with pytest.raises(EdgeError):
         Agent(_config(tmp_path, bad), client=broker.client("agent"))
+
+
+def test_a_signed_update_goes_through_the_slot_and_is_audited(
+    start: Any, tmp_path: Path, model: Path, coral: Path
+) -> None:
+    from edge.ota.keys import generate_keypair, load_private_key
+    from edge.ota.manifest import build_message
+
+    private, public, _ = generate_keypair(tmp_path / "keys" / "update.key")
+    agent, obs, _ = start(_config(tmp_path, model, ota={"public_keys": [str(public)]}))
+    configured = agent.slot.pipeline
+    update = (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+    labels = (coral / "imagenet_labels.txt").read_bytes()
+    message = build_message(
+        update, load_private_key(private), version="2", labels=labels, device=DEV, cmd_id="u1"
+    )
+    obs.send("model/set", message)
+    result = obs.wait(
+        lambda o: next((r for r in o.json(T.cmd_result) if r.get("id") == "u1"), None), "u1", 90
+    )
+    assert result["ok"] and result["result"]["version"] == "2", result
+    assert agent.slot.installed is not None and agent.slot.installed.version == "2"
+    assert agent.slot.previous is not None and agent.slot.previous[0] is configured
+    status = obs.wait(
+        lambda o: next((s for s in reversed(o.json(T.status)) if s.get("model_version") == "2"), None),
+        "a status naming version 2",
+    )
+    assert status["ota"]["installed"]["version"] == "2"
+    obs.send("infer/cat", (coral / "cat.bmp").read_bytes())
+    (pred,) = obs.predictions_for({"cat"})
+    assert pred["model_sha256"] == hashlib.sha256(update).hexdigest()
+    assert any(282 <= c["index"] <= 286 for c in pred["top_k"]), pred
+    audit = obs.wait(lambda o: o.json(T.audit), "the audit record")
+    assert [(r["action"], r["id"], r["outcome"]) for r in audit] == [("model/set", "u1", "done")]
