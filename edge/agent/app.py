@@ -79,7 +79,7 @@ class Agent:
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
         self.topics = topics = Topics(cfg.mqtt.prefix, self.device)
-        self.state_dir = Path(cfg.state_dir).expanduser()
+        self.state_dir = cfg.resolved_state_dir()
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
         self.started_at = messages.utc_iso()

@@ -196,22 +196,31 @@ def set_(slot: ModelSlot) -> Handler:
     return handle
 
 
-def bench(slot: ModelSlot, device: str, publish: Callable[[Any], None]) -> Handler:
-    """``edge.bench.run_for_agent(model, params, device=...)`` on the serving model, when edge-bench is
-    in the build. ``publish(report)`` sends the report to ``<prefix>/<device>/bench``; it is also the
-    command's result."""
+def edge_bench_runner() -> Callable[..., Any]:
+    """``edge.bench.run_for_agent``, imported on first use: edge-bench may not be in the build."""
+    try:
+        spec = importlib.util.find_spec("edge.bench")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise CommandError("bench not available in this build (edge.bench is not installed)")
+    fn = getattr(importlib.import_module("edge.bench"), "run_for_agent", None)
+    if fn is None:
+        raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
+    return fn
+
+
+def bench(
+    slot: ModelSlot,
+    device: str,
+    publish: Callable[[Any], None],
+    runner: Callable[[], Callable[..., Any]] = edge_bench_runner,
+) -> Handler:
+    """``runner()(model, params, device=...)`` on the serving model; ``publish(report)`` sends the
+    report to ``<prefix>/<device>/bench``, and it is also the command's result."""
 
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
-        try:
-            spec = importlib.util.find_spec("edge.bench")
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None:
-            raise CommandError("bench not available in this build (edge.bench is not installed)")
-        mod = importlib.import_module("edge.bench")
-        fn = getattr(mod, "run_for_agent", None)
-        if fn is None:
-            raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
+        fn = runner()
         params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
         pipe = slot.pipeline
         try:
@@ -225,6 +234,10 @@ def bench(slot: ModelSlot, device: str, publish: Callable[[Any], None]) -> Handl
     return handle
 
 
+# The names of the agent's own actions (``commands.disabled`` may list these and ``model/set``).
+BUILTIN_ACTIONS = ("ping", "reload", "set", "bench")
+
+
 def builtin_handlers(
     *,
     slot: ModelSlot,
@@ -232,10 +245,12 @@ def builtin_handlers(
     device: str,
     publish_bench: Callable[[Any], None],
 ) -> dict[str, Handler]:
-    """The agent's own actions: ping, reload, set, bench."""
-    return {
+    """The agent's own actions (:data:`BUILTIN_ACTIONS`), bound to their collaborators."""
+    handlers = {
         "ping": ping(vitals),
         "reload": reload(slot),
         "set": set_(slot),
         "bench": bench(slot, device, publish_bench),
     }
+    assert tuple(handlers) == BUILTIN_ACTIONS
+    return handlers
