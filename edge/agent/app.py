@@ -445,7 +445,8 @@ class Agent:
             self._finisher.close()  # what was invoked gets spooled and recorded before the source closes
         if self.source is not None:
             self.source.close()
-        self.worker.stop()
+        if self.worker.thread.ident is not None:  # started (run() may stop before its source opened)
+            self.worker.stop()
         self.ota.stop()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()

@@ -120,8 +120,6 @@ class CommandWorker:
             self.publish(None, None, False, None, "too many pending commands; retry later")
 
     def stop(self) -> None:
-        if self.thread.ident is None:  # never started (the agent stopped before its source opened)
-            return
         self.queue.put(None)
         self.thread.join(5)
 
