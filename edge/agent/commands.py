@@ -128,7 +128,11 @@ class CommandWorker:
             payload = self.queue.get()
             if payload is None:
                 return
-            cid, action, ok, result, error = self.registry.dispatch(payload)
+            try:
+                cid, action, ok, result, error = self.registry.dispatch(payload)
+            except BaseException as exc:  # dispatch never raises; should it, the worker must live on
+                log.exception("command dispatch failed")
+                cid, action, ok, result, error = None, None, False, None, f"{type(exc).__name__}: {exc}"
             if ok:
                 log.info("command %s (id %s) done", action, cid)
             else:

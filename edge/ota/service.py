@@ -135,7 +135,10 @@ class OtaService:
                 return
             with self._pending_lock:
                 self._pending_bytes = max(0, self._pending_bytes - len(payload))
-            self.handle(payload)
+            try:
+                self.handle(payload)
+            except Exception:  # one message must never cost the device its update channel
+                log.exception("model update message could not be answered")
 
     def handle(self, payload: bytes) -> dict[str, Any]:
         """Verify, install, answer and audit one update (on the calling thread); returns the answer."""
