@@ -18,8 +18,8 @@ spools and records it as done. Each stage is FIFO, so order is kept; the main
 thread does little besides invoke(), which releases the GIL.
 
 Extension points are lists the app fills while it builds the parts: ``status_extras``
-(functions returning keys for the status message), ``after_status`` (called after every
-status message) and ``on_connect_hooks`` (called after each connect).
+(functions returning keys for the status message) and ``after_status`` (called after every
+status message: each connect and each model change).
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ class Agent:
         self._finisher: Finisher[Job] | None = None
         self.status_extras: list[Callable[[], dict[str, Any]]] = []
         self.after_status: list[Callable[[], object]] = []  # each connect and each model change
-        self.on_connect_hooks: list[Callable[[], None]] = []
 
         # The model: an interrupted update is undone and the model loads before anything else.
         self.store = ModelStore(self.state_dir, cfg.ota.guard)
@@ -259,11 +258,6 @@ class Agent:
             self.publish_status()
         except Exception:
             log.exception("cannot publish availability/status")
-        for hook in list(self.on_connect_hooks):
-            try:
-                hook()
-            except Exception:
-                log.exception("on-connect hook %r failed", hook)
 
     # --- one input ---------------------------------------------------------------------------------------
     def prepare(self, item: Item) -> Prepared | EdgeError | Exception:
