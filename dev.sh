@@ -44,13 +44,14 @@ case "$cmd" in
     setup_system; setup_python
     export EDGE_TFLITE_RUNTIME_PYTHON="$TFLITE_VENV/bin/python"
     say "static checks (ruff, mypy)"
-    "$VENV/bin/python" -m ruff format --check edge converter tests benchmarks
-    "$VENV/bin/python" -m ruff check edge converter tests benchmarks
+    "$VENV/bin/python" -m ruff format --check edge converter tests benchmarks tools
+    "$VENV/bin/python" -m ruff check edge converter tests benchmarks tools
     "$VENV/bin/python" -m mypy edge converter
     say "running the tests"
     exec "$VENV/bin/python" -m pytest "$@" ;;
   demo)
     setup_system; setup_python
-    exec "$VENV/bin/edge-demo" "$@" ;;
+    # edge-demo starts mosquitto when it is on PATH; Debian installs it in /usr/sbin
+    PATH="$PATH:/usr/sbin:/usr/local/sbin" exec "$VENV/bin/edge-demo" "$@" ;;
   *) echo "usage: ./dev.sh [setup|test|demo] [args...]" >&2; exit 2 ;;
 esac

@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.broker import Mosquitto  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
 
 CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 TARGETS = {"time_ratio": 1.05, "rss_ratio": 1.3, "first_prediction_s": 1.5}

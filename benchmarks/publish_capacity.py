@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as paho  # noqa: E402
 from paho import mqtt as paho_mqtt  # noqa: E402
 
-from edge.broker import Mosquitto  # noqa: E402
 from edge.transport import MqttClient  # noqa: E402
 from edge.transport.outbox import Outbox  # noqa: E402
 from edge.transport.spool import Spool  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
 
 TARGET_MSGS_PER_S = 2000
 TOPIC = "edge/bench-device/predictions"

@@ -192,9 +192,9 @@ class Watch:
 
 
 def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> dict[str, Any]:
-    from edge.broker import Mosquitto
     from edge.ota.keys import generate_keypair, load_private_key
     from edge.ota.manifest import build_message, frame, read_header
+    from tests.support.broker import Mosquitto
 
     rng = random.Random(args.seed + 1)
     broker = Mosquitto(workdir=work / "mosquitto")

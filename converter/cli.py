@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from collections.abc import Sequence
 
 from converter.data import NORMALIZATIONS
 from converter.quantize import IO_DTYPES, MODES
-from edge.errors import EdgeError
+from edge import cli
+from edge.errors import run_command
 
 EPILOG = """examples:
   edge-convert model.h5                              float16 .tflite that every runtime loads
@@ -23,12 +23,10 @@ exit codes: 0 ok, 2 bad input (message says what to do), 1 internal error"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edge-convert",
-        description="Keras model (.h5, .keras, SavedModel folder) -> "
-        ".tflite (pruned, QAT, int8) with a measured report.",
+    p = cli.parser(
+        "edge-convert",
+        "Keras model (.h5, .keras, SavedModel folder) -> .tflite (pruned, QAT, int8) with a measured report.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help=".h5, .keras or SavedModel folder")
     p.add_argument(
@@ -43,15 +41,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--eval-data", help="separate evaluation data (same formats); default: hold out --eval-split"
     )
-    g.add_argument(
-        "--eval-split", type=float, default=0.2, help="fraction of --data held out for evaluation (0.2)"
-    )
-    g.add_argument("--calibration-samples", type=int, default=200, help="samples for int8 calibration (200)")
+    g.add_argument("--eval-split", type=float, default=0.2, help="fraction of --data held out for evaluation")
+    g.add_argument("--calibration-samples", type=int, default=200, help="samples for int8 calibration")
     g.add_argument(
         "--normalize",
         choices=sorted(NORMALIZATIONS),
         default="0-1",
-        help="pixel range for image folders (0-1)",
+        help="pixel range for image folders",
     )
     s = p.add_argument_group("steps")
     s.add_argument(
@@ -70,18 +66,16 @@ def parser() -> argparse.ArgumentParser:
         help="int8 (default with --data), int16x8, float16 (default without "
         "data), dynamic (does not load in tflite-runtime 2.14), none (float32)",
     )
-    s.add_argument(
-        "--io-dtype", choices=IO_DTYPES, default="int8", help="int8 model input/output type (int8)"
-    )
+    s.add_argument("--io-dtype", choices=IO_DTYPES, default="int8", help="int8 model input/output type")
     s.add_argument(
         "--max-accuracy-drop",
         type=float,
         metavar="PP",
         help="try candidates, keep the smallest whose accuracy drop (percentage points) stays within PP",
     )
-    s.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs for --prune/--qat (2)")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--learning-rate", type=float, default=5e-4)
+    s.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs for --prune/--qat")
+    s.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
+    s.add_argument("--learning-rate", type=float, default=5e-4, help="fine-tuning learning rate")
     c = p.add_argument_group("targets")
     c.add_argument(
         "--edgetpu",
@@ -101,43 +95,34 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        from converter.api import convert
+    return run_command("edge-convert", lambda: _run(args))
 
-        rep = convert(
-            args.model,
-            output=args.output,
-            data=args.data,
-            eval_data=args.eval_data,
-            eval_split=args.eval_split,
-            calibration_samples=args.calibration_samples,
-            prune=args.prune,
-            prune_skip=args.prune_skip,
-            qat=args.qat,
-            qat_skip=args.qat_skip,
-            quantize_mode=args.quantize,
-            io_dtype=args.io_dtype,
-            max_accuracy_drop=args.max_accuracy_drop,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            normalize=args.normalize,
-            edgetpu=args.edgetpu,
-            tflite_runtime_python=args.tflite_runtime_python,
-            quiet=args.quiet or args.json,
-        )
-    except EdgeError as exc:
-        print(f"edge-convert: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edge-convert: interrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        traceback.print_exc()
-        print(
-            "edge-convert: internal error (a bug): please report it with the traceback above", file=sys.stderr
-        )
-        return 1
+
+def _run(args: argparse.Namespace) -> int:
+    from converter.api import convert
+
+    rep = convert(
+        args.model,
+        output=args.output,
+        data=args.data,
+        eval_data=args.eval_data,
+        eval_split=args.eval_split,
+        calibration_samples=args.calibration_samples,
+        prune=args.prune,
+        prune_skip=args.prune_skip,
+        qat=args.qat,
+        qat_skip=args.qat_skip,
+        quantize_mode=args.quantize,
+        io_dtype=args.io_dtype,
+        max_accuracy_drop=args.max_accuracy_drop,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        normalize=args.normalize,
+        edgetpu=args.edgetpu,
+        tflite_runtime_python=args.tflite_runtime_python,
+        quiet=args.quiet or args.json,
+    )
     if args.json:
         print(json.dumps(rep, indent=2))
     else:

@@ -1,7 +1,7 @@
 """``edge-demo``: the whole chain on one machine, start to finish, by itself.
 
 train a small digits CNN -> edge-convert it to int8 -> start a broker (unless
---broker is given) -> run edge-agent on sample digit images -> read the
+--broker is given: mosquitto when on PATH, else the pure-Python amqtt) -> run edge-agent on sample digit images -> read the
 predictions and latencies back with edge-watch's subscriber -> print them and
 where every artefact is.
 
@@ -24,6 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from converter import demo_broker
+from converter.demo_broker import LocalBroker
+from edge.cli import parser, use_color
 from edge.errors import EdgeError, run_command
 
 DEVICE = "demo"
@@ -58,44 +61,28 @@ def _child_env() -> dict[str, str]:
 
 
 class Broker:
-    """The broker the demo talks to: given, a throw-away mosquitto, or the embedded one."""
+    """The broker the demo talks to: the one given with --broker, or a throw-away local one."""
 
     def __init__(self, url: str | None, workdir: Path, kind: str) -> None:
         self.given = url
         self.workdir = workdir
         self.kind = kind
-        self._server: Any = None
+        self.local: LocalBroker | None = None
         self.protocol = 5
 
     def start(self) -> str:
         if self.given:
             self.description = f"the broker you gave ({self.given})"
             return self.given
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.kind in ("auto", "mosquitto") and (
-            shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-        ):
-            from edge.broker import Mosquitto
-
-            self._server = Mosquitto(workdir=self.workdir).start()
-            self.description = f"mosquitto on {self._server.url} (log {self.workdir / 'mosquitto.log'})"
-            return self._server.url
-        if self.kind == "mosquitto":
-            raise EdgeError(
-                "--broker-kind mosquitto, but mosquitto is not installed",
-                "apt install mosquitto, or use --broker-kind embedded",
-            )
-        from edge.minibroker import MiniBroker
-
-        self._server = MiniBroker().start()
-        self.protocol = 311  # the embedded broker speaks MQTT 3.1.1 only
-        why = "--broker-kind embedded" if self.kind == "embedded" else "mosquitto is not installed"
-        self.description = f"the embedded Python broker on {self._server.url} ({why})"
-        return self._server.url
+        self.local, why = demo_broker.start(self.kind, self.workdir)
+        self.protocol = self.local.protocol
+        speaks = "MQTT 3.1.1 only: the agent uses protocol 311" if self.protocol == 311 else "MQTT 5"
+        self.description = f"{self.local.name} on {self.local.url} ({why}; {speaks}; log {self.local.log})"
+        return self.local.url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
+        if self.local is not None:
+            self.local.stop()
 
 
 def train(out: Path, epochs: int) -> dict[str, Any]:
@@ -252,7 +239,7 @@ def _run_agent_and_watch(
         )
     snap = fleet.snapshot()
     print()
-    print("\n".join(render(snap, color=sys.stdout.isatty(), broker=url)))
+    print("\n".join(render(snap, color=use_color(sys.stdout), broker=url)))
     if not preds:
         raise EdgeError(
             f"no prediction came back from the broker (agent log: {log_path})",
@@ -272,7 +259,7 @@ def _run_agent_and_watch(
         ("agent log", log_path),
         ("TensorFlow log", out / "logs" / "tensorflow.log"),
         ("predictions (CSV)", csv_path),
-        ("broker log", out / "broker" / "mosquitto.log"),
+        ("broker log", broker.local.log if broker.local else out / "broker" / "none"),
     ):
         if path.exists():
             print(f"  {name:<18} {path}")
@@ -297,21 +284,24 @@ def _predictions(csv_path: Path) -> list[dict[str, str]]:
     return sorted({r["seq"]: r for r in rows}.values(), key=lambda r: int(r["seq"]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="edge-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--out", default="out/demo", help="where everything goes (default ./out/demo)")
+def build_parser() -> argparse.ArgumentParser:
+    p = parser("edge-demo", __doc__)
+    p.add_argument("--out", default="out/demo", help="where everything goes")
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting one")
     p.add_argument(
         "--broker-kind",
-        choices=["auto", "mosquitto", "embedded"],
+        choices=demo_broker.KINDS,
         default="auto",
-        help="which local broker to start without --broker (auto: mosquitto when installed)",
+        help="which local broker to start without --broker: auto is mosquitto when on PATH, else amqtt "
+        "(pure Python, MQTT 3.1.1; pip install 'edge-ml-toolkit[demo]')",
     )
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs")
     p.add_argument("--agent-timeout", type=float, default=180, help="seconds the agent may take")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # TensorFlow's C++ start-up chatter and Python warnings would bury the demo's own output
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.filterwarnings("ignore", category=UserWarning)

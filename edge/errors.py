@@ -39,7 +39,8 @@ class InputError(EdgeError):
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
     """Run a command-line tool's body the same way for every tool: an :class:`EdgeError` is printed
-    as ``prog: error: what / fix`` and becomes its exit code; Ctrl-C exits 130 without a traceback."""
+    as ``prog: error: what / fix`` and becomes its exit code; Ctrl-C exits 130 without a traceback;
+    any other exception is a bug: its traceback, a line saying so, exit 1."""
     try:
         return body()
     except EdgeError as exc:
@@ -48,3 +49,9 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        print(f"{prog}: internal error (a bug): please report it with the traceback above", file=sys.stderr)
+        return 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.broker import Mosquitto
+from tests.support.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real third-party models live beside the project (../shared/testdata/coral); never copied in.

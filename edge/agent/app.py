@@ -384,7 +384,7 @@ class Agent:
             client=self.client,
             infer_topic=self.topics.infer,
             cfg=cfg.source,
-            on_refused=lambda name, why: self._publish_error(name, why, "slow down requests"),
+            on_refused=self._publish_error,
         )
         self.worker.start()
         self.ota.start()

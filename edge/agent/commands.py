@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import queue
 import threading
@@ -24,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.agent.audit import action_allowed
+from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from edge.agent.slot import ModelSlot
 
 log = logging.getLogger("edge.agent.cmd")
+
+# Commands are small JSON objects; a larger one is refused before it is parsed.
+MAX_COMMAND_BYTES = 64 * 1024
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]  # command -> result
 Outcome = tuple[Any, Any, bool, "dict[str, Any] | None", "str | None"]  # (id, action, ok, result, error)
@@ -75,10 +78,9 @@ class CommandRegistry:
 
     def _run(self, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None, str]:
         try:
-            cmd = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            why = f'command is not JSON ({exc}); send {{"id": ..., "action": ...}}'
-            return None, None, False, None, why, "malformed"
+            cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
+        except PayloadError as exc:
+            return None, None, False, None, f'{exc.what}; send {{"id": ..., "action": ...}}', "malformed"
         if not isinstance(cmd, dict):
             why = f"command must be a JSON object, received {type(cmd).__name__}"
             return None, None, False, None, why, "malformed"
@@ -101,6 +103,14 @@ class CommandRegistry:
             return cid, action, False, None, f"{type(exc).__name__}: {exc}", "failed"
 
 
+def _id_and_action(payload: bytes) -> tuple[Any, Any]:
+    try:
+        cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
+    except PayloadError:
+        return None, None
+    return (cmd.get("id"), cmd.get("action")) if isinstance(cmd, dict) else (None, None)
+
+
 class CommandWorker:
     """Runs commands one at a time, off the MQTT thread, and publishes their results."""
 
@@ -117,7 +127,8 @@ class CommandWorker:
         try:
             self.queue.put_nowait(payload)
         except queue.Full:
-            self.publish(None, None, False, None, "too many pending commands; retry later")
+            cid, action = _id_and_action(payload)  # so the sender can tell which command to send again
+            self.publish(cid, action, False, None, "too many pending commands; retry later")
 
     def stop(self) -> None:
         self.queue.put(None)

@@ -169,6 +169,18 @@ class SourceConfig(Section):
         title="MQTT request queue",
         description="Pending 'infer' requests; more are refused with an errors message",
     )
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        title="Largest request",
+        description="An 'infer' request over this many bytes is refused before decoding",
+    )
+    max_queue_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1,
+        title="Request queue bytes",
+        description="Pending 'infer' requests may hold this many bytes; more are refused",
+    )
 
 
 class PreprocessConfig(Section):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from edge import cli
 from edge.bench import compare as comparing
 from edge.bench import report as reporting
 from edge.bench import system
@@ -62,10 +63,10 @@ def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = BenchOptions()
-    p = argparse.ArgumentParser(
-        prog="edge-bench",
-        description="Benchmark .tflite models on this device with the methodology of TFLite's benchmark_model "
-        "(first inference, warm-up, timed runs each measured alone). Several models are "
+    p = cli.parser(
+        "edge-bench",
+        "Benchmark .tflite models on this device with the methodology of TFLite's benchmark_model\n"
+        "(first inference, warm-up, timed runs each measured alone). Several models are\n"
         "interleaved and compared with the first.",
         epilog="exit codes: 0 ok, 1 regression against --reference, 2 bad input",
     )
@@ -74,37 +75,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs",
         type=_int_at_least(1, "--runs"),
         default=d.runs,
-        help=f"minimum timed invokes per model (default {d.runs})",
+        help="minimum timed invokes per model",
     )
     p.add_argument(
         "--warmup",
         type=_int_at_least(0, "--warmup"),
         default=d.warmup,
-        help=f"minimum warm-up invokes (default {d.warmup})",
+        help="minimum warm-up invokes",
     )
     p.add_argument(
         "--min-secs",
         type=_seconds("--min-secs"),
         default=d.min_secs,
-        help=f"time each model for at least this long (default {d.min_secs})",
+        help="time each model for at least this long",
     )
     p.add_argument(
         "--max-secs",
         type=_seconds("--max-secs", positive=True),
         default=d.max_secs,
-        help=f"stop timing a model after this long, even below --runs (default {d.max_secs})",
+        help="stop timing a model after this long, even below --runs",
     )
     p.add_argument(
         "--warmup-min-secs",
         type=_seconds("--warmup-min-secs"),
         default=d.warmup_min_secs,
-        help=f"warm up for at least this long (default {d.warmup_min_secs})",
+        help="warm up for at least this long",
     )
     p.add_argument(
         "--block",
         type=_int_at_least(1, "--block"),
         default=d.block,
-        help=f"invokes per turn when interleaving models (default {d.block})",
+        help="invokes per turn when interleaving models",
     )
     p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=d.seed, help="seed of random inputs")
     p.add_argument(
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         default="random",
         metavar="random|IMAGE|DIR",
-        help="seeded random tensors (default), or images preprocessed exactly as the agent does",
+        help="seeded random tensors, or images preprocessed exactly as the agent does",
     )
     p.add_argument(
         "--input-mean", type=float, default=None, help="normalization mean (as the agent's config)"
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the report to <prefix>/<device>/bench on this broker, e.g. mqtt://localhost:1883",
     )
     p.add_argument("--device-id", default=None, help="device id in the topic and report (default: hostname)")
-    p.add_argument("--prefix", default="edge", help="topic prefix (default edge)")
+    p.add_argument("--prefix", default="edge", help="topic prefix")
     p.add_argument(
         "--reference",
         type=Path,
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tolerance",
         type=float,
         default=0.3,
-        help="allowed slow-down against --reference (default 0.3 = 30 %%)",
+        help="allowed slow-down against --reference (0.3 = 30 %%)",
     )
     return p
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import edge
-from edge.flash import BUNDLE_DIR, tomlw, wheels
+from edge.flash import BUNDLE_DIR, wheels
 from edge.flash.manifest import (
     MANIFEST,
     SUMS,
@@ -112,11 +112,20 @@ def agent_config(
         src["spec"] = source
     src.setdefault("spec", "mqtt")  # a service with no source of its own answers <prefix>/<device>/infer
     data = {k: v for k, v in data.items() if v != {}}
-    text = "# Written by edge-flash; install.sh fills in the release and state directories.\n" + tomlw.dumps(
-        data
-    )
+    text = "# Written by edge-flash; install.sh fills in the release and state directories.\n" + _toml(data)
     _check_agent_config(text)
     return text
+
+
+def _toml(data: dict[str, Any]) -> str:
+    try:
+        import tomli_w  # host side only: the device reads TOML, it never writes it
+    except ImportError as exc:
+        raise BundleError(
+            "edge-flash bundle writes the agent's TOML with tomli-w, which is not installed",
+            "pip install 'edge-ml-toolkit[flash]'",
+        ) from exc
+    return tomli_w.dumps(data)
 
 
 def _check_agent_config(text: str) -> None:

@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from edge import cli
 from edge.errors import run_command
 
 
@@ -31,7 +32,7 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
         help="extra ssh -o option, repeatable (e.g. StrictHostKeyChecking=accept-new)",
     )
     p.add_argument(
-        "--ssh-config", "-F", type=Path, help="ssh client config file (ssh -F; default ~/.ssh/config)"
+        "--ssh-config", "-F", type=Path, help="ssh client config file (ssh -F; default: ~/.ssh/config)"
     )
     p.add_argument("--prefix", default="/opt/edge-agent", help="install directory on the device")
     p.add_argument(
@@ -48,9 +49,7 @@ def _add_ssh_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-flash", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.parser("edge-flash", __doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     b = sub.add_parser("bundle", help="build an offline bundle for a device")
@@ -85,11 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write (.tar.gz)")
 
     v = sub.add_parser("verify", help="check a bundle's sha256 sums and print its manifest summary")
-    v.add_argument("bundle", type=Path)
+    v.add_argument("bundle", type=Path, help="the bundle (.tar.gz)")
 
     s = sub.add_parser("ssh", help="deploy a bundle to a device over SSH")
     _add_ssh_args(s)
-    s.add_argument("--bundle", "-b", type=Path, required=True)
+    s.add_argument("--bundle", "-b", type=Path, required=True, help="the bundle (.tar.gz)")
     s.add_argument("--force", action="store_true", help="reinstall even if this bundle is already installed")
     s.add_argument(
         "--wait-online",
@@ -104,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("sd", help="write first-boot provisioning into a Raspberry Pi OS image or SD card")
     d.add_argument("target", type=Path, help="a .img file, or the SD card's block device (e.g. /dev/sdb)")
-    d.add_argument("--bundle", "-b", type=Path, required=True)
+    d.add_argument("--bundle", "-b", type=Path, required=True, help="the bundle (.tar.gz)")
     d.add_argument("--hostname", help="the Pi's hostname (and the agent's device id)")
     d.add_argument("--ssh-key", type=Path, help="public key to authorize for the user")
-    d.add_argument("--user", default="pi", help="login user to create/authorize (default pi)")
+    d.add_argument("--user", default="pi", help="login user to create/authorize")
     d.add_argument("--wifi", metavar="SSID:PSK", help="Wi-Fi network to join")
     d.add_argument("--wifi-country", default="GB", help="Wi-Fi regulatory country (two letters)")
     d.add_argument(

@@ -2,6 +2,7 @@
 
 Generated from ai_edge_litert 2.3.0's schema_py_generated.py so that the device
 can name ops and tensor types without any TFLite runtime installed.
+Do not edit: regenerate with tools/gen_schema_tables.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from edge.errors import EdgeError
+from edge import cli
+from edge.errors import run_command
 from edge.ota.manifest import DEFAULT_MAX_BYTES
 
 
@@ -51,7 +52,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register ``keygen`` and ``push-model`` on an argparse subparsers object (edge-flash's)."""
     k = sub.add_parser("keygen", help="create an Ed25519 key pair for signing model updates")
     k.add_argument("--out", default="edge-update.key", help="private key file (written 0600)")
-    k.add_argument("--public", default=None, help="public key file (default: <out>.pub)")
+    k.add_argument("--public", default=None, help="public key file (default: --out with a .pub suffix)")
     k.add_argument("--force", action="store_true", help="overwrite an existing private key")
     k.set_defaults(func=cmd_keygen)
 
@@ -62,7 +63,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", required=True, help="private key from edge-flash keygen")
     p.add_argument("--labels", help="labels file to install with the model")
     p.add_argument("--version", help="model version (default: the file name)")
-    p.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    p.add_argument("--prefix", default="edge", help="topic prefix")
     p.add_argument("--username")
     p.add_argument("--password", help="prefer --password-file or $EDGE_MQTT_PASSWORD (not visible in ps)")
     p.add_argument("--password-file")
@@ -70,7 +71,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cert-file", help="client certificate (brokers requiring one)")
     p.add_argument("--cert-key-file", help="client certificate's private key")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the device's answer")
-    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        help="refuse a larger model here (keep it within the device's ota.max_bytes)",
+    )
     p.add_argument(
         "--any-device",
         action="store_true",
@@ -80,13 +86,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edge.ota", description="signed over-the-air model updates"
-    )
+    parser = cli.parser("python -m edge.ota", "signed over-the-air model updates")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_command("python -m edge.ota", lambda: int(args.func(args)))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -139,11 +140,9 @@ def read_header(payload: bytes) -> tuple[dict[str, Any], int]:
             "the message was cut or corrupted: send it again",
         )
     try:
-        header = json.loads(payload[12 : 12 + n])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UpdateRefusedError(
-            "malformed", f"update header is not JSON ({exc})", "send updates with edge-flash push-model"
-        ) from exc
+        header = loads(memoryview(payload)[12 : 12 + n], what="update header", max_bytes=MAX_HEADER)
+    except PayloadError as exc:
+        raise UpdateRefusedError("malformed", exc.what, "send updates with edge-flash push-model") from None
     if not isinstance(header, dict):
         raise UpdateRefusedError(
             "malformed",

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge import cli
 from edge.contract import schemas
 from edge.errors import EdgeError, run_command
 from edge.transport.url import BrokerURL, parse_broker_url
@@ -190,11 +191,9 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edge-watch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = cli.parser("edge-watch", __doc__)
     p.add_argument("--broker", required=True, help="mqtt://[user:pass@]host[:port] (mqtts:// for TLS)")
-    p.add_argument("--prefix", default="edge", help="topic prefix the agents publish under (default: edge)")
+    p.add_argument("--prefix", default="edge", help="topic prefix the agents publish under")
     p.add_argument("--device", help="watch only this device id")
     p.add_argument(
         "--json",
@@ -223,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="S",
         help="close each dashboard event stream after S s; browsers reconnect by themselves "
-        "(lower it behind proxies that cut idle streams; default 60)",
+        "(lower it behind proxies that cut idle streams)",
     )
     p.add_argument("--interval", type=float, default=0.5, help="table refresh period in seconds")
     return p

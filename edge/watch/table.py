@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from typing import Any, TextIO
 
+from edge.cli import use_color
+
 COLUMNS = (
     "DEVICE",
     "AVAIL",
@@ -113,12 +115,13 @@ class LiveTable:
     def __init__(self, stream: TextIO, *, broker: str = "", ansi: bool | None = None) -> None:
         self.stream = stream
         self.broker = broker
-        self.ansi = stream.isatty() if ansi is None else ansi
+        self.ansi = stream.isatty() if ansi is None else ansi  # redraw in place
+        self.color = use_color(stream, tty=self.ansi)
         self._drawn = 0
 
     def draw(self, snapshot: dict[str, Any], note: str = "") -> None:
         width = shutil.get_terminal_size((140, 24)).columns - 1 if self.ansi else None
-        lines = render(snapshot, color=self.ansi, width=width, broker=self.broker, note=note)
+        lines = render(snapshot, color=self.color, width=width, broker=self.broker, note=note)
         out = []
         if self.ansi and self._drawn:
             out.append(f"\x1b[{self._drawn}F\x1b[J")

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.broker import Mosquitto
 from tests.conftest import ROOT, subprocess_env
+from tests.support.broker import Mosquitto
 
 
 class Subscriber:

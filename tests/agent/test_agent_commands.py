@@ -37,8 +37,8 @@ def _registry(slot: ModelSlot, published: list | None = None) -> commands.Comman
 @pytest.mark.parametrize(
     "payload,needle",
     [
-        (b"\xff\xfe", "not JSON"),
-        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"{not json", "not valid JSON"),
         (b"[1,2]", "JSON object"),
         (b'{"id": 1}', "no 'action'"),
         (b'{"id": 2, "action": "explode"}', "unknown action 'explode'"),

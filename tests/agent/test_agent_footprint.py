@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.broker import Mosquitto
 from tests.conftest import ROOT, subprocess_env
+from tests.support.broker import Mosquitto
 
 _PROBE = textwrap.dedent("""
     import json, sys

@@ -8,8 +8,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.broker import Mosquitto
 from tests.agent.conftest import agent_args
+from tests.support.broker import Mosquitto
 
 CAT_CLASSES = range(282, 287)
 

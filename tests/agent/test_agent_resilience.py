@@ -10,8 +10,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from edge.broker import Mosquitto
 from tests.agent.conftest import agent_args
+from tests.support.broker import Mosquitto
 
 
 def _feed(d: Path, data: bytes, n: int, every_s: float, written: list[str]) -> None:
@@ -208,9 +208,9 @@ def test_status_and_metrics_payloads_are_json(tmp_path: Path) -> None:
 
 
 def test_full_spool_drops_oldest_and_counts_it(tmp_path: Path, coral: Path, agents) -> None:
-    from edge.broker import free_port
     from tests.agent.conftest import Subscriber
     from tests.conftest import subprocess_env
+    from tests.support.broker import free_port
 
     broker = Mosquitto(workdir=tmp_path)
     broker.port = free_port()  # nothing listening yet: the agent spools everything

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from edge.broker import Mosquitto
 from tests.conftest import run_module, subprocess_env
+from tests.support.broker import Mosquitto
 
 CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -233,7 +233,7 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(
 
 def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Path) -> None:
     broker = Mosquitto(workdir=tmp_path)  # port chosen, nothing listening yet
-    from edge.broker import free_port
+    from tests.support.broker import free_port
 
     broker.port = free_port()
     started = time.monotonic()

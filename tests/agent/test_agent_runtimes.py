@@ -9,8 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from edge.broker import Mosquitto
 from tests.conftest import ROOT, subprocess_env
+from tests.support.broker import Mosquitto
 
 CAT_CLASSES = range(282, 287)
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.broker import Mosquitto
 from tests.conftest import ROOT, run_module, subprocess_env
+from tests.support.broker import Mosquitto
 
 
 class Sub:

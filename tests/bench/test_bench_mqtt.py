@@ -6,8 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from edge.broker import Mosquitto, free_port
 from tests.bench.bench_helpers import QUICK, bench_cli
+from tests.support.broker import Mosquitto, free_port
 
 
 def subscribe(broker: Mosquitto, topic: str) -> subprocess.Popen[str]:

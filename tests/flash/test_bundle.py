@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.flash import tomlw, wheels
+from edge.flash import bundle, wheels
 from edge.flash.manifest import BundleError, verify_bundle
 from tests.conftest import run_module, subprocess_env
 from tests.flash.helpers import MOBILENET, MOBILENET_TPU, rewrite, sh
@@ -167,16 +167,20 @@ def test_platform_tags_cover_older_manylinux() -> None:
     assert "manylinux_2_37_aarch64" not in tags and "manylinux_2_16_aarch64" not in tags
 
 
-def test_toml_writer_round_trips() -> None:
-    data = {
-        "state_dir": "/var/lib/x",
-        "once": False,
-        "mqtt": {"broker": "mqtt://h:1883", "keepalive_s": 30},
-        "model": {"path": 'a "quoted" path', "threads": 2},
-        "preprocess": {"mean": 127.5},
-        "a": {"b": {"c": [1, 2]}},
-    }
-    assert tomllib.loads(tomlw.dumps(data)) == data
+def test_agent_config_with_control_characters_round_trips_through_tomllib(tmp_path: Path) -> None:
+    # Every C0 control character and DEL: the hand-written writer this replaced left DEL raw, which
+    # TOML forbids in a basic string (tomllib: "Illegal character '\\x7f'").
+    controls = "".join(map(chr, range(32))) + "\x7f"
+    user = {"mqtt": {"broker": "mqtt://h:1883", "keepalive_s": 30}, "preprocess": {"mean": 127.5}}
+    cfg = tmp_path / "user.toml"
+    cfg.write_text('[mqtt]\nbroker = "mqtt://h:1883"\nkeepalive_s = 30\n[preprocess]\nmean = 127.5\n')
+    text = bundle.agent_config(
+        cfg, 'a "quoted" m.tflite', None, "ai-edge-litert", None, None, f"/srv/in{controls}coming"
+    )
+    data = tomllib.loads(text)
+    assert data["source"]["spec"] == f"/srv/in{controls}coming"
+    assert data["model"]["path"] == '@RELEASE@/a "quoted" m.tflite'
+    assert data["mqtt"] == user["mqtt"] and data["preprocess"] == user["preprocess"]
 
 
 def test_systemd_unit_is_valid_and_hardened(make_bundle, tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.broker import free_port, wait_port
 from edge.flash.ssh import DeployError, wait_for_online
 from tests.conftest import run_module
 from tests.flash.helpers import MOBILENET, clean_env, rewrite, sh
+from tests.support.broker import free_port, wait_port
 
 
 @pytest.fixture(scope="module")

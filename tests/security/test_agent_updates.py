@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.broker import Mosquitto
 from edge.ota.install import PAUSE_ENV
 from edge.ota.manifest import frame, read_header
 from tests.agent.conftest import agent_args
 from tests.conftest import run_module, subprocess_env
+from tests.support.broker import Mosquitto
 
 DEV = "sec1"
 T = f"edge/{DEV}"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from edge.broker import Mosquitto
+from tests.support.broker import Mosquitto
 
 
 def _key() -> ec.EllipticCurvePrivateKey:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from edge.broker import Mosquitto
 from tests.conftest import subprocess_env
+from tests.support.broker import Mosquitto
 
 CHILD = Path(__file__).with_name("child.py")
 

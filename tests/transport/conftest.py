@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from edge.broker import Mosquitto
+from tests.support.broker import Mosquitto
 from tests.transport._helpers import Collector
 
 

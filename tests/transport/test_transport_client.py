@@ -12,9 +12,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.broker import Mosquitto, free_port
 from edge.transport import Message, MqttClient, TLSOptions, Will
 from edge.transport.client import TLSConfigError
+from tests.support.broker import Mosquitto, free_port
 from tests.transport._helpers import read_until, start_child
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.broker import Mosquitto
 from edge.transport import MqttClient
 from edge.transport.outbox import Outbox, mark_historical
 from edge.transport.spool import Spool
+from tests.support.broker import Mosquitto
 from tests.transport._helpers import Collector, read_until, start_child
 
 TOPIC = "edge/dev/predictions"

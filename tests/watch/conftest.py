@@ -11,8 +11,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.broker import Mosquitto
 from tests.conftest import subprocess_env
+from tests.support.broker import Mosquitto
 
 
 def publish(broker: Mosquitto, messages: Iterable[tuple[str, Any]], *, retain: bool = False) -> None:

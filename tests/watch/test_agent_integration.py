@@ -16,9 +16,9 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
-from edge.broker import Mosquitto
 from edge.contract import schemas
 from tests.conftest import ROOT, subprocess_env
+from tests.support.broker import Mosquitto
 from tests.watch.conftest import Collector
 
 HA_REQUIRED = ("name", "unique_id", "state_topic", "value_template", "availability", "device")
@@ -218,7 +218,7 @@ def test_discovery_can_be_switched_off(
 
 def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Path, tmp_path: Path) -> None:
     """Two real agents (an image classifier and an LSTM digit model) on the dashboard in headless Chromium."""
-    from edge.broker import free_port, wait_port
+    from tests.support.broker import free_port, wait_port
 
     from .test_dashboard import DOCS_SHOT, Dom, chromium
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.broker import Mosquitto
 from edge.contract import schemas
 from tests.conftest import run_module
+from tests.support.broker import Mosquitto
 
 from . import samples
 from .conftest import publish

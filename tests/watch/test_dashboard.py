@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from edge.broker import Mosquitto, free_port, wait_port
+from tests.support.broker import Mosquitto, free_port, wait_port
 
 from . import samples
 from .conftest import publish

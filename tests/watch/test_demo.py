@@ -4,24 +4,44 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
 from edge.contract import schemas
-from tests.conftest import run_module
+from tests.conftest import run_module, subprocess_env
+
+
+def _path_without_mosquitto() -> str:
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    return os.pathsep.join(d for d in dirs if d and not (Path(d) / "mosquitto").exists())
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_chain_by_itself(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])
+def test_demo_runs_the_whole_chain_by_itself(tmp_path: Path, broker: str) -> None:
+    """No --broker: it starts its own, mosquitto when on PATH, else amqtt (pure Python, MQTT 3.1.1)."""
     out = tmp_path / "demo"
-    r = run_module("converter.demo", "--out", str(out), timeout=300)
+    env = subprocess_env()
+    if broker == "amqtt":
+        env["PATH"] = _path_without_mosquitto()
+    else:
+        env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+        assert shutil.which("mosquitto", path=env["PATH"]), (
+            "mosquitto is not installed (apt install mosquitto)"
+        )
+    r = run_module("converter.demo", "--out", str(out), timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     text = r.stdout
     for step in ("1/5 training", "2/5 edge-convert", "3/5 broker", "4/5 edge-agent", "5/5 predictions"):
         assert step in text
-    assert "using mosquitto on mqtt://127.0.0.1:" in text  # no --broker: it started its own
+    assert f"using {broker} on mqtt://127.0.0.1:" in text
+    if broker == "amqtt":
+        assert "mosquitto is not on PATH; MQTT 3.1.1 only: the agent uses protocol 311" in text
+        assert "protocol = 311" in (out / "agent.toml").read_text()
     right, total = map(int, re.search(r"(\d+)/(\d+) digits right", text).groups())  # type: ignore[union-attr]
     assert total == 20 and right >= 17, text[-2500:]
     # every artefact it names exists, where it says
@@ -33,6 +53,7 @@ def test_demo_runs_the_whole_chain_by_itself(tmp_path: Path) -> None:
         "sample images",
         "agent log",
         "predictions (CSV)",
+        "broker log",
     ):
         assert Path(named[name]).exists(), (name, named)
     assert Path(named["int8 model"]).read_bytes()[4:8] == b"TFL3"

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.broker import Mosquitto
 from edge.contract import schemas
+from tests.support.broker import Mosquitto
 
 from . import samples
 from .conftest import Proc, publish

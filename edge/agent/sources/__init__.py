@@ -47,7 +47,14 @@ def open_source(
     if kind == "mqtt":
         from edge.agent.sources.mqtt import MqttSource
 
-        return MqttSource(client, infer_topic, cfg.queue_size, on_refused)
+        return MqttSource(
+            client,
+            infer_topic,
+            cfg.queue_size,
+            on_refused,
+            max_request_bytes=cfg.max_request_bytes,
+            max_queue_bytes=cfg.max_queue_bytes,
+        )
     from edge.agent.sources.camera import CameraSource
 
     m = _CAMERA.match(spec)

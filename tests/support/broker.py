@@ -1,7 +1,8 @@
-"""Start a throw-away local MQTT broker (mosquitto) on a free loopback port.
+"""Start a throw-away local MQTT broker (mosquitto) on a free loopback port, for the test-suite
+and the benchmarks, which must talk to a real broker.
 
-Used by ``edge-demo`` when no broker is given, and by the test-suite, which
-must talk to a real broker. Mosquitto's default ``max_queued_messages`` (1000)
+It lives with the tests: the device never starts a broker (``edge-demo`` has its own starter,
+``converter.demo_broker``). Mosquitto's default ``max_queued_messages`` (1000)
 silently drops QoS 1 messages to a slow subscriber, so it is lifted here.
 """
 
