@@ -51,6 +51,8 @@ class MemoryBroker:
 
     def settle(self, timeout: float = 5.0) -> None:
         """Wait until everything published so far is delivered (and acknowledged)."""
+        if threading.current_thread() is self._thread:
+            return  # called from a handler: what it waits for runs after it returns
         done = threading.Event()
         self._queue.put(done.set)
         if not done.wait(timeout):
