@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edge.contract import homeassistant
 
 if TYPE_CHECKING:
+    from edge.agent.config import HomeAssistantConfig
     from edge.transport.base import Transport
 
 log = logging.getLogger("edge.agent.discovery")
@@ -27,7 +28,7 @@ class Discovery:
 
     def __init__(
         self,
-        config: Any,
+        config: HomeAssistantConfig,
         *,
         prefix: str,
         device: str,
@@ -76,7 +77,7 @@ class _RefusalGuard:
 
     STRIKES = 2
 
-    def __init__(self, config: Any, device: str) -> None:
+    def __init__(self, config: HomeAssistantConfig, device: str) -> None:
         self.config = config
         self.device = device
         self.tokens: set[int] = set()  # discovery messages not acknowledged yet

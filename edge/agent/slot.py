@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from edge.inference.preprocess import Normalization, random_input
 from edge.model.labels import read_labels
 from edge.model.runtime import LoadedModel, load_model
 from edge.ota.install import InstalledModel, ModelStore
+
+if TYPE_CHECKING:
+    from edge.agent.config import ModelConfig, PreprocessConfig
 
 log = logging.getLogger("edge.agent.slot")
 
@@ -53,8 +56,8 @@ class ModelSlot:
 
     def __init__(
         self,
-        model: Any,
-        preprocess: Any,
+        model: ModelConfig,
+        preprocess: PreprocessConfig,
         settings: Settings,
         store: ModelStore,
         *,

@@ -25,6 +25,7 @@ from edge.ota.manifest import MAX_HEADER, header_id
 
 if TYPE_CHECKING:
     from edge.agent.audit import AuditLog
+    from edge.agent.config import OtaConfig
     from edge.agent.slot import ModelSlot
     from edge.transport.topics import Topics
 
@@ -34,7 +35,7 @@ log = logging.getLogger("edge.ota.service")
 class OtaService:
     def __init__(
         self,
-        config: Any,
+        config: OtaConfig,
         *,
         slot: ModelSlot,
         store: ModelStore,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
+    from edge.agent.config import MqttConfig, TlsConfig
     from edge.transport.client import TLSOptions
     from edge.transport.url import BrokerURL
 
@@ -51,7 +52,7 @@ def _secret(value: Any) -> str | None:
     return str(getter()) if callable(getter) else str(value)
 
 
-def credentials(mqtt: Any, url: BrokerURL) -> BrokerURL:
+def credentials(mqtt: MqttConfig, url: BrokerURL) -> BrokerURL:
     """``url`` with the user name and password of the ``[mqtt]`` section.
 
     Order: the URL's own, then ``mqtt.username`` / ``mqtt.password`` (also ``EDGE_MQTT_PASSWORD``
@@ -66,7 +67,7 @@ def credentials(mqtt: Any, url: BrokerURL) -> BrokerURL:
     return dataclasses.replace(url, username=username, password=password)
 
 
-def tls_options(tls: Any, url: BrokerURL) -> TLSOptions | None:
+def tls_options(tls: TlsConfig, url: BrokerURL) -> TLSOptions | None:
     """TLS settings from the ``[tls]`` section (None: plain, or whatever the URL scheme implies)."""
     if not (url.tls or tls.ca_file or tls.cert_file):
         return None
