@@ -122,10 +122,13 @@ class Running:
         self.thread.start()
         observer.wait(
             lambda o: (
-                messages.ONLINE.encode() in [m.payload for m in o.messages if m.topic == T.availability]
+                not self.thread.is_alive()
+                or messages.ONLINE.encode() in [m.payload for m in o.messages if m.topic == T.availability]
             ),
             "the agent online",
         )
+        if self.error is not None:  # run() failed at start: say why, not "timed out"
+            raise self.error
 
     def _run(self) -> None:
         try:
