@@ -184,7 +184,8 @@ class Agent:
 
     # --- messages ----------------------------------------------------------------------------------------
     def status_payload(self) -> dict[str, Any]:
-        m = self.pipeline.model
+        pipe = self.slot.pipeline  # read once: a swap between two reads would mix two models
+        m = pipe.model
         body = messages.status(
             self.device,
             agent_version=self.version,
@@ -206,7 +207,7 @@ class Agent:
             python=system.python_version(),
             threads=m.threads,
             source=self.source.description if self.source else str(self.cfg.source.spec),
-            kind=self.pipeline.kind,
+            kind=pipe.kind,
         )
         settings = self.slot.settings
         body["settings"] = {"top_k": settings.top_k, "threshold": settings.threshold}
