@@ -47,7 +47,7 @@ from edge.contract import messages
 from edge.errors import EdgeError
 from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
 from edge.ota.install import ModelStore
-from edge.ota.service import OtaService
+from edge.ota.service import OtaService, max_message_bytes
 from edge.transport.outbox import Outbox
 from edge.transport.spool import Spool
 from edge.transport.tls import credentials, tls_options
@@ -168,7 +168,15 @@ class Agent:
             backoff_min=mq.backoff_min_s,
             backoff_max=mq.backoff_max_s,
             protocol=4 if mq.protocol == 311 else 5,
+            max_incoming_bytes=self._max_incoming_bytes(),
         )
+
+    def _max_incoming_bytes(self) -> int:
+        """The largest message worth receiving: a request, or a model update where updates are accepted."""
+        largest = self.cfg.source.max_request_bytes
+        if self.cfg.ota.enabled and self.cfg.ota.public_keys:
+            largest = max(largest, max_message_bytes(self.cfg.ota))
+        return int(largest) + 64 * 1024  # topic, properties and MQTT headers
 
     @property
     def pipeline(self) -> Pipeline:
@@ -205,7 +213,7 @@ class Agent:
             board=system.board(),
             hostname=system.hostname(),
             python=system.python_version(),
-            threads=m.threads,
+            threads=self.pipeline.model.threads,  # what runs (the default when none was configured)
             source=self.source.description if self.source else str(self.cfg.source.spec),
             kind=pipe.kind,
         )
@@ -213,6 +221,7 @@ class Agent:
         body["settings"] = {"top_k": settings.top_k, "threshold": settings.threshold}
         body["broker"] = self.url.redacted()
         body["commands_disabled"] = list(self.cfg.commands.disabled)
+        body["max_request_bytes"] = self.cfg.source.max_request_bytes
         for extra in self.status_extras:
             body.update(extra())
         return body

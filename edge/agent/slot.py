@@ -31,7 +31,7 @@ from edge.errors import EdgeError
 from edge.inference.pipeline import Pipeline, Settings
 from edge.inference.preprocess import Normalization, random_input
 from edge.model.labels import read_labels
-from edge.model.runtime import LoadedModel, load_model
+from edge.model.runtime import LoadedModel, default_threads, load_model
 from edge.ota.install import InstalledModel, ModelStore
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class ModelSlot:
         model = load_model(
             path,
             runtime=m.runtime,
-            threads=m.threads,
+            threads=m.threads or default_threads(),  # all usable cores (see default_threads)
             delegate=m.delegate,
             delegates=self.delegates,
             max_bytes=m.max_bytes,

@@ -19,12 +19,13 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from edge.errors import InputError
+from edge.errors import EdgeError, InputError
 from edge.inference import postprocess
 from edge.inference.preprocess import Normalization, decode_image, image_layout, image_to_tensor
 from edge.model.runtime import LoadedModel
 
-ImageInput = Union[bytes, Path, Image.Image]
+# An EdgeError: the source refused the input itself; prepare() raises it, so it is reported in order.
+ImageInput = Union[bytes, Path, Image.Image, EdgeError]
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,22 @@ class Pipeline:
     def prepare(self, data: ImageInput, name: str = "") -> Prepared:
         """Decode and preprocess (no interpreter involved): may run on another thread, ahead of invoke."""
         t0 = time.perf_counter()
+        if isinstance(data, EdgeError):
+            raise data  # a source's refusal (e.g. a symlink out of its directory): reported in order
+        spec = self.model.inputs[0]
+        layout = image_layout(spec)
         img = (
             data
             if isinstance(data, Image.Image)
-            else decode_image(data, max_pixels=self.max_image_pixels, name=name)
+            else decode_image(
+                data,
+                max_pixels=self.max_image_pixels,
+                name=name,
+                fit=(layout.width, layout.height),
+                mode="L" if layout.channels == 1 else "RGB",
+            )
         )
-        tensor = image_to_tensor(img, self.model.inputs[0], self.norm)
+        tensor = image_to_tensor(img, spec, self.norm)
         return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model)
 
     def invoke(self, prepared: Prepared) -> Invoked:

@@ -10,6 +10,8 @@ exceptions into errors that say what to do.
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,35 @@ from edge.model.delegates import (
 from edge.model.explain import explain_runtime_error
 
 DELEGATE_CHOICES = ("auto", "cpu", "edgetpu")
+X86_64 = ("x86_64", "amd64")
+INT8_SLOWDOWN_NOTE = (
+    "tflite-runtime 2.14 runs int8 models 10-18x slower than ai-edge-litert on x86_64 (MobileNet int8, "
+    "benchmarks/agent_bench.py machine): install ai-edge-litert (pip install ai-edge-litert, the [agent] extra) and restart, "
+    "or pass --runtime ai_edge_litert"
+)
+
+
+def default_threads() -> int:
+    """Interpreter threads when none are configured: every core this process may use.
+
+    Chosen with the agent's prefetch thread in mind, by measurement (benchmarks/agent_bench.py,
+    int8-jpeg case, 2 cores): decoding the next JPEG does compete with the interpreter's threads, but
+    the agent still makes more images/s at threads = cores than at cores - 1, which leaves the decode a
+    core of its own and halves the interpreter's speed. The runtime's own default is one thread.
+    """
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _is_int8(interpreter: Any) -> bool:
+    """Whether any tensor is a quantized 8-bit one (int8 or uint8 with a scale)."""
+    try:
+        details = interpreter.get_tensor_details()
+    except Exception:  # some runtimes refuse details of unnamed tensors: then only the inputs and outputs
+        details = interpreter.get_input_details() + interpreter.get_output_details()
+    return any(
+        np.dtype(d["dtype"]) in (np.int8, np.uint8) and d.get("quantization", (0.0, 0))[0] != 0.0
+        for d in details
+    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +243,8 @@ def load_model(
     except Exception as exc:
         raise explain_runtime_error(exc, model_path, rt, info) from exc
     init_ms = (time.perf_counter() - started) * 1000.0
+    if rt.name == "tflite_runtime" and platform.machine().lower() in X86_64 and _is_int8(interpreter):
+        notes.append(INT8_SLOWDOWN_NOTE)
     return LoadedModel(
         path=model_path,
         requested_path=requested,
@@ -237,6 +270,7 @@ __all__ = [
     "Runtime",
     "TensorSpec",
     "available_runtimes",
+    "default_threads",
     "inspect",
     "load_model",
     "normalize_name",

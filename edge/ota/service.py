@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("edge.ota.service")
 
 
+def max_message_bytes(config: OtaConfig) -> int:
+    """The largest ``model/set`` message worth receiving: the model limit, the signed header, framing."""
+    return int(config.max_bytes) + MAX_HEADER + 12
+
+
 class OtaService:
     def __init__(
         self,
@@ -96,7 +101,7 @@ class OtaService:
                 outcome="disabled",
             )
             return
-        if len(payload) > self.config.max_bytes + MAX_HEADER + 12:
+        if len(payload) > max_message_bytes(self.config):
             # Refused at once: an oversize message is never queued.
             self._answer(
                 payload,

@@ -150,6 +150,7 @@ class MqttClient:
         backoff_max: float = 120.0,
         protocol: int = 5,
         logger: logging.Logger | None = None,
+        max_incoming_bytes: int | None = None,
     ) -> None:
         self.url = url if isinstance(url, BrokerURL) else parse_broker_url(url)
         if protocol not in (4, 5):
@@ -163,6 +164,10 @@ class MqttClient:
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.protocol = protocol
+        # MQTT 5 Maximum Packet Size: the broker drops larger messages instead of sending them. paho
+        # copies an incoming PUBLISH several times while decoding it, so a 50 MB message would cost
+        # ~200 MB before anything could refuse it; this keeps memory bounded by what we accept.
+        self.max_incoming_bytes = max_incoming_bytes
         self.log = logger or logging.getLogger("edge.transport")
 
         self._lock = threading.Lock()
@@ -322,6 +327,13 @@ class MqttClient:
                 _waiter.set()
         return token
 
+    def _connect_properties(self) -> Properties | None:
+        if self.protocol != 5 or self.max_incoming_bytes is None:
+            return None
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = self.max_incoming_bytes
+        return props
+
     @staticmethod
     def _properties(values: dict[str, Any]) -> Properties:
         return publish_properties(values)
@@ -376,7 +388,12 @@ class MqttClient:
             gen_before = self._generation
             self._attempt_error = False
             try:
-                client.connect(self.url.host, self.url.port, keepalive=int(max(1, self.keepalive)))
+                client.connect(
+                    self.url.host,
+                    self.url.port,
+                    keepalive=int(max(1, self.keepalive)),
+                    properties=self._connect_properties(),
+                )
             except (OSError, ValueError) as err:
                 msg = _describe_oserror(err, self.url) if isinstance(err, OSError) else str(err)
                 self._set_error(msg)

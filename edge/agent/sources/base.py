@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -10,11 +11,13 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from edge.errors import EdgeError
+
 
 @dataclass(frozen=True)
 class Item:
     name: str  # file name, or the request's correlation id (the prediction's `source`)
-    data: bytes | Path | Image.Image
+    data: bytes | Path | Image.Image | EdgeError  # an EdgeError: the source refused it (reported on errors)
     correlation_data: bytes | None = None  # MQTT 5 request/response
     response_topic: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -35,3 +38,13 @@ class Source(Protocol):
 
 
 DoneHook = Callable[[Item], None]
+
+
+def escaped_name(name: str) -> str:
+    """A file name as text that survives JSON and SQLite: itself when it is UTF-8; else its bytes with
+    backslashes doubled and each non-UTF-8 byte as ``\\xNN`` (so the bytes can be recovered)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:  # os.scandir gave surrogate escapes for the undecodable bytes
+        return os.fsencode(name).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge.agent.sources.base import Item
+from edge.agent.sources.base import Item, escaped_name
 
 
 class FileSource:
@@ -16,7 +16,7 @@ class FileSource:
 
     def items(self, stop: threading.Event, once: bool) -> Iterator[Item]:
         if not stop.is_set():
-            yield Item(self.path.name, self.path)
+            yield Item(escaped_name(self.path.name), self.path)  # a JSON-safe `source`
         if not once:
             # A single file is a finite source; keep the agent up (commands, metrics) until stopped.
             stop.wait()
