@@ -312,3 +312,22 @@ def test_a_signed_update_goes_through_the_slot_and_is_audited(
     assert any(282 <= c["index"] <= 286 for c in pred["top_k"]), pred
     audit = obs.wait(lambda o: o.json(T.audit), "the audit record")
     assert [(r["action"], r["id"], r["outcome"]) for r in audit] == [("model/set", "u1", "done")]
+
+
+def test_a_request_is_answered_on_its_response_topic_with_its_correlation_data(
+    start: Any, broker: MemoryBroker, tmp_path: Path, model: Path, coral: Path
+) -> None:
+    _, obs, _ = start(_config(tmp_path, model))
+    answers: list[Message] = []
+    requester = broker.client("requester")
+    requester.subscribe("reply/#", answers.append)
+    requester.start()
+    props = {"ResponseTopic": "reply/me", "CorrelationData": b"req-42"}
+    assert requester.publish(T.infer, (coral / "mnist_nine.bmp").read_bytes(), 1, False, props) is not None
+    (pred,) = obs.wait(lambda o: o.json(T.predictions), "the prediction")
+    deadline = time.monotonic() + 10
+    while not answers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (answer,) = answers
+    assert answer.topic == "reply/me" and answer.correlation_data == b"req-42"
+    assert json.loads(answer.payload)["seq"] == pred["seq"] == 1
