@@ -6,7 +6,9 @@ are timed from the first publish until the broker has acknowledged every message
 includes what the agent really pays per message: JSON encoding, the persisted ``seq``, the SQLite
 insert (WAL, synchronous=NORMAL), marking as attempted and the delete on PUBACK.
 
-Target: at least 2,000 messages/s through the Outbox, so MQTT is never the agent's bottleneck.
+Targets: at least 2,000 messages/s through the Outbox, so MQTT is never the agent's bottleneck, and at
+least 0.5x bare paho in the same run (the durable path may cost, but not an order of magnitude: before
+the network loop woke for publishes from other threads it was 0.05x).
 
     python benchmarks/publish_capacity.py [--messages 5000] [--rounds 3] [--json out.json]
 """
@@ -39,6 +41,7 @@ from edge.transport.spool import Spool  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 
 TARGET_MSGS_PER_S = 2000
+TARGET_RATIO = 0.5  # Outbox+Spool vs bare paho, same run
 TOPIC = "edge/bench-device/predictions"
 
 
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "bare_rounds": [round(x, 1) for x in bare_rates],
         "target_msgs_per_s": TARGET_MSGS_PER_S,
-        "meets_target": outbox >= TARGET_MSGS_PER_S,
+        "target_ratio": TARGET_RATIO,
+        "meets_target": outbox >= TARGET_MSGS_PER_S and outbox / bare >= TARGET_RATIO,
         "environment": {
             "machine": platform.machine(),
             "python": platform.python_version(),
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"\nOutbox+Spool: {outbox:.0f} msg/s   bare paho: {bare:.0f} msg/s   "
-        f"ratio {outbox / bare:.2f}   target >= {TARGET_MSGS_PER_S} msg/s: "
+        f"ratio {outbox / bare:.2f}   target >= {TARGET_MSGS_PER_S} msg/s and ratio >= {TARGET_RATIO}: "
         f"{'PASS' if result['meets_target'] else 'FAIL'}"
     )
     if args.json:

@@ -33,6 +33,7 @@ DEFAULT_SHOWN = {
     "edge-flash": (["sd", "--help"], "--wifi-country", "(default: GB)"),
     "edge-watch": (["--help"], "--sse-seconds", "(default: 60.0)"),
     "edge-demo": (["--help"], "--broker-kind", "(default: auto)"),
+    "edge-fleet": (["ls", "--help"], "--settle", "(default: 0.5)"),
 }
 
 

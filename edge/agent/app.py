@@ -40,7 +40,7 @@ from edge.agent.audit import AuditLog
 from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
 from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
-from edge.agent.metrics import LatencyWindow, health
+from edge.agent.metrics import LatencyWindow, health, predicted_labels
 from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
 from edge.contract import messages
@@ -305,7 +305,7 @@ class Agent:
                 f"inference failed: {type(exc).__name__}: {exc}",
                 "check the input matches the model; report a bug if it persists",
             )
-        self.window.add(res.latency_ms["total"])
+        self.window.add(res.latency_ms["total"], labels=predicted_labels(res.result_key, res.result))
         payload = messages.prediction(
             self.device,
             seq=0,
@@ -318,8 +318,22 @@ class Agent:
         )
         try:
             # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
-            seq = self.outbox.send(self.topics.predictions, payload, qos=1, seq="predictions")
-        except Exception as exc:  # e.g. disk full: keep running; the input is not marked done
+            # A file seen before with this size and mtime (its "done" record was lost) keeps its first seq.
+            key = (
+                f"{item.name}\0{item.meta['size']}\0{item.meta['mtime_ns']}"
+                if "mtime_ns" in item.meta
+                else None
+            )
+            # A full disk: wait here for space (the inputs behind wait too) rather than skip this one.
+            seq = self.outbox.send(
+                self.topics.predictions,
+                payload,
+                qos=1,
+                seq="predictions",
+                key=key,
+                retry_full_until=self.stop_event,
+            )
+        except Exception as exc:  # stopping on a full disk, or a broken spool: the input is not marked done
             log.error("%s: cannot spool the prediction (%s); it is retried after a restart", item.name, exc)
             return False
         payload["seq"] = seq

@@ -131,8 +131,20 @@ class CommandWorker:
             self.publish(cid, action, False, None, "too many pending commands; retry later")
 
     def stop(self) -> None:
-        self.queue.put(None)
-        self.thread.join(5)
+        # Never block shutdown behind a full queue (a flood of commands, a handler still running):
+        # commands not started yet are dropped, the agent is going away.
+        while True:
+            try:
+                while True:
+                    self.queue.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                self.queue.put_nowait(None)
+                break
+            except queue.Full:  # the network thread refilled it meanwhile
+                continue
+        self.thread.join(0.5)
 
     def _run(self) -> None:
         while True:

@@ -1,16 +1,36 @@
-"""Rolling latency window and process health (RSS, CPU temperature) for the metrics topic."""
+"""Rolling latency window, label histogram and process health (RSS, CPU temperature) for the metrics topic."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 THERMAL = Path("/sys/class/thermal")
+# The metrics message names at most this many labels (the most frequent); the rest are summed into
+# "other", so a 1000-class model cannot blow up a message or a monitoring system's series count.
+LABEL_TOP_N = 20
+
+
+def predicted_labels(result_key: str, result: Any) -> tuple[str, ...]:
+    """What one inference predicted, for the label histogram: a classifier's top-1 label, every label a
+    detector found; nothing for raw outputs. Unlabelled classes count under their index."""
+    if result_key not in ("top_k", "detections") or not result:
+        return ()
+    items = result[:1] if result_key == "top_k" else result
+    return tuple(str(it["index"]) if it.get("label") is None else str(it["label"]) for it in items)
+
+
+def label_histogram(counts: Counter[str], top_n: int = LABEL_TOP_N) -> dict[str, Any]:
+    """``{"counts": {label: n} for the top_n most frequent, "other": the rest}``; ties sort by label
+    so the same window always gives the same message."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {"counts": dict(ranked[:top_n]), "other": sum(n for _, n in ranked[top_n:])}
 
 
 def rss_mb(status: Path = Path("/proc/self/status")) -> float | None:
@@ -52,16 +72,16 @@ class LatencyWindow:
 
     def __init__(self, window_s: float = 60.0) -> None:
         self.window_s = window_s
-        self._samples: deque[tuple[float, float]] = deque()
+        self._samples: deque[tuple[float, float, tuple[str, ...]]] = deque()
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self.errors = 0
         self.total = 0
 
-    def add(self, total_ms: float, now: float | None = None) -> None:
+    def add(self, total_ms: float, now: float | None = None, labels: Sequence[str] = ()) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._samples.append((now, total_ms))
+            self._samples.append((now, total_ms, tuple(labels)))
             self.total += 1
             self._trim(now)
 
@@ -77,7 +97,8 @@ class LatencyWindow:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
-            values = np.array([v for _, v in self._samples], dtype=np.float64)
+            values = np.array([v for _, v, _ in self._samples], dtype=np.float64)
+            counts: Counter[str] = Counter(label for _, _, labels in self._samples for label in labels)
             span = min(self.window_s, max(now - self._started, 1e-3))
         pct: dict[str, float | None] = {"p50": None, "p90": None, "p99": None}
         if values.size:
@@ -88,6 +109,7 @@ class LatencyWindow:
             "inferences": int(values.size),
             "inferences_per_s": round(values.size / span, 3),
             "latency_ms": pct,
+            "labels": label_histogram(counts),
         }
 
 

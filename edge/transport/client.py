@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -36,6 +37,7 @@ from edge.transport.url import BrokerURL, parse_broker_url
 
 _MID_BITS = 16  # paho mids are 1..65535
 _STABLE_S = 10.0  # a connection that lasted this long was healthy: back-off starts over
+_LOOP_TIMEOUT_S = 1.0  # select() timeout of the network loop: keep-alive pacing only, never latency
 
 
 class TLSConfigError(EdgeError):
@@ -133,6 +135,15 @@ def _describe_oserror(err: OSError, url: BrokerURL) -> str:
     if err.__class__.__name__ == "gaierror":
         return f"unreachable: host name {url.host!r} cannot be resolved ({err.strerror or err})"
     return f"unreachable: {where}: {err.strerror or err}"
+
+
+def _set_nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    # Small packets (a PUBACK, a prediction) must leave at once, not wait for Nagle's algorithm to
+    # coalesce them with the next write, which a lone request/response never has (up to 40 ms per hop).
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (a Unix socket): nothing to tune
+        pass
 
 
 class MqttClient:
@@ -254,8 +265,13 @@ class MqttClient:
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.client_id}", daemon=True)
         self._thread.start()
 
-    def stop(self, offline_payload: bytes | str | None = None, timeout: float = 5) -> None:
-        """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1)."""
+    def stop(self, offline_payload: bytes | str | None = None, timeout: float = 1.0) -> None:
+        """Say goodbye and disconnect: publish ``offline_payload`` on the will topic first (retained, QoS 1).
+
+        ``timeout`` bounds the whole call. A live broker acknowledges within milliseconds; one that
+        does not within a second (frozen, half-open link) will not do better later, and the Last Will
+        says ``offline`` for us then, so a longer wait would only hold up the process exit.
+        """
         deadline = time.monotonic() + timeout
         self._stopping.set()
         # Called from a handler (e.g. a "shutdown" command) the network thread cannot wait for
@@ -358,6 +374,7 @@ class MqttClient:
         c.on_connect = lambda cl, ud, flags, rc, props: self._handle_connect(cl, rc, gen, props)
         c.on_disconnect = lambda cl, ud, flags, rc, props: self._handle_disconnect(cl, rc)
         c.on_publish = lambda cl, ud, mid, rc, props: self._handle_puback(gen, mid, rc)
+        c.on_socket_open = _set_nodelay
         return c
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -387,6 +404,11 @@ class MqttClient:
             self.connect_attempts += 1
             gen_before = self._generation
             self._attempt_error = False
+            # paho writes from the publishing thread when it believes no loop thread exists; over TLS
+            # that races this thread's SSL_read on the same SSL object and corrupts the stream
+            # ("Bad socket read/write", random disconnects). Declared as the loop thread (what
+            # loop_start() does), paho queues every packet, CONNECT included, for this thread to write.
+            client._thread = threading.current_thread()  # noqa: SLF001
             try:
                 client.connect(
                     self.url.host,
@@ -400,13 +422,8 @@ class MqttClient:
             else:
                 if self._stopping.is_set():  # stop() may have looked at the previous client
                     client.disconnect()
-                # paho writes from the publishing thread when it believes no loop thread exists; over TLS
-                # that races this thread's SSL_read on the same SSL object and corrupts the stream
-                # ("Bad socket read/write", random disconnects). Declared as the loop thread (what
-                # loop_start() does), paho queues the packet and wakes this loop to write it.
-                client._thread = threading.current_thread()  # noqa: SLF001
                 try:
-                    client.loop_forever(timeout=0.5)
+                    self._loop(client)
                 except Exception as err:  # paho bug or callback escape: never kill the thread
                     self.log.exception("MQTT network loop failed")
                     self._set_error(f"network loop failed: {err}")
@@ -448,6 +465,14 @@ class MqttClient:
                 delay,
             )
             self._stopping.wait(delay)
+
+    @staticmethod
+    def _loop(client: paho.Client) -> None:
+        # paho's loop() (unlike loop_forever() without loop_start()) creates the socket pair that a
+        # publish() from another thread writes to, so select() wakes and the packet goes out at once
+        # instead of after the timeout. The timeout only paces keep-alive checks.
+        while client.loop(timeout=_LOOP_TIMEOUT_S) == paho.MQTT_ERR_SUCCESS:
+            pass
 
     def _set_error(self, message: str) -> None:
         # Reason strings and OS errors never carry the password; the URL is always shown redacted.

@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from edge.transport.client import MqttClient, publish_properties
-from edge.transport.spool import Spool, SpooledMessage
+from edge.transport.spool import Spool, SpooledMessage, SpoolFullError
 
 _BATCH = 200  # spool rows read per query
 
@@ -46,8 +46,13 @@ def mark_historical(payload: bytes) -> bytes:
         return payload
     if not isinstance(obj, dict) or obj.get("historical") is True:
         return payload
-    obj["historical"] = True
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    if "historical" in obj:  # present but not true: rewrite the object
+        obj["historical"] = True
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    # A valid JSON object ends with "}": add the member there instead of encoding it all again
+    # (a replay after an outage does this for every message; re-encoding took most of its time).
+    body = payload.rstrip()
+    return body[:-1] + (b',"historical":true}' if obj else b'"historical":true}')
 
 
 def _check_topic(topic: str) -> None:
@@ -82,6 +87,8 @@ class Outbox:
         self._stopping = threading.Event()
         self._drained = threading.Condition()
         self._acks: deque[int] = deque()
+        self._full_since = 0.0  # monotonic time send() first met a full disk (0: not full)
+        self._to_delete: list[int] = []  # acknowledged spool ids not deleted yet (sender thread only)
         self._inflight: dict[int, int] = {}  # publish token -> spool id (sender thread only)
         self._cursor = 0  # highest spool id published on the current connection
         self._generation = -1
@@ -120,6 +127,8 @@ class Outbox:
         *,
         seq: str | None = None,
         properties: dict[str, Any] | None = None,
+        key: str | None = None,
+        retry_full_until: threading.Event | None = None,
     ) -> int | None:
         """Queue durably (QoS >= 1) and publish as soon as possible; QoS 0 is best effort, never spooled.
 
@@ -128,7 +137,44 @@ class Outbox:
         burn a sequence number without its message; the number is returned.
         ``properties``: MQTT 5 publish properties by paho name (e.g. ``{"CorrelationData": b"42"}``),
         stored with the message.
+        ``key`` (with ``seq``, QoS >= 1): names the input; sent again with the same key (the input is
+        handled a second time, e.g. after a crash before it was recorded as done), nothing new is
+        spooled and the number it got the first time is returned.
+        ``retry_full_until``: on a full disk, try again every second until the spool takes the message
+        or this event is set (then :class:`SpoolFullError` is raised), instead of failing at once: the
+        caller (and whatever feeds it) waits for space rather than losing the input until a restart.
         """
+        while True:
+            try:
+                number = self._send(topic, payload, qos, retain, seq=seq, properties=properties, key=key)
+            except SpoolFullError as err:
+                if retry_full_until is None or retry_full_until.is_set():
+                    raise
+                if not self._full_since:
+                    self._full_since = time.monotonic()
+                    self.log.error("%s; waiting for free space (retrying every second)", err.what)
+                if retry_full_until.wait(1.0):
+                    raise
+                continue
+            if self._full_since:
+                self.log.warning(
+                    "the spool takes messages again after %.0f s of full disk",
+                    time.monotonic() - self._full_since,
+                )
+                self._full_since = 0.0
+            return number
+
+    def _send(
+        self,
+        topic: str,
+        payload: dict[str, Any] | bytes | str,
+        qos: int,
+        retain: bool,
+        *,
+        seq: str | None,
+        properties: dict[str, Any] | None,
+        key: str | None,
+    ) -> int | None:
         _check_topic(topic)
         if qos not in (0, 1, 2):
             raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
@@ -161,6 +207,7 @@ class Outbox:
                 retain=retain,
                 historical=self._outage(),
                 properties=properties,
+                key=key,
             )
         else:
             self.spool.put(
@@ -288,13 +335,16 @@ class Outbox:
         return True
 
     def _drain_acks(self) -> None:
-        ids = []
         while self._acks:
             spool_id = self._inflight.pop(self._acks.popleft(), None)
             if spool_id is not None:
-                ids.append(spool_id)
-        if ids:
+                self._to_delete.append(spool_id)
+        if self._to_delete:
+            ids = self._to_delete
+            # Raises on a full disk (rare: the spool gives up a reserve first); the ids stay here and
+            # the next round deletes them, instead of leaving them in the spool until a restart.
             self.spool.ack(ids)
+            self._to_delete = []
             self._acked += len(ids)
             if self.spool.depth() == 0:
                 with self._drained:

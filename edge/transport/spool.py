@@ -7,6 +7,13 @@ of commits can be lost; that is the price of not wearing out the card.
 
 Bounded by bytes and by age: the oldest messages are dropped first and every drop is counted in a
 persisted counter, so metrics can say how much was lost and why.
+
+A full disk: a write that fails is rolled back whole (its seq included, so no number is ever burnt or
+given twice) and raises :class:`SpoolError`; the next write simply tries again, so the spool works
+again as soon as space returns, without a restart. Deleting acknowledged rows also needs a little
+space (SQLite appends the change to its WAL): a small reserve file beside the spool is given up for
+that, so acknowledged messages can always be deleted; new messages are refused until it could be
+made again, i.e. until space has returned.
 """
 
 from __future__ import annotations
@@ -131,11 +138,30 @@ CREATE TABLE IF NOT EXISTS messages (
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- The seq given to each recent input (put_sequenced key=): an input handled again after a crash or a
+-- failed "done" record gets its first number back instead of a second one. The newest rows are kept.
+CREATE TABLE IF NOT EXISTS input_seqs (key BLOB PRIMARY KEY, seq INTEGER NOT NULL);
 """
+_KEYS_KEPT = 10_000  # inputs remembered by put_sequenced(key=): far more than can be in flight
+
+
+_RESERVE_BYTES = 256 * 1024  # given up on a full disk so that deletes (acks) can still commit
+_RESERVE_RETRY_S = 1.0  # how often to try making the reserve again while the disk is full
+
+
+def _disk_full(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)  # Python >= 3.11
+    if code is not None:
+        return int(code) & 0xFF == sqlite3.SQLITE_FULL
+    return "disk is full" in str(err)
 
 
 class SpoolError(EdgeError):
     """The spool file cannot be used, or a message cannot fit in it."""
+
+
+class SpoolFullError(SpoolError):
+    """The disk under the spool is full: the same write works again once space returns."""
 
 
 @dataclass(frozen=True)
@@ -191,10 +217,28 @@ class Spool:
             raise SpoolError(
                 f"cannot create the spool directory {self.path.parent}: {err}", "choose a writable spool path"
             ) from err
+        self._reserve = self.path.with_name(self.path.name + ".reserve")
+        self._reserve_tried = 0.0  # monotonic time of the last failed or given-up reserve, 0: it exists
+        self._reserve_lock = threading.Lock()
         _lock_path(self.path)
         try:
             try:
-                row = self._open()
+                try:
+                    row = self._open()
+                except sqlite3.OperationalError:
+                    # A full disk may leave no room for SQLite's -shm/-wal files: the reserve is for
+                    # that too, so an agent can start and send (then delete) what it had spooled.
+                    if not self._release_reserve():
+                        raise
+                    row = self._open()
+            except sqlite3.OperationalError as err:
+                # Not damage (a full disk, an I/O error, no permission): quarantining would put the
+                # unsent messages aside for nothing. Say why; a restart once it is fixed replays them.
+                full = " (disk full)" if _disk_full(err) else ""
+                raise SpoolError(
+                    f"cannot open the spool {self.path}{full}: {err}",
+                    "free disk space / fix the file's permissions, then start again; the spool was left untouched",
+                ) from err
             except sqlite3.DatabaseError as err:
                 if not _is_sqlite_file(self.path):
                     raise SpoolError(
@@ -207,6 +251,7 @@ class Spool:
             raise
         self._bytes = int(row[0])
         self._depth = int(row[1])
+        self._ensure_reserve()
         self._last_age_check = 0.0
         # Expiry is a scan: do it at most every second (sooner only for tiny ages, i.e. tests).
         self._age_check_interval = min(1.0, self.max_age_s / 4)
@@ -287,17 +332,36 @@ class Spool:
         retain: bool = False,
         historical: bool = False,
         properties: dict[str, Any] | None = None,
+        key: str | None = None,
     ) -> tuple[int, int]:
         """Take ``next_seq(name)`` and append ``build(seq)`` in ONE transaction; returns (id, seq).
 
         With ``next_seq()`` then ``put()``, a SIGKILL between the two commits leaves a hole in the
         sequence that subscribers would count as a lost message; this cannot.
+
+        ``key`` names the input the message is about (e.g. a file's name, size and mtime). When a
+        message with that key was spooled before (the input is being handled again: a crash or a full
+        disk came between spooling and recording it as done), nothing is stored and ``(0, its seq)`` is
+        returned: one input never gets two numbers.
         """
         holder: list[int] = []
+        # Bytes, so that any str works (file names that are not UTF-8 come as surrogate escapes).
+        ref = None if key is None else f"{name}\0{key}".encode("utf-8", "surrogateescape")
 
-        def payload() -> bytes:
-            holder.append(self._increment("seq:" + name))
-            return build(holder[0])
+        def payload() -> bytes | None:
+            if ref is not None:
+                row = self._db.execute("SELECT seq FROM input_seqs WHERE key = ?", (ref,)).fetchone()
+                if row is not None:
+                    holder.append(int(row[0]))
+                    return None
+            seq = self._increment("seq:" + name)
+            holder.append(seq)
+            if ref is not None:
+                cur = self._db.execute("INSERT INTO input_seqs (key, seq) VALUES (?, ?)", (ref, seq))
+                row_id = cur.lastrowid or 0
+                if row_id % 1000 == 0:
+                    self._db.execute("DELETE FROM input_seqs WHERE rowid <= ?", (row_id - _KEYS_KEPT,))
+            return build(seq)
 
         msg_id, _ = self._insert(topic, payload, qos, retain, historical, properties)
         return msg_id, holder[0]
@@ -305,18 +369,32 @@ class Spool:
     def _insert(
         self,
         topic: str,
-        make: Callable[[], bytes],
+        make: Callable[[], bytes | None],
         qos: int,
         retain: bool,
         historical: bool,
         properties: dict[str, Any] | None = None,
     ) -> tuple[int, int]:
         props = _dump_properties(properties) if properties else None
+        if self._reserve_tried:
+            # The reserve was given up (or never made): new messages wait until it is back, so the
+            # space left stays for deleting acknowledged ones.
+            self._ensure_reserve()
+            if self._reserve_tried:
+                raise SpoolFullError(
+                    f"cannot write to the spool {self.path} (disk full): less than "
+                    f"{_RESERVE_BYTES // 1024} KB free beside it",
+                    "free disk space or lower the spool max_bytes; the message was not stored (the next "
+                    "write tries again)",
+                )
         now = time.time()
         with self._lock:
             self._begin()
             try:
                 data = make()
+                if data is None:  # nothing to store (put_sequenced: the input was spooled before)
+                    self._db.execute("ROLLBACK")
+                    return 0, 0
                 size = len(data) + len(topic.encode()) + (len(props) if props else 0)
                 if size > self.max_bytes:
                     raise SpoolError(
@@ -345,16 +423,19 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
-                raise SpoolError(
-                    f"cannot write to the spool {self.path}: {err}",
-                    "free disk space or lower the spool max_bytes; the message was not stored",
+                full = _disk_full(err)
+                raise (SpoolFullError if full else SpoolError)(
+                    f"cannot write to the spool {self.path}{' (disk full)' if full else ''}: {err}",
+                    "free disk space or lower the spool max_bytes; the message was not stored (the next "
+                    "write tries again)",
                 ) from err
             except BaseException:
                 self._rollback()
                 raise
             self._bytes += size
             self._depth += 1
-            return int(cur.lastrowid or 0), size
+            msg_id = int(cur.lastrowid or 0)
+        return msg_id, size
 
     def _drop_oldest(self, need: int) -> None:
         freed = dropped = 0
@@ -412,6 +493,7 @@ class Spool:
         )
 
     def mark_attempted(self, ids: Iterable[int]) -> None:
+        """Count a re-send (diagnostics only: skipped on a full disk rather than holding up the replay)."""
         ids = list(ids)
         if not ids:
             return
@@ -422,34 +504,104 @@ class Spool:
                     "UPDATE messages SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in ids]
                 )
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                self._rollback()
+                if not _disk_full(err):
+                    raise
             except BaseException:
                 self._rollback()
                 raise
 
     def ack(self, ids: Iterable[int]) -> None:
-        """Delete delivered messages (unknown ids, e.g. already dropped, are ignored)."""
+        """Delete delivered messages (unknown ids, e.g. already dropped, are ignored).
+
+        On a full disk the reserve file is given up first, so this succeeds where an insert cannot.
+        """
         ids = list(ids)
         if not ids:
             return
         with self._lock:
-            self._begin()
             try:
-                removed = removed_bytes = 0
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    n, b = self._db.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", chunk
-                    ).fetchone()
-                    self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
-                    removed += n
-                    removed_bytes += b
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            self._depth -= removed
-            self._bytes -= removed_bytes
+                self._delete(ids)
+            except sqlite3.OperationalError as err:
+                if not _disk_full(err) or not self._release_reserve():
+                    raise
+                logging.getLogger("edge.transport.spool").warning(
+                    "disk full under the spool %s: gave up its %d KB reserve to delete acknowledged "
+                    "messages; free some space",
+                    self.path,
+                    _RESERVE_BYTES // 1024,
+                )
+                self._delete(ids)
+                self._checkpoint()
+        if self._reserve_tried:
+            self._ensure_reserve()
+
+    def _delete(self, ids: list[int]) -> None:
+        self._begin()
+        try:
+            removed = removed_bytes = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                n, b = self._db.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", chunk
+                ).fetchone()
+                self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                removed += n
+                removed_bytes += b
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._depth -= removed
+        self._bytes -= removed_bytes
+
+    def _checkpoint(self) -> None:
+        # Move the WAL into the database and truncate it: what the deletes freed becomes reusable.
+        # Needs room to copy pages; on a still-full disk it fails and is retried by SQLite later.
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
+
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return False
+        self._reserve_tried = time.monotonic()
+        return True
+
+    def _ensure_reserve(self) -> None:
+        """Make the reserve file if it is missing (at most every few seconds; never raises)."""
+        if not self._reserve_lock.acquire(blocking=False):
+            return  # another thread is at it
+        try:
+            now = time.monotonic()
+            if self._reserve_tried and now - self._reserve_tried < _RESERVE_RETRY_S:
+                return
+            if self._reserve.exists():
+                self._reserve_tried = 0.0
+                return
+            tmp = self._reserve.with_name(self._reserve.name + ".tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(b"\0" * _RESERVE_BYTES)  # real blocks (a sparse file would reserve nothing)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self._reserve)
+                self._reserve_tried = 0.0
+            except OSError:  # the disk is still full: try again later
+                self._reserve_tried = now
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+        finally:
+            self._reserve_lock.release()
 
     # ------------------------------------------------------------------ reading
     def pending(self, limit: int = 500, after_id: int = 0) -> list[SpooledMessage]:

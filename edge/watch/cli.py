@@ -4,6 +4,7 @@ edge-watch --broker mqtt://broker.lan              live table, updated in place
 edge-watch --broker URL --json --count 20          20 validated messages, one JSON per line
 edge-watch --broker URL --csv preds.csv            log every prediction
 edge-watch --broker URL --web 127.0.0.1:8080       live dashboard in a browser
+edge-watch --broker URL --prometheus 0.0.0.0:9108  Prometheus exporter (series per device, drift)
 """
 
 from __future__ import annotations
@@ -183,10 +184,10 @@ def _connection_note(watcher: Watcher, broker: BrokerURL) -> str:
     return f"not connected to {broker.redacted()} yet (retrying)"
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
+def parse_hostport(text: str, option: str = "--web") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
-        raise EdgeError(f"--web expects HOST:PORT, got {text!r}", "e.g. --web 127.0.0.1:8080")
+        raise EdgeError(f"{option} expects HOST:PORT, got {text!r}", f"e.g. {option} 127.0.0.1:8080")
     return host or "127.0.0.1", int(port)
 
 
@@ -209,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit after S seconds (status 1 if --count was given and not reached)",
     )
     p.add_argument("--web", metavar="HOST:PORT", help="serve a live dashboard, e.g. 127.0.0.1:8080")
+    p.add_argument(
+        "--prometheus",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs prometheus-client)",
+    )
+    p.add_argument(
+        "--drift-min",
+        type=int,
+        default=50,
+        metavar="N",
+        help="drift (PSI) compares metrics windows with at least N predictions (default 50)",
+    )
     p.add_argument(
         "--validator",
         choices=["auto", "builtin", "jsonschema"],
@@ -237,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise EdgeError(f"--count must be at least 1, got {args.count}", "drop --count to watch forever")
     broker = parse_broker_url(args.broker)
-    fleet = Fleet(prefix=args.prefix, device=args.device, validator=args.validator)
+    if args.drift_min < 1:
+        raise EdgeError(f"--drift-min must be at least 1, got {args.drift_min}", "e.g. --drift-min 50")
+    fleet = Fleet(prefix=args.prefix, device=args.device, validator=args.validator, drift_min=args.drift_min)
     watcher = Watcher(
         broker, fleet, json_out=sys.stdout if args.json else None, csv_path=args.csv, count=args.count
     )
@@ -250,6 +265,18 @@ def run(args: argparse.Namespace) -> int:
             fleet, host, port, broker=broker.redacted(), stream_seconds=args.sse_seconds
         ).start()
         print(f"edge-watch: dashboard on {dashboard.url}", file=sys.stderr, flush=True)
+    exporter = None
+    if args.prometheus:
+        from edge.watch.prometheus import Exporter
+
+        host, port = parse_hostport(args.prometheus, "--prometheus")
+        try:
+            exporter = Exporter(fleet, host, port)
+        except BaseException:
+            if dashboard is not None:
+                dashboard.stop()
+            raise
+        print(f"edge-watch: Prometheus metrics on {exporter.url}", file=sys.stderr, flush=True)
     table = None if args.json else LiveTable(sys.stdout, broker=broker.redacted())
     watcher.start()
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
@@ -289,6 +316,8 @@ def run(args: argparse.Namespace) -> int:
         watcher.stop()
         if dashboard is not None:
             dashboard.stop()
+        if exporter is not None:
+            exporter.stop()
     if watcher.pipe_closed:
         # stdout is a closed pipe: point it at /dev/null so the interpreter's final flush stays quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

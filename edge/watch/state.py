@@ -19,6 +19,7 @@ from typing import Any
 
 from edge.contract import schemas
 from edge.errors import EdgeError
+from edge.watch.drift import DriftTracker
 
 LATENCY_POINTS = 300  # per device, for the chart and the local percentiles
 RATE_WINDOW_S = 10.0
@@ -130,6 +131,11 @@ class DeviceState:
     # (received epoch, total latency ms, seq)
     latencies: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
     _seen_seq: deque[int] = field(default_factory=lambda: deque(maxlen=2000))
+    drift: DriftTracker = field(default_factory=DriftTracker)
+
+    def model_sha256(self) -> str | None:
+        st = self.status or {}
+        return (st.get("model") or {}).get("sha256") or st.get("model_sha256")
 
     def apply(self, msg: Message) -> None:
         self.last_seen = msg.received
@@ -140,6 +146,7 @@ class DeviceState:
             self.status = p
         elif msg.kind == "metrics":
             self.metrics = p
+            self.drift.update(p.get("labels"), self.model_sha256())
         elif msg.kind == "errors":
             self.errors += 1
             self.last_error = p
@@ -176,7 +183,8 @@ class DeviceState:
             "device": self.device,
             "availability": self.availability,
             "model": model_path.replace("\\", "/").rsplit("/", 1)[-1] if model_path else None,
-            "model_sha256": model.get("sha256") or st.get("model_sha256"),
+            "model_sha256": self.model_sha256(),
+            "model_version": ((st.get("ota") or {}).get("installed") or {}).get("version"),
             "model_kind": model.get("kind"),
             "runtime": (f"{runtime.get('name')} {runtime.get('version') or ''}".strip() if runtime else None),
             "delegate": st.get("delegate"),
@@ -193,6 +201,15 @@ class DeviceState:
             "inferences_per_s": rate,
             "spool_depth": m["spool_depth"] if m else None,
             "cpu_temp_c": m["cpu_temp_c"] if m else None,
+            "rss_mb": m["rss_mb"] if m else None,
+            "spool_dropped": m["dropped"] if m else None,
+            "errors_reported": m["errors"] if m else None,
+            "predictions_reported": m.get("predictions", 0) if m else None,
+            "metrics_ts": m["ts"] if m else None,
+            "status_ts": st.get("ts"),
+            "latency_p90_ms": m["latency_ms"]["p90"] if m else None,
+            "labels": (m.get("labels") if m else None),
+            "drift_psi": self.drift.psi,
             "predictions": self.predictions,
             "duplicates": self.duplicates,
             "errors": self.errors,
@@ -206,7 +223,9 @@ class DeviceState:
 class Fleet:
     """Thread-safe: paho's network thread writes, the table/web threads read."""
 
-    def __init__(self, prefix: str = "edge", device: str | None = None, validator: str = "auto") -> None:
+    def __init__(
+        self, prefix: str = "edge", device: str | None = None, validator: str = "auto", drift_min: int = 50
+    ) -> None:
         if validator not in ("auto", "builtin", "jsonschema"):
             raise ValueError(f"validator must be auto, builtin or jsonschema, not {validator!r}")
         if validator == "jsonschema" and schemas.backend() != "jsonschema":
@@ -220,6 +239,7 @@ class Fleet:
         self.prefix = prefix
         self.only_device = device
         self.devices: dict[str, DeviceState] = {}
+        self.drift_min = drift_min
         self.messages = 0
         self.malformed = 0
         self.recent_malformed: deque[Malformed] = deque(maxlen=20)
@@ -248,7 +268,12 @@ class Fleet:
                 self.recent_malformed.append(result)
             else:
                 self.messages += 1
-                self.devices.setdefault(result.device, DeviceState(result.device)).apply(result)
+                dev = self.devices.get(result.device)
+                if dev is None:
+                    dev = self.devices[result.device] = DeviceState(
+                        result.device, drift=DriftTracker(min_inferences=self.drift_min)
+                    )
+                dev.apply(result)
             self.version += 1
             self.changed.notify_all()
         return result

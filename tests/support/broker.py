@@ -76,6 +76,8 @@ class Mosquitto:
             )
             + "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
+            # Nagle + delayed ACK add ~40 ms to a lone request/answer (docs/transport.md)
+            "set_tcp_nodelay true\n"
             f"{self.extra_conf}\n"
         )
         log = open(self.workdir / "mosquitto.log", "ab")

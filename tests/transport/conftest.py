@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.agent.conftest import agents, subscriber  # noqa: F401 - agent processes, for the shutdown tests
 from tests.support.broker import Mosquitto
 from tests.transport._helpers import Collector
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import getpass
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -350,6 +351,8 @@ def test_tls_broker(tmp_path: Path) -> None:
         try:
             assert good.wait_connected(10), good.last_error
             assert good.publish("edge/dev-tls/status", "{}", qos=1) is not None and done.wait(5)
+            tls_sock = good._client.socket() if good._client else None  # noqa: SLF001 - an SSLSocket
+            assert tls_sock is not None and tls_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         finally:
             good.stop()
 

@@ -44,6 +44,13 @@ def test_mark_historical() -> None:
     assert mark_historical(b"online") == b"online"
     assert mark_historical(b"[1,2]") == b"[1,2]"
     assert mark_historical(b"{not json") == b"{not json"
+    # The member is added in place (no re-encoding): what was there stays byte for byte.
+    assert (
+        mark_historical('{"a":1.10,"é":"ü"} \n'.encode()) == '{"a":1.10,"é":"ü","historical":true}'.encode()
+    )
+    assert mark_historical(b"{}") == b'{"historical":true}'
+    assert json.loads(mark_historical(b'{"historical":false,"b":1}')) == {"historical": True, "b": 1}
+    assert mark_historical(b'{"historical":true}') == b'{"historical":true}'
 
 
 def test_send_rejects_what_can_never_be_published(tmp_path: Path) -> None:

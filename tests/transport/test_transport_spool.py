@@ -196,3 +196,37 @@ def test_synchronous_mode(tmp_path: Path) -> None:
         assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     with pytest.raises(SpoolError, match="NORMAL or FULL"):
         Spool(tmp_path / "x.db", synchronous="OFF")
+
+
+def test_an_input_handled_twice_keeps_its_first_seq(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The agent spools a file's prediction, then cannot record the file as done (disk full, crash):
+    # at the next start the file is handled again. Its key brings back the first seq; nothing new is
+    # stored, so subscribers never see one image under two numbers.
+    path = tmp_path / "s.db"
+    with Spool(path) as spool:
+        mid, first = spool.put_sequenced("t", lambda n: b"%d" % n, key="cat.jpg\x0012\x00999")
+        assert (mid > 0, first) == (True, 1)
+        ack_id = spool.pending()[0].id
+        spool.ack([ack_id])  # already delivered: the key outlives the message
+    with Spool(path) as spool:  # the next start
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key="cat.jpg\x0012\x00999") == (0, 1)
+        assert spool.depth() == 0
+        # The same name with another size or mtime is another input; another counter has its own keys.
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key="cat.jpg\x0013\x00999")[1] == 2
+        assert (
+            spool.put_sequenced("t", lambda n: b"%d" % n, key="cat.jpg\x0012\x00999", name="errors")[1] == 1
+        )
+        assert spool.put_sequenced("t", lambda n: b"%d" % n)[1] == 3  # no key: always a new number
+        odd = b"caf\xe9.jpg".decode("utf-8", "surrogateescape")  # a Latin-1 file name, as os.scandir gives it
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key=odd)[1] == 4
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key=odd) == (0, 4)
+        assert spool.depth() == 4
+    # Only the newest keys are kept (the table must not grow for ever).
+    monkeypatch.setattr("edge.transport.spool._KEYS_KEPT", 100)
+    with Spool(path) as spool:
+        for i in range(1000):
+            spool.put_sequenced("t", lambda n: b"%d" % n, key=f"f{i}")
+        kept = spool._db.execute("SELECT COUNT(*) FROM input_seqs").fetchone()[0]  # noqa: SLF001
+        assert kept < 200
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key="f999")[0] == 0  # recent: remembered
+        assert spool.put_sequenced("t", lambda n: b"%d" % n, key="f0")[0] > 0  # long gone: a new input

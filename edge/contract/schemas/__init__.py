@@ -4,8 +4,8 @@
 ``problems(kind, payload)`` returns them. The ``jsonschema`` package is used
 when it is installed (it is a dev/test dependency); the device does not need
 it: a small built-in validator covers the subset of JSON Schema these files
-use (type, required, properties, items, enum, const, minimum, minLength,
-minItems, maxItems, pattern, local ``$ref``, allOf, if/then/else), so
+use (type, required, properties, additionalProperties (a schema), maxProperties,
+items, enum, const, minimum, minLength, minItems, maxItems, pattern, local ``$ref``, allOf, if/then/else), so
 ``edge-watch`` on a Pi checks messages the same way.
 """
 
@@ -145,6 +145,12 @@ def _check(value: Any, sch: dict[str, Any], root: dict[str, Any], path: list[Any
         for key, sub in sch.get("properties", {}).items():
             if key in value:
                 _check(value[key], sub, root, [*path, key], out)
+        if "maxProperties" in sch and len(value) > sch["maxProperties"]:
+            out.append(f"{where}: {value!r:.60} should have at most {sch['maxProperties']} properties")
+        extra = sch.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value.keys() - sch.get("properties", {}).keys():
+                _check(value[key], extra, root, [*path, key], out)
     if isinstance(value, list):
         if len(value) < sch.get("minItems", 0):
             out.append(f"{where}: {value!r:.60} should have at least {sch['minItems']} items")

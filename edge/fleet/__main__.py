@@ -1,0 +1,5 @@
+import sys
+
+from edge.fleet.cli import main
+
+sys.exit(main())
