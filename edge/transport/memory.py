@@ -14,6 +14,7 @@ what the agent does with it, in milliseconds per case.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +27,8 @@ from edge.transport.client import Message, Will
 if TYPE_CHECKING:
     from edge.transport.base import Transport
     from edge.transport.client import MqttClient
+
+log = logging.getLogger("edge.transport.memory")
 
 _Event = Callable[[], None]
 
@@ -113,9 +116,7 @@ class MemoryBroker:
             try:
                 fn()
             except Exception:  # a handler's bug must not stop the broker (paho logs and goes on too)
-                import logging
-
-                logging.getLogger("edge.transport.memory").exception("memory broker callback failed")
+                log.exception("memory broker callback failed")
 
 
 class MemoryClient:
