@@ -43,9 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support import DATA  # noqa: E402
+from tests.support.agent import agent_command  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 
-CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 TARGETS = {"time_ratio": 1.05, "rss_ratio": 1.3, "first_prediction_s": 1.5}
 TARGETS_INT8 = {"time_ratio_1_thread": 1.10, "throughput_ratio_default_threads": 0.85}
 
@@ -166,7 +167,7 @@ def make_photos(
         photo, (w, h) = PHOTOS[i % len(PHOTOS)], sizes_wanted[(i // len(PHOTOS)) % len(sizes_wanted)]
         made = cache / f"{Path(photo).stem}_{w}x{h}.jpg"
         if not made.exists():
-            img = Image.open(CORAL / photo).convert("RGB")
+            img = Image.open(DATA / photo).convert("RGB")
             cw, ch = min(img.width, img.height * 4 // 3), min(img.height, img.width * 3 // 4)
             box = (
                 (img.width - cw) // 2,
@@ -183,7 +184,7 @@ def make_photos(
 def make_images(d: Path, n: int) -> None:
     from PIL import Image
 
-    img = Image.open(CORAL / "cat.bmp").convert("RGB").resize((224, 224))
+    img = Image.open(DATA / "cat.bmp").convert("RGB").resize((224, 224))
     d.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         img.save(d / f"img_{i:04d}.bmp")
@@ -202,7 +203,7 @@ def input_tensor(model: Path, workdir: Path) -> Path:
 
     m = load_model(model, threads=1)
     path = input_tensor_path(model)
-    np.save(path, image_to_tensor(decode_image(CORAL / "cat.bmp").resize((224, 224)), m.inputs[0]))
+    np.save(path, image_to_tensor(decode_image(DATA / "cat.bmp").resize((224, 224)), m.inputs[0]))
     return path
 
 
@@ -280,27 +281,20 @@ def agent_run(
     env = dict(os.environ, PYTHONPATH=str(ROOT), EDGE_SOURCE_POLL_INTERVAL_S="0.05")
     spawned = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--model",
-            str(model),
-            "--source",
-            str(src),
-            "--broker",
-            broker.url,
-            "--device-id",
+        agent_command(
+            broker,
             "bench",
-            "--state-dir",
-            str(state),
+            state,
+            "--model",
+            model,
+            "--source",
+            src,
             *(["--threads", str(threads)] if threads is not None else []),
             "--metrics-interval",
             "0",
             "--log-level",
             "WARNING",
-        ],
+        ),
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -28,12 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.bench import BenchOptions, benchmark  # noqa: E402
-from edge.bench.runner import utc_now  # noqa: E402
 from edge.bench.stats import percentile  # noqa: E402
+from edge.contract.messages import utc_iso  # noqa: E402
 from edge.model.runtime import load_model  # noqa: E402
+from tests.support import DATA  # noqa: E402
 
-CORAL = ROOT.parent / "shared" / "testdata" / "coral"
-MODEL = CORAL / "mobilenet_v1_0.25_128_quant.tflite"
+MODEL = DATA / "mobilenet_v1_0.25_128_quant.tflite"
 REFERENCE_DIR = ROOT / "benchmarks" / "reference"
 NOISY = (
     "shared 2-core VM with ~7 other engineers running test suites at the same time: absolute "
@@ -93,7 +93,7 @@ def main() -> int:
     ok = abs(ratio - 1.0) <= args.tolerance
     figures = {
         "benchmark": "bench_vs_loop",
-        "ts": utc_now(),
+        "ts": utc_iso(),
         "arch": platform.machine(),
         "model": str(args.model.name),
         "runtime": {"name": loaded.runtime.name, "version": loaded.runtime.version},
@@ -146,8 +146,8 @@ def main() -> int:
             "-m",
             "edge.bench",
             str(args.model),
-            str(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
-            str(CORAL / "keras_lstm_mnist_ptq.tflite"),
+            str(DATA / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"),
+            str(DATA / "keras_lstm_mnist_ptq.tflite"),
             "--runs",
             "200",
             "--min-secs",

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from tests.support import DATA  # noqa: E402
+from tests.support.agent import agent_command  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 
-DATA = ROOT / "tests" / "data"
-CORAL = DATA if (DATA / "cat.bmp").exists() else ROOT.parent / "shared" / "testdata" / "coral"
 REFERENCE = ROOT / "benchmarks" / "reference" / "flood_bench.json"
 DEV = "flood"
 
@@ -85,9 +85,8 @@ def main() -> int:
     sub.loop_start()
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     agent = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--broker", broker.url, "--device-id", DEV,
-         "--state-dir", str(work / "state"), "--model", str(CORAL / "mobilenet_v1_0.25_128_quant.tflite"),
-         "--source", "mqtt", "--metrics-interval", "0"],
+        agent_command(broker, DEV, work / "state", "--model", DATA / "mobilenet_v1_0.25_128_quant.tflite",
+                      "--source", "mqtt", "--metrics-interval", "0"),
         stdout=open(work / "agent.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
     )  # fmt: skip
     try:
@@ -110,7 +109,7 @@ def main() -> int:
         flood_s = time.monotonic() - started
         cid = uuid.uuid4().hex[:8]
         sub.publish(f"edge/{DEV}/cmd", json.dumps({"id": cid, "action": "ping"}), qos=1)
-        sub.publish(f"edge/{DEV}/infer/cat", (CORAL / "cat.bmp").read_bytes(), qos=1)
+        sub.publish(f"edge/{DEV}/infer/cat", (DATA / "cat.bmp").read_bytes(), qos=1)
         wait(
             lambda: any(r.get("id") == cid for r in got["cmd/result"]) and got["predictions"],
             60,

@@ -42,9 +42,10 @@ from paho import mqtt as paho_mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from tests.support import DATA  # noqa: E402
+from tests.support.agent import agent_command  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 
-CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 IMAGE = "hot_dog.jpg"  # a real JPEG: the agent decodes it per request
 DEVICE = "lat"
@@ -117,24 +118,17 @@ def run(image: bytes, requests: int, rate: float, nodelay: bool) -> dict:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         log = open(Path(tmp) / "agent.log", "wb")  # noqa: SIM115 - closed below
         agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edge",
-                "run",
-                "--broker",
-                broker.url,
-                "--device-id",
+            agent_command(
+                broker,
                 DEVICE,
-                "--state-dir",
-                str(Path(tmp) / "state"),
+                Path(tmp) / "state",
                 "--model",
-                str(CORAL / MODEL),
+                DATA / MODEL,
                 "--source",
                 "mqtt",
                 "--metrics-interval",
                 "0",
-            ],
+            ),
             stdout=subprocess.DEVNULL,
             stderr=log,
             env=env,
@@ -194,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=5.0, help="requests per second")
     ap.add_argument("--json", type=Path, help="write the results there (e.g. benchmarks/reference/...)")
     args = ap.parse_args(argv)
-    image = (CORAL / IMAGE).read_bytes()
+    image = (DATA / IMAGE).read_bytes()
     setups = {}
     for name, nodelay in (("nodelay", True), ("stock", False)):
         r = setups[name] = run(image, args.requests, args.rate, nodelay)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import platform
@@ -41,10 +40,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge import fuzz  # noqa: E402
 from edge.model.guard import GuardChild, GuardLimits, Verdict, guard_many  # noqa: E402
+from tests.support import DATA, fuzz  # noqa: E402
+from tests.support.agent import agent_command  # noqa: E402
 
-CORAL = Path(os.environ.get("EDGE_CORAL_TESTDATA", ROOT.parent / "shared" / "testdata" / "coral"))
 REFERENCE = ROOT / "benchmarks" / "reference" / "security_bench.json"
 
 
@@ -98,9 +97,9 @@ def tiny_models(workdir: Path) -> dict[str, Path]:
 def bench_guard(n: int, seed: int, extra_seeds: list[Path], bypass_n: int = 300) -> dict[str, Any]:
     rng = random.Random(seed)
     seeds = (
-        [CORAL / "keras_lstm_mnist_ptq.tflite"] * 5
-        + [CORAL / "mobilenet_v1_0.25_128_quant.tflite"] * 2
-        + [CORAL / "model_invoking_error.tflite"]
+        [DATA / "keras_lstm_mnist_ptq.tflite"] * 5
+        + [DATA / "mobilenet_v1_0.25_128_quant.tflite"] * 2
+        + [DATA / "model_invoking_error.tflite"]
         + extra_seeds * 2
     )
     blobs = {p: p.read_bytes() for p in set(seeds)}
@@ -124,7 +123,7 @@ def bench_guard(n: int, seed: int, extra_seeds: list[Path], bypass_n: int = 300)
     # shows what the child process absorbs when a malformed model slips past the structural checks.
     bypass: collections.Counter[str] = collections.Counter()
     passed = Verdict(True, "structure", "", "", "", 0)
-    lstm = blobs[CORAL / "keras_lstm_mnist_ptq.tflite"]
+    lstm = blobs[DATA / "keras_lstm_mnist_ptq.tflite"]
     with GuardChild(GuardLimits(timeout_s=20, cpu_s=10)) as child:
         for _ in range(bypass_n):
             bypass[child.check(fuzz.mutate_model(lstm, rng)[1], static=passed).stage] += 1
@@ -192,6 +191,7 @@ class Watch:
 
 
 def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> dict[str, Any]:
+    from edge.digest import sha256_file
     from edge.ota.keys import generate_keypair, load_private_key
     from edge.ota.manifest import build_message, frame, read_header
     from tests.support.broker import Mosquitto
@@ -205,23 +205,16 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
     signer, stranger = load_private_key(priv), load_private_key(other)
     dev = "bench"
     t = f"edge/{dev}"
-    lstm = CORAL / "keras_lstm_mnist_ptq.tflite"
-    lstm_sha = hashlib.sha256(lstm.read_bytes()).hexdigest()
+    lstm = DATA / "keras_lstm_mnist_ptq.tflite"
+    lstm_sha = sha256_file(lstm)
     log = open(work / "agent.log", "wb")
     agent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--broker",
-            broker.url,
-            "--device-id",
+        agent_command(
+            broker,
             dev,
-            "--state-dir",
-            str(work / "state"),
+            work / "state",
             "--model",
-            str(lstm),
+            lstm,
             "--source",
             "mqtt",
             "--update-key",
@@ -230,7 +223,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
             "0",
             "--log-level",
             "WARNING",
-        ],
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env(),
@@ -243,9 +236,9 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
 
         # Images: mutated BMP/JPEG/PNG and decompression bombs.
         images = [
-            (CORAL / "cat.bmp").read_bytes(),
-            (CORAL / "hot_dog.jpg").read_bytes(),
-            (CORAL / "mnist_nine.bmp").read_bytes(),
+            (DATA / "cat.bmp").read_bytes(),
+            (DATA / "hot_dog.jpg").read_bytes(),
+            (DATA / "mnist_nine.bmp").read_bytes(),
         ]
         started = time.perf_counter()
         for i in range(args.images):
@@ -297,7 +290,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         }
 
         # Updates: the canonical bad ones, then signed mutants (they reach the guard) and random bytes.
-        model = (CORAL / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+        model = (DATA / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
         good = build_message(model, signer, version="g", device=dev, cmd_id="tmpl")
         header, _ = read_header(good)
         sent_ids: list[str] = []
@@ -326,7 +319,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
             b"TFL3" * (66 * 1024 * 1024 // 4), signer, version="huge", device=dev, cmd_id=cid()
         )
         send(big)
-        seeds = [lstm.read_bytes(), model, (CORAL / "model_invoking_error.tflite").read_bytes()]
+        seeds = [lstm.read_bytes(), model, (DATA / "model_invoking_error.tflite").read_bytes()]
         for _ in range(args.updates):
             _, mutant = fuzz.mutate_model(rng.choice(seeds), rng)
             send(build_message(mutant, signer, version="m", device=dev, cmd_id=cid()))
@@ -384,7 +377,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         w.pub(
             f"{t}/model/set",
             build_message(
-                (CORAL / "model_invoking_error.tflite").read_bytes(),
+                (DATA / "model_invoking_error.tflite").read_bytes(),
                 signer,
                 version="bad",
                 device=dev,
@@ -399,7 +392,7 @@ def bench_agent(args: argparse.Namespace, tiny: dict[str, Path], work: Path) -> 
         }
 
         # Still alive, still serving the original model?
-        w.pub(f"{t}/infer/final", (CORAL / "mnist_nine.bmp").read_bytes())
+        w.pub(f"{t}/infer/final", (DATA / "mnist_nine.bmp").read_bytes())
         final = w.wait(lambda: [p for p in w.json(f"{t}/predictions") if p.get("source") == "final"], 60)
         out["agent"] = {
             "alive": agent.poll() is None,
@@ -426,10 +419,10 @@ def bench_rss(n: int, tiny: dict[str, Path]) -> dict[str, Any]:
     from edge.inference.preprocess import Normalization, decode_image
     from edge.model.runtime import load_model
 
-    path = tiny.get("tiny_image", CORAL / "keras_lstm_mnist_ptq.tflite")
+    path = tiny.get("tiny_image", DATA / "keras_lstm_mnist_ptq.tflite")
     model = load_model(path)
     pipe = Pipeline(model, {}, Normalization(), Settings(top_k=3))
-    img = decode_image(CORAL / "mnist_nine.bmp")
+    img = decode_image(DATA / "mnist_nine.bmp")
     for _ in range(2000):  # warm-up: allocator pools, lazy imports
         pipe.run(img)
     before = rss_bytes()

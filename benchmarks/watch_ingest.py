@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.contract import schemas  # noqa: E402
 from edge.watch import state  # noqa: E402
-from tests.watch import samples  # noqa: E402
+from tests.support import samples  # noqa: E402
 
 TARGET_MSGS_PER_S = 1000
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import shutil
 import sys
 import tempfile
@@ -16,6 +15,7 @@ from converter import compat, evaluate, quantize, report
 from converter import data as data_mod
 from converter import inputs as inputs_mod
 from converter.errors import ConvertError
+from edge.contract.messages import utc_iso
 
 # Candidates tried by --max-accuracy-drop, smallest first. Dynamic-range is left out on purpose:
 # TF 2.21 writes FULLY_CONNECTED v12, which tflite-runtime 2.14 cannot load.
@@ -401,7 +401,7 @@ def convert(
     rep: dict[str, Any] = {
         "tool": "edge-convert",
         "version": edge.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_iso(timespec="seconds"),
         "input": source.describe(),
         "output": figures,
         "data": data_block,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from edge.digest import sha256_hex
 
 
 def file_figures(path: Path) -> dict[str, Any]:
@@ -15,7 +16,7 @@ def file_figures(path: Path) -> dict[str, Any]:
         "path": str(path),
         "size_bytes": len(data),
         "gzip_size_bytes": len(gzip.compress(data, 9)),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": sha256_hex(data),
     }
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import io
 import re
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -16,7 +15,8 @@ import edge
 from edge.cli import use_color
 from edge.errors import EdgeError, run_command
 from edge.watch.table import LiveTable
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.process import run_python
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -157,7 +157,7 @@ def test_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_help_formatting_keeps_shutil_out_for_the_agent() -> None:
     # argparse's own formatter imports shutil (with bz2 and lzma) for the terminal width; the agent
-    # keeps them out of its memory, so the shared formatter must too.
+    # keeps them out of its memory, so the common formatter must too.
     code = (
         "import sys\n"
         "from edge import cli\n"
@@ -166,7 +166,5 @@ def test_help_formatting_keeps_shutil_out_for_the_agent() -> None:
         "p.format_help(); p.parse_args(['run', '--b', '2'])\n"
         "print('shutil' in sys.modules)\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
-    )
+    r = run_python("-c", code, timeout=60)
     assert r.returncode == 0 and r.stdout == "False\n", r.stdout + r.stderr

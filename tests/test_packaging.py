@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 if sys.version_info >= (3, 11):
     import tomllib

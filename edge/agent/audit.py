@@ -14,14 +14,15 @@ Which actions the agent executes at all is configured here too
 # ruff: noqa: UP045
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from edge.contract.messages import utc_iso
+from edge.digest import sha256_hex
 
 if TYPE_CHECKING:
     from edge.agent.audit_config import AuditConfig
@@ -35,10 +36,6 @@ def action_allowed(disabled: Sequence[str], action: str) -> bool:
     if action in disabled:
         return False
     return not ("*" in disabled and action != "ping")
-
-
-def _ts() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class AuditLog:
@@ -78,14 +75,14 @@ class AuditLog:
         entry: dict[str, Any] = {
             "schema": SCHEMA,
             "device": self.device,
-            "ts": _ts(),
+            "ts": utc_iso(),
             "topic": topic,
             "action": action if isinstance(action, str) else (None if action is None else repr(action)[:100]),
             "id": cmd_id if isinstance(cmd_id, str) else (None if cmd_id is None else repr(cmd_id)[:100]),
             "outcome": outcome,
             "ok": outcome == "done",
             "payload_bytes": len(payload),
-            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_sha256": sha256_hex(payload),
         }
         if error:
             entry["error"] = error[:1000]

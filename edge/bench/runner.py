@@ -9,7 +9,6 @@ and the ratios against the first model stay meaningful.
 
 from __future__ import annotations
 
-import datetime as _dt
 import platform
 import socket
 from collections.abc import Sequence
@@ -21,15 +20,10 @@ import edge
 from edge.bench import system
 from edge.bench.core import BenchOptions, Feed, ModelBench, ModelResult, model_record
 from edge.bench.inputs import feeds_for
+from edge.contract.messages import utc_iso
 from edge.model.runtime import LoadedModel
 
 SCHEMA = 1
-
-
-def utc_now() -> str:
-    """UTC ISO 8601 with milliseconds and a ``Z``, as docs/mqtt.md requires."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ def run(
     """Measure prepared models (first inference already done or not), interleaved."""
     if not benches:
         raise ValueError("nothing to benchmark")
-    started = utc_now()
+    started = utc_iso()
     for b in benches:
         if b.first_inference_ms is None:
             b.first_inference()
@@ -97,7 +91,7 @@ def run(
         after=after,
         peak_rss_mb=system.peak_rss_mb(),
         started=started,
-        finished=utc_now(),
+        finished=utc_iso(),
         root=root,
     )
 

@@ -6,7 +6,6 @@ docs/mqtt.md are a promise to subscribers, so they are built here and nowhere el
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -15,10 +14,13 @@ SCHEMA = 1
 ONLINE, OFFLINE = "online", "offline"
 
 
-def utc_iso(epoch: float | None = None) -> str:
-    """UTC ISO 8601 with milliseconds and a ``Z``, e.g. ``2026-11-29T14:10:00.123Z``."""
-    dt = datetime.fromtimestamp(time.time() if epoch is None else epoch, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+def utc_iso(epoch: float | None = None, timespec: str = "milliseconds") -> str:
+    """UTC ISO 8601 with a ``Z``, e.g. ``2026-11-29T14:10:00.123Z``: every timestamp the toolkit writes.
+
+    ``timespec`` as :meth:`datetime.isoformat` (``"microseconds"`` where two in a row must differ).
+    """
+    dt = datetime.now(timezone.utc) if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return dt.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def envelope(device: str, **fields: Any) -> dict[str, Any]:

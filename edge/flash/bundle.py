@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import edge
+from edge.contract.messages import utc_iso
+from edge.digest import sha256_file, sha256_hex
 from edge.flash import BUNDLE_DIR, wheels
 from edge.flash.manifest import (
     MANIFEST,
@@ -75,6 +76,25 @@ def _check_model(path: Path) -> tflite_file.ModelInfo:
             f"{path} is not a readable .tflite model ({exc})",
             "pass a .tflite file (convert Keras models with edge-convert first)",
         ) from exc
+
+
+def device_extras(requested: Sequence[str], user_config: Path | None) -> tuple[str, ...]:
+    """The extras a bundle carries: those asked for, plus ``signing`` when the config names update keys."""
+    unknown = sorted(set(requested) - set(wheels.DEVICE_EXTRAS))
+    if unknown:
+        raise BundleError(
+            f"--extras {','.join(unknown)} is not a device extra",
+            "choose from: " + ", ".join(f"{k} ({v})" for k, v in wheels.DEVICE_EXTRAS.items()),
+        )
+    chosen = set(requested)
+    if user_config is not None and "signing" not in chosen:
+        try:
+            ota = tomllib.loads(user_config.read_text()).get("ota", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            ota = {}  # agent_config() reports an unreadable config with its own message
+        if isinstance(ota, dict) and ota.get("public_keys"):
+            chosen.add("signing")  # the agent refuses to start without cryptography for its update keys
+    return tuple(sorted(chosen))
 
 
 def agent_config(
@@ -180,10 +200,16 @@ def build(
     source: str | None = None,
     agent_wheel: Path | None = None,
     find_links: list[Path] | None = None,
+    extras: Sequence[str] = (),
     log: Any = None,
 ) -> BuiltBundle:
-    """Write the bundle to ``out`` (a .tar.gz) and return what it holds."""
+    """Write the bundle to ``out`` (a .tar.gz) and return what it holds.
+
+    ``extras`` are optional device features (``wheels.DEVICE_EXTRAS``); ``signing`` is added by
+    itself when the config names update keys, so the bundle can do what its config asks.
+    """
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    extras = device_extras(extras, config)
     arch = wheels.normalize_arch(arch)
     if python not in PYTHONS:
         raise BundleError(
@@ -209,7 +235,9 @@ def build(
         if agent_wheel is None:
             agent_wheel = wheels.build_agent_wheel(Path(tmp) / "agent")
         say(f"downloading wheels for {arch}, Python {python}, glibc {glibc}, {runtime} ...")
-        whls = wheels.download(agent_wheel, runtime, arch, python, glibc, stage / "wheels", find_links)
+        whls = wheels.download(
+            agent_wheel, runtime, arch, python, glibc, stage / "wheels", find_links, extras=extras
+        )
         parsed = {w.name: wheels.WheelName.parse(w.name) for w in whls}
         by_dist = {p.dist: p for p in parsed.values()}
         rt = by_dist[wheels.RUNTIME_DISTS[runtime]]
@@ -222,7 +250,7 @@ def build(
                 f"tflite-runtime bundle got numpy {np_whl.version}; it crashes with numpy 2",
                 "report this as a bug (the tflite-runtime extra pins numpy<2)",
             )
-        reqs = [f"{wheels.DIST}[{wheels.RUNTIME_EXTRAS[runtime]}]=={agent.version}"]
+        reqs = [f"{wheels.DIST}[{','.join((wheels.RUNTIME_EXTRAS[runtime], *extras))}]=={agent.version}"]
         reqs += sorted(
             f"{p.dist}=={p.version}" for p in parsed.values() if p.dist not in ("edge_ml_toolkit", "pip")
         )
@@ -232,7 +260,7 @@ def build(
         model_entries = []
         for path, tpu in model_files:
             shutil.copyfile(path, stage / "models" / path.name)
-            digest = hashlib.sha256((stage / "models" / path.name).read_bytes()).hexdigest()
+            digest = sha256_file(stage / "models" / path.name)
             model_entries.append(ModelEntry(file=f"models/{path.name}", sha256=digest, edgetpu=tpu))
         labels_file = None
         if labels is not None:
@@ -254,7 +282,7 @@ def build(
         for f in sorted(stage.rglob("*")):
             if f.is_file():
                 files[f.relative_to(stage).as_posix()] = FileEntry(
-                    sha256=hashlib.sha256(f.read_bytes()).hexdigest(), size=f.stat().st_size
+                    sha256=sha256_file(f), size=f.stat().st_size
                 )
         bid = bundle_id(files)
         env = (
@@ -262,10 +290,10 @@ def build(
             f"EDGE_AGENT_VERSION={agent.version}\n"
         ).encode()
         (stage / "bundle.env").write_bytes(env)
-        files["bundle.env"] = FileEntry(sha256=hashlib.sha256(env).hexdigest(), size=len(env))
+        files["bundle.env"] = FileEntry(sha256=sha256_hex(env), size=len(env))
         manifest = Manifest(  # schema: the default, this edge-flash's format
             bundle_id=bid,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=utc_iso(timespec="seconds"),
             created_by=f"edge-flash {edge.__version__}",
             target=Target(arch=arch, python=python, glibc=glibc, runtime=runtime),
             agent_version=agent.version,
@@ -283,14 +311,14 @@ def build(
             sums_text(
                 {
                     **{n: e.sha256 for n, e in files.items()},
-                    MANIFEST: hashlib.sha256(manifest_text.encode()).hexdigest(),
+                    MANIFEST: sha256_hex(manifest_text.encode()),
                 }
             )
         )
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         _write_tar(stage, out)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = sha256_file(out)
     Path(f"{out}.sha256").write_text(f"{digest}  {out.name}\n")
     return BuiltBundle(path=out, manifest=manifest, size_bytes=out.stat().st_size, sha256=digest)
 

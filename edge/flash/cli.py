@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device-id", help="MQTT device id written into the config (default: the device's hostname)"
     )
     b.add_argument("--source", help="agent source (default mqtt: answers images published to .../infer)")
+    b.add_argument(
+        "--extras",
+        default="",
+        help="optional device features, comma-separated: signing (update verification), camera (OpenCV "
+        "sources); signing is added by itself when --config names update keys",
+    )
     b.add_argument("--agent-wheel", type=Path, help="use this edge-ml-toolkit wheel instead of building one")
     b.add_argument("--find-links", type=Path, action="append", help="extra local wheel directory for pip")
     b.add_argument("-o", "--output", type=Path, required=True, help="bundle file to write (.tar.gz)")
@@ -148,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
             source=args.source,
             agent_wheel=args.agent_wheel,
             find_links=args.find_links,
+            extras=tuple(e.strip() for e in args.extras.split(",") if e.strip()),
         )
         m = built.manifest
         print(

@@ -13,10 +13,11 @@ import json
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import IO, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge.digest import sha256_hex, sha256_stream
 from edge.errors import EdgeError
 from edge.flash import BUNDLE_DIR
 
@@ -107,23 +108,6 @@ def bundle_id(files: dict[str, FileEntry]) -> str:
     return h.hexdigest()[:16]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sha256_stream(f: IO[bytes]) -> tuple[str, int]:
-    h = hashlib.sha256()
-    n = 0
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-        n += len(block)
-    return h.hexdigest(), n
-
-
 def sums_text(files: dict[str, str]) -> str:
     """``sha256sum -c`` input; paths relative to the bundle directory."""
     return "".join(f"{digest}  {name}\n" for name, digest in sorted(files.items()))
@@ -176,9 +160,9 @@ def verify_bundle(path: Path) -> Manifest:
                         manifest_bytes = data
                     else:
                         sums_bytes = data
-                    seen[rel] = (hashlib.sha256(data).hexdigest(), len(data), member.mode)
+                    seen[rel] = (sha256_hex(data), len(data), member.mode)
                 else:
-                    digest, size = _sha256_stream(f)
+                    digest, size = sha256_stream(f)
                     seen[rel] = (digest, size, member.mode)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BundleError(
@@ -203,7 +187,7 @@ def verify_bundle(path: Path) -> Manifest:
     expected_sums = sums_text(
         {
             **{n: e.sha256 for n, e in manifest.files.items()},
-            MANIFEST: hashlib.sha256(manifest_bytes).hexdigest(),
+            MANIFEST: sha256_hex(manifest_bytes),
         }
     )
     if sums_bytes is None or sums_bytes.decode(errors="replace") != expected_sums:

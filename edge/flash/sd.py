@@ -16,7 +16,6 @@ Two ways to run the installer at first boot, picked from what the image has:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,9 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.digest import sha256_file, sha256_hex
 from edge.errors import EdgeError
 from edge.flash.bundle import template
-from edge.flash.manifest import sha256_file, verify_bundle
+from edge.flash.manifest import verify_bundle
 
 FAT_DOS_TYPES = {"b", "c", "e", "6", "ef"}
 FAT_GPT_TYPES = {"EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"}
@@ -378,8 +378,8 @@ def provision(
             ["blockdev", "--flushbufs", str(target)], capture_output=True
         )  # read back from the card
     for name, data in files.items():
-        want = sha256_file(data) if isinstance(data, Path) else hashlib.sha256(data).hexdigest()
-        got = hashlib.sha256(fat.read(name)).hexdigest()
+        want = sha256_file(data) if isinstance(data, Path) else sha256_hex(data)
+        got = sha256_hex(fat.read(name))
         if got != want:
             raise SdError(
                 f"read-back of {name} from {target} differs from what was written",

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.digest import sha256_file
 from edge.errors import EdgeError
-from edge.flash.manifest import BundleError, Manifest, sha256_file, verify_bundle
+from edge.flash.manifest import BundleError, Manifest, verify_bundle
 
 
 class DeployError(EdgeError):

@@ -23,6 +23,11 @@ from edge.errors import EdgeError
 
 DIST = "edge-ml-toolkit"
 RUNTIME_EXTRAS = {"ai-edge-litert": "agent", "tflite-runtime": "tflite-runtime"}
+# Optional device features a bundle can carry (pyproject extras that make sense on a board).
+DEVICE_EXTRAS = {
+    "signing": "verify signed model updates (cryptography)",
+    "camera": "camera, RTSP and MJPEG sources (OpenCV)",
+}
 RUNTIME_DISTS = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
 ARCHES = ("aarch64", "x86_64")
 ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armhf": "armv7l", "armv7": "armv7l", "arm": "armv7l"}
@@ -177,9 +182,10 @@ def download(
     glibc: str,
     dest: Path,
     find_links: list[Path] | None = None,
+    extras: tuple[str, ...] = (),
 ) -> list[Path]:
     """pip download the agent's closure for the target into ``dest``; returns the wheel files."""
-    extra = RUNTIME_EXTRAS[runtime]
+    extra = ",".join((RUNTIME_EXTRAS[runtime], *extras))
     py_nodot = python.replace(".", "")
     cmd = [
         sys.executable,

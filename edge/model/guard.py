@@ -17,7 +17,6 @@ back as a refusing :class:`Verdict` with its reason; the caller never crashes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edge
+from edge.digest import sha256_hex
 from edge.errors import ModelLoadError
 from edge.model import tflite_file
 
@@ -114,7 +114,7 @@ def _refuse(
         stage,
         reason,
         fix,
-        hashlib.sha256(data).hexdigest(),
+        sha256_hex(data),
         len(data),
         (time.perf_counter() - started) * 1000.0,
         info,
@@ -162,7 +162,7 @@ def check_static(data: bytes, limits: GuardLimits | None = None) -> Verdict:
         STRUCTURE,
         "",
         "",
-        hashlib.sha256(data).hexdigest(),
+        sha256_hex(data),
         len(data),
         (time.perf_counter() - started) * 1000.0,
         verified.info,

@@ -9,7 +9,6 @@ exceptions into errors that say what to do.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.digest import sha256_hex
 from edge.errors import DelegateError, ModelLoadError
 from edge.model import tflite_file
 from edge.model.backends import RUNTIME_NAMES, Runtime, available_runtimes, normalize_name, select_runtime
@@ -248,7 +248,7 @@ def load_model(
     return LoadedModel(
         path=model_path,
         requested_path=requested,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256_hex(data),
         size_bytes=len(data),
         info=info,
         interpreter=interpreter,

@@ -108,7 +108,7 @@ class UpdateHandler:
 
 def current_from_path(path: str | Path, version: str | None = None) -> InstalledModel:
     """Describe a configured model file as the 'current' model of an update."""
-    from edge.ota.install import sha256_file
+    from edge.digest import sha256_file
 
     return InstalledModel(path=str(path), sha256=sha256_file(path), version=version)
 

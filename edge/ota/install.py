@@ -17,7 +17,6 @@ the agent has loaded the new model and run a test inference with it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,10 +24,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.contract.messages import utc_iso
+from edge.digest import sha256_file
 from edge.model.guard import Verdict, default_limits, guard_file
 from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
 
@@ -91,10 +91,6 @@ class InstallResult:
         return out
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -111,14 +107,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _safe(text: str) -> str:
@@ -305,14 +293,14 @@ class ModelStore:
             sha256=m.sha256,
             version=m.version,
             labels_path=str(self.dir / f"{stem}.labels.txt") if update.labels else None,
-            installed_at=_now(),
+            installed_at=utc_iso(),
             signed_at=m.created,
         )
         previous_previous, active = self.previous(), self.active()
         journal = {
             "phase": "journaled",
             "candidate": candidate.describe(),
-            "started": _now(),
+            "started": utc_iso(),
             "previous_active": active.describe() if active else None,
             "previous_previous": previous_previous.describe() if previous_previous else None,
         }
@@ -428,5 +416,4 @@ __all__ = [
     "InstalledModel",
     "ModelStore",
     "atomic_write",
-    "sha256_file",
 ]

@@ -7,11 +7,11 @@ public key goes into each device's agent config (``ota.public_keys``).
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from edge.digest import sha256_hex
 from edge.errors import EdgeError
 
 
@@ -82,7 +82,7 @@ def key_id(public_key: Any) -> str:
     """Short fingerprint of a public key (sha256 of its raw bytes, 16 hex digits)."""
     s = crypto().serialization
     raw = public_key.public_bytes(s.Encoding.Raw, s.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return sha256_hex(raw)[:16]
 
 
 def load_private_key(path: str | Path) -> Any:

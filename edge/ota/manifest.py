@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from edge.contract.messages import utc_iso
 from edge.contract.payload import PayloadError, loads
+from edge.digest import sha256_hex
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -75,11 +76,6 @@ class VerifiedUpdate:
     labels: bytes | None
 
 
-def _now() -> str:
-    # Microseconds: two updates signed in a row must never share a timestamp (replay check).
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def signed_time(created: str) -> datetime:
     """``Manifest.created`` as an aware datetime (Python 3.9's fromisoformat does not take ``Z``)."""
     return datetime.fromisoformat(created.replace("Z", "+00:00"))
@@ -100,13 +96,14 @@ def build_message(
 
     manifest = Manifest(
         version=version,
-        sha256=hashlib.sha256(model).hexdigest(),
+        sha256=sha256_hex(model),
         size=len(model),
-        labels_sha256=hashlib.sha256(labels).hexdigest() if labels else None,
+        labels_sha256=sha256_hex(labels) if labels else None,
         labels_size=len(labels or b""),
         device=device,
         key_id=key_id(private_key.public_key()),
-        created=_now(),
+        # Microseconds: two updates signed in a row must never share a timestamp (replay check).
+        created=utc_iso(timespec="microseconds"),
     )
     signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
     return frame(
@@ -253,7 +250,7 @@ def verify_message(
             "push the model again with edge-flash push-model",
         )
     model, labels = body[: manifest.size], body[manifest.size :]
-    got = hashlib.sha256(model).hexdigest()
+    got = sha256_hex(model)
     if got != manifest.sha256:
         raise UpdateRefusedError(
             "wrong_hash",
@@ -261,7 +258,7 @@ def verify_message(
             "the model was altered in transit or on the broker: push it again",
         )
     if manifest.labels_size:
-        got = hashlib.sha256(labels).hexdigest()
+        got = sha256_hex(labels)
         if got != manifest.labels_sha256:
             raise UpdateRefusedError(
                 "wrong_hash",

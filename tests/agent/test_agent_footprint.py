@@ -10,16 +10,15 @@ does not bring shutil.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module, run_python
 
 _PROBE = textwrap.dedent("""
     import json, sys
@@ -42,38 +41,27 @@ PREINIT_PLUGINS = {f"PIL.{n}ImagePlugin" for n in ("Bmp", "Gif", "Jpeg", "Png", 
 
 
 def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
     (src / "a_cat.bmp").write_bytes((coral / "cat.bmp").read_bytes())
     (src / "b_hot_dog.jpg").write_bytes((coral / "hot_dog.jpg").read_bytes())
     (src / "c_junk.tif").write_bytes(b"II*\x00 not really a TIFF")
-    sub = subscriber(["edge/fp/predictions", "edge/fp/errors"])
-    args = [
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(src),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
+    sub = capture("edge/fp/predictions", "edge/fp/errors")
+    args = agent_args(
+        mosquitto,
         "fp",
-        "--state-dir",
-        str(tmp_path / "state"),
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--source",
+        src,
         "--once",
         "--top-k",
         "2",
-    ]
-    r = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env=subprocess_env(),
     )
+    r = run_python("-c", _PROBE, *args, timeout=180)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     out = json.loads(line[6:])
@@ -109,25 +97,7 @@ def test_steady_state_process_keeps_no_pydantic_metadata_or_extra_pil_plugins(
 def test_config_errors_from_the_child_keep_their_message_and_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "agent.toml"
     bad.write_text("[postprocess]\ntop_k = 0\n[mqtt]\nbogus = 1\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--config",
-            str(bad),
-            "--source",
-            "mqtt",
-            "--model",
-            "m.tflite",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=subprocess_env(),
-    )
+    r = run_module("edge", "run", "--config", bad, "--source", "mqtt", "--model", "m.tflite", timeout=120)
     assert r.returncode == 2, r
     assert "postprocess.top_k = 0" in r.stderr and "mqtt.bogus" in r.stderr and "unknown key" in r.stderr
     assert "fix:" in r.stderr and "Traceback" not in r.stderr

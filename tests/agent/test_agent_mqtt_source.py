@@ -8,19 +8,19 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.agent.conftest import agent_args
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
 
 CAT_CLASSES = range(282, 287)
 
 
 def test_mqtt_requests_are_answered_with_their_correlation_id(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber, agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture, agents
 ) -> None:
-    sub5 = subscriber(["edge/m1/predictions", "edge/m1/errors", "edge/m1/status", "replies/me"])
-    sub311 = subscriber(["edge/m1/predictions"], protocol=mqtt.MQTTv311)
+    sub5 = capture("edge/m1/predictions", "edge/m1/errors", "edge/m1/status", "replies/me")
+    sub311 = capture("edge/m1/predictions", protocol=mqtt.MQTTv311)
     agent = agents(
-        agent_args(
+        agent_command(
             mosquitto,
             "m1",
             tmp_path / "state",

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tests.agent.conftest import agent_args
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
 
 
@@ -24,12 +24,12 @@ def _feed(d: Path, data: bytes, n: int, every_s: float, written: list[str]) -> N
 
 
 def test_broker_and_agent_killed_mid_stream_lose_nothing(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber, agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture, agents
 ) -> None:
     d, state = tmp_path / "in", tmp_path / "state"
     d.mkdir()
-    sub = subscriber(["edge/k1/predictions", "edge/k1/availability"])
-    args = agent_args(
+    sub = capture("edge/k1/predictions", "edge/k1/availability")
+    args = agent_command(
         mosquitto,
         "k1",
         state,
@@ -49,7 +49,7 @@ def test_broker_and_agent_killed_mid_stream_lose_nothing(
 
     sub.wait(lambda s: len(s.on("edge/k1/predictions")) >= 10, 30, "10 predictions")
     # The broker freezes, then vanishes mid-stream; the agent keeps spooling. Frozen first because a
-    # broker SIGKILLed while running can lose what it already acknowledged (its queue to the subscriber
+    # broker SIGKILLed while running can lose what it already acknowledged (its queue to the capture
     # dies with it, unsaved): no client can recover that, and it is not what this test is about.
     assert mosquitto.proc is not None
     mosquitto.proc.send_signal(signal.SIGSTOP)
@@ -92,15 +92,15 @@ def test_broker_and_agent_killed_mid_stream_lose_nothing(
 
 
 def test_commands_and_metrics_on_a_live_agent(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber, agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture, agents
 ) -> None:
     d = tmp_path / "in"
     d.mkdir()
     model = tmp_path / "model.tflite"
     shutil.copy(coral / "mobilenet_v1_0.25_128_quant.tflite", model)
-    sub = subscriber(["edge/c1/#"])
+    sub = capture("edge/c1/#")
     agent = agents(
-        agent_args(
+        agent_command(
             mosquitto,
             "c1",
             tmp_path / "state",
@@ -208,9 +208,9 @@ def test_status_and_metrics_payloads_are_json(tmp_path: Path) -> None:
 
 
 def test_full_spool_drops_oldest_and_counts_it(tmp_path: Path, coral: Path, agents) -> None:
-    from tests.agent.conftest import Subscriber
-    from tests.conftest import subprocess_env
     from tests.support.broker import free_port
+    from tests.support.mqtt import Capture
+    from tests.support.process import subprocess_env
 
     broker = Mosquitto(workdir=tmp_path)
     broker.port = free_port()  # nothing listening yet: the agent spools everything
@@ -219,7 +219,7 @@ def test_full_spool_drops_oldest_and_counts_it(tmp_path: Path, coral: Path, agen
     for i in range(20):
         shutil.copy(coral / "cat.bmp", d / f"img_{i:02d}.bmp")
     env = subprocess_env(EDGE_SPOOL_MAX_BYTES="4096")  # room for a handful of predictions
-    args = agent_args(
+    args = agent_command(
         broker,
         "f1",
         tmp_path / "state",
@@ -239,7 +239,7 @@ def test_full_spool_drops_oldest_and_counts_it(tmp_path: Path, coral: Path, agen
         time.sleep(0.1)
     broker.start()
     try:
-        sub = Subscriber(broker, ["edge/f1/predictions", "edge/f1/metrics"])
+        sub = Capture(broker, "edge/f1/predictions", "edge/f1/metrics")
         m = sub.wait(lambda s: [m for m in s.json("edge/f1/metrics") if m["dropped"] > 0], 30, "metrics")[-1]
         preds = sub.wait(lambda s: s.json("edge/f1/predictions"), 30, "predictions")
         time.sleep(0.5)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.conftest import run_module, subprocess_env
+from tests.support.agent import run_agent
 from tests.support.broker import Mosquitto
+from tests.support.mqtt import json_lines, mosquitto_sub
+from tests.support.process import run_module, subprocess_env
 
 CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -19,19 +21,14 @@ CAT_CLASSES = range(282, 287)  # tabby, tiger cat, Persian, Siamese, Egyptian ca
 def _run_once(
     mosquitto: Mosquitto, tmp_path: Path, model: Path, source: Path, *extra: str, device: str = "t1"
 ) -> subprocess.CompletedProcess[str]:
-    return run_module(
-        "edge",
-        "run",
+    return run_agent(
+        mosquitto,
+        device,
+        tmp_path / "state",
         "--model",
         str(model),
         "--source",
         str(source),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        device,
-        "--state-dir",
-        str(tmp_path / "state"),
         "--once",
         "--flush-timeout",
         "10",
@@ -40,50 +37,8 @@ def _run_once(
     )
 
 
-class MosquittoSub:
-    """``mosquitto_sub`` started and subscribed (SUBACK seen) before the agent publishes."""
-
-    def __init__(self, broker: Mosquitto, topic: str, count: int) -> None:
-        # stdbuf: mosquitto_sub block-buffers its debug lines into a pipe; we need SUBACK as it happens.
-        self.proc = subprocess.Popen(
-            [
-                "stdbuf",
-                "-oL",
-                "mosquitto_sub",
-                "-h",
-                broker.host,
-                "-p",
-                str(broker.port),
-                "-V",
-                "mqttv5",
-                "-t",
-                topic,
-                "-C",
-                str(count),
-                "-W",
-                "60",
-                "-q",
-                "1",
-                "-d",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if "SUBACK" in line:
-                break
-        else:
-            raise AssertionError(f"mosquitto_sub never subscribed (rc {self.proc.wait()})")
-
-    def payloads(self) -> list[dict]:
-        out, _ = self.proc.communicate(timeout=60)
-        return [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
-
-
 def test_coral_mobilenet_puts_a_cat_in_the_top_3(mosquitto: Mosquitto, tmp_path: Path, coral: Path) -> None:
-    sub = MosquittoSub(mosquitto, "edge/t1/predictions", 1)
+    sub = mosquitto_sub(mosquitto, "edge/t1/predictions", "-V", "mqttv5", "-C", "1", "-W", "60")
     r = _run_once(
         mosquitto,
         tmp_path,
@@ -95,7 +50,7 @@ def test_coral_mobilenet_puts_a_cat_in_the_top_3(mosquitto: Mosquitto, tmp_path:
         "3",
     )
     assert r.returncode == 0, r.stderr
-    (pred,) = sub.payloads()
+    (pred,) = json_lines(sub.communicate(timeout=60)[0])
     assert pred["schema"] == 1 and pred["device"] == "t1" and pred["ts"].endswith("Z")
     assert pred["source"] == "cat.bmp" and pred["kind"] == "classifier" and isinstance(pred["seq"], int)
     assert len(pred["top_k"]) == 3 and any(c["index"] in CAT_CLASSES for c in pred["top_k"]), pred
@@ -121,17 +76,17 @@ def test_coral_mobilenet_puts_a_cat_in_the_top_3(mosquitto: Mosquitto, tmp_path:
 
 
 def test_keras_lstm_says_nine(mosquitto: Mosquitto, tmp_path: Path, coral: Path) -> None:
-    sub = MosquittoSub(mosquitto, "edge/t1/predictions", 1)
+    sub = mosquitto_sub(mosquitto, "edge/t1/predictions", "-V", "mqttv5", "-C", "1", "-W", "60")
     r = _run_once(mosquitto, tmp_path, coral / "keras_lstm_mnist_ptq.tflite", coral / "mnist_nine.bmp")
     assert r.returncode == 0, r.stderr
-    (pred,) = sub.payloads()
+    (pred,) = json_lines(sub.communicate(timeout=60)[0])
     assert pred["top_k"][0]["index"] == 9 and pred["top_k"][0]["score"] > 0.9, pred
 
 
 def test_edgetpu_model_falls_back_to_its_cpu_twin(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
-    sub = subscriber(["edge/t1/#"])
+    sub = capture("edge/t1/#")
     r = _run_once(
         mosquitto, tmp_path, coral / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", coral / "cat.bmp"
     )
@@ -162,7 +117,7 @@ def test_model_errors_are_explained_with_a_fix(mosquitto: Mosquitto, tmp_path: P
 
 
 def test_bad_inputs_are_reported_and_the_agent_keeps_going(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     d = tmp_path / "in"
     d.mkdir()
@@ -179,25 +134,10 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(
     Image.new("L", (1, 1), 128).save(d / "f_tiny.png")  # wrong size for the model: resized, works
     Image.new("RGB", (500, 7), (1, 2, 3)).save(d / "g_wide.jpg")
     (d / "h_cat.bmp").write_bytes(cat)
-    sub = subscriber(["edge/t1/predictions", "edge/t1/errors"])
+    sub = capture("edge/t1/predictions", "edge/t1/errors")
     env = subprocess_env(EDGE_PREPROCESS_MAX_IMAGE_PIXELS="1000000")
-    r = run_module(
-        "edge",
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(d),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--once",
-        timeout=120,
-        env=env,
-    )
+    args = ("--model", coral / "mobilenet_v1_0.25_128_quant.tflite", "--source", d, "--once")
+    r = run_agent(mosquitto, "t1", tmp_path / "state", *args, env=env)
     assert r.returncode == 0, r.stderr
     sub.wait(lambda s: len(s.messages) >= 8, 10, "8 messages")
     errors = {e["source"]: e for e in sub.json("edge/t1/errors")}
@@ -211,23 +151,7 @@ def test_bad_inputs_are_reported_and_the_agent_keeps_going(
     for name in errors:
         assert name in r.stderr  # one log line per bad input
     # a second run finds nothing new: the directory record survives restarts
-    r = run_module(
-        "edge",
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(d),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--once",
-        timeout=120,
-        env=env,
-    )
+    r = run_agent(mosquitto, "t1", tmp_path / "state", *args, env=env)
     assert r.returncode == 0 and "stopped after 0 predictions" in r.stderr, r.stderr
 
 
@@ -237,23 +161,9 @@ def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Pat
 
     broker.port = free_port()
     started = time.monotonic()
-    r = run_module(
-        "edge",
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(coral / "cat.bmp"),
-        "--broker",
-        broker.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--once",
-        "--flush-timeout",
-        "1",
-        timeout=120,
+    model = ("--model", coral / "mobilenet_v1_0.25_128_quant.tflite", "--once")
+    r = run_agent(
+        broker, "t1", tmp_path / "state", *model, "--source", coral / "cat.bmp", "--flush-timeout", "1"
     )
     assert r.returncode == 0, r.stderr
     assert time.monotonic() - started < 30
@@ -261,42 +171,12 @@ def test_once_with_the_broker_down_spools_and_exits_0(tmp_path: Path, coral: Pat
     # the next start, with the broker up, delivers it (marked historical)
     broker.start()
     try:
-        sub_args = [
-            "mosquitto_sub",
-            "-p",
-            str(broker.port),
-            "-t",
-            "edge/t1/predictions",
-            "-C",
-            "1",
-            "-W",
-            "30",
-            "-q",
-            "1",
-        ]
-        sub = subprocess.Popen(sub_args, stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        sub = mosquitto_sub(broker, "edge/t1/predictions", "-C", "1", "-W", "30")
         empty = tmp_path / "empty"
         empty.mkdir()
-        r = run_module(
-            "edge",
-            "run",
-            "--model",
-            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-            "--source",
-            str(empty),
-            "--broker",
-            broker.url,
-            "--device-id",
-            "t1",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--once",
-            timeout=120,
-        )
+        r = run_agent(broker, "t1", tmp_path / "state", *model, "--source", empty)
         assert r.returncode == 0, r.stderr
-        out, _ = sub.communicate(timeout=30)
-        pred = json.loads(out)
+        (pred,) = json_lines(sub.communicate(timeout=30)[0])
         assert pred["source"] == "cat.bmp" and pred["historical"] is True and pred["seq"] == 1
     finally:
         broker.stop()
@@ -324,7 +204,7 @@ def test_usage_errors_exit_2_with_a_fix(tmp_path: Path, coral: Path) -> None:
         assert "Traceback" not in r.stderr
 
 
-def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber) -> None:
+def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture) -> None:
     """The Edge TPU loader is a seam: a stand-in that reports a specific failure (no Coral here)."""
     from edge.agent.app import Agent
     from edge.agent.config import load_config
@@ -336,7 +216,7 @@ def test_delegate_seam_in_process(mosquitto: Mosquitto, tmp_path: Path, coral: P
         def load(self, runtime, options):  # the DelegateLoader protocol
             raise DelegateError("Edge TPU at usb:0 stopped responding (stand-in)", "replug the Coral")
 
-    sub = subscriber(["edge/s1/status", "edge/s1/predictions"])
+    sub = capture("edge/s1/status", "edge/s1/predictions")
     cfg = load_config(
         None,
         environ={},

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support.agent import agent_args
 from tests.support.broker import Mosquitto
+from tests.support.process import run_python
 
 CAT_CLASSES = range(282, 287)
 
@@ -26,38 +25,25 @@ _PROBE = textwrap.dedent("""
 
 
 def _probe(python: str, broker: Mosquitto, tmp_path: Path, coral: Path, *extra: str) -> dict:
-    args = [
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(coral / "cat.bmp"),
-        "--broker",
-        broker.url,
-        "--device-id",
+    args = agent_args(
+        broker,
         "r1",
-        "--state-dir",
-        str(tmp_path / "state"),
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--source",
+        coral / "cat.bmp",
         "--once",
         *extra,
-    ]
-    r = subprocess.run(
-        [python, "-c", _PROBE, *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env=subprocess_env(),
     )
+    r = run_python("-c", _PROBE, *args, python=python, timeout=180)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     return json.loads(line[6:]) | {"stderr": r.stderr}
 
 
-def test_agent_never_imports_tensorflow(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
-) -> None:
-    sub = subscriber(["edge/r1/predictions"])
+def test_agent_never_imports_tensorflow(mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture) -> None:
+    sub = capture("edge/r1/predictions")
     out = _probe(sys.executable, mosquitto, tmp_path, coral)  # this venv HAS tensorflow installed
     assert out["rc"] == 0, out["stderr"]
     assert out["heavy"] == [], f"the agent imported {out['heavy'][:5]}"
@@ -66,16 +52,10 @@ def test_agent_never_imports_tensorflow(
 
 
 def test_agent_runs_with_tflite_runtime_2_14(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture, tflite_python: str
 ) -> None:
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, (
-        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
-    )
-    assert Path(python).exists(), f"EDGE_TFLITE_RUNTIME_PYTHON={python} does not exist (run ./dev.sh setup)"
-    sub = subscriber(["edge/r1/predictions", "edge/r1/status"])
+    python = tflite_python
+    sub = capture("edge/r1/predictions", "edge/r1/status")
     out = _probe(python, mosquitto, tmp_path, coral, "--runtime", "tflite_runtime", "--top-k", "3")
     assert out["rc"] == 0, out["stderr"]
     assert (
@@ -85,9 +65,7 @@ def test_agent_runs_with_tflite_runtime_2_14(
     assert any(c["index"] in CAT_CLASSES for c in pred["top_k"]), pred
     status = sub.json("edge/r1/status")[0]
     assert status["runtime"] == {"name": "tflite_runtime", "version": "2.14.0"}, status["runtime"]
-    numpy_version = subprocess.run(
-        [python, "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True
-    ).stdout
+    numpy_version = run_python("-c", "import numpy; print(numpy.__version__)", python=python).stdout
     assert numpy_version.startswith("1."), numpy_version
 
 
@@ -96,29 +74,20 @@ def test_camera_without_opencv_says_what_to_install(tmp_path: Path, coral: Path)
     code = (
         "import sys; sys.modules['cv2'] = None\nfrom edge.agent.cli import main\nsys.exit(main(sys.argv[1:]))"
     )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "run",
+    r = run_python(
+        "-c",
+        code,
+        *agent_args(
+            "mqtt://127.0.0.1:1",
+            "cam",
+            tmp_path / "s",
             "--model",
-            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+            coral / "mobilenet_v1_0.25_128_quant.tflite",
             "--source",
             "camera:0",
-            "--broker",
-            "mqtt://127.0.0.1:1",
-            "--device-id",
-            "cam",
-            "--state-dir",
-            str(tmp_path / "s"),
             "--once",
-        ],
-        capture_output=True,
-        text=True,
+        ),
         timeout=60,
-        cwd=ROOT,
-        env=subprocess_env(),
     )
     assert r.returncode == 2, r.stderr
     assert (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.deferred import DeferredModule, defer, is_loaded
-from tests.conftest import ROOT, subprocess_env
+from tests.support.process import run_python, subprocess_env
 
 _MOD = """
 LOADS.append(__name__)
@@ -120,14 +119,7 @@ def test_agent_footprint_settings_in_a_fresh_process() -> None:
         print(json.dumps({"arenas": arenas, "deferred": deferred, "before": before, "after": is_loaded("ssl"),
                           "ctx": type(c._tls_context()).__name__, "paho_ssl": paho.ssl.SSLWantReadError is ssl.SSLWantReadError}))
     """)
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=subprocess_env(),
-    )
+    r = run_python("-c", code, timeout=60)
     assert r.returncode == 0, r.stderr
     import json
 
@@ -137,12 +129,5 @@ def test_agent_footprint_settings_in_a_fresh_process() -> None:
     assert not any(out["before"].values()), out["before"]
     assert out["after"] is True and out["ctx"] == "SSLContext" and out["paho_ssl"] is True
     env = subprocess_env() | {"MALLOC_ARENA_MAX": "4"}
-    r = subprocess.run(
-        [sys.executable, "-c", "from edge.agent import footprint; print(footprint.limit_malloc_arenas())"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=env,
-    )
+    r = run_python("-c", "from edge.agent import footprint; print(footprint.limit_malloc_arenas())", env=env)
     assert r.stdout.strip() == "False", "an operator's MALLOC_ARENA_MAX must win"

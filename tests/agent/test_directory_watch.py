@@ -14,7 +14,7 @@ from edge.agent.sources import directory
 from edge.agent.sources.base import escaped_name
 from edge.agent.sources.directory import DirectorySource
 from edge.errors import InputError
-from tests.conftest import run_module
+from tests.support.agent import run_agent
 from tests.support.broker import Mosquitto
 
 LATIN1 = b"caf\xe9 \\ 1.jpg"  # not UTF-8, and a backslash: the escaped form must stay reversible
@@ -155,7 +155,7 @@ def test_rewrite_in_place_is_found(tmp_path: Path, monkeypatch, watch: str) -> N
 
 
 def test_agent_reports_odd_names_and_symlinks_on_errors_and_records_them(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture
 ) -> None:
     d = tmp_path / "in"
     d.mkdir()
@@ -165,23 +165,9 @@ def test_agent_reports_odd_names_and_symlinks_on_errors_and_records_them(
     (tmp_path / "secret.txt").write_bytes(b"PRIVATE KEY 1234\n")
     (d / "leak.bmp").symlink_to(tmp_path / "secret.txt")
     (d / "ok.bmp").write_bytes(cat)
-    sub = subscriber(["edge/t1/predictions", "edge/t1/errors"])
-    args = [
-        "edge",
-        "run",
-        "--model",
-        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-        "--source",
-        str(d),
-        "--broker",
-        mosquitto.url,
-        "--device-id",
-        "t1",
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--once",
-    ]
-    r = run_module(*args, timeout=120)
+    sub = capture("edge/t1/predictions", "edge/t1/errors")
+    args = ("--model", coral / "mobilenet_v1_0.25_128_quant.tflite", "--source", d, "--once")
+    r = run_agent(mosquitto, "t1", tmp_path / "state", *args)
     assert r.returncode == 0, r.stderr
     sub.wait(lambda s: len(s.messages) >= 3, 10, "3 messages")
     errors = {e["source"]: e for e in sub.json("edge/t1/errors")}
@@ -191,7 +177,9 @@ def test_agent_reports_odd_names_and_symlinks_on_errors_and_records_them(
     assert "symbolic link" in errors["leak.bmp"]["error"]
     assert all("PRIVATE" not in m.payload.decode() for m in sub.messages)
     assert [p["source"] for p in sub.json("edge/t1/predictions")] == ["ok.bmp"]
-    r = run_module(*args, timeout=120)  # recorded as done: a second run has nothing to do
+    r = run_agent(
+        mosquitto, "t1", tmp_path / "state", *args
+    )  # recorded as done: a second run has nothing to do
     assert r.returncode == 0 and "stopped after 0 predictions" in r.stderr, r.stderr
     time.sleep(0.3)
     assert len(sub.json("edge/t1/errors")) == 2

@@ -21,7 +21,7 @@ def lstm(coral: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def cli_json(tmp_path_factory: pytest.TempPathFactory, mobilenet: Path, lstm: Path) -> dict[str, Any]:
-    """One real CLI run of two models with --json --plot --output --samples, shared by several tests."""
+    """One real CLI run of two models with --json --plot --output --samples, read by several tests."""
     out = tmp_path_factory.mktemp("cli")
     proc = bench_cli(
         mobilenet,

@@ -1,136 +1,53 @@
-"""The agent's `bench` command end to end: a real agent process, a real mosquitto, mosquitto_pub/sub."""
+"""The agent's `bench` command end to end: a real agent process, a real mosquitto, a paho capture."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import queue
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT, run_module, subprocess_env
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module
 
 
-class Sub:
-    """``mosquitto_sub -v`` on several topics, lines collected by a thread as they arrive."""
-
-    def __init__(self, broker: Mosquitto, topics: list[str]) -> None:
-        args = ["stdbuf", "-oL", "mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-v"]
-        for t in topics:
-            args += ["-t", t]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.got: list[tuple[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait(self, pred: Any, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [(t, p) for t, p in self.got if pred(t, p)]
-            if found:
-                return found[0][1]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out waiting for {what}; got {[t for t, _ in self.got]}")
-            try:
-                line = self.lines.get(timeout=min(left, 0.5))
-            except queue.Empty:
-                continue
-            topic, _, payload = line.partition(" ")
-            try:
-                self.got.append((topic, json.loads(payload)))
-            except json.JSONDecodeError:
-                self.got.append((topic, payload))
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def pub(broker: Mosquitto, topic: str, payload: str) -> None:
-    subprocess.run(
-        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-t", topic, "-m", payload],
-        check=True,
-        timeout=30,
-    )
-
-
-def test_bench_command_on_a_running_agent(mosquitto: Mosquitto, tmp_path: Path, mobilenet: Path) -> None:
+def test_bench_command_on_a_running_agent(
+    mosquitto: Mosquitto, tmp_path: Path, mobilenet: Path, capture: Any, agents: Any
+) -> None:
     (tmp_path / "in").mkdir()
-    sub = Sub(mosquitto, ["edge/b1/status", "edge/b1/bench", "edge/b1/cmd/result"])
-    log = open(tmp_path / "agent.log", "wb")
-    agent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--model",
-            str(mobilenet),
-            "--source",
-            str(tmp_path / "in"),
-            "--broker",
-            mosquitto.url,
-            "--device-id",
-            "b1",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--metrics-interval",
-            "0",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env=subprocess_env(),
-    )
+    sub = capture("edge/b1/status", "edge/b1/bench", "edge/b1/cmd/result")
+    args = ("--model", mobilenet, "--source", tmp_path / "in", "--metrics-interval", "0")
+    agent = agents(agent_command(mosquitto, "b1", tmp_path / "state", *args), tmp_path / "agent.log")
     try:
-        sub.wait(lambda t, p: t == "edge/b1/status", 60, "the agent's status")
-        pub(
-            mosquitto,
-            "edge/b1/cmd",
-            json.dumps(
-                {
-                    "id": "bench-1",
-                    "action": "bench",
-                    "runs": 30,
-                    "warmup": 2,
-                    "min_secs": 0,
-                    "warmup_min_secs": 0,
-                    "max_secs": 5,
-                }
-            ),
-        )
-        pub(mosquitto, "edge/b1/cmd", json.dumps({"id": "bench-bad", "action": "bench", "runs": 0}))
-        pub(mosquitto, "edge/b1/cmd", json.dumps({"id": "ping-1", "action": "ping"}))
+        sub.wait_for("edge/b1/status", 1, 60)
+        bench_cmd = {
+            "action": "bench",
+            "runs": 30,
+            "warmup": 2,
+            "min_secs": 0,
+            "warmup_min_secs": 0,
+            "max_secs": 5,
+        }
+        sub.publish("edge/b1/cmd", json.dumps({"id": "bench-1", **bench_cmd}))
+        sub.publish("edge/b1/cmd", json.dumps({"id": "bench-bad", "action": "bench", "runs": 0}))
+        sub.publish("edge/b1/cmd", json.dumps({"id": "ping-1", "action": "ping"}))
 
         def result(cid: str) -> Any:
-            return sub.wait(
-                lambda t, p: t == "edge/b1/cmd/result" and isinstance(p, dict) and p.get("id") == cid,
+            found = sub.wait(
+                lambda s: [r for r in s.json("edge/b1/cmd/result") if r.get("id") == cid],
                 60,
                 f"cmd/result {cid}",
             )
+            return found[0]
 
         ok = result("bench-1")
-        bench = sub.wait(lambda t, p: t == "edge/b1/bench", 30, "the bench report")
+        bench = json.loads(sub.wait_for("edge/b1/bench", 1, 30)[0].payload)
         bad = result("bench-bad")
         ping = result("ping-1")
     finally:
-        agent.terminate()
-        rc = agent.wait(30)
-        sub.close()
-        log.close()
-    out = (tmp_path / "agent.log").read_text(errors="replace")
-    assert rc == 0, out[-3000:]
+        rc = agent.terminate()
+    assert rc == 0, agent.output()[-3000:]
 
     assert ok["ok"] is True, ok
     report = ok["result"]

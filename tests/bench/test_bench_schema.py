@@ -13,7 +13,7 @@ import pytest
 from edge.bench import run_for_agent
 from edge.bench.schema import REPORT
 from edge.model.runtime import load_model
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 VALIDATOR = jsonschema.Draft202012Validator(REPORT)
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support.process import run_module, run_python
 
 PROBE = """
 import contextlib, io, json, sys
@@ -22,34 +20,10 @@ print('PROBE ' + json.dumps({'rc': rc, 'report': json.loads(buf.getvalue()), 'he
 """
 
 
-def test_bench_with_tflite_runtime_2_14(mobilenet: Path) -> None:
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, (
-        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
-    )
-    r = subprocess.run(
-        [
-            python,
-            "-c",
-            PROBE,
-            str(mobilenet),
-            "--runtime",
-            "tflite_runtime",
-            "--runs",
-            "20",
-            "--min-secs",
-            "0",
-            "--warmup-min-secs",
-            "0",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env=subprocess_env(),
+def test_bench_with_tflite_runtime_2_14(mobilenet: Path, tflite_python: str) -> None:
+    quick = ("--runs", "20", "--min-secs", "0", "--warmup-min-secs", "0", "--json")
+    r = run_python(
+        "-c", PROBE, mobilenet, "--runtime", "tflite_runtime", *quick, python=tflite_python, timeout=180
     )
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")), None)
     assert line, f"probe printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
@@ -60,30 +34,13 @@ def test_bench_with_tflite_runtime_2_14(mobilenet: Path) -> None:
     assert report["runs"] == 20 and 0 < report["latency_ms"]["min"] <= report["latency_ms"]["p50"]
 
 
-def test_plot_without_matplotlib_is_explained(mobilenet: Path, tmp_path: Path) -> None:
+def test_plot_without_matplotlib_is_explained(mobilenet: Path, tmp_path: Path, tflite_python: str) -> None:
     """The device venv has no matplotlib (an optional extra): --plot fails fast, before benchmarking."""
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, "EDGE_TFLITE_RUNTIME_PYTHON is not set (see test_bench_with_tflite_runtime_2_14)"
-    has = subprocess.run([python, "-c", "import matplotlib"], capture_output=True, env=subprocess_env())
-    assert has.returncode != 0, f"{python} has matplotlib: this test needs the device venv without it"
-    r = subprocess.run(
-        [
-            python,
-            "-m",
-            "edge.bench",
-            str(mobilenet),
-            "--runtime",
-            "tflite_runtime",
-            "--plot",
-            str(tmp_path / "p.png"),
-            "--min-secs",
-            "30",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=subprocess_env(),
+    has = run_python("-c", "import matplotlib", python=tflite_python, timeout=60)
+    assert has.returncode != 0, f"{tflite_python} has matplotlib: this test needs the device venv without it"
+    plot = ("--plot", tmp_path / "p.png", "--min-secs", "30")
+    r = run_module(
+        "edge.bench", mobilenet, "--runtime", "tflite_runtime", *plot, python=tflite_python, timeout=60
     )
     assert r.returncode == 2, r.stderr
     assert "--plot needs matplotlib, which is not installed" in r.stderr

@@ -12,7 +12,7 @@ import pytest
 # tfmot needs tf-keras; must be set before anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-# CI exports EDGE_TFLITE_RUNTIME_PYTHON (dev.sh); on a workstation the shared venv stands in.
+# CI exports EDGE_TFLITE_RUNTIME_PYTHON (dev.sh); on a workstation a local tflite venv stands in.
 _LOCAL_TFLITE = Path("/work/venv-tflite/bin/python")
 if "EDGE_TFLITE_RUNTIME_PYTHON" not in os.environ and _LOCAL_TFLITE.exists():
     os.environ["EDGE_TFLITE_RUNTIME_PYTHON"] = str(_LOCAL_TFLITE)
@@ -26,16 +26,6 @@ class Digits:
     x_test: np.ndarray
     y_test: np.ndarray
     keras_test_accuracy: float
-
-
-@pytest.fixture(scope="session")
-def tflite_python() -> str:
-    py = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON", "")
-    assert py and Path(py).exists(), (
-        "tflite-runtime 2.14 python not found: set EDGE_TFLITE_RUNTIME_PYTHON "
-        "(./dev.sh setup creates .venv-tflite)"
-    )
-    return py
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from converter.api import convert
-from tests.conftest import run_module
+from tests.support.process import run_module
 
 CONTRACT = {
     "input": {"path", "format", "parameters", "size_bytes"},
@@ -271,10 +271,10 @@ def test_sharing_quantization_vectors_is_lossless_and_loads_everywhere(
     conv.representative_dataset = lambda: ([s[None]] for s in digits.x_test[:50])
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     original = conv.convert()
-    shared = share_quantization_vectors(original)
-    assert len(shared) < len(original)
+    deduplicated = share_quantization_vectors(original)
+    assert len(deduplicated) < len(original)
     (tmp_path / "a.tflite").write_bytes(original)
-    (tmp_path / "b.tflite").write_bytes(shared)
+    (tmp_path / "b.tflite").write_bytes(deduplicated)
     np.testing.assert_array_equal(
         litert(tmp_path / "a.tflite", digits.x_test), litert(tmp_path / "b.tflite", digits.x_test)
     )

@@ -10,7 +10,7 @@ import pytest
 
 from converter.api import convert
 from converter.errors import ConvertError
-from tests.conftest import run_module
+from tests.support.process import run_module
 
 
 def _cli(*args: str) -> tuple[int, str]:

@@ -13,8 +13,8 @@ import pytest
 
 from edge.flash import bundle, wheels
 from edge.flash.manifest import BundleError, verify_bundle
-from tests.conftest import run_module, subprocess_env
 from tests.flash.helpers import MOBILENET, MOBILENET_TPU, rewrite, sh
+from tests.support.process import run_module, subprocess_env
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -318,3 +318,30 @@ def test_invalid_agent_config_is_refused_at_bundle_time(tmp_path: Path, coral: P
     assert proc.returncode == 2 and "the agent config is invalid" in proc.stderr
     assert "postprocess.top_k" in proc.stderr and "brokr" in proc.stderr
     assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_device_extras_are_checked_and_signing_follows_the_configs_update_keys(tmp_path: Path) -> None:
+    from edge.flash.bundle import device_extras
+
+    assert device_extras(["camera"], None) == ("camera",)
+    with pytest.raises(BundleError, match="not a device extra") as err:
+        device_extras(["signin"], None)
+    assert "signing" in err.value.fix and "camera" in err.value.fix
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[ota]\npublic_keys = ["/etc/edge-agent/update.pub"]\n')
+    assert device_extras([], cfg) == ("signing",)
+    cfg.write_text("[ota]\nenabled = true\n")
+    assert device_extras([], cfg) == ()
+
+
+def test_a_bundle_with_update_keys_carries_cryptography(tmp_path: Path, coral: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[ota]\npublic_keys = ["/etc/edge-agent/update.pub"]\n')
+    built = bundle.build(
+        [coral / MOBILENET], tmp_path / "b.tar.gz", config=cfg, extras=["camera"], log=lambda m: None
+    )
+    files = _members(built.path)
+    dists = {wheels.WheelName.parse(n.split("/")[1]).dist for n in files if n.startswith("wheels/")}
+    assert {"cryptography", "opencv_python_headless"} <= dists
+    reqs = files["requirements.txt"].decode()
+    assert reqs.startswith("edge-ml-toolkit[agent,camera,signing]==")

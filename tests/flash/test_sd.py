@@ -10,8 +10,8 @@ import pytest
 
 from edge.flash import sd
 from edge.flash.sd import SdError, check_block_device
-from tests.conftest import run_module
 from tests.flash.helpers import sh
+from tests.support.process import run_module
 
 SECTOR = 512
 FAT_START, FAT_SECTORS = 8192, 196608  # 96 MiB FAT32 boot partition

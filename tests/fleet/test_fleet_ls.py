@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_module
+from tests.support import samples
 from tests.support.broker import Mosquitto, free_port
-from tests.watch import samples
-from tests.watch.conftest import publish
+from tests.support.mqtt import publish
+from tests.support.process import run_module
 from tests.watch.test_agent_integration import start_agent
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.process import subprocess_env
 
 
 def test_fleet_sim_small_run_lists_everyone_and_loses_nothing(tmp_path: Path) -> None:

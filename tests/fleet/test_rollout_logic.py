@@ -23,7 +23,7 @@ from edge.fleet.rollout import (
     ShadowReport,
     plan_batches,
 )
-from tests.conftest import run_module
+from tests.support.process import run_module
 
 NEW, OLD = "n" * 64, "o" * 64
 

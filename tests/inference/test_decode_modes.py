@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from PIL import Image
 from edge.errors import InputError
 from edge.inference.preprocess import decode_image, image_to_tensor
 from edge.model.runtime import LoadedModel, TensorSpec, load_model
-from tests.conftest import subprocess_env
+from tests.support.process import run_python
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"  # uint8 input 1x128x128x3: raw pixels reach the tensor
 
@@ -163,14 +161,7 @@ print(outcome, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1
 
 
 def _peak_rss_mb(model: Path, image: Path) -> tuple[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, str(model), str(image)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(),
-        check=True,
-    ).stdout.split()
+    out = run_python("-c", PEAK_RSS, model, image, timeout=120, check=True).stdout.split()
     return out[0], float(out[1])
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from edge.model.runtime import INT8_SLOWDOWN_NOTE, default_threads, load_model
-from tests.conftest import subprocess_env
+from tests.support.agent import run_agent
+from tests.support.process import run_python
 
 PROBE = """
 import json, os, sys
@@ -21,13 +21,7 @@ print(json.dumps({"runtime": m.runtime.name, "notes": m.notes, "default_threads"
 
 def _probe(python: str, model: Path, runtime: str, cpus: set[int] | None = None) -> dict:
     code = PROBE if cpus is None else f"import os; os.sched_setaffinity(0, {sorted(cpus)!r})\n" + PROBE
-    out = subprocess.run(
-        [python, "-c", code, str(model), runtime],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(),
-    )
+    out = run_python("-c", code, model, runtime, python=python, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -41,44 +35,31 @@ def test_default_threads_follow_the_usable_cores(coral: Path) -> None:
     assert one_cpu["default_threads"] == 1  # the cores this process may use, not the machine's
 
 
-def test_tflite_runtime_with_an_int8_model_on_x86_warns_what_to_install(coral: Path) -> None:
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python and Path(python).exists(), "EDGE_TFLITE_RUNTIME_PYTHON must name the tflite-runtime venv"
+def test_tflite_runtime_with_an_int8_model_on_x86_warns_what_to_install(
+    coral: Path, tflite_python: str
+) -> None:
     model = coral / "mobilenet_v1_0.25_128_quant.tflite"
-    slow = _probe(python, model, "tflite_runtime")
+    slow = _probe(tflite_python, model, "tflite_runtime")
     assert slow["runtime"] == "tflite_runtime"
     assert INT8_SLOWDOWN_NOTE in slow["notes"] and "install ai-edge-litert" in INT8_SLOWDOWN_NOTE
     fast = load_model(model, runtime="ai_edge_litert")
     assert INT8_SLOWDOWN_NOTE not in fast.notes
 
 
-def test_agent_logs_the_int8_warning_at_start(coral: Path, tmp_path: Path) -> None:
-    python = os.environ["EDGE_TFLITE_RUNTIME_PYTHON"]
-    out = subprocess.run(
-        [
-            python,
-            "-m",
-            "edge",
-            "run",
-            "--model",
-            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-            "--runtime",
-            "tflite_runtime",
-            "--source",
-            str(coral / "cat.bmp"),
-            "--broker",
-            "mqtt://127.0.0.1:1",
-            "--device-id",
-            "w1",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--once",
-            "--flush-timeout",
-            "0.5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(),
+def test_agent_logs_the_int8_warning_at_start(coral: Path, tmp_path: Path, tflite_python: str) -> None:
+    out = run_agent(
+        "mqtt://127.0.0.1:1",
+        "w1",
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--runtime",
+        "tflite_runtime",
+        "--source",
+        coral / "cat.bmp",
+        "--once",
+        "--flush-timeout",
+        "0.5",
+        python=tflite_python,
     )
     assert "WARNING" in out.stderr and "install ai-edge-litert" in out.stderr, out.stderr

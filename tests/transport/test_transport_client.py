@@ -17,6 +17,7 @@ from edge.transport import Message, MqttClient, TLSOptions, Will
 from edge.transport.client import TLSConfigError
 from tests.support.broker import Mosquitto, free_port
 from tests.transport._helpers import read_until, start_child
+from tests.transport.tls_broker import make_pki
 
 
 def sub(broker: Mosquitto, topic: str, count: int = 1, wait: int = 10) -> list[str]:
@@ -262,77 +263,9 @@ def test_half_open_connection_is_detected_by_keepalive(mosquitto: Mosquitto) -> 
         client.stop()
 
 
-def _make_certs(d: Path) -> tuple[Path, Path, Path]:
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (d / "ca.pem", d / "server.pem", d / "server.key")
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
-
-
 def test_tls_broker(tmp_path: Path) -> None:
-    ca, cert, key = _make_certs(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     tls_port = free_port()
     broker = Mosquitto(
         workdir=tmp_path / "b",
@@ -401,12 +334,14 @@ def test_missing_tls_files_fail_at_construction(tmp_path: Path) -> None:
     with pytest.raises(TLSConfigError) as info:
         MqttClient("mqtts://127.0.0.1", "dev-x", tls=TLSOptions(ca_file=str(tmp_path / "nope.pem")))
     assert "nope.pem" in info.value.what and info.value.fix
-    ca, cert, _key = _make_certs(tmp_path)
+    pki = make_pki(tmp_path / "pki")
     with pytest.raises(TLSConfigError):
         MqttClient(
             "mqtts://127.0.0.1",
             "dev-x",
-            tls=TLSOptions(ca_file=str(ca), cert_file=str(cert), key_file=str(tmp_path / "missing.key")),
+            tls=TLSOptions(
+                ca_file=str(pki.ca), cert_file=str(pki.client_cert), key_file=str(tmp_path / "missing.key")
+            ),
         )
 
 

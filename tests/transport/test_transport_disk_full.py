@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import subprocess_env
 from tests.support.broker import Mosquitto
+from tests.support.process import subprocess_env
 
 CHILD = Path(__file__).with_name("disk_full_child.py")
 NO_MOUNT = 97  # exit status of the wrapper when it could not mount (then the next way is tried)

@@ -8,19 +8,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.agent.conftest import AgentProcess, Subscriber, agent_args
+from tests.support.agent import AgentProcess, agent_command
 from tests.support.broker import Mosquitto
+from tests.support.mqtt import Capture
 
 
 def test_lost_done_record_does_not_give_a_second_seq(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber: Callable[..., Subscriber], agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture: Callable[..., Capture], agents
 ) -> None:
     inbox, state = tmp_path / "in", tmp_path / "state"
     inbox.mkdir()
     for i in range(3):
         shutil.copy(coral / "cat.bmp", inbox / f"img_{i}.bmp")
-    sub = subscriber(["edge/q1/predictions"])
-    args = agent_args(
+    sub = capture("edge/q1/predictions")
+    args = agent_command(
         mosquitto,
         "q1",
         state,

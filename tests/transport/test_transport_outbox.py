@@ -15,7 +15,8 @@ from edge.transport import MqttClient
 from edge.transport.outbox import Outbox, mark_historical
 from edge.transport.spool import Spool
 from tests.support.broker import Mosquitto
-from tests.transport._helpers import Collector, read_until, start_child
+from tests.support.mqtt import Capture
+from tests.transport._helpers import read_until, start_child
 
 TOPIC = "edge/dev/predictions"
 
@@ -24,8 +25,8 @@ def prediction(i: int) -> dict:
     return {"schema": 1, "device": "dev", "source": f"img{i}.jpg", "latency_ms": {"total": 1.5}}
 
 
-def assert_complete(coll: Collector, total: int) -> list[dict]:
-    msgs = coll.json("/predictions")
+def assert_complete(coll: Capture, total: int) -> list[dict]:
+    msgs = coll.json("+/+/predictions")
     seqs = [m["seq"] for m in msgs]
     missing = set(range(1, total + 1)) - set(seqs)
     assert not missing, f"lost {len(missing)} messages, e.g. {sorted(missing)[:10]}"
@@ -66,9 +67,9 @@ def test_send_rejects_what_can_never_be_published(tmp_path: Path) -> None:
 
 
 def test_live_messages_are_not_historical_and_qos0_bypasses_spool(
-    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+    mosquitto: Mosquitto, tmp_path: Path, capture: Callable[..., Capture]
 ) -> None:
-    coll = collector("edge/#")
+    coll = capture("edge/#")
     client = MqttClient(mosquitto.url, "dev")
     with Spool(tmp_path / "s.db") as spool:
         box = Outbox(client, spool)
@@ -82,10 +83,10 @@ def test_live_messages_are_not_historical_and_qos0_bypasses_spool(
         box.send("edge/dev/metrics", {"x": 1}, qos=0)
         box.send("edge/dev/status", {"s": 1}, retain=True)
         assert box.flush(10)
-        assert coll.wait_for(lambda: len(coll.seqs()) >= 50 and len(coll.json("/metrics")) >= 1, 10)
+        assert coll.wait(lambda _: len(coll.seqs()) >= 50 and len(coll.json("+/+/metrics")) >= 1, 10)
         msgs = assert_complete(coll, 50)
         assert not any("historical" in m for m in msgs), "live messages must not be marked"
-        assert coll.json("/metrics") == [{"x": 1}]
+        assert coll.json("+/+/metrics") == [{"x": 1}]
         stats = box.stats()
         assert stats["spool_depth"] == 0 and stats["acked"] == 51 and stats["published"] == 52
         assert stats["dropped"] == 1
@@ -100,7 +101,7 @@ def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> 
     )
     broker.workdir.mkdir()
     broker.start()
-    coll = Collector(broker, "edge/#", persistent=True)
+    coll = Capture(broker, "edge/#", persistent=True)
     broker.stop()  # clean stop: the subscriber's session is saved and comes back with the broker
     client = MqttClient(broker.url, "dev", backoff_min=0.2, backoff_max=0.5)
     box = Outbox(client, Spool(tmp_path / "s.db"))
@@ -120,11 +121,11 @@ def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> 
         assert box.spool.depth() == 41
         broker.start()
         assert box.flush(20), box.stats()
-        assert coll.wait_for(lambda: len(coll.seqs()) >= 40, 10)
+        assert coll.wait(lambda _: len(coll.seqs()) >= 40, 10)
         msgs = assert_complete(coll, 40)
         assert all(m.get("historical") is True for m in msgs)
         assert [m["seq"] for m in msgs][:40] == list(range(1, 41)), "replay keeps the order"
-        assert coll.wait_for(lambda: (b"cat", b"req-7") in coll.correlation, 5), coll.correlation[-3:]
+        assert coll.wait(lambda _: (b"cat", b"req-7") in coll.correlation(), 5)
     finally:
         coll.close()
         box.stop()
@@ -134,10 +135,10 @@ def test_broker_down_at_start_then_everything_arrives_marked(tmp_path: Path) -> 
 
 
 def test_broker_sigkilled_mid_stream_nothing_lost(
-    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+    mosquitto: Mosquitto, tmp_path: Path, capture: Callable[..., Capture]
 ) -> None:
     total = 400
-    coll = collector("edge/#")
+    coll = capture("edge/#")
     # The device client waits >= 1.5 s before reconnecting, the test subscriber ~0.1 s: the
     # subscriber is back before replay starts (messages the broker holds for nobody are not ours).
     client = MqttClient(mosquitto.url, "dev", backoff_min=1.5, backoff_max=2.0)
@@ -154,7 +155,7 @@ def test_broker_sigkilled_mid_stream_nothing_lost(
 
         producer = threading.Thread(target=produce)
         producer.start()
-        assert coll.wait_for(lambda: len(coll.seqs()) >= 100, 20)
+        assert coll.wait(lambda _: len(coll.seqs()) >= 100, 20)
         # Freeze the broker first: what is published meanwhile sits in socket buffers, un-acked,
         # and dies with the broker. Only the spool can bring it back.
         assert mosquitto.proc is not None
@@ -162,11 +163,11 @@ def test_broker_sigkilled_mid_stream_nothing_lost(
         time.sleep(0.3)
         stalled = box.stats()["inflight"]
         mosquitto.kill()
-        assert coll.wait_for(lambda: not coll.subscribed.is_set(), 5), "subscriber did not see the broker go"
+        assert coll.wait(lambda _: not coll.subscribed.is_set(), 5), "subscriber did not see the broker go"
         mosquitto.start()
         producer.join(30)
         assert box.flush(30), box.stats()
-        assert coll.wait_for(lambda: set(range(1, total + 1)) <= set(coll.seqs()), 10)
+        assert coll.wait(lambda _: set(range(1, total + 1)) <= set(coll.seqs()), 10)
         msgs = assert_complete(coll, total)
         assert client.generation == 2
         assert stalled > 0, "the test did not catch messages in flight"
@@ -181,10 +182,10 @@ def test_broker_sigkilled_mid_stream_nothing_lost(
 
 
 def test_agent_sigkilled_mid_stream_and_restarted_on_same_spool(
-    mosquitto: Mosquitto, tmp_path: Path, collector: Callable[[str], Collector]
+    mosquitto: Mosquitto, tmp_path: Path, capture: Callable[..., Capture]
 ) -> None:
     total = 300
-    coll = collector("edge/#")
+    coll = capture("edge/#")
     spool = tmp_path / "spool.db"
     first = start_child("outbox", mosquitto.url, str(spool), "dev", str(total), "250")
     lines = read_until(first, lambda line: line.startswith("sent ") and int(line.split()[1]) >= 120, 60)
@@ -200,16 +201,14 @@ def test_agent_sigkilled_mid_stream_and_restarted_on_same_spool(
         backlog = s.depth()
     assert backlog >= 50, f"only {backlog} messages were waiting in the spool"
     # The Last Will tells the fleet the agent died.
-    assert coll.wait_for(
-        lambda: any(t.endswith("/availability") and p == b"offline" for t, p, _ in coll.messages), 10
-    )
+    assert coll.wait(lambda _: b"offline" in [m.payload for m in coll.on("+/+/availability")], 10)
     second = start_child("outbox", mosquitto.url, str(spool), "dev", str(total), "500")
     lines = read_until(second, lambda line: line.startswith("flushed "), 60)
     second.wait(30)
     assert "flushed True" in lines[-1], lines[-1]
     sent_after = [int(x.split()[1]) for x in lines if x.startswith("sent ")]
     assert sent_after[0] > max(sent_before), "seq must keep increasing after a SIGKILL"
-    assert coll.wait_for(lambda: set(range(1, total + 1)) <= set(coll.seqs()), 15)
+    assert coll.wait(lambda _: set(range(1, total + 1)) <= set(coll.seqs()), 15)
     msgs = assert_complete(coll, total)
     counts = Counter(m["seq"] for m in msgs)
     assert all(c <= 3 for c in counts.values()), counts.most_common(3)
@@ -224,7 +223,7 @@ def test_respects_broker_receive_maximum_and_packet_size(tmp_path: Path) -> None
     broker = Mosquitto(workdir=tmp_path / "b", extra_conf="max_inflight_messages 5\nmax_packet_size 3000\n")
     broker.workdir.mkdir()
     with broker, Spool(tmp_path / "s.db") as spool:
-        coll = Collector(broker, "edge/#")
+        coll = Capture(broker, "edge/#")
         client = MqttClient(broker.url, "dev")
         box = Outbox(client, spool, max_inflight=100)
         box.start()
@@ -242,7 +241,7 @@ def test_respects_broker_receive_maximum_and_packet_size(tmp_path: Path) -> None
             assert stats["inflight_peak"] <= 5
             assert stats["rejected"] == 1
             assert client.generation == 1, "the broker must never have had to disconnect us"
-            assert coll.wait_for(lambda: len(coll.seqs()) >= 101, 10)
+            assert coll.wait(lambda _: len(coll.seqs()) >= 101, 10)
             assert_complete(coll, 101)
         finally:
             coll.close()

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.agent.conftest import AgentProcess, Subscriber, agent_args
+from tests.support.agent import AgentProcess, agent_command
 from tests.support.broker import Mosquitto
+from tests.support.mqtt import Capture
 
 FLUSH_S = 3.0
 MARGIN_S = 2.0
@@ -20,7 +21,7 @@ def _agent(
 ) -> AgentProcess:
     inbox = tmp_path / "in"
     inbox.mkdir()
-    args = agent_args(
+    args = agent_command(
         mosquitto,
         "s1",
         tmp_path / "state",
@@ -45,9 +46,9 @@ def _sigterm_exit_s(agent: AgentProcess) -> float:
 
 
 def test_sigterm_with_a_full_command_queue(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber: Callable[..., Subscriber], agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture: Callable[..., Capture], agents
 ) -> None:
-    sub = subscriber(["edge/s1/availability", "edge/s1/cmd/result"])
+    sub = capture("edge/s1/availability", "edge/s1/cmd/result")
     agent = _agent(mosquitto, tmp_path, coral, agents)
     sub.wait(lambda s: "online" in s.text("edge/s1/availability"), 30, "online")
     # A long benchmark keeps the command thread busy; the commands behind it fill its bounded queue.
@@ -69,11 +70,11 @@ def test_sigterm_with_a_full_command_queue(
 
 
 def test_sigterm_with_a_frozen_broker_and_a_full_spool(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, subscriber: Callable[..., Subscriber], agents
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, capture: Callable[..., Capture], agents
 ) -> None:
     # A broker that stops answering (SIGSTOP: no TCP reset, like Wi-Fi gone) while messages wait in the
     # spool: the flush gives up at its timeout and the goodbye must not add its own long wait.
-    sub = subscriber(["edge/s1/availability"])
+    sub = capture("edge/s1/availability")
     agent = _agent(mosquitto, tmp_path, coral, agents, "--log-level", "DEBUG")
     sub.wait(lambda s: "online" in s.text("edge/s1/availability"), 30, "online")
     assert mosquitto.proc is not None

@@ -132,7 +132,7 @@ def test_corrupt_spool_is_quarantined_and_seq_still_increases(tmp_path: Path, da
 
 def test_one_process_per_spool(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
-    with Spool(path) as a, Spool(path) as b:  # same process: allowed (one lock, shared)
+    with Spool(path) as a, Spool(path) as b:  # same process: allowed (one lock for both)
         a.put("t", b"1")
         assert [m.payload for m in b.pending()] == [b"1"]
     proc = start_child("seq", str(path))

@@ -17,7 +17,7 @@ import pytest
 from edge.transport import MqttClient, Will
 from edge.transport import client as client_module
 from tests.support.broker import Mosquitto
-from tests.transport._helpers import Collector
+from tests.support.mqtt import Capture
 
 SLOW_LOOP_S = 30.0
 BOUND_S = 5.0  # far below SLOW_LOOP_S, far above any scheduling noise
@@ -39,7 +39,7 @@ def _connected(mosquitto: Mosquitto, device: str, **kwargs: object) -> MqttClien
 def test_publish_from_another_thread_is_written_without_waiting_for_the_loop_timeout(
     mosquitto: Mosquitto, slow_loop: None
 ) -> None:
-    collector = Collector(mosquitto, "edge/dev-w/#")
+    collector = Capture(mosquitto, "edge/dev-w/#")
     client = _connected(mosquitto, "dev-w")
     try:
         time.sleep(0.3)  # let the loop settle into its (30 s) select()
@@ -49,14 +49,12 @@ def test_publish_from_another_thread_is_written_without_waiting_for_the_loop_tim
             started = time.monotonic()
             assert client.publish(f"edge/dev-w/p{n}", b"x", qos=1) is not None
             assert acked.wait(BOUND_S), "PUBACK not received: the publish waited for the loop timeout"
-            assert collector.wait_for(
-                lambda n=n: any(t.endswith(f"p{n}") for t, _, _ in collector.messages), BOUND_S
-            )
+            collector.wait_for(f"edge/dev-w/p{n}", 1, BOUND_S)
             assert time.monotonic() - started < BOUND_S
             time.sleep(0.2)
         # QoS 0 too: nothing acknowledges it, only the subscriber shows it left.
         client.publish("edge/dev-w/q0", b"y", qos=0)
-        assert collector.wait_for(lambda: any(t.endswith("q0") for t, _, _ in collector.messages), BOUND_S)
+        collector.wait_for("edge/dev-w/q0", 1, BOUND_S)
     finally:
         client.stop()
         collector.close()
@@ -65,15 +63,14 @@ def test_publish_from_another_thread_is_written_without_waiting_for_the_loop_tim
 def test_stop_is_not_held_up_by_the_loop_timeout(mosquitto: Mosquitto, slow_loop: None) -> None:
     # The offline message (published from this thread) and the DISCONNECT must both go out at once.
     client = _connected(mosquitto, "dev-x", will=Will("edge/dev-x/availability", "offline"))
-    collector = Collector(mosquitto, "edge/dev-x/availability")
+    collector = Capture(mosquitto, "edge/dev-x/availability")
     try:
         time.sleep(0.3)
         started = time.monotonic()
         client.stop(offline_payload="offline", timeout=SLOW_LOOP_S)
         took = time.monotonic() - started
         assert took < BOUND_S, took
-        assert collector.wait_for(lambda: collector.messages != [], BOUND_S)
-        assert collector.messages[0][1] == b"offline"
+        assert collector.wait_for("edge/dev-x/availability", 1, BOUND_S)[0].payload == b"offline"
     finally:
         collector.close()
     log = (mosquitto.workdir / "mosquitto.log").read_text()

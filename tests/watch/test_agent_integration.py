@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,11 @@ import jinja2
 import jinja2.sandbox
 
 from edge.contract import schemas
-from tests.conftest import ROOT, subprocess_env
+from tests.support import ROOT
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
-from tests.watch.conftest import Collector
+from tests.support.mqtt import Capture
+from tests.support.process import subprocess_env
 
 HA_REQUIRED = ("name", "unique_id", "state_topic", "value_template", "availability", "device")
 
@@ -34,21 +35,7 @@ def start_agent(
 ) -> subprocess.Popen[bytes]:
     log = open(tmp / f"agent-{device}.log", "ab")
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge",
-            "run",
-            "--broker",
-            broker.url,
-            "--device-id",
-            device,
-            "--state-dir",
-            str(tmp / f"state-{device}"),
-            "--source",
-            str(source),
-            *args,
-        ],
+        agent_command(broker, device, tmp / f"state-{device}", "--source", source, *args),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
@@ -62,14 +49,14 @@ def render(template: str, payload: Any) -> str:
 
 
 def test_real_agent_messages_validate_and_discovery_points_at_real_data(
-    mosquitto: Mosquitto, collector: Any, spawn: Any, coral: Path, tmp_path: Path
+    mosquitto: Mosquitto, capture: Any, spawn: Any, coral: Path, tmp_path: Path
 ) -> None:
     images = tmp_path / "in"
     images.mkdir()
     shutil.copy(coral / "cat.bmp", images / "cat.bmp")
     shutil.copy(coral / "hot_dog.jpg", images / "hot_dog.jpg")
     (images / "broken.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
-    everything = collector("edge/#", "homeassistant/#")
+    everything = capture("edge/#", "homeassistant/#")
     watch = spawn("--broker", mosquitto.url, "--device", "t1", "--json", "--count", "6", "--timeout", "120")
     agent = start_agent(
         mosquitto,
@@ -198,9 +185,9 @@ def test_real_agent_messages_validate_and_discovery_points_at_real_data(
 
 
 def test_discovery_can_be_switched_off(
-    mosquitto: Mosquitto, collector: Any, coral: Path, tmp_path: Path
+    mosquitto: Mosquitto, capture: Any, coral: Path, tmp_path: Path
 ) -> None:
-    everything = collector("homeassistant/#", "edge/off/status")
+    everything = capture("homeassistant/#", "edge/off/status")
     agent = start_agent(
         mosquitto,
         tmp_path,
@@ -219,8 +206,7 @@ def test_discovery_can_be_switched_off(
 def test_dashboard_shows_real_agents(mosquitto: Mosquitto, spawn: Any, coral: Path, tmp_path: Path) -> None:
     """Two real agents (an image classifier and an LSTM digit model) on the dashboard in headless Chromium."""
     from tests.support.broker import free_port, wait_port
-
-    from .test_dashboard import DOCS_SHOT, Dom, chromium
+    from tests.watch.test_dashboard import DOCS_SHOT, Dom, chromium
 
     port = free_port()
     spawn("--broker", mosquitto.url, "--web", f"127.0.0.1:{port}", "--sse-seconds", "2", "--timeout", "120")
@@ -292,7 +278,7 @@ def test_discovery_refused_by_the_acl_turns_itself_off_and_the_agent_stays_conne
     broker.workdir.mkdir()
     broker.start()
     try:
-        seen = Collector(broker, ["edge/#"])
+        seen = Capture(broker, "edge/#")
         images = tmp_path / "in"
         images.mkdir()
         agent = start_agent(

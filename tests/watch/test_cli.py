@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.contract import schemas
-from tests.conftest import run_module
+from tests.support import samples
 from tests.support.broker import Mosquitto
-
-from . import samples
-from .conftest import publish
+from tests.support.mqtt import publish
+from tests.support.process import run_module
 
 
 def test_json_streams_validated_messages_and_counts_malformed(mosquitto: Mosquitto, spawn: Any) -> None:
@@ -132,7 +131,7 @@ def test_on_a_terminal_the_table_is_redrawn_in_place(mosquitto: Mosquitto) -> No
     import subprocess
     import sys
 
-    from tests.conftest import subprocess_env
+    from tests.support.process import subprocess_env
 
     publish(
         mosquitto, [("edge/pi-1/status", samples.status()), ("edge/pi-1/availability", "online")], retain=True
@@ -180,7 +179,7 @@ def test_a_reader_that_goes_away_ends_edge_watch_cleanly(mosquitto: Mosquitto) -
     import subprocess
     import sys
 
-    from tests.conftest import subprocess_env
+    from tests.support.process import subprocess_env
 
     publish(mosquitto, [("edge/pi-1/availability", "online")], retain=True)
     # like `edge-watch --json | head -1`

@@ -11,10 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from tests.support import samples
 from tests.support.broker import Mosquitto, free_port, wait_port
-
-from . import samples
-from .conftest import publish
+from tests.support.mqtt import publish
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"

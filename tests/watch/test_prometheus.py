@@ -17,9 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge.watch.prometheus import FAMILIES, Exporter
 from edge.watch.state import Fleet
-from tests.conftest import ROOT
+from tests.support import ROOT, samples
 from tests.support.broker import Mosquitto, free_port
-from tests.watch import samples
 from tests.watch.test_agent_integration import start_agent
 
 DOCS = ROOT / "docs" / "monitoring"

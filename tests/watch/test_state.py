@@ -9,8 +9,7 @@ import pytest
 
 from edge.watch.state import Fleet, Malformed, Message, percentile
 from edge.watch.table import LiveTable, render
-
-from . import samples
+from tests.support import samples
 
 
 def feed(fleet: Fleet, topic: str, payload: object, now: float | None = None) -> object:

@@ -12,8 +12,7 @@ import pytest
 
 from edge.contract import homeassistant as ha
 from edge.contract import schemas
-
-from . import samples
+from tests.support import samples
 
 REQUIRED = ("name", "unique_id", "state_topic", "value_template", "availability", "device")
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge.ota.manifest import MAGIC
-from tests.agent.conftest import agent_args
+from tests.support.agent import agent_command
 
 DEV = "hostile1"
 T = f"edge/{DEV}"
@@ -43,11 +43,11 @@ def _results_without_id(sub: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def hostile_agent(
-    agents: Callable[..., Any], mosquitto: Any, subscriber: Any, tmp_path: Path, coral: Path, keys: Any
+    agents: Callable[..., Any], mosquitto: Any, capture: Any, tmp_path: Path, coral: Path, keys: Any
 ) -> tuple[Any, Any]:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = agents(
-        agent_args(
+        agent_command(
             mosquitto,
             DEV,
             tmp_path / "state",

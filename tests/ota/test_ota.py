@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from edge.digest import sha256_file
 from edge.errors import EdgeError
-from edge.ota.install import PAUSE_ENV, PHASES, InstalledModel, ModelStore, sha256_file
+from edge.ota.install import PAUSE_ENV, PHASES, InstalledModel, ModelStore
 from edge.ota.keys import load_private_key, load_public_key
 from edge.ota.manifest import MAGIC, UpdateRefusedError, frame, read_header, verify_message
-from tests.conftest import run_module, subprocess_env
+from tests.support.process import run_module, subprocess_env
 
 
 def _refusal(payload: bytes, keys: list[Any], **kw: Any) -> UpdateRefusedError:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.contract import schemas
-from tests.conftest import run_module, subprocess_env
+from tests.support.process import run_module, subprocess_env
 
 
 def _path_without_mosquitto() -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from edge.contract import schemas
+from tests.support import samples
 from tests.support.broker import Mosquitto
-
-from . import samples
-from .conftest import Proc, publish
+from tests.support.mqtt import publish
+from tests.support.process import Proc
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt.md"
 
@@ -80,7 +80,7 @@ def test_node_red_flow_is_importable_json() -> None:
 
 def test_node_red_function_runs_in_a_real_js_engine(tmp_path: Path) -> None:
     """The function node's body, run by headless Chromium's V8 on contract payloads."""
-    from .test_dashboard import chromium
+    from tests.watch.test_dashboard import chromium
 
     (flow,) = [b for b in blocks("json") if "mqtt in" in b]
     body = next(n for n in json.loads(flow) if n["type"] == "function")["func"]

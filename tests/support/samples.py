@@ -4,18 +4,15 @@ subscriber side on its own; the agent-integration tests check the real agent's m
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
 from typing import Any
+
+from edge.contract.messages import utc_iso
 
 SHA = "ab" * 32
 
 
-def now_ts() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def envelope(device: str) -> dict[str, Any]:
-    return {"schema": 1, "device": device, "ts": now_ts()}
+    return {"schema": 1, "device": device, "ts": utc_iso()}
 
 
 def status(device: str = "pi-1", kind: str = "classifier") -> dict[str, Any]:
@@ -28,7 +25,7 @@ def status(device: str = "pi-1", kind: str = "classifier") -> dict[str, Any]:
     return {
         **envelope(device),
         "agent_version": "0.1.0",
-        "started_at": now_ts(),
+        "started_at": utc_iso(),
         "runtime": {"name": "ai-edge-litert", "version": "2.3.0"},
         "delegate": "cpu",
         "notes": [],

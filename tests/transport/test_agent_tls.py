@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from typing import Any
 import pytest
 
 from edge.transport.client import Message, MqttClient, TLSOptions
-from tests.conftest import run_module
+from tests.support.agent import agent_command
+from tests.support.process import run_module
 
 from .tls_broker import USERS, SecureBroker, start_secure_broker
 
@@ -62,23 +62,16 @@ def _agent_args(b: SecureBroker, tmp_path: Path, coral: Path, password: str, *ex
     pw = tmp_path / "mqtt-password"
     pw.write_text(password + "\n")
     pw.chmod(0o600)
-    return [
-        sys.executable,
-        "-m",
-        "edge",
-        "run",
-        "--broker",
+    return agent_command(
         f"mqtts://localhost:{b.port}",
+        DEV,
+        tmp_path / "state",
         "--username",
         DEV,
         "--password-file",
         str(pw),
         "--ca-file",
         str(b.pki.ca),
-        "--device-id",
-        DEV,
-        "--state-dir",
-        str(tmp_path / "state"),
         "--model",
         str(coral / "keras_lstm_mnist_ptq.tflite"),
         "--source",
@@ -86,7 +79,7 @@ def _agent_args(b: SecureBroker, tmp_path: Path, coral: Path, password: str, *ex
         "--metrics-interval",
         "1",
         *extra,
-    ]
+    )
 
 
 def test_agent_connects_over_tls_with_a_password_file(
@@ -160,7 +153,7 @@ def test_agent_with_a_wrong_password_says_why_and_never_shows_it(
 def test_password_from_the_environment(
     secure: SecureBroker, tmp_path: Path, coral: Path, agents: Any
 ) -> None:
-    from tests.conftest import subprocess_env
+    from tests.support.process import subprocess_env
 
     args = _agent_args(secure, tmp_path, coral, "unused")
     i = args.index("--password-file")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edge.model import _schema_tables
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_regenerating_gives_the_committed_file_byte_for_byte(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -12,18 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.digest import sha256_file
 from edge.ota.install import PAUSE_ENV
 from edge.ota.manifest import frame, read_header
-from tests.agent.conftest import agent_args
-from tests.conftest import run_module, subprocess_env
+from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module, subprocess_env
 
 DEV = "sec1"
 T = f"edge/{DEV}"
-
-
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def _start(
@@ -37,7 +33,7 @@ def _start(
     log: str = "agent.log",
 ) -> Any:
     return agents(
-        agent_args(
+        agent_command(
             mosquitto,
             DEV,
             tmp_path / "state",
@@ -79,12 +75,12 @@ def _send(sub: Any, sign: Callable[..., bytes], model: bytes, **kw: Any) -> str:
 
 
 def test_push_model_installs_and_the_agent_serves_it(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], capture: Any, agents: Any
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
-    _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status on the configured model")
+    _status(sub, lambda m: m["model_sha256"] == sha256_file(lstm), "status on the configured model")
     r = run_module(
         "edge.flash",
         "push-model",
@@ -104,9 +100,11 @@ def test_push_model_installs_and_the_agent_serves_it(
     assert r.returncode == 0, r.stdout + r.stderr
     answer = json.loads(r.stdout)
     assert answer["ok"] and answer["action"] == "model/set" and answer["result"]["version"] == "2.0"
-    assert answer["result"]["sha256"] == _sha(mobilenet) and answer["result"]["previous_sha256"] == _sha(lstm)
-    status = _status(sub, lambda m: m["model_sha256"] == _sha(mobilenet), "status on the new model")
-    assert status["model_version"] == "2.0" and status["ota"]["previous"]["sha256"] == _sha(lstm)
+    assert answer["result"]["sha256"] == sha256_file(mobilenet) and answer["result"][
+        "previous_sha256"
+    ] == sha256_file(lstm)
+    status = _status(sub, lambda m: m["model_sha256"] == sha256_file(mobilenet), "status on the new model")
+    assert status["model_version"] == "2.0" and status["ota"]["previous"]["sha256"] == sha256_file(lstm)
     # The new model (and its labels) really serve.
     sub.publish(f"{T}/infer/cat-1", (coral / "cat.bmp").read_bytes())
     pred = sub.wait(
@@ -114,7 +112,7 @@ def test_push_model_installs_and_the_agent_serves_it(
         60,
         "a prediction",
     )
-    assert pred["model_sha256"] == _sha(mobilenet)
+    assert pred["model_sha256"] == sha256_file(mobilenet)
     assert any(282 <= c["index"] <= 286 and "cat" in c["label"] for c in pred["top_k"][:3]), pred
     audit = sub.wait(lambda s: [a for a in s.json(f"{T}/audit") if a["action"] == "model/set"], 30, "audit")
     assert audit[0]["outcome"] == "done" and audit[0]["detail"]["version"] == "2.0"
@@ -127,7 +125,7 @@ def test_push_model_installs_and_the_agent_serves_it(
     _start(agents, mosquitto, tmp_path, coral, keys, log="agent2.log")
     _status(
         sub,
-        lambda m: m["model_sha256"] == _sha(mobilenet) and m["model_version"] == "2.0",
+        lambda m: m["model_sha256"] == sha256_file(mobilenet) and m["model_version"] == "2.0",
         "status after restart",
     )
 
@@ -138,15 +136,15 @@ def test_every_bad_update_is_refused_with_its_reason(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     cfg = tmp_path / "agent.toml"
     cfg.write_text("[ota]\nmax_bytes = 600000\n")
     agent = _start(agents, mosquitto, tmp_path, coral, keys, "--config", str(cfg))
     lstm = coral / "keras_lstm_mnist_ptq.tflite"
-    _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
+    _status(sub, lambda m: m["model_sha256"] == sha256_file(lstm), "status")
     model = (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
 
     def raw(payload: bytes) -> str:
@@ -186,7 +184,7 @@ def test_every_bad_update_is_refused_with_its_reason(
         60,
         "prediction",
     )
-    assert pred["model_sha256"] == _sha(lstm) and pred["top_k"][0]["index"] == 9
+    assert pred["model_sha256"] == sha256_file(lstm) and pred["top_k"][0]["index"] == 9
     refused = [a for a in sub.json(f"{T}/audit") if a["action"] == "model/set"]
     assert {a["detail"]["reason"] for a in refused if "detail" in a} >= set(cases)
 
@@ -197,13 +195,13 @@ def test_health_check_failures_keep_the_previous_model(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     lstm = coral / "keras_lstm_mnist_ptq.tflite"
-    _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
+    _status(sub, lambda m: m["model_sha256"] == sha256_file(lstm), "status")
     bad_op = _send(sub, sign, (coral / "model_invoking_error.tflite").read_bytes(), version="bad-op")
     cut = _send(
         sub, sign, (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()[:300_000], version="cut"
@@ -221,7 +219,7 @@ def test_health_check_failures_keep_the_previous_model(
         lambda m: (m.get("ota") or {}).get("last_update", {}) and m["ota"]["last_update"].get("id") == crash,
         "status after the last refusal",
     )
-    assert status["model_sha256"] == _sha(lstm) and status["model_version"] is None
+    assert status["model_sha256"] == sha256_file(lstm) and status["model_version"] is None
     assert not list((tmp_path / "state" / "models").glob("*.tflite"))
 
 
@@ -231,13 +229,13 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     lstm, mobilenet = coral / "keras_lstm_mnist_ptq.tflite", coral / "mobilenet_v1_0.25_128_quant.tflite"
     agent = _start(agents, mosquitto, tmp_path, coral, keys, env=subprocess_env(**{PAUSE_ENV: "switched"}))
-    _status(sub, lambda m: m["model_sha256"] == _sha(lstm), "status")
+    _status(sub, lambda m: m["model_sha256"] == sha256_file(lstm), "status")
     _send(sub, sign, mobilenet.read_bytes(), version="2")
     marker = tmp_path / "state" / "models" / "paused-at-switched"
     deadline = time.monotonic() + 90
@@ -245,7 +243,7 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
         time.sleep(0.05)
     assert marker.exists(), agent.output()[-3000:]
     # The new model is already the active pointer on disk: the worst moment to lose power.
-    assert json.loads((tmp_path / "state" / "models" / "active.json").read_text())["sha256"] == _sha(
+    assert json.loads((tmp_path / "state" / "models" / "active.json").read_text())["sha256"] == sha256_file(
         mobilenet
     )
     os.kill(agent.proc.pid, signal.SIGKILL)
@@ -253,7 +251,7 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
     sub.messages.clear()
     again = _start(agents, mosquitto, tmp_path, coral, keys, log="agent2.log")
     status = _status(sub, lambda m: True, "status after restart")
-    assert status["model_sha256"] == _sha(lstm), status
+    assert status["model_sha256"] == sha256_file(lstm), status
     assert any("interrupted" in n for n in status["ota"]["recovery"]), status["ota"]
     sub.publish(f"{T}/infer/nine", (coral / "mnist_nine.bmp").read_bytes())
     pred = sub.wait(
@@ -261,7 +259,7 @@ def test_agent_sigkilled_mid_update_comes_back_on_a_valid_model(
         60,
         "prediction",
     )
-    assert pred["model_sha256"] == _sha(lstm) and pred["top_k"][0]["index"] == 9
+    assert pred["model_sha256"] == sha256_file(lstm) and pred["top_k"][0]["index"] == 9
     # And the same update, pushed again, goes through; the very same message sent twice does not.
     message = sign(mobilenet.read_bytes(), version="2", cmd_id="again", device=DEV)
     sub.publish(f"{T}/model/set", message)
@@ -278,10 +276,10 @@ def test_disabled_actions_are_refused_and_audited(
     coral: Path,
     keys: dict[str, Any],
     sign: Callable[..., bytes],
-    subscriber: Any,
+    capture: Any,
     agents: Any,
 ) -> None:
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[commands]\ndisabled = ["model/set", "reload"]\n')
     _start(agents, mosquitto, tmp_path, coral, keys, "--config", str(cfg))
@@ -305,13 +303,13 @@ def test_disabled_actions_are_refused_and_audited(
 
 
 def test_fuzzed_commands_images_and_updates_never_stop_the_agent(
-    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], subscriber: Any, agents: Any
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], capture: Any, agents: Any
 ) -> None:
     import random
 
-    from edge import fuzz
+    from tests.support import fuzz
 
-    sub = subscriber([f"{T}/#"])
+    sub = capture(f"{T}/#")
     agent = _start(agents, mosquitto, tmp_path, coral, keys)
     _status(sub, lambda m: True, "status")
     rng = random.Random(5)
@@ -344,7 +342,7 @@ def test_an_installed_model_that_stopped_loading_falls_back_at_start_up(tmp_path
 
     from edge.agent.app import Agent
     from edge.agent.config import load_config
-    from edge.ota.install import InstalledModel, ModelStore, sha256_file
+    from edge.ota.install import InstalledModel, ModelStore
 
     store = ModelStore(tmp_path / "state")
     broken = store.dir / "v9-broken.tflite"
@@ -360,6 +358,6 @@ def test_an_installed_model_that_stopped_loading_falls_back_at_start_up(tmp_path
         environ={},
     )
     agent = Agent(cfg)
-    assert agent.pipeline.model.sha256 == _sha(coral / "keras_lstm_mnist_ptq.tflite")
+    assert agent.pipeline.model.sha256 == sha256_file(coral / "keras_lstm_mnist_ptq.tflite")
     assert store.active() is None
     assert any("'9' does not load" in n and "configured model" in n for n in agent.slot.notes)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edge import fuzz
 from edge.model import tflite_file
 from edge.model.guard import (
     CRASH,
@@ -27,6 +26,7 @@ from edge.model.guard import (
     guard_file,
     guard_many,
 )
+from tests.support import fuzz
 
 # One byte of the LSTM model changed (found by the fuzzer): the flatbuffer is well-formed, so only
 # the child process can find out that the runtime segfaults on it.
@@ -148,17 +148,9 @@ def test_bit_flipped_and_mutated_models_never_harm_the_parent(coral: Path) -> No
             assert v.child["outputs"], i
 
 
-def test_guard_under_tflite_runtime_2_14(coral: Path) -> None:
-    import subprocess
+def test_guard_under_tflite_runtime_2_14(coral: Path, tflite_python: str) -> None:
+    from tests.support.process import run_python
 
-    from tests.conftest import subprocess_env
-
-    python = os.environ.get("EDGE_TFLITE_RUNTIME_PYTHON")
-    assert python, (
-        "EDGE_TFLITE_RUNTIME_PYTHON is not set: it must name the python of a venv with "
-        "tflite-runtime==2.14.0 and numpy<2 (./dev.sh test sets it; locally export "
-        "EDGE_TFLITE_RUNTIME_PYTHON=/work/venv-tflite/bin/python)"
-    )
     script = f"""
 import json
 from pathlib import Path
@@ -170,9 +162,7 @@ lstm[{SEGFAULT_OFFSET}] = {SEGFAULT_VALUE}
 crash = guard_bytes(bytes(lstm))
 print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")] for v in (good, bad, crash)]))
 """
-    r = subprocess.run(
-        [python, "-c", script], capture_output=True, text=True, timeout=180, env=subprocess_env()
-    )
+    r = run_python("-c", script, python=tflite_python, timeout=180)
     assert r.returncode == 0, r.stderr
     verdicts = json.loads(r.stdout.strip().splitlines()[-1])
     assert [v[:2] for v in verdicts] == [[True, "ok"], [False, "allocate"], [False, CRASH]], verdicts
@@ -180,7 +170,7 @@ print(json.dumps([[v.ok, v.stage, (v.child.get("runtime") or dict()).get("name")
 
 
 def test_command_line(coral: Path) -> None:
-    from tests.conftest import run_module
+    from tests.support.process import run_module
 
     r = run_module(
         "edge.model.guard",

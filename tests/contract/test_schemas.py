@@ -8,8 +8,7 @@ import pytest
 
 from edge.contract import schemas
 from edge.contract.schemas import SchemaError
-
-from . import samples
+from tests.support import samples
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 
