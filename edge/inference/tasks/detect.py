@@ -230,8 +230,11 @@ def ssd_outputs(outputs: Sequence[np.ndarray], names: Sequence[str] = ()) -> tup
             "pick the task by hand (--task generic)",
         )
 
+    # Only the first `count` rows are written by the op: the rest is whatever the buffer held.
+    n = max(0, int(min(float(arrs[count[0]].reshape(-1)[0]), arrs[pair[0]].size)))
+
     def looks_like_classes(i: int) -> int:
-        a = arrs[i].astype(np.float64)
+        a = arrs[i].reshape(-1)[:n].astype(np.float64)
         whole = bool(np.all(a == np.round(a)))
         return 2 * whole + (a.max(initial=0) > 1.0)
 

@@ -150,7 +150,7 @@ def candidates(
         add(POSE, "posenet", f"PoseNet heatmaps [..,17] and offsets [..,34] ({sig})")
     if len(shapes) == 1:
         s, o = shapes[0], outputs[0]
-        integer = np.issubdtype(np.dtype(o.dtype), np.integer)
+        index_dtype = np.dtype(o.dtype) in (np.int32, np.int64)  # what an ArgMax gives
         name_hint = any(h in o.name.lower() for h in _EMBEDDING_HINTS)
         if s in ((1, 1, 17, 3), (1, 17, 3)):
             add(
@@ -164,7 +164,11 @@ def candidates(
                 "movenet_multi",
                 f"one output {list(s)}: up to {s[1]} poses x (17 keypoints, box, score), MoveNet multi-pose",
             )
-        if len(s) == 3 and s[0] == 1 and min(s[1:]) >= 5 and max(s[1:]) >= 64:
+        if len(s) == 3 and s[0] == 1 and index_dtype and _spatial(s, input_hw):
+            add(SEGMENTATION, "class_map", f"one integer output {list(s)}: a class index per pixel")
+        # Anchors far outnumber attributes (8400 vs 84); int32/int64 outputs are indices, not a head.
+        head_dtype = np.dtype(o.dtype) in (np.float32, np.float16, np.int8, np.uint8)
+        if len(s) == 3 and s[0] == 1 and head_dtype and min(s[1:]) >= 5 and max(s[1:]) >= 4 * min(s[1:]):
             attrs = min(s[1:])
             if attrs == 56 and num_labels != 52:
                 add(
@@ -182,11 +186,9 @@ def candidates(
                 f"one output {list(s)}: a raw YOLO{'v8/v11' if v8 else 'v5'} head, "
                 f"{classes} classes x {max(s[1:])} anchors{fits}",
             )
-        if len(s) == 3 and s[0] == 1 and integer and _spatial(s, input_hw):
-            add(SEGMENTATION, "class_map", f"one integer output {list(s)}: a class index per pixel")
         if len(s) == 4 and s[0] == 1 and s[3] >= 2 and _spatial(s, input_hw):
             add(SEGMENTATION, "class_scores", f"one output {list(s)}: {s[3]} class scores per pixel (argmax)")
-        if len(s) == 4 and s[:3] == (1, 1, 1) or name_hint and len(s) == 2:
+        if (len(s) == 4 and s[:3] == (1, 1, 1)) or (name_hint and len(s) == 2):
             add(
                 EMBEDDING,
                 "embedding",
