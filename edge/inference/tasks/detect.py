@@ -94,26 +94,38 @@ def nms(found: Boxes, iou: float, max_detections: int) -> Boxes:
 
 def nms_indices(found: Boxes, iou: float, max_detections: int) -> np.ndarray:
     """The rows :func:`nms` keeps, best first."""
-    if len(found) == 0 or max_detections <= 0:
+    n = len(found)
+    if n == 0 or max_detections <= 0:
         return np.zeros(0, np.int64)
+    order = np.argsort(found.scores, kind="stable")[::-1]
     # Shift each class into its own region of the plane, so one pass never mixes classes.
     span = float(np.abs(found.boxes).max()) + 1.0
-    shifted = found.boxes + (found.classes.astype(np.float32) * span)[:, None]
-    y1, x1, y2, x2 = shifted[:, 0], shifted[:, 1], shifted[:, 2], shifted[:, 3]
-    areas = np.maximum(y2 - y1, 0) * np.maximum(x2 - x1, 0)
-    order = np.argsort(found.scores, kind="stable")[::-1]
+    shifted = found.boxes[order] + (found.classes[order].astype(np.float32) * span)[:, None]
+    y1, x1, y2, x2 = (np.ascontiguousarray(shifted[:, k]) for k in range(4))
+    areas = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
+    alive = np.ones(n, dtype=bool)
+    limit = np.float32(iou)
     keep: list[int] = []
-    while order.size and len(keep) < max_detections:
-        i = int(order[0])
+    for i in range(n):
+        if not alive[i]:
+            continue
         keep.append(i)
-        rest = order[1:]
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        inter = h * w
-        union = areas[i] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
+        if len(keep) >= max_detections:
+            break
+        # Boxes after i, in score order, are slices (views, no gathers); in-place ops, few temporaries.
+        s = slice(i + 1, n)
+        h = np.minimum(y2[s], y2[i])
+        h -= np.maximum(y1[s], y1[i])
+        np.maximum(h, 0, out=h)
+        w = np.minimum(x2[s], x2[i])
+        w -= np.maximum(x1[s], x1[i])
+        np.maximum(w, 0, out=w)
+        h *= w  # intersection
+        union = areas[s] + areas[i]
+        union -= h
+        union *= limit
+        alive[s] &= h <= union  # IoU <= iou, without a division
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def yolo_layout(shape: Sequence[int], layout: str = "auto") -> str:
