@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.errors import InputError
 from edge.inference.preprocess import dequantize
 from edge.inference.tasks import detect, select
 from edge.inference.tasks.geometry import Geometry
@@ -195,3 +196,26 @@ def test_ssd_postprocess_op_model(built: Built) -> None:
     again = detect.decode_ssd(reordered, threshold=0.5)
     assert again.classes.tolist() == found.classes.tolist()
     np.testing.assert_allclose(again.boxes, found.boxes)
+
+
+def test_pipeline_letterboxes_a_yolo_model_and_reports_boxes_on_the_image(built: Built) -> None:
+    from PIL import Image
+
+    from edge.inference.pipeline import Pipeline, Settings
+    from edge.inference.preprocess import Normalization
+
+    pipe = Pipeline(load(built.yolo["v8-int8"]), LABELS, Normalization(), Settings(threshold=THRESHOLD))
+    assert pipe.kind == "detector" and pipe.resize == "letterbox"
+    assert pipe.describe()["task"]["decoder"] == "yolo_v8"
+    res = pipe.run(Image.new("RGB", IMAGE, (90, 120, 30)))
+    assert res.result_key == "detections" and res.fields is not None
+    assert res.fields["counts"] == {"person": 1, "cat": 1, "dog": 1}
+    for d, (_, box) in zip(res.result, expected()):
+        assert iou(np.array(d["box"]), box) >= 0.9, (d, box)
+    # stretch instead: the same head now lands elsewhere on the picture (the geometry is honoured)
+    stretched = Pipeline(
+        load(built.yolo["v8-int8"]), LABELS, Normalization(), Settings(threshold=THRESHOLD), resize="stretch"
+    ).run(Image.new("RGB", IMAGE))
+    assert iou(np.array(stretched.result[0]["box"]), expected()[0][1]) < 0.9
+    with pytest.raises(InputError, match="--task pose does not fit"):
+        Pipeline(load(built.ssd), LABELS, Normalization(), Settings(), task="pose")

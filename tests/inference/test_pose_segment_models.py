@@ -125,3 +125,22 @@ def test_geometry_round_trip(mode: str) -> None:
     np.testing.assert_allclose(geo.points_to_source(inp[:, :2]), img_box[:, :2], atol=1e-6)
     if mode == "letterbox":
         assert geo.content == (0, 40, 320, 240)
+
+
+def test_pipeline_publishes_named_keypoints_and_segments(data: Path) -> None:
+    from edge.inference.pipeline import Pipeline, Settings
+    from edge.inference.preprocess import Normalization
+
+    pipe = Pipeline(load(data / MOVENET), {}, Normalization(), Settings())
+    assert pipe.kind == "pose" and pipe.resize == "stretch"
+    res = pipe.run(data / "squat.bmp")
+    assert res.result_key == "keypoints" and res.fields is not None and 0 < res.fields["pose_score"] <= 1
+    ref = reference_keypoints(data)
+    assert abs(res.result[0]["x"] - ref[0, 0]) <= 0.05 and res.result[0]["name"] == "nose"
+
+    labels = read_labels(data / "pascal_voc_segmentation_labels.txt")
+    seg = Pipeline(load(data / DEEPLAB), labels, Normalization(), Settings(mask=True))
+    out = seg.run(data / "bird_segmentation.bmp")
+    assert out.kind == "segmentation" and [s["label"] for s in out.result] == ["background", "bird"]
+    assert out.mask_png is not None and Image.open(io.BytesIO(out.mask_png)).format == "PNG"
+    assert seg.describe()["preprocess"]["resize"] == "stretch"
