@@ -189,6 +189,7 @@ def test_unreachable_url_is_reported_not_raised() -> None:
 
 def test_video_file_is_replayed_at_its_rate_and_ends(tmp_path: Path) -> None:
     import cv2  # the camera extra (dev.sh installs it)
+
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (64, 48))
     for i in range(10):
@@ -285,3 +286,43 @@ def test_specs_and_redaction() -> None:
     assert stream.redact("rtsp://admin:s3cret@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     with pytest.raises(stream.StreamError, match="--fps"):
         stream.StreamSource(lambda: None, "x", fps=0)  # type: ignore[arg-type, return-value]
+
+
+class StillThenMoving:
+    """A capture whose picture stays the same for 20 frames, then changes at every frame."""
+
+    bgr = False
+    fps = 0.0
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        time.sleep(0.005)
+        self.n += 1
+        px = np.full((48, 64, 3), 100, np.uint8)
+        if self.n > 20:
+            px[:, : (self.n * 7) % 64] = 250  # a moving edge
+        px += np.random.default_rng(self.n).integers(0, 3, px.shape, dtype=np.uint8)  # sensor noise
+        return True, px
+
+    def release(self) -> None:
+        pass
+
+
+def test_motion_gate_skips_still_frames() -> None:
+    cap = StillThenMoving()
+    src = stream.StreamSource(lambda: cap, "fake", motion_threshold=0.02)
+    stop = threading.Event()
+    got = []
+    for item in src.items(stop, once=False):
+        got.append(item.meta["frame"])
+        if len(got) == 4:
+            break
+    src.close()
+    # the first frame goes through, the still ones (noise only) are skipped, moving ones pass again
+    assert got[0] <= 3 and all(n > 20 for n in got[1:]), got
+    assert src.stats()["frames_still"] >= 5
+    assert stream.motion(np.zeros((48, 64)), np.full((48, 64), 255.0)) == 1.0
+    with pytest.raises(stream.StreamError, match="--motion-threshold"):
+        stream.StreamSource(lambda: cap, "x", motion_threshold=2)
