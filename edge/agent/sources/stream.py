@@ -220,6 +220,7 @@ class StreamSource:
             )
         self.opener = opener
         self.description = description
+        self.live = True  # the agent reads no frame ahead of the interpreter
         self.fps = fps
         self.finite = finite  # a video file: replayed at its own rate, ends the source at its end
         self.backoff_s = backoff_s
