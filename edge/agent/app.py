@@ -57,6 +57,18 @@ Hook = Callable[["Agent"], None]
 Job = tuple[Item, Pipeline, "Invoked | Exception"]
 
 
+def _frame(item: Item) -> dict[str, Any] | None:
+    """When a live frame was captured and how old it is now (the prediction's ``frame``)."""
+    captured = item.meta.get("captured_at")
+    if captured is None:
+        return None
+    return {
+        "captured_at": messages.utc_iso(captured),
+        "age_ms": round(max(0.0, time.time() - captured) * 1e3, 3),
+        "number": item.meta.get("frame", 0),
+    }
+
+
 def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -81,8 +93,14 @@ class Agent:
         self.last_seq: int | None = None
         self.predictions = 0
         self.first_prediction_s: float | None = None
+        pp = cfg.postprocess
         self.settings = Settings(
-            cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values
+            pp.top_k,
+            pp.threshold,
+            pp.max_output_values,
+            iou=pp.iou,
+            max_detections=pp.max_detections,
+            mask=pp.publish_mask,
         )
         # Undoes an interrupted model update and picks the installed model, before anything loads.
         self.security = AgentSecurity(self)
@@ -125,10 +143,17 @@ class Agent:
         p = self.cfg.preprocess
         labels = read_labels(self.security.model_path()[1])
         pipe = Pipeline(
-            model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels
+            model,
+            labels,
+            Normalization(p.mean, p.std, p.resample),
+            self.settings,
+            p.max_image_pixels,
+            task=self.cfg.model.task,
+            resize=p.resize,
         )
         for note in model.notes:
             log.warning("%s", note)
+        log.info("task %s (%s), resize %s", pipe.kind, pipe.choice.reason, pipe.resize)
         log.info(
             "model %s (sha256 %s..., %s) on %s %s, delegate %s, %d bytes, init %.1f ms",
             model.path,
@@ -157,7 +182,11 @@ class Agent:
             self.settings = dataclasses.replace(self.settings, **values)
             self.pipeline.settings = self.settings
         log.info("settings changed: %s", values)
-        return {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        return self._settings_view()
+
+    def _settings_view(self) -> dict[str, Any]:
+        s = self.settings
+        return {"top_k": s.top_k, "threshold": s.threshold, "iou": s.iou, "max_detections": s.max_detections}
 
     # --- messages ----------------------------------------------------------------------------------------
     def status_payload(self) -> dict[str, Any]:
@@ -184,8 +213,9 @@ class Agent:
             threads=self.pipeline.model.threads,  # what runs (the default when none was configured)
             source=self.source.description if self.source else str(self.cfg.source.spec),
             kind=self.pipeline.kind,
+            **self.pipeline.describe(),
         )
-        body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        body["settings"] = self._settings_view()
         body["max_request_bytes"] = self.cfg.source.max_request_bytes
         for extra in self.status_extras:
             body.update(extra(self))
@@ -287,6 +317,8 @@ class Agent:
             kind=res.kind,
             result_key=res.result_key,
             result=res.result,
+            fields=res.fields,
+            frame=_frame(item),
         )
         try:
             # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
@@ -310,6 +342,9 @@ class Agent:
             return False
         payload["seq"] = seq
         self.last_seq = seq
+        if res.mask_png is not None and self.client is not None:
+            # QoS 0, not spooled: a mask describes the present, like metrics (and is big)
+            self.client.publish(self.topics.mask, res.mask_png, 0, False, None)
         self.predictions += 1
         if self.first_prediction_s is None:
             self.first_prediction_s = time.monotonic() - self.started_mono
@@ -335,6 +370,7 @@ class Agent:
     def metrics_payload(self) -> dict[str, Any]:
         snap = self.window.snapshot()
         stats = self.outbox.stats()
+        stream_stats = getattr(self.source, "stats", None)  # live streams: frames read, dropped, fps
         return messages.metrics(
             self.device,
             **snap,
@@ -345,6 +381,7 @@ class Agent:
             dropped_total=stats["dropped"],
             errors=self.window.errors,
             predictions=self.predictions,
+            **({"stream": stream_stats()} if stream_stats is not None else {}),
         )
 
     def _metrics_loop(self) -> None:
@@ -425,6 +462,7 @@ class Agent:
             infer_topic=self.topics.infer,
             cfg=cfg.source,
             on_refused=self._publish_error,
+            on_stream_event=self._stream_event,
         )
         self._worker.start()
         self.outbox.start()
@@ -441,6 +479,15 @@ class Agent:
             self.shutdown()
         return 0
 
+    def _stream_event(self, kind: str, message: str) -> None:
+        """A live stream lost (an errors message: someone should look) or back (logged by the source)."""
+        if kind == "lost" and self.source is not None:
+            self._publish_error(
+                self.source.description,
+                message,
+                "check the camera or stream server; the agent keeps retrying and resumes by itself",
+            )
+
     def _prefetched(self) -> Iterator[tuple[Item, Prepared | Exception]]:
         """Read and preprocess the next inputs on a thread while the interpreter runs the current one.
 
@@ -449,6 +496,12 @@ class Agent:
         """
         assert self.source is not None
         source = self.source
+        if getattr(source, "live", False):
+            # A live stream: take the newest frame only when the interpreter is free. Reading ahead
+            # would queue frames that are stale by the time they are invoked.
+            for item in source.items(self.stop_event, self.cfg.once):
+                yield item, self.prepare(item)
+            return
         q: queue.Queue[tuple[Item, Prepared | Exception] | BaseException | None] = queue.Queue(maxsize=2)
 
         def produce() -> None:

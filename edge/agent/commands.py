@@ -164,7 +164,7 @@ def reload(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"model_path": str(model.path), "model_sha256": model.sha256}
 
 
-SETTABLE = {"top_k": int, "threshold": float}
+SETTABLE = {"top_k": int, "threshold": float, "iou": float, "max_detections": int}
 
 
 def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +184,14 @@ def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         v = params["threshold"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
             raise CommandError(f"threshold must be a number in 0..1, received {v!r}")
+    if "iou" in params:
+        v = params["iou"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise CommandError(f"iou must be a number in 0..1, received {v!r}")
+    if "max_detections" in params:
+        v = params["max_detections"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+            raise CommandError(f"max_detections must be an integer in 1..10000, received {v!r}")
     return agent.apply_settings({k: SETTABLE[k](v) for k, v in params.items()})
 
 

@@ -25,7 +25,10 @@ def publish(agent: Any) -> int:
         return 0
     sent = 0
     for msg in homeassistant.discovery_messages(
-        agent.status_payload(), prefix=agent.cfg.mqtt.prefix, discovery_prefix=cfg.discovery_prefix
+        agent.status_payload(),
+        prefix=agent.cfg.mqtt.prefix,
+        discovery_prefix=cfg.discovery_prefix,
+        objects=list(cfg.objects),
     ):
         token = agent.client.publish(msg.topic, msg.payload_bytes(), msg.qos, msg.retain, None)
         if token is not None:
