@@ -7,10 +7,7 @@ explicit ``--task`` takes that task's decoder, or fails saying which outputs it 
 
 from __future__ import annotations
 
-import ast
-import io
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,15 +62,26 @@ class TaskChoice:
 
 def ultralytics_metadata(data: bytes, max_bytes: int = 1 << 20) -> dict[str, Any] | None:
     """The ``metadata.json`` Ultralytics appends to its .tflite exports as a zip, or None."""
-    if b"PK\x05\x06" not in data[-(1 << 16) :]:  # no zip end-of-central-directory record near the end
+    tail = data[-(1 << 16) :]
+    # a zip's central directory (at its end) names its files in plain text; TFLite metadata zips hold
+    # other files (labels.txt), which are not this
+    if b"PK\x05\x06" not in tail or b"metadata.json" not in tail:
         return None
+    # only now: zipfile pulls in shutil and more, which the agent does not otherwise need
+    import ast
+    import io
+    import zipfile
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = [i for i in zf.infolist() if i.file_size <= max_bytes]
+            infos = [i for i in zf.infolist() if i.filename == "metadata.json" and i.file_size <= max_bytes]
             if not infos:
                 return None
             text = zf.read(infos[0]).decode("utf-8")
-        meta = json.loads(text) if infos[0].filename.endswith(".json") else ast.literal_eval(text)
+        try:
+            meta = json.loads(text)
+        except ValueError:  # older exports wrote a Python dict literal
+            meta = ast.literal_eval(text)
     except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, SyntaxError, KeyError, OSError):
         return None
     return meta if isinstance(meta, dict) else None
