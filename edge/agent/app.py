@@ -101,6 +101,7 @@ class Agent:
             iou=pp.iou,
             max_detections=pp.max_detections,
             mask=pp.publish_mask,
+            full_embedding=pp.full_embedding,
         )
         # Undoes an interrupted model update and picks the installed model, before anything loads.
         self.security = AgentSecurity(self)

@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--publish-mask", action="store_true", default=None, help="segmentation: PNG mask on .../mask"
     )
+    run.add_argument(
+        "--full-embedding",
+        action="store_true",
+        default=None,
+        help="embedding models: publish the whole vector",
+    )
     run.add_argument("--fps", type=float, help="streams: at most this many frames a second")
     run.add_argument("--motion-threshold", type=float, help="streams: skip frames that barely change (0-1)")
     run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent)")
@@ -126,6 +132,7 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     put("postprocess.iou", a.iou)
     put("postprocess.max_detections", a.max_detections)
     put("postprocess.publish_mask", a.publish_mask)
+    put("postprocess.full_embedding", a.full_embedding)
     put("model.task", a.task)
     put("preprocess.resize", a.resize)
     put("source.fps", a.fps)

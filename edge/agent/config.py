@@ -272,6 +272,11 @@ class PostprocessConfig(Section):
         title="Publish masks",
         description="Segmentation: also publish the class mask as a PNG on <prefix>/<device>/mask",
     )
+    full_embedding: bool = Field(
+        default=False,
+        title="Full embeddings",
+        description="Embedding models: publish the whole vector, not its first 8 values",
+    )
 
 
 class SpoolConfig(Section):
@@ -321,6 +326,12 @@ class HomeAssistantConfig(Section):
         title="Object labels",
         description="Detectors: a count sensor and an occupancy binary_sensor per label (Frigate-style)",
     )
+
+    @field_validator("objects", mode="before")
+    @classmethod
+    def _objects_from_text(cls, v: Any) -> Any:
+        # EDGE_HOMEASSISTANT_OBJECTS="person,car": the environment only holds text
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
 
     @field_validator("objects")
     @classmethod

@@ -121,3 +121,34 @@ def test_segmentation_with_mask_on_a_file(mosquitto: Mosquitto, subscriber: Any,
     (mask,) = sub.wait(lambda s: s.on("edge/seg/mask"), 30, "the mask")
     img = Image.open(io.BytesIO(mask.payload))
     assert img.format == "PNG" and max(img.size) <= 256 and set(np.unique(np.asarray(img)).tolist()) == {0, 3}
+
+
+def test_task_and_stream_flags_reach_the_config() -> None:
+    from edge.agent.cli import _flags, _parser
+    from edge.agent.config import load_config
+
+    args = _parser().parse_args(
+        [
+            "run",
+            "--task",
+            "detector",
+            "--resize",
+            "letterbox",
+            "--iou",
+            "0.3",
+            "--max-detections",
+            "7",
+            "--publish-mask",
+            "--full-embedding",
+            "--fps",
+            "5",
+            "--motion-threshold",
+            "0.02",
+        ]
+    )
+    cfg = load_config(flags=_flags(args), environ={"EDGE_HOMEASSISTANT_OBJECTS": "person, car"})
+    assert (cfg.model.task, cfg.preprocess.resize) == ("detector", "letterbox")
+    pp = cfg.postprocess
+    assert (pp.iou, pp.max_detections, pp.publish_mask, pp.full_embedding) == (0.3, 7, True, True)
+    assert (cfg.source.fps, cfg.source.motion_threshold) == (5.0, 0.02)
+    assert cfg.homeassistant.objects == ["person", "car"]
