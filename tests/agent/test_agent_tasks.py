@@ -13,21 +13,21 @@ import numpy as np
 from PIL import Image
 
 from edge.contract import schemas
-from tests.agent.conftest import AgentProcess, agent_args
 from tests.agent.test_stream_source import Camera, free_port
+from tests.support import DATA
+from tests.support.agent import AgentProcess, agent_command
 from tests.support.broker import Mosquitto
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_pose_model_on_a_live_stream_survives_a_camera_restart(
-    mosquitto: Mosquitto, subscriber: Any, tmp_path: Path
+    mosquitto: Mosquitto, capture: Any, tmp_path: Path
 ) -> None:
     cam = Camera(free_port())
     cam.start()
-    sub = subscriber(["edge/cam/#"])
+    sub = capture("edge/cam/#")
+    assert sub.subscribed.wait(10)
     agent = AgentProcess(
-        agent_args(
+        agent_command(
             mosquitto,
             "cam",
             tmp_path / "state",
@@ -94,10 +94,11 @@ def epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def test_segmentation_with_mask_on_a_file(mosquitto: Mosquitto, subscriber: Any, tmp_path: Path) -> None:
-    sub = subscriber(["edge/seg/#"])
+def test_segmentation_with_mask_on_a_file(mosquitto: Mosquitto, capture: Any, tmp_path: Path) -> None:
+    sub = capture("edge/seg/#")
+    assert sub.subscribed.wait(10)
     agent = AgentProcess(
-        agent_args(
+        agent_command(
             mosquitto,
             "seg",
             tmp_path / "state",

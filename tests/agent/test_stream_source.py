@@ -17,7 +17,7 @@ import pytest
 
 from edge.agent.sources import stream
 from tests.agent.mjpeg_server import frame_number
-from tests.conftest import subprocess_env
+from tests.support.process import subprocess_env
 
 SERVER = Path(__file__).with_name("mjpeg_server.py")
 FPS = 30.0

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from edge.model.runtime import LoadedModel, load_model
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+from tests.support import DATA
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from edge.errors import InputError
 from edge.inference.preprocess import dequantize
 from edge.inference.tasks import detect, select
 from edge.inference.tasks.geometry import Geometry
-from tests.conftest import subprocess_env
 from tests.inference.conftest import load, run
+from tests.support.process import subprocess_env
 
 SIZE = 320  # model input, square
 ANCHORS = 2100  # YOLOv8's count at 320x320

@@ -11,11 +11,10 @@ from typing import Any
 from edge.contract import messages, schemas
 from edge.watch.state import Fleet, summary
 from edge.watch.table import rows
-from tests.conftest import run_module
+from tests.support import samples
 from tests.support.broker import Mosquitto
-
-from . import samples
-from .conftest import Proc, publish
+from tests.support.mqtt import publish
+from tests.support.process import Proc, run_module
 
 
 def pred(kind: str, **fields: Any) -> dict[str, Any]:

@@ -7,9 +7,8 @@ import pytest
 
 from edge.contract import homeassistant as ha
 from edge.contract import messages
-
-from . import samples
-from .test_homeassistant import render
+from tests.contract.test_homeassistant import render
+from tests.support import samples
 
 
 def detector_status() -> dict:
