@@ -13,7 +13,7 @@ from edge.contract import messages, schemas
 from edge.inference.pipeline import Pipeline, Result, Settings
 from edge.inference.preprocess import Normalization
 from edge.model.labels import read_labels
-from tests.inference.conftest import load
+from tests.inference.runtime_helpers import load
 
 SHA = "0" * 64
 
@@ -38,21 +38,21 @@ def both(kind: str, payload: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def results(data: Path) -> dict[str, Result]:
-    labels = read_labels(data / "pascal_voc_segmentation_labels.txt")
-    pose = Pipeline(load(data / "movenet_single_pose_lightning_ptq.tflite"), {}, Normalization(), Settings())
-    seg = Pipeline(load(data / "deeplabv3_mnv2_pascal_quant.tflite"), labels, Normalization(), Settings())
+def results(coral: Path) -> dict[str, Result]:
+    labels = read_labels(coral / "pascal_voc_segmentation_labels.txt")
+    pose = Pipeline(load(coral / "movenet_single_pose_lightning_ptq.tflite"), {}, Normalization(), Settings())
+    seg = Pipeline(load(coral / "deeplabv3_mnv2_pascal_quant.tflite"), labels, Normalization(), Settings())
     emb = Pipeline(
-        load(data / "deeplabv3_mnv2_pascal_quant.tflite"),
+        load(coral / "deeplabv3_mnv2_pascal_quant.tflite"),
         labels,
         Normalization(),
         Settings(),
         task="embedding",
     )
     return {
-        "pose": pose.run(data / "squat.bmp"),
-        "segmentation": seg.run(data / "bird_segmentation.bmp"),
-        "embedding": emb.run(data / "bird_segmentation.bmp"),
+        "pose": pose.run(coral / "squat.bmp"),
+        "segmentation": seg.run(coral / "bird_segmentation.bmp"),
+        "embedding": emb.run(coral / "bird_segmentation.bmp"),
     }
 
 
@@ -94,8 +94,8 @@ def test_detector_counts_and_bad_counts() -> None:
     assert schemas.problems("predictions", payload) and schemas.problems("predictions", payload, builtin=True)
 
 
-def test_status_says_which_task_and_why(data: Path) -> None:
-    pipe = Pipeline(load(data / "movenet_single_pose_lightning_ptq.tflite"), {}, Normalization(), Settings())
+def test_status_says_which_task_and_why(coral: Path) -> None:
+    pipe = Pipeline(load(coral / "movenet_single_pose_lightning_ptq.tflite"), {}, Normalization(), Settings())
     m = pipe.model
     desc = pipe.describe()
     body = messages.status(

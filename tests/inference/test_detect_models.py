@@ -17,7 +17,7 @@ from edge.errors import InputError
 from edge.inference.preprocess import dequantize
 from edge.inference.tasks import detect, select
 from edge.inference.tasks.geometry import Geometry
-from tests.inference.conftest import load, run
+from tests.inference.runtime_helpers import load, run
 from tests.support.process import subprocess_env
 
 SIZE = 320  # model input, square

@@ -15,24 +15,24 @@ from edge.inference.preprocess import image_to_tensor
 from edge.inference.tasks import pose, segment, select
 from edge.inference.tasks.geometry import Geometry
 from edge.model.labels import read_labels
-from tests.inference.conftest import load, run
+from tests.inference.runtime_helpers import load, run
 
 MOVENET = "movenet_single_pose_lightning_ptq.tflite"
 DEEPLAB = "deeplabv3_mnv2_pascal_quant.tflite"
 
 
-def reference_keypoints(data: Path) -> np.ndarray:
+def reference_keypoints(coral: Path) -> np.ndarray:
     """[17, 3]: x, y, score per keypoint, in keypoint order."""
-    with open(data / "movenet_single_pose_lightning_ptq_reference.csv") as f:
+    with open(coral / "movenet_single_pose_lightning_ptq_reference.csv") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["keypoint_id"]))
     return np.array(
         [[float(r["keypoint_x"]), float(r["keypoint_y"]), float(r["keypoint_score"])] for r in rows]
     )
 
 
-def movenet_pose(data: Path, mode: str) -> pose.Pose:
-    model = load(data / MOVENET)
-    img = Image.open(data / "squat.bmp").convert("RGB")
+def movenet_pose(coral: Path, mode: str) -> pose.Pose:
+    model = load(coral / MOVENET)
+    img = Image.open(coral / "squat.bmp").convert("RGB")
     spec = model.inputs[0]
     geo = Geometry.plan(img.size, (spec.shape[2], spec.shape[1]), mode)
     choice = select.choose(model.outputs)
@@ -41,9 +41,9 @@ def movenet_pose(data: Path, mode: str) -> pose.Pose:
     return pose.movenet_single(out, geo)
 
 
-def test_movenet_keypoints_match_the_reference(data: Path) -> None:
-    ref = reference_keypoints(data)
-    got = movenet_pose(data, "stretch")
+def test_movenet_keypoints_match_the_reference(coral: Path) -> None:
+    ref = reference_keypoints(coral)
+    got = movenet_pose(coral, "stretch")
     assert [k.name for k in got.keypoints] == list(pose.COCO_KEYPOINTS)
     xy = np.array([[k.x, k.y] for k in got.keypoints])
     err = np.abs(xy - ref[:, :2]).max()
@@ -53,19 +53,19 @@ def test_movenet_keypoints_match_the_reference(data: Path) -> None:
     assert d["keypoints"][0]["name"] == "nose" and set(d["keypoints"][0]) == {"name", "x", "y", "score"}
 
 
-def test_movenet_letterboxed_keypoints_land_on_the_original_image(data: Path) -> None:
+def test_movenet_letterboxed_keypoints_land_on_the_original_image(coral: Path) -> None:
     """Letterboxing changes what the model sees (padding, no distortion); the geometry must still map the
     keypoints onto the same body parts of the original picture."""
-    ref = reference_keypoints(data)
-    got = movenet_pose(data, "letterbox")
+    ref = reference_keypoints(coral)
+    got = movenet_pose(coral, "letterbox")
     xy = np.array([[k.x, k.y] for k in got.keypoints])
     err = np.abs(xy - ref[:, :2]).max()
     assert err <= 0.05, f"letterboxed keypoints differ from the reference by up to {err:.3f}"
 
 
-def deeplab_classes(data: Path, mode: str, crop: tuple[int, int, int, int] | None = None):  # noqa: ANN201
-    model = load(data / DEEPLAB)
-    img = Image.open(data / "bird_segmentation.bmp").convert("RGB")
+def deeplab_classes(coral: Path, mode: str, crop: tuple[int, int, int, int] | None = None):  # noqa: ANN201
+    model = load(coral / DEEPLAB)
+    img = Image.open(coral / "bird_segmentation.bmp").convert("RGB")
     if crop is not None:
         img = img.crop(crop)
     spec = model.inputs[0]
@@ -76,11 +76,11 @@ def deeplab_classes(data: Path, mode: str, crop: tuple[int, int, int, int] | Non
     return segment.class_map(out), geo
 
 
-def test_deeplab_fractions_match_the_reference_mask(data: Path) -> None:
-    labels = read_labels(data / "pascal_voc_segmentation_labels.txt")
-    classes, geo = deeplab_classes(data, "stretch")
+def test_deeplab_fractions_match_the_reference_mask(coral: Path) -> None:
+    labels = read_labels(coral / "pascal_voc_segmentation_labels.txt")
+    classes, geo = deeplab_classes(coral, "stretch")
     segs = segment.segments(classes, labels, geo)
-    ref = np.array(Image.open(data / "bird_segmentation_mask.bmp")).reshape(-1)
+    ref = np.array(Image.open(coral / "bird_segmentation_mask.bmp")).reshape(-1)
     ref_frac = np.bincount(ref, minlength=21) / ref.size
     got = {s.index: s.fraction for s in segs}
     for idx in set(got) | set(np.flatnonzero(ref_frac >= 0.01).tolist()):
@@ -90,20 +90,20 @@ def test_deeplab_fractions_match_the_reference_mask(data: Path) -> None:
     assert abs(sum(got.values()) - 1.0) < 1e-9
 
 
-def test_deeplab_letterbox_counts_only_the_image(data: Path) -> None:
+def test_deeplab_letterbox_counts_only_the_image(coral: Path) -> None:
     """A wide crop, letterboxed: the padding (which the model calls background) must not count, so the
     bird's fraction of the picture stays what the reference mask says for that crop."""
     box = (0, 100, 513, 400)  # 513 x 300
-    classes, geo = deeplab_classes(data, "letterbox", crop=box)
+    classes, geo = deeplab_classes(coral, "letterbox", crop=box)
     assert geo.content[3] < 513  # padded above and below
     got = {s.index: s.fraction for s in segment.segments(classes, {}, geo)}
-    ref = np.array(Image.open(data / "bird_segmentation_mask.bmp"))[box[1] : box[3], box[0] : box[2]]
+    ref = np.array(Image.open(coral / "bird_segmentation_mask.bmp"))[box[1] : box[3], box[0] : box[2]]
     ref_bird = float((ref == 3).mean())
     assert abs(got.get(3, 0.0) - ref_bird) <= 0.02, (got, ref_bird)
 
 
-def test_deeplab_mask_png_is_capped_and_keeps_the_classes(data: Path) -> None:
-    classes, geo = deeplab_classes(data, "stretch")
+def test_deeplab_mask_png_is_capped_and_keeps_the_classes(coral: Path) -> None:
+    classes, geo = deeplab_classes(coral, "stretch")
     png = segment.mask_png(classes, geo, max_side=128)
     img = Image.open(io.BytesIO(png))
     assert img.format == "PNG" and img.mode == "L" and max(img.size) == 128
@@ -127,20 +127,20 @@ def test_geometry_round_trip(mode: str) -> None:
         assert geo.content == (0, 40, 320, 240)
 
 
-def test_pipeline_publishes_named_keypoints_and_segments(data: Path) -> None:
+def test_pipeline_publishes_named_keypoints_and_segments(coral: Path) -> None:
     from edge.inference.pipeline import Pipeline, Settings
     from edge.inference.preprocess import Normalization
 
-    pipe = Pipeline(load(data / MOVENET), {}, Normalization(), Settings())
+    pipe = Pipeline(load(coral / MOVENET), {}, Normalization(), Settings())
     assert pipe.kind == "pose" and pipe.resize == "stretch"
-    res = pipe.run(data / "squat.bmp")
+    res = pipe.run(coral / "squat.bmp")
     assert res.result_key == "keypoints" and res.fields is not None and 0 < res.fields["pose_score"] <= 1
-    ref = reference_keypoints(data)
+    ref = reference_keypoints(coral)
     assert abs(res.result[0]["x"] - ref[0, 0]) <= 0.05 and res.result[0]["name"] == "nose"
 
-    labels = read_labels(data / "pascal_voc_segmentation_labels.txt")
-    seg = Pipeline(load(data / DEEPLAB), labels, Normalization(), Settings(mask=True))
-    out = seg.run(data / "bird_segmentation.bmp")
+    labels = read_labels(coral / "pascal_voc_segmentation_labels.txt")
+    seg = Pipeline(load(coral / DEEPLAB), labels, Normalization(), Settings(mask=True))
+    out = seg.run(coral / "bird_segmentation.bmp")
     assert out.kind == "segmentation" and [s["label"] for s in out.result] == ["background", "bird"]
     assert out.mask_png is not None and Image.open(io.BytesIO(out.mask_png)).format == "PNG"
     assert seg.describe()["preprocess"]["resize"] == "stretch"

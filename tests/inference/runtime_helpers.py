@@ -1,20 +1,12 @@
-"""Real models for the task decoders: third-party ones from tests/data, tiny detectors built here."""
+"""Helpers for the task-decoder tests: real models (tests/data, the ``coral`` fixture) through the real runtime."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edge.model.runtime import LoadedModel, load_model
-from tests.support import DATA
-
-
-@pytest.fixture(scope="session")
-def data() -> Path:
-    assert (DATA / "LICENSE").is_file(), f"test data missing at {DATA}"
-    return DATA
 
 
 def run(model: LoadedModel, tensor: np.ndarray) -> list[np.ndarray]:
