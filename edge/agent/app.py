@@ -65,6 +65,18 @@ log = logging.getLogger("edge.agent")
 Job = tuple[Item, Pipeline, "Invoked | Exception"]
 
 
+def _frame(item: Item) -> dict[str, Any] | None:
+    """When a live frame was captured and how old it is now (the prediction's ``frame``)."""
+    captured = item.meta.get("captured_at")
+    if captured is None:
+        return None
+    return {
+        "captured_at": messages.utc_iso(captured),
+        "age_ms": round(max(0.0, time.time() - captured) * 1e3, 3),
+        "number": item.meta.get("frame", 0),
+    }
+
+
 def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -94,8 +106,15 @@ class Agent:
 
         # The model: an interrupted update is undone and the model loads before anything else.
         self.store = ModelStore(self.state_dir, cfg.ota.guard)
+        pp = cfg.postprocess
         settings = Settings(
-            cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values
+            pp.top_k,
+            pp.threshold,
+            pp.max_output_values,
+            iou=pp.iou,
+            max_detections=pp.max_detections,
+            mask=pp.publish_mask,
+            full_embedding=pp.full_embedding,
         )
         self.slot = ModelSlot(
             cfg.model,
@@ -213,12 +232,12 @@ class Agent:
             board=system.board(),
             hostname=system.hostname(),
             python=system.python_version(),
-            threads=self.pipeline.model.threads,  # what runs (the default when none was configured)
+            threads=m.threads,  # what runs (the default when none was configured)
             source=self.source.description if self.source else str(self.cfg.source.spec),
             kind=pipe.kind,
+            **pipe.describe(),
         )
-        settings = self.slot.settings
-        body["settings"] = {"top_k": settings.top_k, "threshold": settings.threshold}
+        body["settings"] = self.slot.settings_view()
         body["broker"] = self.url.redacted()
         body["commands_disabled"] = list(self.cfg.commands.disabled)
         body["max_request_bytes"] = self.cfg.source.max_request_bytes
@@ -315,6 +334,8 @@ class Agent:
             kind=res.kind,
             result_key=res.result_key,
             result=res.result,
+            fields=res.fields,
+            frame=_frame(item),
         )
         try:
             # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
@@ -338,6 +359,9 @@ class Agent:
             return False
         payload["seq"] = seq
         self.last_seq = seq
+        if res.mask_png is not None and self.client is not None:
+            # QoS 0, not spooled: a mask describes the present, like metrics (and is big)
+            self.client.publish(self.topics.mask, res.mask_png, 0, False, None)
         self.predictions += 1
         if self.first_prediction_s is None:
             self.first_prediction_s = time.monotonic() - self.started_mono
@@ -363,6 +387,7 @@ class Agent:
     def metrics_payload(self) -> dict[str, Any]:
         snap = self.window.snapshot()
         stats = self.outbox.stats()
+        stream_stats = getattr(self.source, "stats", None)  # live streams: frames read, dropped, fps
         return messages.metrics(
             self.device,
             **snap,
@@ -373,6 +398,7 @@ class Agent:
             dropped_total=stats["dropped"],
             errors=self.window.errors,
             predictions=self.predictions,
+            **({"stream": stream_stats()} if stream_stats is not None else {}),
         )
 
     def _metrics_loop(self) -> None:
@@ -409,6 +435,7 @@ class Agent:
             infer_topic=self.topics.infer,
             cfg=cfg.source,
             on_refused=self._publish_error,
+            on_stream_event=self._stream_event,
         )
         self.worker.start()
         self.ota.start()
@@ -426,6 +453,15 @@ class Agent:
             self.shutdown()
         return 0
 
+    def _stream_event(self, kind: str, message: str) -> None:
+        """A live stream lost (an errors message: someone should look) or back (logged by the source)."""
+        if kind == "lost" and self.source is not None:
+            self._publish_error(
+                self.source.description,
+                message,
+                "check the camera or stream server; the agent keeps retrying and resumes by itself",
+            )
+
     def _prefetched(self) -> Iterator[tuple[Item, Prepared | Exception]]:
         """Read and preprocess the next inputs on a thread while the interpreter runs the current one.
 
@@ -434,6 +470,12 @@ class Agent:
         """
         assert self.source is not None
         source = self.source
+        if getattr(source, "live", False):
+            # A live stream: take the newest frame only when the interpreter is free. Reading ahead
+            # would queue frames that are stale by the time they are invoked.
+            for item in source.items(self.stop_event, self.cfg.once):
+                yield item, self.prepare(item)
+            return
         q: queue.Queue[tuple[Item, Prepared | Exception] | BaseException | None] = queue.Queue(maxsize=2)
 
         def produce() -> None:

@@ -189,7 +189,7 @@ def reload(slot: ModelSlot) -> Handler:
     return handle
 
 
-SETTABLE = {"top_k": int, "threshold": float}
+SETTABLE = {"top_k": int, "threshold": float, "iou": float, "max_detections": int}
 
 
 def settings_from(cmd: dict[str, Any]) -> dict[str, Any]:
@@ -210,13 +210,21 @@ def settings_from(cmd: dict[str, Any]) -> dict[str, Any]:
         v = params["threshold"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
             raise CommandError(f"threshold must be a number in 0..1, received {v!r}")
+    if "iou" in params:
+        v = params["iou"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise CommandError(f"iou must be a number in 0..1, received {v!r}")
+    if "max_detections" in params:
+        v = params["max_detections"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+            raise CommandError(f"max_detections must be an integer in 1..10000, received {v!r}")
     return {k: SETTABLE[k](v) for k, v in params.items()}
 
 
 def set_(slot: ModelSlot) -> Handler:
     def handle(cmd: dict[str, Any]) -> dict[str, Any]:
-        s = slot.update_settings(**settings_from(cmd))
-        return {"top_k": s.top_k, "threshold": s.threshold}
+        slot.update_settings(**settings_from(cmd))
+        return slot.settings_view()
 
     return handle
 

@@ -139,11 +139,19 @@ class ModelConfig(Section):
     max_bytes: Optional[int] = Field(
         default=None, ge=1, title="Model size limit", description="Refuse larger model files"
     )
+    task: Literal["auto", "classifier", "detector", "pose", "segmentation", "embedding", "generic"] = Field(
+        default="auto",
+        title="Task",
+        description="What the model does; auto reads it from the output signature (status.task says why)",
+    )
 
 
 class SourceConfig(Section):
     spec: Optional[str] = Field(
-        default=None, title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'"
+        default=None,
+        title="Source",
+        description="A file, a directory, 'mqtt', 'camera[:N]', an rtsp:// or http(s):// stream, a video file, or "
+        "'picamera[:N]'",
     )
     poll_interval_s: float = Field(
         default=0.5,
@@ -161,6 +169,21 @@ class SourceConfig(Section):
     )
     camera_interval_s: float = Field(
         default=1.0, ge=0, le=3600, title="Camera interval", description="Seconds between camera frames"
+    )
+    fps: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        title="Stream frame rate cap",
+        description="Streams: take at most this many frames a second (the newest each time); default as fast "
+        "as the model runs",
+    )
+    motion_threshold: Optional[float] = Field(
+        default=None,
+        ge=0,
+        le=1,
+        title="Motion threshold",
+        description="Streams: skip frames that differ from the last one inferred by less than this (0-1)",
     )
     queue_size: int = Field(
         default=64,
@@ -193,6 +216,11 @@ class PreprocessConfig(Section):
     resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box"] = Field(
         default="bilinear", title="Resize filter", description="Pillow resampling filter"
     )
+    resize: Literal["auto", "stretch", "letterbox"] = Field(
+        default="auto",
+        title="Resize mode",
+        description="stretch to the input, or letterbox (keep the aspect ratio, pad); auto = letterbox for YOLO",
+    )
     max_image_pixels: int = Field(
         default=40_000_000,
         ge=1,
@@ -224,6 +252,30 @@ class PostprocessConfig(Section):
         ge=1,
         title="Generic output cap",
         description="Values per output tensor sent for non-classifier models",
+    )
+    iou: float = Field(
+        default=0.45,
+        ge=0.0,
+        le=1.0,
+        title="NMS IoU",
+        description="Detectors: overlap above which NMS drops a box",
+    )
+    max_detections: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        title="Max detections",
+        description="Detections (or poses) per prediction",
+    )
+    publish_mask: bool = Field(
+        default=False,
+        title="Publish masks",
+        description="Segmentation: also publish the class mask as a PNG on <prefix>/<device>/mask",
+    )
+    full_embedding: bool = Field(
+        default=False,
+        title="Full embeddings",
+        description="Embedding models: publish the whole vector, not its first 8 values",
     )
 
 
@@ -269,6 +321,24 @@ class HomeAssistantConfig(Section):
         title="Discovery prefix",
         description="Home Assistant's discovery prefix (its MQTT integration setting)",
     )
+    objects: list[str] = Field(
+        default_factory=list,
+        title="Object labels",
+        description="Detectors: a count sensor and an occupancy binary_sensor per label (Frigate-style)",
+    )
+
+    @field_validator("objects", mode="before")
+    @classmethod
+    def _objects_from_text(cls, v: Any) -> Any:
+        # EDGE_HOMEASSISTANT_OBJECTS="person,car": the environment only holds text
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @field_validator("objects")
+    @classmethod
+    def _objects_ok(cls, v: list[str]) -> list[str]:
+        from edge.contract.homeassistant import check_objects
+
+        return check_objects(v)
 
     @field_validator("discovery_prefix")
     @classmethod

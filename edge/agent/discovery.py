@@ -52,7 +52,10 @@ class Discovery:
             return 0
         sent = 0
         for msg in homeassistant.discovery_messages(
-            self.status(), prefix=self.prefix, discovery_prefix=self.config.discovery_prefix
+            self.status(),
+            prefix=self.prefix,
+            discovery_prefix=self.config.discovery_prefix,
+            objects=list(self.config.objects),
         ):
             token = self.client.publish(msg.topic, msg.payload_bytes(), msg.qos, msg.retain, None)
             if token is not None:

@@ -166,6 +166,11 @@ class ModelSlot:
         log.info("settings changed: %s", values)
         return self.settings
 
+    def settings_view(self) -> dict[str, Any]:
+        """The settings a ``set`` command may change, as the status and the command's result show them."""
+        s = self.settings
+        return {"top_k": s.top_k, "threshold": s.threshold, "iou": s.iou, "max_detections": s.max_detections}
+
     # --- internals ---------------------------------------------------------------------------------------
     def _load(self, installed: InstalledModel | None, *, test: bool) -> Pipeline:
         path, labels_path = self.paths(installed)
@@ -188,6 +193,8 @@ class ModelSlot:
             Normalization(p.mean, p.std, p.resample),
             self.settings,
             p.max_image_pixels,
+            task=m.task,
+            resize=p.resize,
         )
         if test:  # a model that loads but cannot run must not replace one that runs
             spec = model.inputs[0]
@@ -195,6 +202,7 @@ class ModelSlot:
             model.interpreter.invoke()
         for note in model.notes:
             log.warning("%s", note)
+        log.info("task %s (%s), resize %s", pipe.kind, pipe.choice.reason, pipe.resize)
         log.info(
             "model %s (sha256 %s..., %s) on %s %s, delegate %s, %d bytes, init %.1f ms",
             model.path,

@@ -47,6 +47,8 @@ def _registry(slot: ModelSlot, published: list | None = None) -> commands.Comman
         (b'{"id": 5, "action": "set", "top_k": true}', "top_k must be"),
         (b'{"id": 6, "action": "set", "colour": "red"}', "cannot set colour"),
         (b'{"id": 7, "action": "set", "threshold": 2}', "threshold must be"),
+        (b'{"id": 8, "action": "set", "iou": -0.1}', "iou must be"),
+        (b'{"id": 9, "action": "set", "max_detections": 0}', "max_detections must be"),
     ],
 )
 def test_malformed_commands_get_error_results(slot: ModelSlot, payload: bytes, needle: str) -> None:
@@ -56,11 +58,12 @@ def test_malformed_commands_get_error_results(slot: ModelSlot, payload: bytes, n
 
 
 def test_set_command_swaps_the_settings_of_the_serving_pipeline(slot: ModelSlot) -> None:
-    assert _registry(slot).dispatch(b'{"id":"a","action":"set","top_k":3,"threshold":0.1}') == (
+    cmd = b'{"id":"a","action":"set","top_k":3,"threshold":0.1,"max_detections":7}'
+    assert _registry(slot).dispatch(cmd) == (
         "a",
         "set",
         True,
-        {"top_k": 3, "threshold": 0.1},
+        {"top_k": 3, "threshold": 0.1, "iou": Settings().iou, "max_detections": 7},
         None,
     )
     assert slot.pipeline.settings is slot.settings and (slot.settings.top_k, slot.settings.threshold) == (
