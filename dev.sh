@@ -27,9 +27,10 @@ setup_system() {
 
 setup_python() {
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
-  say "installing the toolkit with host, agent and dev extras into $VENV"
+  say "installing the toolkit with host, agent, dev and camera extras into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[host,agent,dev]"
+  # camera: OpenCV (opencv-python-headless) for the stream and video sources and their tests
+  "$VENV/bin/python" -m pip install -q -e ".[host,agent,dev,camera]"
   # The legacy runtime needs numpy<2, so it lives in a venv of its own.
   [ -x "$TFLITE_VENV/bin/python" ] || { say "creating $TFLITE_VENV"; "$PY" -m venv "$TFLITE_VENV"; }
   say "installing the agent with tflite-runtime 2.14 (numpy<2) into $TFLITE_VENV"

@@ -1,24 +1,29 @@
 """The agent: wiring and lifecycle.
 
-start: load the model (errors exit 2 before touching the network) -> open the
-spool -> connect (the Last Will is ``offline``) -> on every (re)connect publish
-``online`` + status and run the on-connect hooks -> feed the source through the
-pipeline, every result spooled before it is published -> on SIGTERM/SIGINT or
-the end of a --once run: flush (bounded), publish ``offline``, exit 0.
+:class:`Agent` builds every part, in one direction, and hands each its slice of the config
+and the collaborators it needs (Frigate's ``FrigateApp`` style); no part holds the agent:
+
+  config -> model store -> model slot (the model loads here: errors exit 2 before the network)
+  -> transport (client, spool, outbox) -> audit log -> command registry (+ built-in handlers)
+  -> OTA service -> Home Assistant discovery -> (run) source -> finisher.
+
+start: the above -> connect (the Last Will is ``offline``) -> on every (re)connect publish
+``online`` + status -> feed the source through the pipeline, every result spooled before it is
+published -> on SIGTERM/SIGINT or the end of a --once run: flush (bounded), publish ``offline``,
+exit 0.
 
 An input goes through three threads: ``edge-prefetch`` reads and preprocesses
 it, the main thread invokes the interpreter, ``edge-finish`` postprocesses,
 spools and records it as done. Each stage is FIFO, so order is kept; the main
 thread does little besides invoke(), which releases the GIL.
 
-Extension points for other features: ``Agent.commands`` (action -> handler),
-``Agent.on_connect_hooks`` (called with the agent after each connect) and
-``Agent.status_extras`` (functions adding keys to the status message).
+Extension points are lists the app fills while it builds the parts: ``status_extras``
+(functions returning keys for the status message) and ``after_status`` (called after every
+status message: each connect and each model change).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import queue
@@ -27,33 +32,49 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import edge
-from edge.agent import discovery, system
-from edge.agent.commands import CommandWorker, default_registry
+from edge.agent import system
+from edge.agent.audit import AuditLog
+from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
+from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health, predicted_labels
+from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
 from edge.contract import messages
 from edge.errors import EdgeError
 from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
-from edge.inference.preprocess import Normalization
-from edge.model.labels import read_labels
-from edge.model.runtime import LoadedModel, default_threads, load_model
-from edge.ota.agent import AgentSecurity
-from edge.ota.manifest import MAX_HEADER
+from edge.ota.install import ModelStore
+from edge.ota.service import OtaService, max_message_bytes
+from edge.transport.outbox import Outbox
+from edge.transport.spool import Spool
+from edge.transport.tls import credentials, tls_options
 from edge.transport.topics import Topics
+from edge.transport.url import BrokerURL, parse_broker_url
 
 if TYPE_CHECKING:
     from edge.agent.config import AgentConfig
+    from edge.transport.base import Transport
 
 log = logging.getLogger("edge.agent")
 
-Hook = Callable[["Agent"], None]
 # One input after the main thread is done with it: the outputs (or why there are none), and the
 # pipeline that produced them, which a model reload may meanwhile have replaced.
 Job = tuple[Item, Pipeline, "Invoked | Exception"]
+
+
+def _frame(item: Item) -> dict[str, Any] | None:
+    """When a live frame was captured and how old it is now (the prediction's ``frame``)."""
+    captured = item.meta.get("captured_at")
+    if captured is None:
+        return None
+    return {
+        "captured_at": messages.utc_iso(captured),
+        "age_ms": round(max(0.0, time.time() - captured) * 1e3, 3),
+        "number": item.meta.get("frame", 0),
+    }
 
 
 def _json(payload: dict[str, Any]) -> bytes:
@@ -63,104 +84,135 @@ def _json(payload: dict[str, Any]) -> bytes:
 class Agent:
     version = edge.__version__
 
-    def __init__(self, cfg: AgentConfig, *, delegates: Any = None) -> None:
+    def __init__(self, cfg: AgentConfig, *, client: Transport | None = None, delegates: Any = None) -> None:
+        """``client``: the MQTT connection to use instead of one built from ``cfg.mqtt`` and ``cfg.tls``
+        (tests pass an :class:`edge.transport.memory.MemoryClient`); ``delegates``: the delegate seam of
+        :func:`edge.model.runtime.load_model` (tests)."""
         self.cfg = cfg
         self.device = cfg.mqtt.device_id or system.hostname()
-        self.topics = Topics(cfg.mqtt.prefix, self.device)
-        self.commands = default_registry()
-        self.on_connect_hooks: list[Hook] = []
-        self.on_status_hooks: list[Hook] = []  # after each status message (connect, model reload)
-        self.status_extras: list[Callable[[Agent], dict[str, Any]]] = []
+        self.topics = topics = Topics(cfg.mqtt.prefix, self.device)
+        self.state_dir = cfg.resolved_state_dir()
         self.stop_event = threading.Event()
         self.window = LatencyWindow(cfg.metrics.window_s)
-        self.delegates = delegates  # the delegate seam of edge.model.runtime.load_model (tests)
-        self.state_dir = cfg.resolved_state_dir()
         self.started_at = messages.utc_iso()
         self.started_mono = time.monotonic()
         self.last_seq: int | None = None
         self.predictions = 0
         self.first_prediction_s: float | None = None
-        self.settings = Settings(
-            cfg.postprocess.top_k, cfg.postprocess.threshold, cfg.postprocess.max_output_values
-        )
-        # Undoes an interrupted model update and picks the installed model, before anything loads.
-        self.security = AgentSecurity(self)
-        self.pipeline: Pipeline = self._initial_pipeline()
-        self.client: Any = None
-        self.spool: Any = None
-        self.outbox: Any = None
         self.source: Source | None = None
-        self._worker: CommandWorker | None = None
         self._finisher: Finisher[Job] | None = None
-        discovery.install(self)
+        self.status_extras: list[Callable[[], dict[str, Any]]] = []
+        self.after_status: list[Callable[[], object]] = []  # each connect and each model change
 
-    # --- model -------------------------------------------------------------------------------------------
-    def load_model(self) -> LoadedModel:
-        m = self.cfg.model
-        path, _labels = self.security.model_path()  # an installed update, else the configured model
-        if path is None:
-            raise EdgeError(
-                "no model given", "pass --model path/to/model.tflite (or [model] path in the config)"
+        # The model: an interrupted update is undone and the model loads before anything else.
+        self.store = ModelStore(self.state_dir, cfg.ota.guard)
+        pp = cfg.postprocess
+        settings = Settings(
+            pp.top_k,
+            pp.threshold,
+            pp.max_output_values,
+            iou=pp.iou,
+            max_detections=pp.max_detections,
+            mask=pp.publish_mask,
+            full_embedding=pp.full_embedding,
+        )
+        self.slot = ModelSlot(
+            cfg.model,
+            cfg.preprocess,
+            settings,
+            self.store,
+            delegates=delegates,
+            on_swap=[self.publish_status],
+        )
+        self.slot.start()
+
+        # The transport: client (not connected yet), spool, outbox.
+        self.url: BrokerURL = credentials(cfg.mqtt, parse_broker_url(cfg.mqtt.broker))
+        self.client: Transport = client if client is not None else self._mqtt_client(self.url)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_path = Path(cfg.spool.path or self.state_dir / "spool.db")
+        self.spool = Spool(self.spool_path, max_bytes=cfg.spool.max_bytes, max_age_s=cfg.spool.max_age_s)
+        self.outbox = outbox = Outbox(cast(Any, self.client), self.spool)
+
+        # Commands: audited, disabled actions refused, by the registry itself.
+        def publish_audit(entry: dict[str, Any]) -> None:
+            outbox.send(topics.audit, entry, qos=1)
+
+        self.audit = AuditLog(cfg.audit, self.state_dir / "audit.jsonl", self.device, publish_audit)
+        self.commands = CommandRegistry(audit=self.audit, disabled=cfg.commands.disabled, topic=topics.cmd)
+        for action, handler in builtin_handlers(
+            slot=self.slot, vitals=self._vitals, device=self.device, publish_bench=self.publish_bench
+        ).items():
+            self.commands.register(action, handler)
+        self.worker = CommandWorker(self.commands, self._publish_cmd_result)
+
+        # Over-the-air model updates.
+        self.ota = OtaService(
+            cfg.ota,
+            slot=self.slot,
+            store=self.store,
+            send=lambda topic, body: outbox.send(topic, body, qos=1),
+            audit=self.audit,
+            topics=topics,
+            disabled=cfg.commands.disabled,
+            on_done=self.publish_status,
+        )
+        self.status_extras.append(self.ota.status)
+
+        if cfg.homeassistant.enabled:
+            discovery = Discovery(
+                cfg.homeassistant,
+                prefix=cfg.mqtt.prefix,
+                device=self.device,
+                client=self.client,
+                status=self.status_payload,
             )
-        return load_model(
-            path,
-            runtime=m.runtime,
-            threads=m.threads or default_threads(),  # all usable cores (see default_threads)
-            delegate=m.delegate,
-            delegates=self.delegates,
-            max_bytes=m.max_bytes,
+            self.after_status.append(discovery.publish)
+
+        worker, ota = self.worker, self.ota
+        self.client.on_connect(self._on_connect)
+        self.client.subscribe(topics.cmd, lambda msg: worker.submit(bytes(msg.payload)), 1)
+        self.client.subscribe(topics.model_set, lambda msg: ota.submit(bytes(msg.payload)), 1)
+
+    def _mqtt_client(self, url: BrokerURL) -> Transport:
+        from edge.transport.client import MqttClient, Will
+
+        mq = self.cfg.mqtt
+        return MqttClient(
+            url,
+            mq.client_id or f"edge-agent-{self.device}",
+            will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
+            tls=tls_options(self.cfg.tls, url),
+            keepalive=mq.keepalive_s,
+            backoff_min=mq.backoff_min_s,
+            backoff_max=mq.backoff_max_s,
+            protocol=4 if mq.protocol == 311 else 5,
+            max_incoming_bytes=self._max_incoming_bytes(),
         )
 
-    def _initial_pipeline(self) -> Pipeline:
-        # An installed update that stopped loading (new runtime, disk error) must not brick the device.
-        while True:
-            try:
-                return self._build_pipeline(self.load_model())
-            except EdgeError as exc:
-                if not self.security.fall_back(exc):
-                    raise
+    def _max_incoming_bytes(self) -> int:
+        """The largest message worth receiving: a request, or a model update where updates are accepted."""
+        largest = self.cfg.source.max_request_bytes
+        if self.cfg.ota.enabled and self.cfg.ota.public_keys:
+            largest = max(largest, max_message_bytes(self.cfg.ota))
+        return int(largest) + 64 * 1024  # topic, properties and MQTT headers
 
-    def _build_pipeline(self, model: LoadedModel) -> Pipeline:
-        p = self.cfg.preprocess
-        labels = read_labels(self.security.model_path()[1])
-        pipe = Pipeline(
-            model, labels, Normalization(p.mean, p.std, p.resample), self.settings, p.max_image_pixels
-        )
-        for note in model.notes:
-            log.warning("%s", note)
-        log.info(
-            "model %s (sha256 %s..., %s) on %s %s, delegate %s, %d bytes, init %.1f ms",
-            model.path,
-            model.sha256[:12],
-            pipe.kind,
-            model.runtime.name,
-            model.runtime.version,
-            model.delegate,
-            model.size_bytes,
-            model.init_ms,
-        )
-        return pipe
+    @property
+    def pipeline(self) -> Pipeline:
+        """The serving pipeline (the slot's; it may change between two reads)."""
+        return self.slot.pipeline
 
-    def reload_model(self) -> LoadedModel:
-        model = self.load_model()
-        pipe = self._build_pipeline(model)
-        with self.pipeline.lock:
-            self.pipeline = pipe
-        self.publish_status()
-        return model
-
-    def apply_settings(self, values: dict[str, Any]) -> dict[str, Any]:
-        # A new object, swapped in: postprocessing on the finisher thread reads settings without the
-        # interpreter's lock and must never see top_k from one command and threshold from another.
-        with self.pipeline.lock:
-            self.settings = dataclasses.replace(self.settings, **values)
-            self.pipeline.settings = self.settings
-        log.info("settings changed: %s", values)
-        return {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+    def _vitals(self) -> dict[str, Any]:
+        return {
+            "agent_version": self.version,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "seq": self.last_seq,
+        }
 
     # --- messages ----------------------------------------------------------------------------------------
     def status_payload(self) -> dict[str, Any]:
-        m = self.pipeline.model
+        pipe = self.slot.pipeline  # read once: a swap between two reads would mix two models
+        m = pipe.model
         body = messages.status(
             self.device,
             agent_version=self.version,
@@ -180,34 +232,35 @@ class Agent:
             board=system.board(),
             hostname=system.hostname(),
             python=system.python_version(),
-            threads=self.pipeline.model.threads,  # what runs (the default when none was configured)
+            threads=m.threads,  # what runs (the default when none was configured)
             source=self.source.description if self.source else str(self.cfg.source.spec),
-            kind=self.pipeline.kind,
+            kind=pipe.kind,
+            **pipe.describe(),
         )
-        body["settings"] = {"top_k": self.settings.top_k, "threshold": self.settings.threshold}
+        body["settings"] = self.slot.settings_view()
+        body["broker"] = self.url.redacted()
+        body["commands_disabled"] = list(self.cfg.commands.disabled)
         body["max_request_bytes"] = self.cfg.source.max_request_bytes
         for extra in self.status_extras:
-            body.update(extra(self))
+            body.update(extra())
         return body
 
     def publish_status(self) -> None:
-        if self.client is not None:
-            self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
-            for hook in list(self.on_status_hooks):
-                try:
-                    hook(self)
-                except Exception:
-                    log.exception("on-status hook %r failed", hook)
+        self.client.publish(self.topics.status, _json(self.status_payload()), 1, True, None)
+        for hook in list(self.after_status):
+            try:
+                hook()
+            except Exception:
+                log.exception("after-status hook %r failed", hook)
 
     def publish_bench(self, report: Any) -> None:
-        if self.outbox is not None:
-            # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
-            body = (
-                {**report, **messages.envelope(self.device)}
-                if isinstance(report, dict)
-                else messages.envelope(self.device, report=report)
-            )
-            self.outbox.send(self.topics.bench, body, qos=1)
+        # Flat, like `edge-bench --publish` (docs/bench.md): one report shape on the bench topic.
+        body = (
+            {**report, **messages.envelope(self.device)}
+            if isinstance(report, dict)
+            else messages.envelope(self.device, report=report)
+        )
+        self.outbox.send(self.topics.bench, body, qos=1)
 
     def _publish_cmd_result(self, cid: Any, action: Any, ok: bool, result: Any, error: str | None) -> None:
         self.outbox.send(
@@ -234,22 +287,17 @@ class Agent:
             self.publish_status()
         except Exception:
             log.exception("cannot publish availability/status")
-        for hook in list(self.on_connect_hooks):
-            try:
-                hook(self)
-            except Exception:
-                log.exception("on-connect hook %r failed", hook)
 
     # --- one input ---------------------------------------------------------------------------------------
     def prepare(self, item: Item) -> Prepared | EdgeError | Exception:
         """Decode + preprocess; errors are returned, to be reported in input order by _finish()."""
         try:
-            return self.pipeline.prepare(item.data, item.name)
+            return self.slot.pipeline.prepare(item.data, item.name)
         except Exception as exc:
             return exc
 
     def _invoke(self, item: Item, prepared: Prepared | Exception) -> Job:
-        pipe = self.pipeline
+        pipe = self.slot.pipeline
         if isinstance(prepared, Prepared) and prepared.model is not pipe.model:
             prepared = self.prepare(item)  # prepared ahead for a model since reloaded: redo, lose nothing
         if isinstance(prepared, Exception):
@@ -286,6 +334,8 @@ class Agent:
             kind=res.kind,
             result_key=res.result_key,
             result=res.result,
+            fields=res.fields,
+            frame=_frame(item),
         )
         try:
             # The spool numbers the message in the transaction that stores it: a crash cannot burn a seq.
@@ -309,6 +359,9 @@ class Agent:
             return False
         payload["seq"] = seq
         self.last_seq = seq
+        if res.mask_png is not None and self.client is not None:
+            # QoS 0, not spooled: a mask describes the present, like metrics (and is big)
+            self.client.publish(self.topics.mask, res.mask_png, 0, False, None)
         self.predictions += 1
         if self.first_prediction_s is None:
             self.first_prediction_s = time.monotonic() - self.started_mono
@@ -334,6 +387,7 @@ class Agent:
     def metrics_payload(self) -> dict[str, Any]:
         snap = self.window.snapshot()
         stats = self.outbox.stats()
+        stream_stats = getattr(self.source, "stats", None)  # live streams: frames read, dropped, fps
         return messages.metrics(
             self.device,
             **snap,
@@ -344,6 +398,7 @@ class Agent:
             dropped_total=stats["dropped"],
             errors=self.window.errors,
             predictions=self.predictions,
+            **({"stream": stream_stats()} if stream_stats is not None else {}),
         )
 
     def _metrics_loop(self) -> None:
@@ -356,55 +411,6 @@ class Agent:
                 log.exception("cannot publish metrics")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def _connect(self) -> None:
-        from edge.transport.client import MqttClient, Will
-        from edge.transport.outbox import Outbox
-        from edge.transport.spool import Spool
-        from edge.transport.url import parse_broker_url
-
-        mq = self.cfg.mqtt
-        url = self.security.credentials(parse_broker_url(mq.broker))
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        spool_path = self.cfg.spool.path or self.state_dir / "spool.db"
-        self.spool = Spool(
-            Path(spool_path), max_bytes=self.cfg.spool.max_bytes, max_age_s=self.cfg.spool.max_age_s
-        )
-        self.client = MqttClient(
-            url,
-            mq.client_id or f"edge-agent-{self.device}",
-            will=Will(self.topics.availability, messages.OFFLINE.encode(), qos=1, retain=True),
-            tls=self.tls_options(url),
-            keepalive=mq.keepalive_s,
-            backoff_min=mq.backoff_min_s,
-            backoff_max=mq.backoff_max_s,
-            protocol=4 if mq.protocol == 311 else 5,
-            max_incoming_bytes=self._max_incoming_bytes(),
-        )
-        self.client.on_connect(self._on_connect)
-        self.outbox = Outbox(self.client, self.spool)
-        self._worker = CommandWorker(self, self.commands, self._publish_cmd_result)
-        worker = self._worker
-        self.client.subscribe(self.topics.cmd, lambda msg: worker.submit(bytes(msg.payload)), 1)
-        self.security.attach()
-        log.info(
-            "device %s, broker %s, spool %s (%d waiting)",
-            self.device,
-            url.redacted(),
-            spool_path,
-            self.spool.depth(),
-        )
-
-    def _max_incoming_bytes(self) -> int:
-        """The largest message worth receiving: a request, or a model update where updates are accepted."""
-        largest = self.cfg.source.max_request_bytes
-        if self.cfg.ota.enabled and self.cfg.ota.public_keys:
-            largest = max(largest, self.cfg.ota.max_bytes + MAX_HEADER + 12)
-        return largest + 64 * 1024  # topic, properties and MQTT headers
-
-    def tls_options(self, url: Any) -> Any:
-        """TLS settings for the broker connection (None: plain, or whatever the URL scheme implies)."""
-        return self.security.tls_options(url)
-
     def install_signal_handlers(self) -> None:
         def _stop(signum: int, _frame: Any) -> None:
             log.info("%s: stopping", signal.Signals(signum).name)
@@ -415,8 +421,13 @@ class Agent:
 
     def run(self) -> int:
         cfg = self.cfg
-        self._connect()
-        assert self._worker is not None
+        log.info(
+            "device %s, broker %s, spool %s (%d waiting)",
+            self.device,
+            self.url.redacted(),
+            self.spool_path,
+            self.spool.depth(),
+        )
         self.source = open_source(
             str(cfg.source.spec),
             state_dir=self.state_dir,
@@ -424,8 +435,10 @@ class Agent:
             infer_topic=self.topics.infer,
             cfg=cfg.source,
             on_refused=self._publish_error,
+            on_stream_event=self._stream_event,
         )
-        self._worker.start()
+        self.worker.start()
+        self.ota.start()
         self.outbox.start()
         self.client.start()
         metrics_thread = None
@@ -440,6 +453,15 @@ class Agent:
             self.shutdown()
         return 0
 
+    def _stream_event(self, kind: str, message: str) -> None:
+        """A live stream lost (an errors message: someone should look) or back (logged by the source)."""
+        if kind == "lost" and self.source is not None:
+            self._publish_error(
+                self.source.description,
+                message,
+                "check the camera or stream server; the agent keeps retrying and resumes by itself",
+            )
+
     def _prefetched(self) -> Iterator[tuple[Item, Prepared | Exception]]:
         """Read and preprocess the next inputs on a thread while the interpreter runs the current one.
 
@@ -448,6 +470,12 @@ class Agent:
         """
         assert self.source is not None
         source = self.source
+        if getattr(source, "live", False):
+            # A live stream: take the newest frame only when the interpreter is free. Reading ahead
+            # would queue frames that are stale by the time they are invoked.
+            for item in source.items(self.stop_event, self.cfg.once):
+                yield item, self.prepare(item)
+            return
         q: queue.Queue[tuple[Item, Prepared | Exception] | BaseException | None] = queue.Queue(maxsize=2)
 
         def produce() -> None:
@@ -477,9 +505,9 @@ class Agent:
             self._finisher.close()  # what was invoked gets spooled and recorded before the source closes
         if self.source is not None:
             self.source.close()
-        if self._worker is not None:
-            self._worker.stop()
-        self.security.stop()
+        if self.worker.thread.ident is not None:  # started (run() may stop before its source opened)
+            self.worker.stop()
+        self.ota.stop()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()
         if flushed:

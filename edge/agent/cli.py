@@ -43,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML config file (see docs/agent.md)")
     run.add_argument("--model", help="the .tflite model")
     run.add_argument("--labels", help="labels file: one label a line, or 'N label' lines")
-    run.add_argument("--source", help="a file, a directory, 'mqtt', or 'camera[:N]'")
+    run.add_argument(
+        "--source",
+        help="a file, a directory, 'mqtt', 'camera[:N]', rtsp:// or http(s):// stream, video file, 'picamera[:N]'",
+    )
     run.add_argument("--broker", help="mqtt://[user:pass@]host:port")
     run.add_argument("--device-id", help="device id (topic level); default the hostname")
     run.add_argument("--prefix", help="topic prefix (default edge)")
@@ -61,6 +64,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--delegate", choices=["auto", "cpu", "edgetpu"])
     run.add_argument("--top-k", type=int, help="classes per prediction (default 5)")
     run.add_argument("--threshold", type=float, help="minimum score")
+    run.add_argument(
+        "--task",
+        choices=["auto", "classifier", "detector", "pose", "segmentation", "embedding", "generic"],
+        help="what the model does (default auto: read from its outputs)",
+    )
+    run.add_argument(
+        "--resize", choices=["auto", "stretch", "letterbox"], help="resize mode (auto: letterbox for YOLO)"
+    )
+    run.add_argument("--iou", type=float, help="detectors: NMS IoU threshold (default 0.45)")
+    run.add_argument("--max-detections", type=int, help="detections per prediction (default 100)")
+    run.add_argument(
+        "--publish-mask", action="store_true", default=None, help="segmentation: PNG mask on .../mask"
+    )
+    run.add_argument(
+        "--full-embedding",
+        action="store_true",
+        default=None,
+        help="embedding models: publish the whole vector",
+    )
+    run.add_argument("--fps", type=float, help="streams: at most this many frames a second")
+    run.add_argument("--motion-threshold", type=float, help="streams: skip frames that barely change (0-1)")
     run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent/<device id>)")
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -105,6 +129,14 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     put("flush_timeout_s", a.flush_timeout)
     put("postprocess.top_k", a.top_k)
     put("postprocess.threshold", a.threshold)
+    put("postprocess.iou", a.iou)
+    put("postprocess.max_detections", a.max_detections)
+    put("postprocess.publish_mask", a.publish_mask)
+    put("postprocess.full_embedding", a.full_embedding)
+    put("model.task", a.task)
+    put("preprocess.resize", a.resize)
+    put("source.fps", a.fps)
+    put("source.motion_threshold", a.motion_threshold)
     put("state_dir", a.state_dir)
     put("metrics.interval_s", a.metrics_interval)
     put("log_level", a.log_level)

@@ -4,7 +4,12 @@ Handlers run on a worker thread (a reload or a benchmark must not stall the
 MQTT network thread) and return a JSON-able dict, or raise CommandError.
 Whatever arrives — not JSON, not an object, unknown action, a handler bug —
 ends as an ``ok: false`` result on ``cmd/result``, never as a dead agent.
-Other features register their own actions: ``agent.commands.register("x", fn)``.
+
+The registry is also the one gate every command passes: an action listed in
+``commands.disabled`` is refused without running, and every command (done,
+failed, disabled, malformed) is written to the audit log. A handler is a
+function of the command alone; the collaborators it needs (the model slot, a
+publish function) are bound when the app builds it (see :func:`builtin_handlers`).
 """
 
 from __future__ import annotations
@@ -14,19 +19,24 @@ import importlib.util
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from edge.agent.audit import action_allowed
 from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.agent.audit import AuditLog
+    from edge.agent.slot import ModelSlot
 
 log = logging.getLogger("edge.agent.cmd")
 
 # Commands are small JSON objects; a larger one is refused before it is parsed.
 MAX_COMMAND_BYTES = 64 * 1024
 
-Handler = Callable[[Any, dict[str, Any]], dict[str, Any]]  # (agent, command) -> result
+Handler = Callable[[dict[str, Any]], dict[str, Any]]  # command -> result
+Outcome = tuple[Any, Any, bool, "dict[str, Any] | None", "str | None"]  # (id, action, ok, result, error)
 
 
 class CommandError(Exception):
@@ -34,8 +44,16 @@ class CommandError(Exception):
 
 
 class CommandRegistry:
-    def __init__(self) -> None:
+    """``audit``: where every command is recorded (None: nowhere); ``disabled``: ``commands.disabled``;
+    ``topic``: the command topic, named in the audit records."""
+
+    def __init__(
+        self, *, audit: AuditLog | None = None, disabled: Sequence[str] = (), topic: str = "cmd"
+    ) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.audit = audit
+        self.disabled = tuple(disabled)
+        self.topic = topic
 
     def register(self, action: str, handler: Handler) -> None:
         self.handlers[action] = handler
@@ -43,41 +61,46 @@ class CommandRegistry:
     def __contains__(self, action: object) -> bool:
         return action in self.handlers
 
-    def dispatch(
-        self, agent: Any, payload: bytes
-    ) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None]:
+    def allows(self, action: str) -> bool:
+        return action_allowed(self.disabled, action)
+
+    def dispatch(self, payload: bytes) -> Outcome:
         """-> (id, action, ok, result, error). Never raises."""
+        cid, action, ok, result, error, outcome = self._run(payload)
+        if self.audit is not None:
+            try:
+                self.audit.record(
+                    action=action, cmd_id=cid, topic=self.topic, outcome=outcome, payload=payload, error=error
+                )
+            except Exception:  # auditing must never take the command path down
+                log.exception("cannot audit command %r", action)
+        return cid, action, ok, result, error
+
+    def _run(self, payload: bytes) -> tuple[Any, Any, bool, dict[str, Any] | None, str | None, str]:
         try:
             cmd = loads(payload, what="command", max_bytes=MAX_COMMAND_BYTES)
         except PayloadError as exc:
-            return None, None, False, None, f'{exc.what}; send {{"id": ..., "action": ...}}'
+            return None, None, False, None, f'{exc.what}; send {{"id": ..., "action": ...}}', "malformed"
         if not isinstance(cmd, dict):
-            return None, None, False, None, f"command must be a JSON object, received {type(cmd).__name__}"
+            why = f"command must be a JSON object, received {type(cmd).__name__}"
+            return None, None, False, None, why, "malformed"
         cid, action = cmd.get("id"), cmd.get("action")
+        expected = "(expected one of: " + ", ".join(sorted(self.handlers)) + ")"
         if not isinstance(action, str) or not action:
-            return (
-                cid,
-                action,
-                False,
-                None,
-                "command has no 'action' (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
-            )
+            return cid, action, False, None, f"command has no 'action' {expected}", "malformed"
+        if not self.allows(action):
+            why = f"action {action!r} is disabled on this device (commands.disabled in the agent config)"
+            return cid, action, False, None, why, "disabled"
         handler = self.handlers.get(action)
         if handler is None:
-            return (
-                cid,
-                action,
-                False,
-                None,
-                f"unknown action {action!r} (expected one of: " + ", ".join(sorted(self.handlers)) + ")",
-            )
+            return cid, action, False, None, f"unknown action {action!r} {expected}", "malformed"
         try:
-            return cid, action, True, handler(agent, cmd), None
+            return cid, action, True, handler(cmd), None, "done"
         except CommandError as exc:
-            return cid, action, False, None, str(exc)
+            return cid, action, False, None, str(exc), "failed"
         except Exception as exc:  # a handler bug must not kill the agent
             log.exception("command %r failed", action)
-            return cid, action, False, None, f"{type(exc).__name__}: {exc}"
+            return cid, action, False, None, f"{type(exc).__name__}: {exc}", "failed"
 
 
 def _id_and_action(payload: bytes) -> tuple[Any, Any]:
@@ -91,8 +114,7 @@ def _id_and_action(payload: bytes) -> tuple[Any, Any]:
 class CommandWorker:
     """Runs commands one at a time, off the MQTT thread, and publishes their results."""
 
-    def __init__(self, agent: Any, registry: CommandRegistry, publish: Callable[..., None]) -> None:
-        self.agent = agent
+    def __init__(self, registry: CommandRegistry, publish: Callable[..., None]) -> None:
         self.registry = registry
         self.publish = publish  # (id, action, ok, result, error)
         self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
@@ -130,7 +152,7 @@ class CommandWorker:
             if payload is None:
                 return
             try:
-                cid, action, ok, result, error = self.registry.dispatch(self.agent, payload)
+                cid, action, ok, result, error = self.registry.dispatch(payload)
             except BaseException as exc:  # dispatch never raises; should it, the worker must live on
                 log.exception("command dispatch failed")
                 cid, action, ok, result, error = None, None, False, None, f"{type(exc).__name__}: {exc}"
@@ -147,27 +169,31 @@ class CommandWorker:
 # --- built-in actions ---------------------------------------------------------------------------------
 
 
-def ping(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "pong": True,
-        "agent_version": agent.version,
-        "uptime_s": round(time.monotonic() - agent.started_mono, 3),
-        "seq": agent.last_seq,
-    }
+def ping(vitals: Callable[[], dict[str, Any]]) -> Handler:
+    """``vitals()``: agent version, uptime, last seq (the app's)."""
+
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, **vitals()}
+
+    return handle
 
 
-def reload(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    try:
-        model = agent.reload_model()
-    except Exception as exc:
-        raise CommandError(f"reload failed, the previous model keeps running: {exc}") from exc
-    return {"model_path": str(model.path), "model_sha256": model.sha256}
+def reload(slot: ModelSlot) -> Handler:
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        try:
+            model = slot.reload()
+        except Exception as exc:
+            raise CommandError(f"reload failed, the previous model keeps running: {exc}") from exc
+        return {"model_path": str(model.path), "model_sha256": model.sha256}
+
+    return handle
 
 
-SETTABLE = {"top_k": int, "threshold": float}
+SETTABLE = {"top_k": int, "threshold": float, "iou": float, "max_detections": int}
 
 
-def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
+def settings_from(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The values of a ``set`` command, checked; raises CommandError."""
     params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
     if isinstance(params.get("values"), dict):  # {"action":"set","values":{"top_k":3}} also accepted
         params = params["values"]
@@ -184,42 +210,80 @@ def set_(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
         v = params["threshold"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
             raise CommandError(f"threshold must be a number in 0..1, received {v!r}")
-    return agent.apply_settings({k: SETTABLE[k](v) for k, v in params.items()})
+    if "iou" in params:
+        v = params["iou"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+            raise CommandError(f"iou must be a number in 0..1, received {v!r}")
+    if "max_detections" in params:
+        v = params["max_detections"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+            raise CommandError(f"max_detections must be an integer in 1..10000, received {v!r}")
+    return {k: SETTABLE[k](v) for k, v in params.items()}
 
 
-def bench(agent: Any, cmd: dict[str, Any]) -> dict[str, Any]:
-    """``edge.bench.run_for_agent(model, params, device=...)`` on the loaded model, when edge-bench is in the build.
+def set_(slot: ModelSlot) -> Handler:
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        slot.update_settings(**settings_from(cmd))
+        return slot.settings_view()
 
-    The report goes to ``<prefix>/<device>/bench`` and is the command's result.
-    """
+    return handle
+
+
+def edge_bench_runner() -> Callable[..., Any]:
+    """``edge.bench.run_for_agent``, imported on first use: edge-bench may not be in the build."""
     try:
         spec = importlib.util.find_spec("edge.bench")
     except (ImportError, ValueError):
         spec = None
     if spec is None:
         raise CommandError("bench not available in this build (edge.bench is not installed)")
-    mod = importlib.import_module("edge.bench")
-    fn = getattr(mod, "run_for_agent", None)
+    fn = getattr(importlib.import_module("edge.bench"), "run_for_agent", None)
     if fn is None:
         raise CommandError("bench not available in this build (edge.bench has no run_for_agent)")
-    params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
-    try:
-        with agent.pipeline.lock:  # the interpreter is not thread-safe: inferences wait meanwhile
-            report = fn(agent.pipeline.model, params, device=agent.device)
-    except EdgeError as exc:
-        raise CommandError(f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what) from exc
-    agent.publish_bench(report)
-    return report if isinstance(report, dict) else {"report": report}
+    return fn
+
+
+def bench(
+    slot: ModelSlot,
+    device: str,
+    publish: Callable[[Any], None],
+    runner: Callable[[], Callable[..., Any]] = edge_bench_runner,
+) -> Handler:
+    """``runner()(model, params, device=...)`` on the serving model; ``publish(report)`` sends the
+    report to ``<prefix>/<device>/bench``, and it is also the command's result."""
+
+    def handle(cmd: dict[str, Any]) -> dict[str, Any]:
+        fn = runner()
+        params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
+        pipe = slot.pipeline
+        try:
+            with pipe.lock:  # the interpreter is not thread-safe: inferences wait meanwhile
+                report = fn(pipe.model, params, device=device)
+        except EdgeError as exc:
+            raise CommandError(f"{exc.what} (fix: {exc.fix})" if exc.fix else exc.what) from exc
+        publish(report)
+        return report if isinstance(report, dict) else {"report": report}
+
+    return handle
 
 
 # The names of the agent's own actions (``commands.disabled`` may list these and ``model/set``).
 BUILTIN_ACTIONS = ("ping", "reload", "set", "bench")
 
 
-def default_registry() -> CommandRegistry:
-    reg = CommandRegistry()
-    reg.register("ping", ping)
-    reg.register("reload", reload)
-    reg.register("set", set_)
-    reg.register("bench", bench)
-    return reg
+def builtin_handlers(
+    *,
+    slot: ModelSlot,
+    vitals: Callable[[], dict[str, Any]],
+    device: str,
+    publish_bench: Callable[[Any], None],
+) -> dict[str, Handler]:
+    """The agent's own actions (:data:`BUILTIN_ACTIONS`), bound to their collaborators."""
+    handlers = {
+        "ping": ping(vitals),
+        "reload": reload(slot),
+        "set": set_(slot),
+        "bench": bench(slot, device, publish_bench),
+    }
+    assert tuple(handlers) == BUILTIN_ACTIONS
+    return handlers

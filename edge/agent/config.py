@@ -187,11 +187,23 @@ class ModelConfig(Record, frozen=True):
         Optional[Annotated[int, Meta(ge=1)]],
         Meta(title="Model size limit", description="Refuse larger model files"),
     ] = None
+    task: Annotated[
+        Literal["auto", "classifier", "detector", "pose", "segmentation", "embedding", "generic"],
+        Meta(
+            title="Task",
+            description="What the model does; auto reads it from the output signature (status.task says why)",
+        ),
+    ] = "auto"
 
 
 class SourceConfig(Record, frozen=True):
     spec: Annotated[
-        Optional[str], Meta(title="Source", description="A file, a directory, 'mqtt', or 'camera[:N]'")
+        Optional[str],
+        Meta(
+            title="Source",
+            description="A file, a directory, 'mqtt', 'camera[:N]', an rtsp:// or http(s):// stream, a video "
+            "file, or 'picamera[:N]'",
+        ),
     ] = None
     poll_interval_s: Annotated[
         float,
@@ -214,6 +226,21 @@ class SourceConfig(Record, frozen=True):
     camera_interval_s: Annotated[
         float, Meta(ge=0, le=3600, title="Camera interval", description="Seconds between camera frames")
     ] = 1.0
+    fps: Annotated[
+        Optional[Annotated[float, Meta(gt=0, le=1000)]],
+        Meta(
+            title="Stream frame rate cap",
+            description="Streams: take at most this many frames a second (the newest each time); default as "
+            "fast as the model runs",
+        ),
+    ] = None
+    motion_threshold: Annotated[
+        Optional[Annotated[float, Meta(ge=0, le=1)]],
+        Meta(
+            title="Motion threshold",
+            description="Streams: skip frames that differ from the last one inferred by less than this (0-1)",
+        ),
+    ] = None
     queue_size: Annotated[
         int,
         Meta(
@@ -254,6 +281,13 @@ class PreprocessConfig(Record, frozen=True):
         Literal["nearest", "bilinear", "bicubic", "lanczos", "box"],
         Meta(title="Resize filter", description="Pillow resampling filter"),
     ] = "bilinear"
+    resize: Annotated[
+        Literal["auto", "stretch", "letterbox"],
+        Meta(
+            title="Resize mode",
+            description="stretch to the input, or letterbox (keep the aspect ratio, pad); auto = letterbox for YOLO",
+        ),
+    ] = "auto"
     max_image_pixels: Annotated[
         int,
         Meta(
@@ -286,6 +320,28 @@ class PostprocessConfig(Record, frozen=True):
             description="Values per output tensor sent for non-classifier models",
         ),
     ] = 1024
+    iou: Annotated[
+        float,
+        Meta(ge=0.0, le=1.0, title="NMS IoU", description="Detectors: overlap above which NMS drops a box"),
+    ] = 0.45
+    max_detections: Annotated[
+        int,
+        Meta(ge=1, le=10_000, title="Max detections", description="Detections (or poses) per prediction"),
+    ] = 100
+    publish_mask: Annotated[
+        bool,
+        Meta(
+            title="Publish masks",
+            description="Segmentation: also publish the class mask as a PNG on <prefix>/<device>/mask",
+        ),
+    ] = False
+    full_embedding: Annotated[
+        bool,
+        Meta(
+            title="Full embeddings",
+            description="Embedding models: publish the whole vector, not its first 8 values",
+        ),
+    ] = False
 
 
 class SettingsUpdate(Record, frozen=True):
@@ -339,10 +395,26 @@ class HomeAssistantConfig(Record, frozen=True):
             description="Home Assistant's discovery prefix (its MQTT integration setting)",
         ),
     ] = "homeassistant"
+    objects: Annotated[
+        list[str],
+        Meta(
+            title="Object labels",
+            description="Detectors: a count sensor and an occupancy binary_sensor per label (Frigate-style)",
+        ),
+    ] = field(default_factory=list)
 
     @classmethod
     def field_problems(cls, name: str, value: Any) -> list[Problem]:
-        why = _topic_level_problem(value) if name == "discovery_prefix" else None
+        why = None
+        if name == "discovery_prefix":
+            why = _topic_level_problem(value)
+        elif name == "objects":
+            from edge.contract.homeassistant import check_objects  # on use: it loads the JSON Schemas
+
+            try:
+                check_objects(value)
+            except ValueError as exc:
+                why = str(exc)
         return [("", value, why)] if why else []
 
 

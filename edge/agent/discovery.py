@@ -10,30 +10,64 @@ forgot non-retained state, or its broker lost the retained configs).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from edge.contract import homeassistant
+
+if TYPE_CHECKING:
+    from edge.agent.config import HomeAssistantConfig
+    from edge.transport.base import Transport
 
 log = logging.getLogger("edge.agent.discovery")
 
 
-def publish(agent: Any) -> int:
-    """Send the discovery configs (retained); returns how many went out."""
-    cfg = agent.cfg.homeassistant
-    guard: _RefusalGuard | None = getattr(agent, "_discovery_guard", None)
-    if agent.client is None or (guard is not None and guard.off):
-        return 0
-    sent = 0
-    for msg in homeassistant.discovery_messages(
-        agent.status_payload(), prefix=agent.cfg.mqtt.prefix, discovery_prefix=cfg.discovery_prefix
-    ):
-        token = agent.client.publish(msg.topic, msg.payload_bytes(), msg.qos, msg.retain, None)
-        if token is not None:
-            sent += 1
-            if guard is not None:
-                guard.tokens.add(token)
-    log.debug("Home Assistant discovery: %d configs under %s/", sent, cfg.discovery_prefix)
-    return sent
+class Discovery:
+    """``config``: the ``[homeassistant]`` section; ``status()``: the agent's status message, from
+    which the sensors are derived. The app calls :meth:`publish` after every status message."""
+
+    def __init__(
+        self,
+        config: HomeAssistantConfig,
+        *,
+        prefix: str,
+        device: str,
+        client: Transport,
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.prefix = prefix
+        self.client = client
+        self.status = status
+        self.guard = _RefusalGuard(config, device)
+        client.on_refused(self.guard.on_refused)
+        client.on_puback(self.guard.on_puback)
+        client.on_disconnect(self.guard.on_disconnect)
+        # The client subscribes again after every reconnect by itself.
+        client.subscribe(homeassistant.status_topic(config.discovery_prefix), self._on_ha_status, 1)
+
+    def publish(self) -> int:
+        """Send the discovery configs (retained); returns how many went out."""
+        if self.guard.off:
+            return 0
+        sent = 0
+        for msg in homeassistant.discovery_messages(
+            self.status(),
+            prefix=self.prefix,
+            discovery_prefix=self.config.discovery_prefix,
+            objects=list(self.config.objects),
+        ):
+            token = self.client.publish(msg.topic, msg.payload_bytes(), msg.qos, msg.retain, None)
+            if token is not None:
+                sent += 1
+                self.guard.tokens.add(token)
+        log.debug("Home Assistant discovery: %d configs under %s/", sent, self.config.discovery_prefix)
+        return sent
+
+    def _on_ha_status(self, message: Any) -> None:
+        if message.payload.strip() == homeassistant.ONLINE.encode():
+            log.info("Home Assistant is online: sending discovery again")
+            self.publish()
 
 
 class _RefusalGuard:
@@ -46,8 +80,9 @@ class _RefusalGuard:
 
     STRIKES = 2
 
-    def __init__(self, agent: Any) -> None:
-        self.agent = agent
+    def __init__(self, config: HomeAssistantConfig, device: str) -> None:
+        self.config = config
+        self.device = device
         self.tokens: set[int] = set()  # discovery messages not acknowledged yet
         self.strikes = 0
         self.off = False
@@ -76,40 +111,13 @@ class _RefusalGuard:
             return
         self.off = True
         self.tokens.clear()
-        cfg = self.agent.cfg.homeassistant
+        cfg = self.config
         log.warning(
             "the broker refused Home Assistant discovery (%s): discovery is off until the agent "
             "restarts. fix: let this client write %s/sensor/%s/# (and read %s) in the broker's ACL, "
             "or set [homeassistant] enabled = false",
             why,
             cfg.discovery_prefix.rstrip("/"),
-            homeassistant.node_id(self.agent.device),
+            homeassistant.node_id(self.device),
             homeassistant.status_topic(cfg.discovery_prefix),
         )
-
-
-def install(agent: Any) -> None:
-    """Hook discovery into ``agent`` when ``[homeassistant] enabled`` (the default)."""
-    cfg = agent.cfg.homeassistant
-    if not cfg.enabled:
-        return
-    subscribed = False
-
-    def on_ha_status(message: Any) -> None:
-        if message.payload.strip() == homeassistant.ONLINE.encode():
-            log.info("Home Assistant is online: sending discovery again")
-            publish(agent)
-
-    guard = agent._discovery_guard = _RefusalGuard(agent)
-
-    def on_connect(agent_: Any) -> None:
-        nonlocal subscribed
-        if not subscribed:  # the client re-subscribes by itself after a reconnect
-            subscribed = True
-            agent_.client.on_refused(guard.on_refused)
-            agent_.client.on_puback(guard.on_puback)
-            agent_.client.on_disconnect(guard.on_disconnect)
-            agent_.client.subscribe(homeassistant.status_topic(cfg.discovery_prefix), on_ha_status, 1)
-
-    agent.on_status_hooks.append(publish)
-    agent.on_connect_hooks.append(on_connect)

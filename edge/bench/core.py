@@ -77,6 +77,7 @@ class ModelResult:
     elapsed_s: float  # wall time of the timed phase for this model (inputs included)
     stopped_by: str  # "runs", "min_secs" or "max_secs": what ended the timed phase
     rss_delta_mb: float | None
+    postprocess: dict[str, Any] | None = None  # the agent's task decoder on these outputs, timed apart
 
     @property
     def inferences_per_s(self) -> float:
@@ -100,6 +101,7 @@ class ModelBench:
         self.warmup_ms: list[float] = []
         self.samples_ns: list[int] = []
         self.elapsed_ns = 0
+        self.postprocess: dict[str, Any] | None = None
         self._next = 0
         self._set(0)
 
@@ -167,6 +169,39 @@ class ModelBench:
         self.samples_ns.extend(self._invokes(n))
         self.elapsed_ns += time.perf_counter_ns() - start
 
+    def measure_postprocess(self, runs: int = 20) -> dict[str, Any]:
+        """Time the agent's own postprocess for this model (task chosen as the agent would, default
+        settings) on the outputs of the last invoke: NMS and mask work cost real time on a Pi."""
+        from edge.inference import postprocess
+        from edge.inference.preprocess import image_layout
+        from edge.inference.tasks import select
+        from edge.inference.tasks.geometry import Geometry
+
+        m = self.loaded
+        try:
+            layout = image_layout(m.inputs[0]) if len(m.inputs) == 1 else None
+            hw = (layout.height, layout.width) if layout else None
+            choice = select.choose(m.outputs, custom_ops=m.info.custom_ops, input_hw=hw)
+            outs = [m.interpreter.get_tensor(o.index) for o in m.outputs]
+            geo = Geometry.plan((hw[1], hw[0]), (hw[1], hw[0])) if hw else None
+            settings = postprocess.Settings()
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                postprocess.decode(choice, outs, m.outputs, {}, settings, geo)
+                times.append((time.perf_counter_ns() - t0) / 1e6)
+        except EdgeError as exc:
+            self.postprocess = {"task": None, "decoder": None, "error": exc.what}
+            return self.postprocess
+        stats = summarize(tuple(times))
+        self.postprocess = {
+            "task": choice.task,
+            "decoder": choice.decoder,
+            "runs": runs,
+            "latency_ms": {k: round(float(stats.as_dict()[k]), 6) for k in ("min", "p50", "mean", "max")},
+        }
+        return self.postprocess
+
     def result(self, options: BenchOptions) -> ModelResult:
         if self.first_inference_ms is None or not self.samples_ns:
             raise RuntimeError("benchmark not run yet: call first_inference() and step()")
@@ -182,6 +217,7 @@ class ModelBench:
             elapsed_s=self.elapsed_ns / 1e9,
             stopped_by=self.stop_reason(options) or "runs",
             rss_delta_mb=self.rss_delta_mb,
+            postprocess=self.postprocess,
         )
 
 
@@ -211,6 +247,7 @@ def model_record(r: ModelResult, first: ModelResult | None = None, samples: bool
         "latency_ms": {k: round(float(v), 6) for k, v in r.stats.as_dict().items() if k != "count"},
         "inferences_per_s": round(r.inferences_per_s, 3),
         "rss_delta_mb": r.rss_delta_mb,
+        "postprocess": r.postprocess,
         # >1 means slower than the first model (for latencies), faster (for inferences_per_s).
         "ratio_vs_first": {
             "p50": round(r.stats.p50 / base.stats.p50, 4) if base.stats.p50 else None,

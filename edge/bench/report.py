@@ -70,6 +70,8 @@ def table(report: Mapping[str, Any]) -> str:
         "inf/s",
         "rss+ MB",
         "p50 x first",
+        "task",
+        "post p50",
     ]
     rows = []
     for m in report["models"]:
@@ -87,11 +89,15 @@ def table(report: Mapping[str, Any]) -> str:
                 _fmt(m["inferences_per_s"], 1),
                 _fmt(m["rss_delta_mb"], 1),
                 _fmt(m["ratio_vs_first"]["p50"], 2),
+                (m.get("postprocess") or {}).get("task") or "-",
+                _fmt(((m.get("postprocess") or {}).get("latency_ms") or {}).get("p50")),
             ]
         )
     out += _table(header, rows, left=3)
     out.append("")
-    out.append(f"latencies in ms (each invoke timed alone); peak RSS {_fmt(report['peak_rss_mb'], 1)} MB")
+    out.append(
+        f"latencies in ms (each invoke timed alone; post: the agent's postprocess for the task); peak RSS {_fmt(report['peak_rss_mb'], 1)} MB"
+    )
     for m in report["models"]:
         for note in m["notes"]:
             out.append(f"note ({_name(m)}): {note}")

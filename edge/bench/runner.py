@@ -85,6 +85,8 @@ def run(
             b.step(options)
         pending = [b for b in pending if b.stop_reason(options) is None]
     after = system.snapshot(root, vcgencmd)
+    for b in benches:  # after the timed phase: never mixed into the invoke figures
+        b.measure_postprocess()
     return BenchRun(
         results=tuple(b.result(options) for b in benches),
         options=options,

@@ -70,6 +70,21 @@ MODEL_RECORD: dict[str, Any] = {
             "properties": {"p50": _NUM_OR_NULL, "mean": _NUM_OR_NULL, "inferences_per_s": _NUM},
         },
         "samples_ms": {"type": "array", "items": _MS},
+        "postprocess": {
+            "type": ["object", "null"],
+            "required": ["task", "decoder"],
+            "properties": {
+                "task": {"type": ["string", "null"]},
+                "decoder": {"type": ["string", "null"]},
+                "runs": {"type": "integer", "minimum": 1},
+                "latency_ms": {
+                    "type": "object",
+                    "required": ["min", "p50", "mean", "max"],
+                    "properties": {k: _MS for k in ("min", "p50", "mean", "max")},
+                },
+                "error": {"type": "string"},
+            },
+        },
     },
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ class Sensor:
     name: str
     topic_kind: str  # a schemas kind: predictions, metrics
     value_template: str
-    model_kinds: tuple[str, ...] = ("classifier", "detector", "generic")
+    model_kinds: tuple[str, ...] = ("classifier", "detector", "pose", "segmentation", "embedding", "generic")
     unit: str | None = None
     device_class: str | None = None
     state_class: str | None = None
@@ -148,8 +149,96 @@ def node_id(device: str) -> str:
     return "edge_" + re.sub(r"[^a-zA-Z0-9_-]", "_", device)
 
 
-def config_topic(device: str, key: str, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX) -> str:
-    return f"{discovery_prefix.rstrip('/')}/sensor/{node_id(device)}/{key}/config"
+def config_topic(
+    device: str, key: str, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX, component: str = "sensor"
+) -> str:
+    return f"{discovery_prefix.rstrip('/')}/{component}/{node_id(device)}/{key}/config"
+
+
+_OBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+
+
+def check_objects(objects: Sequence[str]) -> list[str]:
+    """The ``[homeassistant] objects`` labels, refused when they could not sit in a template or an id."""
+    bad = [o for o in objects if not isinstance(o, str) or not _OBJECT.match(o)]
+    if bad:
+        raise ValueError(
+            f"object labels must be 1-64 letters, digits, spaces, '_', '.' or '-' (as in the labels file); "
+            f"received {bad!r}"
+        )
+    return list(objects)
+
+
+def _object_key(label: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "_", label.strip()).strip("_").lower() or "object"
+
+
+def object_messages(
+    status: dict[str, Any],
+    objects: Sequence[str],
+    *,
+    prefix: str = "edge",
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
+) -> list[DiscoveryMessage]:
+    """Frigate-style entities for a detector, per configured label: a ``<label>_count`` sensor (how
+    many in the last prediction) and a ``<label>_occupancy`` binary_sensor (at least one). Deletions
+    when the model is not a detector."""
+    device = status["device"]
+    detector = (status.get("model") or {}).get("kind") == "detector"
+    node = node_id(device)
+    base = {
+        "state_topic": schemas.topic_for("predictions", device, prefix),
+        "availability": [
+            {
+                "topic": schemas.topic_for("availability", device, prefix),
+                "payload_available": ONLINE,
+                "payload_not_available": OFFLINE,
+            }
+        ],
+        "availability_mode": "all",
+        "device": device_block(status),
+        "origin": {"name": "edge-ml-toolkit", "sw_version": __version__},
+        "qos": 1,
+    }
+    out = []
+    for label in check_objects(objects):
+        key = _object_key(label)
+        lit = json.dumps(label)  # a Jinja string literal (labels are checked: no quotes or braces)
+        count = f"{{{{ value_json.counts.get({lit}, 0) if value_json.counts is defined else None }}}}"
+        count_topic = config_topic(device, f"{key}_count", discovery_prefix)
+        occ_topic = config_topic(device, f"{key}_occupancy", discovery_prefix, "binary_sensor")
+        if not detector:
+            out += [DiscoveryMessage(count_topic, None), DiscoveryMessage(occ_topic, None)]
+            continue
+        out.append(
+            DiscoveryMessage(
+                count_topic,
+                {
+                    **base,
+                    "name": f"{label} count",
+                    "unique_id": f"{node}_{key}_count",
+                    "value_template": count,
+                    "state_class": "measurement",
+                    "icon": "mdi:counter",
+                },
+            )
+        )
+        out.append(
+            DiscoveryMessage(
+                occ_topic,
+                {
+                    **base,
+                    "name": f"{label} occupancy",
+                    "unique_id": f"{node}_{key}_occupancy",
+                    "value_template": (
+                        f"{{{{ 'ON' if value_json.counts is defined and value_json.counts.get({lit}, 0) > 0 "
+                        "else 'OFF' }}"
+                    ),
+                    "device_class": "occupancy",
+                },
+            )
+        )
+    return out
 
 
 def device_block(status: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +258,11 @@ def device_block(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def discovery_messages(
-    status: dict[str, Any], *, prefix: str = "edge", discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
+    status: dict[str, Any],
+    *,
+    prefix: str = "edge",
+    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX,
+    objects: Sequence[str] = (),
 ) -> list[DiscoveryMessage]:
     """The configs for an agent described by its ``status`` payload.
 
@@ -213,9 +306,22 @@ def discovery_messages(
             if value is not None:
                 cfg[key] = value
         out.append(DiscoveryMessage(topic, cfg))
+    if objects:
+        out += object_messages(status, objects, prefix=prefix, discovery_prefix=discovery_prefix)
     return out
 
 
-def removal_messages(device: str, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX) -> list[DiscoveryMessage]:
+def removal_messages(
+    device: str, discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX, objects: Sequence[str] = ()
+) -> list[DiscoveryMessage]:
     """Empty retained configs: Home Assistant deletes the entities (discovery switched off)."""
-    return [DiscoveryMessage(config_topic(device, s.key, discovery_prefix), None) for s in SENSORS]
+    out = [DiscoveryMessage(config_topic(device, s.key, discovery_prefix), None) for s in SENSORS]
+    for label in objects:
+        key = _object_key(label)
+        out.append(DiscoveryMessage(config_topic(device, f"{key}_count", discovery_prefix), None))
+        out.append(
+            DiscoveryMessage(
+                config_topic(device, f"{key}_occupancy", discovery_prefix, "binary_sensor"), None
+            )
+        )
+    return out

@@ -43,7 +43,14 @@ def status(
     threads: int | None,
     source: str,
     kind: str,
+    task: Mapping[str, Any] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if task is not None:  # which task was chosen and why, and what the preprocessing does
+        extra["task"] = dict(task)
+    if preprocess is not None:
+        extra["preprocess"] = dict(preprocess)
     return envelope(
         device,
         agent_version=agent_version,
@@ -60,6 +67,7 @@ def status(
         python=python,
         threads=threads,
         source=source,
+        **extra,
     )
 
 
@@ -73,7 +81,14 @@ def prediction(
     kind: str,
     result_key: str,
     result: Any,
+    fields: Mapping[str, Any] | None = None,
+    frame: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``fields``: every result key (e.g. detections + counts), else ``{result_key: result}``;
+    ``frame``: for live sources, when the frame was captured (``captured_at``, ``age_ms`` at publish)."""
+    extra: dict[str, Any] = dict(fields) if fields is not None else {result_key: result}
+    if frame is not None:
+        extra["frame"] = dict(frame)
     return envelope(
         device,
         seq=seq,
@@ -81,7 +96,7 @@ def prediction(
         model_sha256=model_sha256,
         latency_ms={k: round(v, 3) for k, v in latency_ms.items()},
         kind=kind,
-        **{result_key: result},
+        **extra,
     )
 
 

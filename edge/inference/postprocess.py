@@ -1,8 +1,8 @@
 """Model outputs -> immutable results (pycoral's adapters, runtime-agnostic).
 
-``model_kind`` decides from the output details alone whether a model is a
-classifier (one [1, N] or [N] output), an SSD-style detector (boxes, classes,
-scores, count) or something else, whose outputs are returned de-quantized.
+``edge.inference.tasks.select`` decides the task and decoder from the output signature; ``decode``
+runs that decoder (``edge.inference.tasks``) and returns the prediction's result fields. Classifier
+top-k and the generic (de-quantized, capped) outputs live here.
 """
 
 from __future__ import annotations
@@ -14,9 +14,36 @@ from typing import Any
 import numpy as np
 
 from edge.inference.preprocess import dequantize
+from edge.inference.tasks import detect, embedding, pose, segment
+from edge.inference.tasks.detect import Detection
+from edge.inference.tasks.geometry import Geometry
+from edge.inference.tasks.select import (
+    CLASSIFIER,
+    DETECTOR,
+    EMBEDDING,
+    GENERIC,
+    POSE,
+    SEGMENTATION,
+    TaskChoice,
+)
 from edge.model.runtime import TensorSpec
 
-CLASSIFIER, DETECTOR, GENERIC = "classifier", "detector", "generic"
+__all__ = [
+    "CLASSIFIER",
+    "DETECTOR",
+    "EMBEDDING",
+    "GENERIC",
+    "POSE",
+    "SEGMENTATION",
+    "Class",
+    "Detection",
+    "Decoded",
+    "Settings",
+    "classify",
+    "decode",
+    "generic",
+]
+YOLO_THRESHOLD = 0.25  # a raw head scores all 8400 anchors: threshold 0 ("unset") would keep noise
 
 
 @dataclass(frozen=True)
@@ -29,34 +56,6 @@ class Class:
         return {"index": self.index, "label": self.label, "score": round(self.score, 6)}
 
 
-@dataclass(frozen=True)
-class Detection:
-    index: int
-    label: str | None
-    score: float
-    box: tuple[float, float, float, float]  # ymin, xmin, ymax, xmax, relative to the input
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "label": self.label,
-            "score": round(self.score, 6),
-            "box": [round(v, 6) for v in self.box],
-        }
-
-
-def model_kind(outputs: Sequence[TensorSpec]) -> str:
-    if len(outputs) == 1:
-        shape = outputs[0].shape
-        if len(shape) == 1 or (len(shape) == 2 and shape[0] == 1):
-            return CLASSIFIER
-    if len(outputs) == 4:
-        ranks = sorted(len(o.shape) for o in outputs)
-        if ranks == [1, 2, 2, 3] and any(len(o.shape) == 3 and o.shape[-1] == 4 for o in outputs):
-            return DETECTOR
-    return GENERIC
-
-
 def classify(
     output: np.ndarray, spec: TensorSpec, labels: Mapping[int, str], top_k: int = 5, threshold: float = 0.0
 ) -> tuple[Class, ...]:
@@ -67,40 +66,6 @@ def classify(
     return tuple(
         Class(int(i), labels.get(int(i)), float(scores[i])) for i in order if float(scores[i]) >= threshold
     )
-
-
-def detect(
-    outputs: Sequence[np.ndarray],
-    specs: Sequence[TensorSpec],
-    labels: Mapping[int, str],
-    threshold: float = 0.5,
-    top_k: int = 25,
-) -> tuple[Detection, ...]:
-    """SSD postprocess output: boxes [1,N,4], classes [1,N], scores [1,N], count [1]."""
-    real = [dequantize(np.asarray(o), s) for o, s in zip(outputs, specs)]
-    boxes = next(r for r in real if r.ndim == 3)[0]
-    count_arr = next(r for r in real if r.ndim == 1)
-    pair = [r[0] for r in real if r.ndim == 2]
-    # classes are whole numbers, scores lie in [0, 1]; TF1 and TF2 exporters order them differently.
-    if np.allclose(pair[0], np.round(pair[0])) and not np.allclose(pair[1], np.round(pair[1])):
-        classes, scores = pair
-    elif np.allclose(pair[1], np.round(pair[1])) and not np.allclose(pair[0], np.round(pair[0])):
-        scores, classes = pair
-    else:
-        classes, scores = pair
-    n = int(min(count_arr[0], len(scores)))
-    found = [
-        Detection(
-            int(classes[i]),
-            labels.get(int(classes[i])),
-            float(scores[i]),
-            (float(boxes[i][0]), float(boxes[i][1]), float(boxes[i][2]), float(boxes[i][3])),
-        )
-        for i in range(n)
-        if scores[i] >= threshold
-    ]
-    found.sort(key=lambda d: d.score, reverse=True)
-    return tuple(found[:top_k])
 
 
 def generic(
@@ -120,3 +85,103 @@ def generic(
             }
         )
     return result
+
+
+@dataclass
+class Settings:
+    """The postprocessing knobs; ``set`` commands swap in a changed copy at run time."""
+
+    top_k: int = 5
+    threshold: float = 0.0  # 0: the task's default (0.25 for raw YOLO heads, 0.2 for multi-pose)
+    max_output_values: int = 1024
+    iou: float = 0.45
+    max_detections: int = 100
+    full_embedding: bool = False
+    mask: bool = False  # also render the segmentation mask as a PNG
+
+
+@dataclass(frozen=True)
+class Decoded:
+    primary: (
+        str  # the result's main key: top_k / detections / keypoints / poses / segments / embedding / outputs
+    )
+    fields: dict[str, Any]  # every result key of the prediction message (JSON-able)
+    mask_png: bytes | None = None
+
+
+def decode(
+    choice: TaskChoice,
+    outputs: Sequence[np.ndarray],
+    specs: Sequence[TensorSpec],
+    labels: Mapping[int, str],
+    tuning: Settings,
+    geometry: Geometry | None = None,
+) -> Decoded:
+    """Run ``choice.decoder`` on the outputs; boxes and keypoints come back on the original image."""
+    d = choice.decoder
+    if d == "top_k":
+        top = classify(outputs[0], specs[0], labels, tuning.top_k, tuning.threshold)
+        return Decoded("top_k", {"top_k": [c.as_dict() for c in top]})
+    if d in ("yolo_v8", "yolo_v5"):
+        spec = specs[0]
+        found = detect.decode_yolo(
+            outputs[0],
+            threshold=tuning.threshold or YOLO_THRESHOLD,
+            iou=tuning.iou,
+            max_detections=tuning.max_detections,
+            layout=d[-2:],
+            input_size=_input_size(geometry),
+            scale=spec.scale if spec.quantized else 0.0,
+            zero_point=spec.zero_point,
+        )
+        return _detections(detect.to_detections(found, labels, geometry))
+    if d == "ssd_postprocess":
+        real = [dequantize(np.asarray(o), s) for o, s in zip(outputs, specs)]
+        found = detect.decode_ssd(
+            real,
+            [s.name for s in specs],
+            threshold=tuning.threshold,
+            max_detections=tuning.max_detections,
+            input_size=_input_size(geometry),
+        )
+        return _detections(detect.to_detections(found, labels, geometry))
+    if d in ("movenet_single", "posenet"):
+        real = [dequantize(np.asarray(o), s) for o, s in zip(outputs, specs)]
+        one = (
+            pose.movenet_single(real[0], geometry)
+            if d == "movenet_single"
+            else pose.posenet(real[0], real[1], _input_size(geometry) or (1, 1), geometry)
+        )
+        return Decoded("keypoints", one.as_dict())
+    if d in ("movenet_multi", "yolo_pose"):
+        real0 = dequantize(np.asarray(outputs[0]), specs[0])
+        poses = (
+            pose.movenet_multi(real0, tuning.threshold or 0.2, geometry)
+            if d == "movenet_multi"
+            else pose.yolo_pose(
+                real0,
+                threshold=tuning.threshold or YOLO_THRESHOLD,
+                iou=tuning.iou,
+                max_detections=tuning.max_detections,
+                input_size=_input_size(geometry),
+                geometry=geometry,
+            )
+        )
+        return Decoded("poses", {"poses": [p.as_dict() for p in poses]})
+    if d in ("class_map", "class_scores"):
+        classes = segment.class_map(outputs[0])
+        segs = segment.segments(classes, labels, geometry, min_fraction=tuning.threshold)
+        png = segment.mask_png(classes, geometry) if tuning.mask else None
+        return Decoded("segments", {"segments": [s.as_dict() for s in segs]}, png)
+    if d == "embedding":
+        vec = dequantize(np.asarray(outputs[0]), specs[0])
+        return Decoded("embedding", {"embedding": embedding.embedding(vec, tuning.full_embedding).as_dict()})
+    return Decoded("outputs", {"outputs": generic(outputs, specs, tuning.max_output_values)})
+
+
+def _input_size(geometry: Geometry | None) -> tuple[int, int] | None:
+    return geometry.dst_size if geometry is not None else None
+
+
+def _detections(found: tuple[Detection, ...]) -> Decoded:
+    return Decoded("detections", {"detections": [d.as_dict() for d in found], "counts": detect.counts(found)})

@@ -18,13 +18,15 @@ OUTPUTS: dict[str, str] = {
     "bench": "bench",
     "audit": "audit",
 }
+# kind -> leaf, binary payloads the agent publishes (no JSON Schema): the segmentation mask as a PNG
+BINARY_OUTPUTS: dict[str, str] = {"mask": "mask"}
 # kind -> leaf, for what the agent listens to
 INPUTS: dict[str, str] = {"cmd": "cmd", "infer": "infer", "model_set": "model/set"}
 _OUTPUT_KIND = {v: k for k, v in OUTPUTS.items()}
 
 
 def topic_for(kind: str, device: str, prefix: str = "edge") -> str:
-    leaf = OUTPUTS.get(kind) or INPUTS[kind]
+    leaf = OUTPUTS.get(kind) or BINARY_OUTPUTS.get(kind) or INPUTS[kind]
     return f"{prefix.rstrip('/')}/{device}/{leaf}"
 
 
@@ -52,6 +54,7 @@ class Topics:
 
         self.availability, self.status, self.predictions = t("availability"), t("status"), t("predictions")
         self.errors, self.metrics, self.bench, self.audit = t("errors"), t("metrics"), t("bench"), t("audit")
+        self.mask = t("mask")
         self.cmd, self.cmd_result, self.infer, self.model_set = (
             t("cmd"),
             t("cmd_result"),

@@ -2,6 +2,7 @@
 
 edge-watch --broker mqtt://broker.lan              live table, updated in place
 edge-watch --broker URL --json --count 20          20 validated messages, one JSON per line
+edge-watch --broker URL --json --kind predictions --count 1   the next prediction (not the retained status)
 edge-watch --broker URL --csv preds.csv            log every prediction
 edge-watch --broker URL --web 127.0.0.1:8080       live dashboard in a browser
 edge-watch --broker URL --prometheus 0.0.0.0:9108  Prometheus exporter (series per device, drift)
@@ -82,17 +83,20 @@ class Watcher:
         json_out: TextIO | None = None,
         csv_path: Path | None = None,
         count: int | None = None,
+        kinds: set[str] | None = None,
         err: TextIO = sys.stderr,
     ) -> None:
         self.broker = broker
         self.fleet = fleet
         self.json_out = json_out
         self.count = count
+        self.kinds = kinds  # --kind: what --json prints and --count counts (the table shows everything)
         self.err = err
         self.seen = 0
         self.pipe_closed = False
         self.done = threading.Event()
         self.connected = threading.Event()
+        self.ever_connected = False
         self.connect_error: str | None = None
         self._out_lock = threading.Lock()
         self._csv_file = None
@@ -143,6 +147,7 @@ class Watcher:
             self.connect_error = f"the broker refused the connection: {reason}"
             return
         client.subscribe(subscriptions(self.fleet.prefix, self.fleet.only_device))
+        self.ever_connected = True
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -161,6 +166,8 @@ class Watcher:
                     )
                 return
             assert isinstance(result, Message)
+            if self.kinds is not None and result.kind not in self.kinds:
+                return
             if self.json_out is not None:
                 try:
                     self.json_out.write(json.dumps(result.to_json(), separators=(",", ":")) + "\n")
@@ -181,6 +188,8 @@ class Watcher:
 def _connection_note(watcher: Watcher, broker: BrokerURL) -> str:
     if watcher.connected.is_set():
         return ""
+    if watcher.ever_connected:
+        return f"connection to {broker.redacted()} lost (reconnecting)"
     return f"not connected to {broker.redacted()} yet (retrying)"
 
 
@@ -203,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--csv", type=Path, metavar="FILE", help="append every prediction to FILE as CSV")
     p.add_argument("--count", type=int, metavar="N", help="exit after N validated messages")
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=schemas.KINDS,
+        help="only these messages for --json and --count (repeatable), e.g. --kind predictions: "
+        "the retained availability and status otherwise come first",
+    )
     p.add_argument(
         "--timeout",
         type=float,
@@ -254,7 +270,12 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeError(f"--drift-min must be at least 1, got {args.drift_min}", "e.g. --drift-min 50")
     fleet = Fleet(prefix=args.prefix, device=args.device, validator=args.validator, drift_min=args.drift_min)
     watcher = Watcher(
-        broker, fleet, json_out=sys.stdout if args.json else None, csv_path=args.csv, count=args.count
+        broker,
+        fleet,
+        json_out=sys.stdout if args.json else None,
+        csv_path=args.csv,
+        count=args.count,
+        kinds=set(args.kind) if args.kind else None,
     )
     dashboard = None
     if args.web:
@@ -313,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
                     last_plain = time.monotonic()
                     table.draw(fleet.snapshot(), note=_connection_note(watcher, broker))
     finally:
+        # the footer says how things were before we hung up, not "not connected" because we did
+        final_note = _connection_note(watcher, broker)
         watcher.stop()
         if dashboard is not None:
             dashboard.stop()
@@ -323,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if table is not None and (table.ansi or fleet.version != drawn_version):
-        table.draw(fleet.snapshot(), note=_connection_note(watcher, broker))
+        table.draw(fleet.snapshot(), note=final_note)
     return status
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from edge.contract import schemas
@@ -116,6 +117,52 @@ def top_result(pred: dict[str, Any]) -> tuple[str | None, float | None]:
     return (str(best.get("index")) if label is None else label), best.get("score")
 
 
+def summary(pred: dict[str, Any]) -> str | None:
+    """One short line per task: ``cat``, ``person x2, dog``, ``bird 21 %``, ``pose 0.87``, ``dim 128``."""
+    kind = pred.get("kind")
+    if kind == "detector":
+        counts = pred.get("counts")
+        if counts is None:  # an older agent: count the detections here
+            counts = {}
+            for d in pred.get("detections") or []:
+                key = str(d["index"]) if d.get("label") is None else d["label"]
+                counts[key] = counts.get(key, 0) + 1
+        if not counts:
+            return "nothing"
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(label if n == 1 else f"{label} x{n}" for label, n in ranked)
+    if kind == "segmentation":
+        segs = pred.get("segments") or []
+        # the largest class that is not the background (PASCAL/ADE label it so, at index 0)
+        fg = [x for x in segs if (x.get("label") or "").lower() not in ("background", "__background__")]
+        best = (fg or segs or [None])[0]
+        if best is None:
+            return None
+        name = best["label"] if best.get("label") is not None else str(best["index"])
+        return f"{name} {best['fraction'] * 100:.0f} %"
+    if kind == "pose":
+        if "poses" in pred:
+            poses = pred["poses"]
+            return "no pose" if not poses else f"{len(poses)} poses, best {poses[0]['pose_score']:.2f}"
+        return f"pose {pred['pose_score']:.2f}" if pred.get("pose_score") is not None else None
+    if kind == "embedding":
+        emb = pred.get("embedding") or {}
+        return f"dim {emb.get('dim')}, |v| {emb.get('norm', 0):.3g}"
+    label, _ = top_result(pred)
+    return label
+
+
+def message_time(payload: Any) -> float | None:
+    """The message's own ``ts`` as epoch seconds (None for availability, which carries none)."""
+    ts = payload.get("ts") if isinstance(payload, dict) else None
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass
 class DeviceState:
     device: str
@@ -138,7 +185,16 @@ class DeviceState:
         return (st.get("model") or {}).get("sha256") or st.get("model_sha256")
 
     def apply(self, msg: Message) -> None:
-        self.last_seen = msg.received
+        # SEEN is when the device said something: the payload's own ts (a retained status from a device
+        # that went offline yesterday is not "0s ago"), capped at arrival time (clock skew); a retained
+        # availability carries no time and says nothing about when.
+        stamp = message_time(msg.payload)
+        if stamp is not None:
+            stamp = min(stamp, msg.received)
+        elif not msg.retained:
+            stamp = msg.received
+        if stamp is not None and (self.last_seen is None or stamp > self.last_seen):
+            self.last_seen = stamp
         p = msg.payload
         if msg.kind == "availability":
             self.availability = p
@@ -193,6 +249,7 @@ class DeviceState:
             "agent_version": st.get("agent_version"),
             "last_label": label,
             "last_score": score,
+            "summary": summary(pred) if pred else None,
             "last_seq": pred["seq"] if pred else None,
             "last_source": pred["source"] if pred else None,
             "latency_p50_ms": p50,

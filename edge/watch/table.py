@@ -52,7 +52,7 @@ def rows(snapshot: dict[str, Any]) -> list[tuple[str, ...]]:
                 d["availability"] or "?",
                 d["model"] or "-",
                 runtime,
-                d["last_label"] if d["last_label"] is not None else "-",
+                d["summary"] if d.get("summary") is not None else "-",
                 _num(d["last_score"], 3),
                 _num(d["latency_p50_ms"], 2),
                 _num(d["latency_p99_ms"], 2),

@@ -77,7 +77,9 @@ def test_table_of_the_report(cli_json: dict[str, Any]) -> None:
     rows = lines[header + 2 : header + 4]
     assert rows[0].startswith("mobilenet_v1_0.25_128_quant.tflite") and rows[1].startswith("keras_lstm")
     p50 = cli_json["report"]["models"][1]["latency_ms"]["p50"]
-    assert f"{p50:.3f}" in rows[1].split() and rows[0].split()[-1] == "1.00"
+    # ..., "p50 x first", then the task and its postprocess p50
+    assert f"{p50:.3f}" in rows[1].split() and rows[0].split()[-3] == "1.00"
+    assert rows[0].split()[-2] == "classifier"
 
 
 def _reference(report: dict[str, Any], tmp: Path, scale: float) -> Path:

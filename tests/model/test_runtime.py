@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from edge.errors import DelegateError, ModelLoadError
-from edge.inference.postprocess import CLASSIFIER, classify, model_kind
+from edge.inference.postprocess import classify
 from edge.inference.preprocess import decode_image, image_to_tensor
+from edge.inference.tasks.select import CLASSIFIER, choose
 from edge.model import tflite_file
 from edge.model.labels import parse_labels, read_labels
 from edge.model.runtime import load_model
@@ -30,7 +31,7 @@ def test_mobilenet_finds_the_cat(coral: Path) -> None:
         coral / "cat.bmp",
         read_labels(coral / "imagenet_labels.txt"),
     )
-    assert model_kind(m.outputs) == CLASSIFIER
+    assert choose(m.outputs).task == CLASSIFIER
     assert any(282 <= c.index <= 286 for c in top), top
     assert all("cat" in (c.label or "") for c in top if 282 <= c.index <= 286)
     assert list(c.score for c in top) == sorted((c.score for c in top), reverse=True)

@@ -360,4 +360,4 @@ def test_an_installed_model_that_stopped_loading_falls_back_at_start_up(tmp_path
     agent = Agent(cfg)
     assert agent.pipeline.model.sha256 == sha256_file(coral / "keras_lstm_mnist_ptq.tflite")
     assert store.active() is None
-    assert any("'9' does not load" in n and "configured model" in n for n in agent.security.notes)
+    assert any("'9' does not load" in n and "configured model" in n for n in agent.slot.notes)

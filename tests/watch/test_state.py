@@ -23,8 +23,8 @@ def feed(fleet: Fleet, topic: str, payload: object, now: float | None = None) ->
 
 def test_a_device_builds_up_from_its_messages() -> None:
     fleet = Fleet()
-    feed(fleet, "edge/pi-1/availability", "online")
-    feed(fleet, "edge/pi-1/status", samples.status())
+    feed(fleet, "edge/pi-1/availability", "online", now=1000.0)  # one clock for the whole test
+    feed(fleet, "edge/pi-1/status", samples.status(), now=1000.0)
     for seq, total in enumerate([3.0, 5.0, 4.0, 100.0], start=1):
         feed(fleet, "edge/pi-1/predictions", samples.prediction(seq=seq, total=total), now=1000.0 + seq)
     d = fleet.snapshot(now=1006.0)["devices"][0]

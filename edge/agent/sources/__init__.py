@@ -1,4 +1,5 @@
-"""Input sources: ``--source`` is a file, a directory, ``mqtt`` or ``camera[:N]``."""
+"""Input sources: ``--source`` is a file, a directory, ``mqtt``, ``camera[:N]``, or a live stream
+(``rtsp://``, ``http(s)://``, a video file, ``picamera[:N]``: :mod:`edge.agent.sources.stream`)."""
 
 from __future__ import annotations
 
@@ -21,21 +22,37 @@ def source_kind(spec: str) -> str:
         return "mqtt"
     if _CAMERA.match(spec):
         return "camera"
+    from edge.agent.sources.stream import stream_kind
+
+    if stream_kind(spec) is not None:
+        return "stream"
     p = Path(spec)
     if p.is_dir():
         return "directory"
     if p.is_file():
         return "file"
     raise SourceError(
-        f"--source {spec!r} is neither an existing file or directory, nor 'mqtt' or 'camera[:N]'",
-        "check the path exists (relative to the current directory), or use mqtt / camera:0",
+        f"--source {spec!r} is neither an existing file or directory, nor 'mqtt', 'camera[:N]', "
+        "'picamera[:N]' or an rtsp:// / http(s):// URL",
+        "check the path exists (relative to the current directory), or use mqtt / camera:0 / a stream URL",
     )
 
 
 def open_source(
-    spec: str, *, state_dir: Path, client: Any, infer_topic: str, cfg: Any, on_refused: Any = None
+    spec: str,
+    *,
+    state_dir: Path,
+    client: Any,
+    infer_topic: str,
+    cfg: Any,
+    on_refused: Any = None,
+    on_stream_event: Any = None,
 ) -> Source:
     kind = source_kind(spec)
+    if kind == "stream":
+        from edge.agent.sources.stream import open_stream
+
+        return open_stream(spec, fps=cfg.fps, on_event=on_stream_event, motion_threshold=cfg.motion_threshold)
     if kind == "file":
         from edge.agent.sources.file import FileSource
 

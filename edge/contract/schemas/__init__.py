@@ -138,6 +138,8 @@ def _check(value: Any, sch: dict[str, Any], root: dict[str, Any], path: list[Any
             out.append(f"{where}: {value!r:.60} does not match {sch['pattern']!r}")
     if _TYPES["number"](value) and "minimum" in sch and value < sch["minimum"]:
         out.append(f"{where}: {value!r} is less than the minimum of {sch['minimum']}")
+    if _TYPES["number"](value) and "maximum" in sch and value > sch["maximum"]:
+        out.append(f"{where}: {value!r} is greater than the maximum of {sch['maximum']}")
     if isinstance(value, dict):
         for key in sch.get("required", []):
             if key not in value:
@@ -161,6 +163,16 @@ def _check(value: Any, sch: dict[str, Any], root: dict[str, Any], path: list[Any
                 _check(item, sch["items"], root, [*path, i], out)
     for sub in sch.get("allOf", []):
         _check(value, sub, root, path, out)
+    if "anyOf" in sch:
+        tries = []
+        for sub in sch["anyOf"]:
+            probe_any: list[str] = []
+            _check(value, sub, root, path, probe_any)
+            if not probe_any:
+                break
+            tries.append("; ".join(probe_any))
+        else:
+            out.append(f"{where}: matches none of the alternatives ({' | '.join(tries)})")
     if "if" in sch:
         probe: list[str] = []
         _check(value, sch["if"], root, path, probe)
