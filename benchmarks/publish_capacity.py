@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as paho  # noqa: E402
-from paho import mqtt as paho_mqtt  # noqa: E402
 
+from benchmarks._report import mqtt_environment, write_result  # noqa: E402
 from edge.transport import MqttClient  # noqa: E402
 from edge.transport.outbox import Outbox  # noqa: E402
 from edge.transport.spool import Spool  # noqa: E402
@@ -205,18 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_msgs_per_s": TARGET_MSGS_PER_S,
         "target_ratio": TARGET_RATIO,
         "meets_target": outbox >= TARGET_MSGS_PER_S and outbox / bare >= TARGET_RATIO,
-        "environment": {
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "paho_mqtt": paho_mqtt.__version__,
-            "sqlite": sqlite3.sqlite_version,
-            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split(
-                "\n"
-            )[0],
-            "cpus": os.cpu_count(),
-            # The machine is shared: other load makes absolute figures noisy; compare the ratio.
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        },
+        "environment": mqtt_environment(),
     }
     print(
         f"Outbox.send() call: p50 {pct(send_us, 50):.0f} us, p99 {pct(send_us, 99):.0f} us "
@@ -227,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ratio {outbox / bare:.2f}   target >= {TARGET_MSGS_PER_S} msg/s and ratio >= {TARGET_RATIO}: "
         f"{'PASS' if result['meets_target'] else 'FAIL'}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0 if result["meets_target"] else 1
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -38,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as paho  # noqa: E402
-from paho import mqtt as paho_mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from benchmarks._report import mqtt_environment, write_result  # noqa: E402
 from tests.support import DATA  # noqa: E402
 from tests.support.agent import agent_command  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
@@ -212,22 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         "target": f"nodelay: p50 request->prediction <= agent p50 + {MARGIN_MS:.0f} ms",
         "meets_target": ok,
         **setups,
-        "environment": {
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "paho_mqtt": paho_mqtt.__version__,
-            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split(
-                "\n"
-            )[0],
-            "cpus": os.cpu_count(),
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        },
+        "environment": mqtt_environment(),
     }
     print(f"target (nodelay) transport adds <= {MARGIN_MS:.0f} ms at p50: {'PASS' if ok else 'FAIL'}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0 if ok else 1
 
 

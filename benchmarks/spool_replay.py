@@ -16,12 +16,7 @@ Target: >= 5,000 msg/s replayed.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from paho import mqtt as paho_mqtt  # noqa: E402
 
+from benchmarks._report import mqtt_environment, write_result  # noqa: E402
 from benchmarks.publish_capacity import TOPIC, Counter, bench_bare_paho, prediction  # noqa: E402
 from edge.transport import MqttClient  # noqa: E402
 from edge.transport.outbox import Outbox  # noqa: E402
@@ -118,26 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         "replay_vs_bare_ratio": round(replay_rate / bare_rate, 3),
         "target_msgs_per_s": TARGET_MSGS_PER_S,
         "meets_target": ok,
-        "environment": {
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "paho_mqtt": paho_mqtt.__version__,
-            "sqlite": sqlite3.sqlite_version,
-            "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split(
-                "\n"
-            )[0],
-            "cpus": os.cpu_count(),
-            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-        },
+        "environment": mqtt_environment(),
     }
     print(
         f"\nreplay {replay_rate:.0f} msg/s (bare paho {bare_rate:.0f}, ratio {replay_rate / bare_rate:.2f}); "
         f"target >= {TARGET_MSGS_PER_S} msg/s: {'PASS' if ok else 'FAIL'}"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0 if ok else 1
 
 
