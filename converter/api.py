@@ -47,6 +47,21 @@ def _copy(model: Any) -> Any:
     return clone
 
 
+def _failed_candidate(name: str, mode: str, qat: bool, reason: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "mode": mode,
+        "qat": qat,
+        "error": reason,
+        "size_bytes": None,
+        "tflite_accuracy": None,
+        "accuracy_drop": None,
+        "top1_agreement": None,
+        "within_budget": False,
+        "chosen": False,
+    }
+
+
 def convert(
     model: str | Path | Any,
     *,
@@ -225,6 +240,25 @@ def convert(
     if prune is not None or qat or (max_accuracy_drop is not None and source.flavor == "tf_keras"):
         keras_model = _copy(keras_model)  # pruning/QAT wrap layers in place: never change the caller's model
     train = splits.train if splits is not None else None
+    # The QAT support check runs before any training: a refusal must not cost the user a pruning run.
+    qat_refusal: str | None = None
+    if qat:
+        from converter.steps import qat as qat_step
+
+        _say(quiet, "checking which layers tensorflow-model-optimization can quantize")
+        steps.append(qat_step.prepare(keras_model, qat_skip, preserve_sparsity=prune is not None)[1])
+    elif max_accuracy_drop is not None and source.flavor == "tf_keras" and not edgetpu:
+        from converter.steps import qat as qat_step
+
+        try:
+            steps.append(
+                {
+                    **qat_step.prepare(keras_model, qat_skip, preserve_sparsity=prune is not None)[1],
+                    "candidate": "int8+qat",
+                }
+            )
+        except ConvertError as exc:
+            qat_refusal = f"{exc.what} ({exc.fix})"
     if prune is not None:
         from converter.steps import prune as prune_step
 
@@ -293,17 +327,24 @@ def convert(
                         continue
                     from converter.steps import qat as qat_step
 
-                    _say(quiet, "candidate int8+qat: quantization-aware training")
-                    qat_model, rec = qat_step.qat(
-                        _copy(base_model),
-                        train,
-                        epochs=epochs,
-                        batch_size=batch_size,
-                        learning_rate=learning_rate,
-                        skip=qat_skip,
-                        preserve_sparsity=prune is not None,
-                        progress=progress,
-                    )
+                    try:
+                        if qat_refusal is not None:
+                            raise ConvertError(qat_refusal, "")
+                        _say(quiet, "candidate int8+qat: quantization-aware training")
+                        qat_model, rec = qat_step.qat(
+                            _copy(base_model),
+                            train,
+                            epochs=epochs,
+                            batch_size=batch_size,
+                            learning_rate=learning_rate,
+                            skip=qat_skip,
+                            preserve_sparsity=prune is not None,
+                            progress=progress,
+                        )
+                    except ConvertError as exc:
+                        # A candidate that cannot be built is reported, and the search goes on.
+                        candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
+                        continue
                     steps.append({**rec, "candidate": name})
                 if qat and not c_qat and c_mode == "int8":
                     continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
@@ -312,19 +353,7 @@ def convert(
                 try:
                     rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}")
                 except ConvertError as exc:
-                    candidates.append(
-                        {
-                            "name": name,
-                            "mode": c_mode,
-                            "qat": c_qat,
-                            "error": exc.what,
-                            "size_bytes": None,
-                            "tflite_accuracy": None,
-                            "accuracy_drop": None,
-                            "within_budget": False,
-                            "chosen": False,
-                        }
-                    )
+                    candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
                     continue
                 assert splits is not None
                 t_out = evaluate.run_tflite(dest, splits.eval.x)
@@ -354,7 +383,12 @@ def convert(
             if best is None:
                 raise ConvertError(
                     f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
-                    + ", ".join(f"{c['name']} {c['accuracy_drop']} pp" for c in candidates),
+                    + ", ".join(
+                        f"{c['name']} {c['accuracy_drop']} pp"
+                        if c.get("error") is None
+                        else f"{c['name']} not built ({c['error']})"
+                        for c in candidates
+                    ),
                     "raise the budget, fine-tune with more --epochs, or pass more --data",
                 )
             chosen = next(

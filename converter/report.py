@@ -68,6 +68,9 @@ def table(report: dict[str, Any]) -> str:
         lines.append("candidates   (smallest within --max-accuracy-drop is kept)")
         for c in report["candidates"]:
             mark = "*" if c.get("chosen") else " "
+            if c.get("error"):
+                lines.append(f"    {c['name']:<10} not built: {c['error']}")
+                continue
             lines.append(
                 f"  {mark} {c['name']:<10} {_kb(c['size_bytes']):>12}  acc {_pct(c['tflite_accuracy'])}  "
                 f"drop {c['accuracy_drop']} pp  {'within' if c['within_budget'] else 'over'} budget"

@@ -1,4 +1,11 @@
-"""Quantization-aware training; after pruning, the pruning-preserving scheme keeps the zeros."""
+"""Quantization-aware training; after pruning, the pruning-preserving scheme keeps the zeros.
+
+The whole model is annotated and handed to tfmot's ``quantize_apply``, as ``quantize_model`` does: its
+layout transforms fold BatchNormalization into the preceding convolution and handle activations, so a
+per-layer registry lookup would wrongly refuse layers tfmot accepts. Which layers tfmot really rejects is
+found by trying: ``check`` runs ``quantize_apply`` (seconds, no training) with a registry that records the
+layers it cannot quantize instead of failing at the first one.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +19,120 @@ from converter.errors import ConvertError
 from converter.steps import train
 
 
-def _registry() -> Any:
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry,
-    )
+def _scheme(preserve_sparsity: bool) -> Any:
+    if preserve_sparsity:
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+            default_8bit_prune_preserve_quantize_scheme as pqat,
+        )
 
-    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+        return pqat.Default8BitPrunePreserveQuantizeScheme()
+    return _tf.tfmot().quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
-def unsupported_layers(model: Any, skip: Sequence[str] = ()) -> list[tuple[str, str]]:
-    keras = _tf.keras()
-    reg = _registry()
-    return [
-        (layer.name, type(layer).__name__)
-        for layer in model.layers
-        if layer.name not in skip
-        and not isinstance(layer, keras.layers.InputLayer)
-        and not reg.supports(layer)
-    ]
+def _annotate(model: Any, skip: Sequence[str]) -> Any:
+    keras, quant = _tf.keras(), _tf.tfmot().quantization.keras
+    skipped = set(skip)
+
+    def annotate(layer: Any) -> Any:
+        if layer.name in skipped or isinstance(layer, keras.layers.InputLayer):
+            return layer
+        return quant.quantize_annotate_layer(layer)
+
+    return keras.models.clone_model(model, clone_function=annotate)
+
+
+def _apply(model: Any, skip: Sequence[str], scheme: Any) -> Any:
+    quant = _tf.tfmot().quantization.keras
+    try:
+        annotated = _annotate(model, skip)
+        with quant.quantize_scope():
+            return quant.quantize_apply(annotated, scheme)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise ConvertError(
+            f"the model cannot be prepared for QAT: {str(exc).splitlines()[0][:300]}",
+            "QAT needs a functional or Sequential tf-keras model; use --qat-skip LAYER for a layer "
+            "named above, or drop --qat",
+        ) from exc
+
+
+def _recording_scheme(scheme: Any, skip: Sequence[str], rejected: list[tuple[str, str]]) -> Any:
+    """``scheme`` whose registry notes the layers tfmot cannot quantize and lets them through unquantized."""
+    quant = _tf.tfmot().quantization.keras
+    inner = scheme.get_quantize_registry()
+    skipped = set(skip)
+
+    class _NoOp(quant.QuantizeConfig):  # type: ignore[misc,name-defined]
+        def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def get_activations_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: Any) -> None:
+            pass
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: Any) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    class _Recording(quant.QuantizeRegistry):  # type: ignore[misc,name-defined]
+        def supports(self, layer: Any) -> bool:
+            # Skipped layers reach the registry only to quantize their outputs: keep tfmot's answer there.
+            return layer.name not in skipped or bool(inner.supports(layer))
+
+        def get_quantize_config(self, layer: Any) -> Any:
+            if inner.supports(layer):
+                return inner.get_quantize_config(layer)
+            if layer.name not in skipped:
+                rejected.append((layer.name, type(layer).__name__))
+            return _NoOp()
+
+    class _Scheme(quant.QuantizeScheme):  # type: ignore[misc,name-defined]
+        def get_layout_transformer(self) -> Any:
+            return scheme.get_layout_transformer()
+
+        def get_quantize_registry(self) -> Any:
+            return _Recording()
+
+    return _Scheme()
+
+
+def prepare(
+    model: Any, skip: Sequence[str] = (), *, preserve_sparsity: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """The QAT model (not trained yet) and the check's step record; raise naming every layer tfmot rejects.
+
+    With nothing rejected the recording registry answered exactly as tfmot's own, so the model it built is
+    the one ``quantize_apply`` gives.
+    """
+    started = time.perf_counter()
+    unknown = set(skip) - {layer.name for layer in model.layers}
+    if unknown:
+        raise ConvertError(
+            f"--qat-skip names no layer of this model: {sorted(unknown)}",
+            f"layers are: {', '.join(layer.name for layer in model.layers)}",
+        )
+    rejected: list[tuple[str, str]] = []
+    qmodel = _apply(model, skip, _recording_scheme(_scheme(preserve_sparsity), skip, rejected))
+    if rejected:
+        names = ", ".join(f"{n} ({c})" for n, c in rejected)
+        raise ConvertError(
+            f"tensorflow-model-optimization cannot quantization-aware train {len(rejected)} layer"
+            f"{'s' if len(rejected) > 1 else ''}: {names}",
+            "keep them in float during QAT with "
+            + " ".join(f"--qat-skip {n}" for n, _ in rejected)
+            + ", or drop --qat (post-training int8 still quantizes them)",
+        )
+    return qmodel, {
+        "name": "qat_check",
+        "seconds": round(time.perf_counter() - started, 3),
+        "skipped_layers": list(skip),
+    }
 
 
 def qat(
@@ -44,45 +147,8 @@ def qat(
     progress: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     data = train.require_labels(data, "--qat")
-    keras, tfmot = _tf.keras(), _tf.tfmot()
     started = time.perf_counter()
-    unknown = set(skip) - {layer.name for layer in model.layers}
-    if unknown:
-        raise ConvertError(
-            f"--qat-skip names no layer of this model: {sorted(unknown)}",
-            f"layers are: {', '.join(layer.name for layer in model.layers)}",
-        )
-    bad = unsupported_layers(model, skip)
-    if bad:
-        name, cls = bad[0]
-        more = f" (and {len(bad) - 1} more: {', '.join(n for n, _ in bad[1:])})" if len(bad) > 1 else ""
-        raise ConvertError(
-            f"layer {name!r} ({cls}) cannot be quantization-aware trained by tensorflow-model-optimization{more}",
-            f"add --qat-skip {name} to keep it in float during QAT, or drop --qat (post-training int8 still works)",
-        )
-    quant = tfmot.quantization.keras
-
-    def annotate(layer: Any) -> Any:
-        if layer.name in skip or isinstance(layer, keras.layers.InputLayer):
-            return layer
-        return quant.quantize_annotate_layer(layer)
-
-    try:
-        annotated = keras.models.clone_model(model, clone_function=annotate)
-        with quant.quantize_scope():
-            if preserve_sparsity:
-                from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-                    default_8bit_prune_preserve_quantize_scheme as pqat,
-                )
-
-                qmodel = quant.quantize_apply(annotated, pqat.Default8BitPrunePreserveQuantizeScheme())
-            else:
-                qmodel = quant.quantize_apply(annotated)
-    except (ValueError, RuntimeError) as exc:
-        raise ConvertError(
-            f"the model cannot be prepared for QAT: {str(exc).splitlines()[0]}",
-            "use --qat-skip LAYER for the layer named above, or drop --qat",
-        ) from exc
+    qmodel, _ = prepare(model, skip, preserve_sparsity=preserve_sparsity)
     train.fit(
         qmodel,
         data,
