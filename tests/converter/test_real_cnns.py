@@ -26,7 +26,9 @@ def rgb_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from converter import examples
 
     root = tmp_path_factory.mktemp("rgb")
-    return examples.export_rgb_npz(root / "train.npz", "train"), examples.export_rgb_npz(root / "test.npz", "test")
+    return examples.export_rgb_npz(root / "train.npz", "train"), examples.export_rgb_npz(
+        root / "test.npz", "test"
+    )
 
 
 def _trained(root: Path, name: str, model, data: tuple[Path, Path], epochs: int) -> Trained:
@@ -61,8 +63,14 @@ def _with_rejected_layers(path: Path, layer_norm: bool = True) -> None:
 
 
 def test_resnet_with_batchnorm_qat_keeps_int8_accuracy(resnet, tmp_path, litert) -> None:
-    rep = convert(resnet.model, output=tmp_path / "q.tflite", data=resnet.train, eval_data=resnet.test, qat=True,
-                  epochs=2)
+    rep = convert(
+        resnet.model,
+        output=tmp_path / "q.tflite",
+        data=resnet.train,
+        eval_data=resnet.test,
+        qat=True,
+        epochs=2,
+    )
     names = [s["name"] for s in rep["steps"]]
     assert names.index("qat_check") < names.index("qat")
     m = rep["metrics"]
@@ -73,8 +81,15 @@ def test_resnet_with_batchnorm_qat_keeps_int8_accuracy(resnet, tmp_path, litert)
 
 
 def test_resnet_prune_then_qat_keeps_sparsity(resnet, tmp_path, zero_fraction) -> None:
-    rep = convert(resnet.model, output=tmp_path / "pq.tflite", data=resnet.train, eval_data=resnet.test,
-                  prune=0.5, qat=True, epochs=2)
+    rep = convert(
+        resnet.model,
+        output=tmp_path / "pq.tflite",
+        data=resnet.train,
+        eval_data=resnet.test,
+        prune=0.5,
+        qat=True,
+        epochs=2,
+    )
     prune = next(s for s in rep["steps"] if s["name"] == "prune")
     assert abs(prune["sparsity"]["achieved"] - 0.5) <= 0.05
     qat = next(s for s in rep["steps"] if s["name"] == "qat")
@@ -85,8 +100,14 @@ def test_resnet_prune_then_qat_keeps_sparsity(resnet, tmp_path, zero_fraction) -
 
 
 def test_resnet_max_accuracy_drop_tries_qat_and_keeps_an_int8_candidate(resnet, tmp_path) -> None:
-    rep = convert(resnet.model, output=tmp_path / "b.tflite", data=resnet.train, eval_data=resnet.test,
-                  max_accuracy_drop=1.0, epochs=1)
+    rep = convert(
+        resnet.model,
+        output=tmp_path / "b.tflite",
+        data=resnet.train,
+        eval_data=resnet.test,
+        max_accuracy_drop=1.0,
+        epochs=1,
+    )
     by_name = {c["name"]: c for c in rep["candidates"]}
     assert by_name["int8+qat"].get("error") is None and by_name["int8+qat"]["size_bytes"]
     chosen = [c for c in rep["candidates"] if c["chosen"]]
@@ -105,8 +126,15 @@ def test_qat_refusal_names_every_rejected_layer_before_any_training(tmp_path, rg
     # Nothing was trained: the pruning step never started.
     assert "pruning" not in capsys.readouterr().err
     # The suggested --qat-skip works.
-    rep = convert(model, output=tmp_path / "o.tflite", data=rgb_data[0], eval_data=rgb_data[1], qat=True,
-                  qat_skip=["ln", "lone_bn"], epochs=1)
+    rep = convert(
+        model,
+        output=tmp_path / "o.tflite",
+        data=rgb_data[0],
+        eval_data=rgb_data[1],
+        qat=True,
+        qat_skip=["ln", "lone_bn"],
+        epochs=1,
+    )
     assert next(s for s in rep["steps"] if s["name"] == "qat")["skipped_layers"] == ["ln", "lone_bn"]
 
 
@@ -114,8 +142,14 @@ def test_max_accuracy_drop_lists_a_candidate_it_cannot_build_and_goes_on(tmp_pat
     model = tmp_path / "odd.h5"
     # Without the LayerNormalization: TF 2.21's converter aborts the process on it in int16x8.
     _with_rejected_layers(model, layer_norm=False)
-    rep = convert(model, output=tmp_path / "o.tflite", data=rgb_data[0], eval_data=rgb_data[1],
-                  max_accuracy_drop=100.0, epochs=1)
+    rep = convert(
+        model,
+        output=tmp_path / "o.tflite",
+        data=rgb_data[0],
+        eval_data=rgb_data[1],
+        max_accuracy_drop=100.0,
+        epochs=1,
+    )
     qat = next(c for c in rep["candidates"] if c["name"] == "int8+qat")
     assert "lone_bn (BatchNormalization)" in qat["error"] and qat["size_bytes"] is None and not qat["chosen"]
     assert [c["name"] for c in rep["candidates"] if c["chosen"]] == ["int8"]
@@ -127,8 +161,15 @@ def test_keras_applications_mobilenet_v2_prune_qat(tmp_path, rgb_data) -> None:
     from converter import examples
 
     net = _trained(tmp_path, "mnv2", examples.build_mobilenet_v2(), rgb_data, epochs=6)
-    rep = convert(net.model, output=tmp_path / "pq.tflite", data=net.train, eval_data=net.test, prune=0.5,
-                  qat=True, epochs=2)
+    rep = convert(
+        net.model,
+        output=tmp_path / "pq.tflite",
+        data=net.train,
+        eval_data=net.test,
+        prune=0.5,
+        qat=True,
+        epochs=2,
+    )
     prune = next(s for s in rep["steps"] if s["name"] == "prune")
     assert abs(prune["sparsity"]["achieved"] - 0.5) <= 0.05
     assert rep["metrics"]["accuracy_drop"] <= 1.5, rep["metrics"]
