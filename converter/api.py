@@ -14,6 +14,7 @@ import edge
 from converter import compat, evaluate, quantize, report
 from converter import data as data_mod
 from converter import inputs as inputs_mod
+from converter import metadata as metadata_mod
 from converter.errors import ConvertError
 from edge.contract.messages import utc_iso
 
@@ -45,6 +46,17 @@ def _copy(model: Any) -> Any:
     clone = _tf.keras().models.clone_model(model)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _classes(model: Any, float_out: Any) -> int | None:
+    """Number of classes of a classifier's (N, K) output; None for other outputs or unknown."""
+    if float_out is not None:
+        shape = tuple(float_out.shape)
+    elif getattr(model, "outputs", None):
+        shape = tuple(model.outputs[0].shape)
+    else:
+        return None
+    return int(shape[-1]) if len(shape) == 2 and shape[-1] is not None and int(shape[-1]) > 1 else None
 
 
 def _failed_candidate(name: str, mode: str, qat: bool, reason: str) -> dict[str, Any]:
@@ -80,7 +92,8 @@ def convert(
     epochs: int = 2,
     batch_size: int = 32,
     learning_rate: float = 5e-4,
-    normalize: str = "0-1",
+    normalize: str | None = None,
+    labels: str | Path | None = None,
     edgetpu: bool = False,
     tflite_runtime_python: str | None = None,
     quiet: bool = True,
@@ -102,7 +115,7 @@ def convert(
             f"--quantize must be one of {', '.join(quantize.MODES)}; received {quantize_mode!r}",
             "pick one of them",
         )
-    if normalize not in data_mod.NORMALIZATIONS:
+    if normalize is not None and normalize not in data_mod.NORMALIZATIONS:
         raise ConvertError(
             f"--normalize must be one of {', '.join(data_mod.NORMALIZATIONS)}; received {normalize!r}",
             "pick the pixel range the model was trained on",
@@ -183,9 +196,11 @@ def convert(
     splits = None
     data_block: dict[str, Any] | None = None
     if data is not None:
-        ds = data_mod.load(data, source.input_shape, normalize=normalize)
+        ds = data_mod.load(data, source.input_shape, normalize=normalize or "0-1")
+        if Path(data).is_dir() and normalize is None:
+            normalize = "0-1"  # what the image folder was read with: the device must feed the same
         ev = (
-            data_mod.load(eval_data, source.input_shape, normalize=normalize)
+            data_mod.load(eval_data, source.input_shape, normalize=normalize or "0-1")
             if eval_data is not None
             else None
         )
@@ -296,6 +311,16 @@ def convert(
     eval_y = splits.eval.y if splits is not None else None
     candidates: list[dict[str, Any]] = []
 
+    meta = metadata_mod.collect(
+        labels_file=labels,
+        data_class_names=splits.train.class_names if splits is not None else (),
+        model=source.model,
+        classes=_classes(keras_model, float_out),
+        normalize=normalize,
+        layout=source.layout,
+    )
+    meta_entries = metadata_mod.entries(meta)
+
     def build(m: Any, q_mode: str, dest: Path, label: str) -> dict[str, Any]:
         tfl, rec = quantize.convert(
             m,
@@ -307,6 +332,7 @@ def convert(
             progress=progress,
             label=label,
             batch1=edgetpu,
+            metadata=meta_entries,
         )
         dest.write_bytes(tfl)
         return rec
@@ -442,6 +468,7 @@ def convert(
         "steps": steps,
         "quantization": {"mode": mode, "input_dtype": in_dt, "output_dtype": out_dt, "chosen_by": chosen_by},
         "metrics": metrics,
+        "metadata": meta,
         "compatibility": compatibility,
         "candidates": candidates,
         "max_accuracy_drop": max_accuracy_drop,

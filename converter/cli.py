@@ -46,8 +46,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--normalize",
         choices=sorted(NORMALIZATIONS),
-        default="0-1",
-        help="pixel range for image folders",
+        default=None,
+        help="pixel range the model was trained on: read image folders with it and write it into the model "
+        "for the device (default for image folders: 0-1; .npz data is taken as it is)",
+    )
+    g.add_argument(
+        "--labels",
+        help="class names, one a line (line N = class N), written into the model; default: the image folder's "
+        "sub-folder names",
     )
     s = p.add_argument_group("steps")
     s.add_argument(
@@ -119,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         normalize=args.normalize,
+        labels=args.labels,
         edgetpu=args.edgetpu,
         tflite_runtime_python=args.tflite_runtime_python,
         quiet=args.quiet or args.json,

@@ -33,6 +33,8 @@ class SourceModel:
     input_shape: tuple[int | None, ...]
     input_dtype: str
     predict: Callable[[np.ndarray], np.ndarray]
+    layout: str | None = None  # how the device feeds the .tflite input: "NHWC" for images
+    source_layout: str | None = None  # the input layout of the file given (ONNX: often NCHW)
 
     @property
     def is_tf_keras(self) -> bool:
@@ -47,7 +49,13 @@ class SourceModel:
             "size_bytes": self.size_bytes,
             "input_shape": list(self.input_shape),
             "input_dtype": self.input_dtype,
+            "layout": self.source_layout or self.layout,
         }
+
+
+def image_layout(shape: tuple[Any, ...]) -> str | None:
+    """TensorFlow/TFLite image inputs are channels-last; other ranks carry no image layout."""
+    return "NHWC" if len(shape) == 4 else None
 
 
 def detect_format(path: Path) -> str:
@@ -128,6 +136,7 @@ def _from_keras(path: Path, fmt: str, flavor: str, model: Any) -> SourceModel:
         input_shape=tuple(None if d is None else int(d) for d in shape),
         input_dtype=str(dtype_name),
         predict=predict,
+        layout=image_layout(shape),
     )
 
 
@@ -194,6 +203,7 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
             input_shape=tuple(None if d is None else int(d) for d in spec.shape),
             input_dtype=spec.dtype.name,
             predict=predict,
+            layout=image_layout(tuple(spec.shape)),
         )
     try:
         if keras3:

@@ -53,6 +53,7 @@ def convert(
     progress: bool = True,
     label: str = "calibration",
     batch1: bool = False,
+    metadata: dict[str, bytes] | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Return the .tflite bytes and a step record ``{name, seconds, mode, ...}``."""
     if mode not in MODES:
@@ -105,12 +106,13 @@ def convert(
             "try --quantize float16 or none; ops without an int8 kernel cannot be fully quantized",
         ) from exc
     saved = 0
-    if mode in NEEDS_CALIBRATION or mode == "dynamic":
+    if mode in NEEDS_CALIBRATION or mode == "dynamic" or metadata:
         from converter.shrink import share_quantization_vectors
 
-        shrunk = share_quantization_vectors(data)
-        if len(shrunk) < len(data):
-            saved, data = len(data) - len(shrunk), shrunk
+        size = len(data)
+        data = share_quantization_vectors(data, metadata)
+        added = sum(len(v) for v in (metadata or {}).values())
+        saved = max(0, size + added - len(data)) if mode in NEEDS_CALIBRATION or mode == "dynamic" else 0
     in_dt, out_dt = io_dtypes(mode, io_dtype)
     return data, {
         "name": "quantize",

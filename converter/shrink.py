@@ -9,6 +9,7 @@ The tensors, buffers and ops are unchanged: the model computes exactly the same 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,24 @@ def _schema() -> Any:
     return schema_py_generated
 
 
-def share_quantization_vectors(data: bytes) -> bytes:
-    """Return an equivalent .tflite where identical quantization vectors are stored once."""
+def share_quantization_vectors(data: bytes, metadata: Mapping[str, bytes] | None = None) -> bytes:
+    """Return an equivalent .tflite where identical quantization vectors are stored once.
+
+    ``metadata`` entries (name -> bytes) are added to the model's metadata list in the same pass,
+    replacing entries of the same name (the runtimes ignore names they do not know).
+    """
     import flatbuffers
 
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    for name, blob in (metadata or {}).items():
+        model.metadata = [m for m in (model.metadata or []) if m.name.decode() != name]
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(blob, dtype=np.uint8)
+        model.buffers.append(buf)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
     cache: dict[tuple[str, bytes], int] = {}
 
     def vector(builder: Any, values: Any, dtype: str) -> int:

@@ -1,0 +1,79 @@
+"""What edge-convert embeds in a .tflite for the device: class labels and the input normalization.
+
+It travels as one entry of the model's own ``metadata`` list (name :data:`METADATA_NAME`, the buffer holds
+UTF-8 JSON), so a model file alone is enough to publish label names and to feed correctly normalized
+inputs. Read here with the pure-Python flatbuffer reader: no TensorFlow or tflite-support on the device.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.model.tflite_file import TFLiteFormatError, _Reader
+
+METADATA_NAME = "edge_ml_toolkit"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    labels: dict[int, str]  # class index -> name (empty: none embedded)
+    input_mean: float | None  # float = (pixel - mean) / std; None when the converter did not know it
+    input_std: float | None
+    input_layout: str | None  # "NHWC" for image models: how the device must feed pixels
+    raw: dict[str, Any]
+
+
+def _entry(data: bytes, name: str) -> bytes | None:
+    """The bytes of metadata entry ``name`` (Model.metadata -> Metadata{name, buffer} -> Model.buffers)."""
+    r = _Reader(data)
+    root = r.indirect(0)
+    for m in r.tables(root, 6):
+        if r.string(m, 0) != name:
+            continue
+        index = int(r.scalar(m, 1, "u32"))
+        buffers = r.tables(root, 4)
+        if index >= len(buffers):
+            raise TFLiteFormatError(f"metadata {name!r} points at buffer {index} of {len(buffers)}")
+        start, length = r.vector(buffers[index], 0, 1)
+        if length:
+            return bytes(data[start : start + length])
+        # Buffers of models over 2 GB sit after the flatbuffer: Buffer.offset (field 1) and size (field 2).
+        off_pos, size_pos = r.field(buffers[index], 1), r.field(buffers[index], 2)
+        if off_pos and size_pos:
+            off, size = r.i64(off_pos), r.i64(size_pos)
+            r._need(off, size)
+            return bytes(data[off : off + size])
+        return b""
+    return None
+
+
+def parse(data: bytes) -> ModelMetadata | None:
+    """The embedded metadata of a .tflite given as bytes; None when it has none."""
+    blob = _entry(data, METADATA_NAME)
+    if blob is None:
+        return None
+    try:
+        raw = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TFLiteFormatError(f"metadata {METADATA_NAME!r} is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise TFLiteFormatError(f"metadata {METADATA_NAME!r} is {type(raw).__name__}, expected an object")
+    labels = raw.get("labels") or []
+    inp = raw.get("input") or {}
+    mean, std = inp.get("mean"), inp.get("std")
+    return ModelMetadata(
+        labels={i: str(v) for i, v in enumerate(labels)},
+        input_mean=None if mean is None else float(mean),
+        input_std=None if std is None else float(std),
+        input_layout=inp.get("layout"),
+        raw=raw,
+    )
+
+
+def read(path: str | Path) -> ModelMetadata | None:
+    """The embedded metadata of the .tflite at ``path``; None when it has none."""
+    return parse(Path(path).read_bytes())
