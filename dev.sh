@@ -25,12 +25,18 @@ setup_system() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
+ONNX2TF_VERSION=1.29.24  # the last release for Python 3.11 (2.x needs 3.12)
+
 setup_python() {
   [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
-  say "installing the toolkit with host, agent, dev and camera extras into $VENV"
+  say "installing the toolkit with host, agent, dev, camera and onnx extras into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # camera: OpenCV (opencv-python-headless) for the stream and video sources and their tests
-  "$VENV/bin/python" -m pip install -q -e ".[host,agent,dev,camera]"
+  # camera: OpenCV (opencv-python-headless) for the stream and video sources and their tests;
+  # onnx: edge-convert's ONNX input (onnx2tf below)
+  "$VENV/bin/python" -m pip install -q -e ".[host,agent,dev,camera,onnx]"
+  # onnx2tf pins tensorflow 2.19 / numpy 1.26 in its metadata: without --no-deps pip would downgrade the
+  # host extra. What it really needs at run time is in the [onnx] extra (see pyproject.toml).
+  "$VENV/bin/python" -m pip install -q --no-deps "onnx2tf==$ONNX2TF_VERSION"
   # The legacy runtime needs numpy<2, so it lives in a venv of its own.
   [ -x "$TFLITE_VENV/bin/python" ] || { say "creating $TFLITE_VENV"; "$PY" -m venv "$TFLITE_VENV"; }
   say "installing the agent with tflite-runtime 2.14 (numpy<2) into $TFLITE_VENV"

@@ -39,3 +39,7 @@ def tfmot() -> ModuleType:
 
         _cache["tfmot"] = tensorflow_model_optimization
     return _cache["tfmot"]
+
+
+def imported() -> bool:
+    return "keras" in _cache

@@ -48,6 +48,18 @@ def _copy(model: Any) -> Any:
     return clone
 
 
+def _import_tensorflow(quiet: bool) -> list[dict[str, Any]]:
+    """Time the TensorFlow import (seconds on a small board, cached after the first call)."""
+    from converter import _tf
+
+    if _tf.imported():
+        return []
+    _say(quiet, "importing TensorFlow")
+    t0 = time.perf_counter()
+    _tf.keras()
+    return [{"name": "import_tensorflow", "seconds": round(time.perf_counter() - t0, 3)}]
+
+
 def _classes(model: Any, float_out: Any) -> int | None:
     """Number of classes of a classifier's (N, K) output; None for other outputs or unknown."""
     if float_out is not None:
@@ -175,6 +187,7 @@ def convert(
             "pass --data as an .npz with x and y, or an image folder with one sub-folder per class",
         )
 
+    early_steps: list[dict[str, Any]] = []
     if isinstance(model, (str, Path)):
         src_path = Path(model)
         inputs_mod.detect_format(src_path)  # fail fast on paths before importing TensorFlow
@@ -182,7 +195,13 @@ def convert(
             raise ConvertError(
                 f"data not found: {data}", f"check the path (relative paths start at {Path.cwd()})"
             )
+        early_steps.extend(_import_tensorflow(quiet))
+        t0 = time.perf_counter()
+        _say(quiet, f"loading {src_path.name}" + (" (onnx2tf)" if src_path.suffix.lower() == ".onnx" else ""))
         source = inputs_mod.load(src_path, needs_tf_keras=prune is not None or qat)
+        early_steps.append(
+            {"name": "load", "seconds": round(time.perf_counter() - t0, 3), "format": source.format}
+        )
     else:
         if output is None:
             raise ConvertError("a model object was given without output=", "pass output='model.tflite'")
@@ -196,11 +215,12 @@ def convert(
     splits = None
     data_block: dict[str, Any] | None = None
     if data is not None:
-        ds = data_mod.load(data, source.input_shape, normalize=normalize or "0-1")
+        nchw = source.source_layout == "NCHW"
+        ds = data_mod.load(data, source.input_shape, normalize=normalize or "0-1", channels_first=nchw)
         if Path(data).is_dir() and normalize is None:
             normalize = "0-1"  # what the image folder was read with: the device must feed the same
         ev = (
-            data_mod.load(eval_data, source.input_shape, normalize=normalize or "0-1")
+            data_mod.load(eval_data, source.input_shape, normalize=normalize or "0-1", channels_first=nchw)
             if eval_data is not None
             else None
         )
@@ -248,7 +268,12 @@ def convert(
             "save the data as .npz with x and y, or use an image folder",
         )
 
-    steps: list[dict[str, Any]] = []
+    if source.source_layout is not None and source.source_layout != source.layout:
+        hints.append(
+            f"the {source.format} model takes {source.source_layout}; the .tflite takes {source.layout}: on the "
+            f"device feed images as (1, H, W, C) (edge-agent and edge-bench do)"
+        )
+    steps: list[dict[str, Any]] = early_steps
     keras_model = source.model
     # Measure the user's float model before any fine-tuning touches weights.
     float_out = source.predict(splits.eval.x) if splits is not None else None

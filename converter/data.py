@@ -36,10 +36,16 @@ class Splits:
     warnings: tuple[str, ...]
 
 
-def _fit_shape(x: np.ndarray, shape: tuple[int | None, ...], source: str) -> np.ndarray:
+def _fit_shape(
+    x: np.ndarray, shape: tuple[int | None, ...], source: str, channels_first: bool = False
+) -> np.ndarray:
     want = tuple(shape[1:])
     received = tuple(x.shape)
     got = tuple(x.shape[1:])
+    # Data for an NCHW (ONNX/PyTorch) model comes as (N, C, H, W); the converted model takes NHWC.
+    if channels_first and len(got) == 3 == len(want) and got == (want[2], want[0], want[1]) and got != want:
+        x = np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
+        got = tuple(x.shape[1:])
     # A grayscale set stored as (N, H, W) for a model taking (N, H, W, 1) is common (MNIST, digits).
     if len(got) + 1 == len(want) and want[-1] == 1:
         x = x[..., None]
@@ -127,7 +133,9 @@ def _load_images(folder: Path, shape: tuple[int | None, ...], normalize: str) ->
     return Dataset(x.astype(np.float32), np.asarray(ys, dtype=np.int64), str(folder), tuple(classes))
 
 
-def load(path: str | Path, shape: tuple[int | None, ...], *, normalize: str = "0-1") -> Dataset:
+def load(
+    path: str | Path, shape: tuple[int | None, ...], *, normalize: str = "0-1", channels_first: bool = False
+) -> Dataset:
     """Read a data set and check it against the model's input shape (expected vs received on mismatch)."""
     path = Path(path)
     if not path.exists():
@@ -156,7 +164,7 @@ def load(path: str | Path, shape: tuple[int | None, ...], *, normalize: str = "0
             )
     except ValueError as exc:  # pickled object arrays, truncated files
         raise ConvertError(f"cannot read {path}: {exc}", "save plain numeric arrays with np.savez") from exc
-    x = _fit_shape(_as_float(np.asarray(x), str(path)), shape, str(path))
+    x = _fit_shape(_as_float(np.asarray(x), str(path)), shape, str(path), channels_first)
     return Dataset(x, None if y is None else _labels(y, len(x), str(path)), str(path))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from converter import _tf
 from converter.errors import ConvertError
 
-FORMATS = ("h5", "keras", "savedmodel")
+FORMATS = ("h5", "keras", "savedmodel", "onnx")
 _SAVE_HINT = (
     "save it with model.save('model.h5') / model.save('model.keras') or tf.saved_model.save(model, 'folder')"
 )
@@ -75,13 +75,16 @@ def detect_format(path: Path) -> str:
         return "h5"
     if suffix == ".keras":
         return "keras"
+    if suffix == ".onnx":
+        return "onnx"
     if suffix == ".tflite":
         raise ConvertError(
             f"{path} is already a .tflite model; edge-convert needs the Keras model it came from",
             "pass the .h5/.keras/SavedModel you trained (edge-bench/edge-agent run .tflite files)",
         )
     raise ConvertError(
-        f"unsupported model file {path.name!r}: expected .h5, .keras or a SavedModel folder", _SAVE_HINT
+        f"unsupported model file {path.name!r}: expected .h5, .keras, .onnx or a SavedModel folder",
+        _SAVE_HINT,
     )
 
 
@@ -144,6 +147,16 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
     """Load a model file or folder; ``needs_tf_keras`` when pruning/QAT will rewrite it with tfmot."""
     path = Path(path)
     fmt = detect_format(path)
+    if fmt == "onnx":
+        if needs_tf_keras:
+            raise ConvertError(
+                f"{path} is an ONNX model; pruning and QAT (tensorflow-model-optimization) need a tf-keras model",
+                "prune/QAT in the training framework before export (e.g. torch.ao.pruning / torch.ao.quantization), "
+                "or drop --prune/--qat: post-training int8, int16x8 and float16 work on ONNX",
+            )
+        from converter import onnx_input
+
+        return onnx_input.load(path)
     version = _keras_version(path, fmt) if fmt != "savedmodel" else None
     keras3 = version is not None and version.split(".")[0] == "3"
     if keras3 and needs_tf_keras:

@@ -25,7 +25,7 @@ def io_dtypes(mode: str, io_dtype: str) -> tuple[str, str]:
 
 def _converter(model: Any, flavor: str, saved_model_dir: Path | None, batch1: bool) -> Any:
     tf = _tf.tf()
-    if flavor == "tf_keras":
+    if flavor in ("tf_keras", "onnx"):  # onnx2tf hands over a tf-keras model
         if batch1:
             # The Edge TPU needs static shapes: trace the model for exactly one sample.
             inp = model.inputs[0]
