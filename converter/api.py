@@ -202,6 +202,7 @@ def convert(
         early_steps.append(
             {"name": "load", "seconds": round(time.perf_counter() - t0, 3), "format": source.format}
         )
+        early_steps.extend(source.load_steps)
     else:
         if output is None:
             raise ConvertError("a model object was given without output=", "pass output='model.tflite'")

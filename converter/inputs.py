@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class SourceModel:
     predict: Callable[[np.ndarray], np.ndarray]
     layout: str | None = None  # how the device feeds the .tflite input: "NHWC" for images
     source_layout: str | None = None  # the input layout of the file given (ONNX: often NCHW)
+    load_steps: tuple[dict[str, Any], ...] = ()  # work done to load it (a Keras 3 rebuild), for the report
 
     @property
     def is_tf_keras(self) -> bool:
@@ -159,13 +160,6 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
         return onnx_input.load(path)
     version = _keras_version(path, fmt) if fmt != "savedmodel" else None
     keras3 = version is not None and version.split(".")[0] == "3"
-    if keras3 and needs_tf_keras:
-        raise ConvertError(
-            f"{path} was saved by Keras {version}; pruning and QAT (tensorflow-model-optimization) need a tf-keras "
-            "(Keras 2) model",
-            "rebuild/train the model with tf_keras (import tf_keras as keras, or TF_USE_LEGACY_KERAS=1) and save it "
-            "again, or drop --prune/--qat to convert it as it is",
-        )
     tf = _tf.tf()
     if fmt == "savedmodel":
         if (path / "keras_metadata.pb").exists():
@@ -236,6 +230,17 @@ def load(path: str | Path, *, needs_tf_keras: bool = False) -> SourceModel:
         raise ConvertError(
             f"{path} is not a loadable Keras model ({type(exc).__name__}: {msg})", fix
         ) from exc
+    if keras3 and needs_tf_keras:
+        from converter import keras3 as keras3_rebuild
+
+        original = _from_keras(path, fmt, "keras3", model)
+        rebuilt, record = keras3_rebuild.rebuild(model)
+        # The rebuilt tf-keras model is what gets pruned/QAT-trained; the Keras 3 model stays the reference.
+        return replace(
+            _from_keras(path, fmt, "tf_keras", rebuilt),
+            predict=original.predict,
+            load_steps=({**record, "keras_version": version},),
+        )
     return _from_keras(path, fmt, "keras3" if keras3 else "tf_keras", model)
 
 
