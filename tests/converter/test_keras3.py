@@ -1,0 +1,103 @@
+"""Keras 3 models: PTQ directly, prune + QAT through a tf-keras rebuild with the same weights.
+
+Keras 3 is the ``keras`` package TensorFlow 2.21 itself depends on; tf-keras is ``tf_keras``: both are in
+the host venv. The fixture model is trained the way a Keras 3 user would, in a fresh Python without
+TF_USE_LEGACY_KERAS.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converter.api import convert
+from converter.errors import ConvertError
+
+_TRAIN = r"""
+import sys
+import numpy as np
+import keras
+from converter import examples
+
+x, y = examples.digits("train")
+kind = sys.argv[2]
+inp = keras.Input((8, 8, 1), name="image")
+h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inp)
+h = keras.layers.BatchNormalization(name="bn1")(h)
+h = keras.layers.ReLU(name="relu1")(h)
+h = keras.layers.MaxPooling2D(name="pool")(h)
+h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(h)
+if kind == "odd":  # a Keras 3 layer tf-keras has no twin of
+    h = keras.layers.RMSNormalization(name="rms")(h)
+h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+h = keras.layers.Dropout(0.1, name="drop")(h)
+out = keras.layers.Dense(10, activation="softmax", name="probs")(h)
+model = keras.Model(inp, out)
+keras.utils.set_random_seed(0)
+model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+model.fit(x, y, epochs=15 if kind == "good" else 1, batch_size=32, verbose=0)
+model.save(sys.argv[1])
+"""
+
+
+def _keras3_model(path: Path, kind: str) -> Path:
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(path), kind], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras3_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _keras3_model(tmp_path_factory.mktemp("k3") / "digits3.keras", "good")
+
+
+def test_keras3_model_converts_to_int8_directly(keras3_digits, digits, tmp_path, litert) -> None:
+    rep = convert(keras3_digits, output=tmp_path / "m.tflite", data=digits.train, eval_data=digits.test)
+    assert rep["input"]["flavor"] == "keras3" and rep["quantization"]["mode"] == "int8"
+    m = rep["metrics"]
+    assert m["float_accuracy"] > 0.85 and m["accuracy_drop"] <= 1.5
+    t_out = litert(Path(rep["output"]["path"]), digits.x_test)
+    assert m["tflite_accuracy"] == pytest.approx(float(np.mean(t_out.argmax(1) == digits.y_test)), abs=1e-4)
+    assert rep["compatibility"]["ai_edge_litert"]["ok"] and rep["compatibility"]["tflite_runtime"]["ok"]
+
+
+def test_keras3_prune_and_qat_through_the_tf_keras_rebuild(
+    keras3_digits, digits, tmp_path, zero_fraction
+) -> None:
+    rep = convert(
+        keras3_digits,
+        output=tmp_path / "pq.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        prune=0.5,
+        qat=True,
+        epochs=2,
+    )
+    rebuild = next(s for s in rep["steps"] if s["name"] == "keras3_rebuild")
+    assert rebuild["keras_version"].startswith("3.") and rebuild["max_abs_output_diff"] < 1e-4
+    names = [s["name"] for s in rep["steps"]]
+    assert (
+        names.index("keras3_rebuild") < names.index("qat_check") < names.index("prune") < names.index("qat")
+    )
+    prune = next(s for s in rep["steps"] if s["name"] == "prune")
+    assert abs(prune["sparsity"]["achieved"] - 0.5) <= 0.05
+    assert zero_fraction(Path(rep["output"]["path"])) >= 0.4
+    # Accuracy is measured against the Keras 3 model itself.
+    assert rep["metrics"]["float_accuracy"] > 0.85 and rep["metrics"]["accuracy_drop"] <= 1.5
+
+
+def test_keras3_layer_without_a_tf_keras_twin_is_named(digits, tmp_path) -> None:
+    model = _keras3_model(tmp_path / "odd.keras", "odd")
+    with pytest.raises(ConvertError) as exc:
+        convert(model, output=tmp_path / "o.tflite", data=digits.train, qat=True)
+    assert "rms (RMSNormalization" in exc.value.what
+    assert "conv1" not in exc.value.what and "bn1" not in exc.value.what
