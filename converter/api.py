@@ -283,11 +283,15 @@ def convert(
     train = splits.train if splits is not None else None
     # The QAT support check runs before any training: a refusal must not cost the user a pruning run.
     qat_refusal: str | None = None
+    prepared: Any = None
     if qat:
         from converter.steps import qat as qat_step
 
         _say(quiet, "checking which layers tensorflow-model-optimization can quantize")
-        steps.append(qat_step.prepare(keras_model, qat_skip, preserve_sparsity=prune is not None)[1])
+        qat_ready, rec = qat_step.prepare(keras_model, qat_skip, preserve_sparsity=prune is not None)
+        steps.append(rec)
+        if prune is None:
+            prepared = qat_ready  # nothing changes the weights before QAT: train the checked model
     elif max_accuracy_drop is not None and source.flavor == "tf_keras" and not edgetpu:
         from converter.steps import qat as qat_step
 
@@ -329,6 +333,7 @@ def convert(
             skip=qat_skip,
             preserve_sparsity=prune is not None,
             progress=progress,
+            prepared=prepared,
         )
         steps.append(rec)
 

@@ -145,10 +145,14 @@ def qat(
     skip: Sequence[str] = (),
     preserve_sparsity: bool = False,
     progress: bool = True,
+    prepared: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune ``model`` with fake quantization; ``prepared`` is ``prepare(model)``'s model when already built."""
     data = train.require_labels(data, "--qat")
     started = time.perf_counter()
-    qmodel, _ = prepare(model, skip, preserve_sparsity=preserve_sparsity)
+    qmodel = (
+        prepared if prepared is not None else prepare(model, skip, preserve_sparsity=preserve_sparsity)[0]
+    )
     train.fit(
         qmodel,
         data,

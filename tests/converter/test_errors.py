@@ -98,7 +98,9 @@ def test_layers_tfmot_cannot_handle_are_named_with_the_way_out(digits, tmp_path:
     rep = convert(
         prelu, output=tmp_path / "p.tflite", data=digits.train, prune=0.5, prune_skip=["act"], epochs=1
     )
-    assert next(s for s in rep["steps"] if s["name"] == "prune")["sparsity"]["achieved"] == pytest.approx(0.5, abs=0.02)
+    assert next(s for s in rep["steps"] if s["name"] == "prune")["sparsity"]["achieved"] == pytest.approx(
+        0.5, abs=0.02
+    )
     assert rep["compatibility"]["ai_edge_litert"]["ok"]
 
 

@@ -17,39 +17,18 @@ import pytest
 
 from converter.api import convert
 from converter.errors import ConvertError
-
-_TRAIN = r"""
-import sys
-import numpy as np
-import keras
-from converter import examples
-
-x, y = examples.digits("train")
-kind = sys.argv[2]
-inp = keras.Input((8, 8, 1), name="image")
-h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inp)
-h = keras.layers.BatchNormalization(name="bn1")(h)
-h = keras.layers.ReLU(name="relu1")(h)
-h = keras.layers.MaxPooling2D(name="pool")(h)
-h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(h)
-if kind == "odd":  # a Keras 3 layer tf-keras has no twin of
-    h = keras.layers.RMSNormalization(name="rms")(h)
-h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-h = keras.layers.Dropout(0.1, name="drop")(h)
-out = keras.layers.Dense(10, activation="softmax", name="probs")(h)
-model = keras.Model(inp, out)
-keras.utils.set_random_seed(0)
-model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
-model.fit(x, y, epochs=15 if kind == "good" else 1, batch_size=32, verbose=0)
-model.save(sys.argv[1])
-"""
+from converter.examples import KERAS3_TRAIN
 
 
 def _keras3_model(path: Path, kind: str) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     proc = subprocess.run(
-        [sys.executable, "-c", _TRAIN, str(path), kind], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", KERAS3_TRAIN, str(path), kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return path

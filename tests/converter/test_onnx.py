@@ -9,7 +9,7 @@ import pytest
 
 from converter.api import convert
 from converter.errors import ConvertError
-from tests.converter.onnx_models import digits_onnx
+from converter.examples import digits_onnx
 
 
 @pytest.fixture(scope="module")
