@@ -61,7 +61,7 @@ def _recording_scheme(scheme: Any, skip: Sequence[str], rejected: list[tuple[str
     inner = scheme.get_quantize_registry()
     skipped = set(skip)
 
-    class _NoOp(quant.QuantizeConfig):  # type: ignore[misc,name-defined]
+    class _NoOp(quant.QuantizeConfig):  # type: ignore[name-defined]
         def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
             return []
 
@@ -80,7 +80,7 @@ def _recording_scheme(scheme: Any, skip: Sequence[str], rejected: list[tuple[str
         def get_config(self) -> dict[str, Any]:
             return {}
 
-    class _Recording(quant.QuantizeRegistry):  # type: ignore[misc,name-defined]
+    class _Recording(quant.QuantizeRegistry):  # type: ignore[name-defined]
         def supports(self, layer: Any) -> bool:
             # Skipped layers reach the registry only to quantize their outputs: keep tfmot's answer there.
             return layer.name not in skipped or bool(inner.supports(layer))
@@ -92,7 +92,7 @@ def _recording_scheme(scheme: Any, skip: Sequence[str], rejected: list[tuple[str
                 rejected.append((layer.name, type(layer).__name__))
             return _NoOp()
 
-    class _Scheme(quant.QuantizeScheme):  # type: ignore[misc,name-defined]
+    class _Scheme(quant.QuantizeScheme):  # type: ignore[name-defined]
         def get_layout_transformer(self) -> Any:
             return scheme.get_layout_transformer()
 
