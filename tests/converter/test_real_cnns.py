@@ -99,6 +99,7 @@ def test_resnet_prune_then_qat_keeps_sparsity(resnet, tmp_path, zero_fraction) -
     assert rep["metrics"]["accuracy_drop"] <= 1.5
 
 
+@pytest.mark.slow
 def test_resnet_max_accuracy_drop_tries_qat_and_keeps_an_int8_candidate(resnet, tmp_path) -> None:
     rep = convert(
         resnet.model,
