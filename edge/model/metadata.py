@@ -77,3 +77,59 @@ def parse(data: bytes) -> ModelMetadata | None:
 def read(path: str | Path) -> ModelMetadata | None:
     """The embedded metadata of the .tflite at ``path``; None when it has none."""
     return parse(Path(path).read_bytes())
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Labels and normalization a tool uses: its flags/config first, else what the model carries."""
+
+    labels: dict[int, str]
+    mean: float | None
+    std: float | None
+    labels_from: str  # "flag", "model" or "none"
+    normalization_from: str  # "flag", "model" or "none"
+    warnings: tuple[str, ...]
+
+
+def resolve(
+    model: str | Path | bytes,
+    *,
+    labels: dict[int, str] | None = None,
+    mean: float | None = None,
+    std: float | None = None,
+    classes: int | None = None,
+) -> Resolved:
+    """Fill what no flag gave from the model's embedded metadata, and check labels against ``classes``.
+
+    Raises :class:`edge.errors.InputError` when the labels name fewer classes than the model outputs
+    (predictions would carry ``"label": null``); more names than classes is only a warning.
+    """
+    from edge.errors import InputError
+
+    meta = parse(model) if isinstance(model, bytes) else read(model)
+    notes: list[str] = []
+    labels_from = "flag" if labels else "none"
+    if not labels and meta is not None and meta.labels:
+        labels, labels_from = dict(meta.labels), "model"
+    norm_from = "flag" if mean is not None or std is not None else "none"
+    if (
+        norm_from == "none"
+        and meta is not None
+        and meta.input_mean is not None
+        and meta.input_std is not None
+    ):
+        mean, std, norm_from = meta.input_mean, meta.input_std, "model"
+    labels = labels or {}
+    if labels and classes:
+        named = sum(1 for i in range(classes) if i in labels)
+        source = "the model's embedded labels" if labels_from == "model" else "the labels file"
+        if named < classes:
+            raise InputError(
+                f"{source} names {named} of the model's {classes} classes ({len(labels)} labels given)",
+                "pass the labels file made for this model (one name a line, line N = class N)",
+            )
+        if len(labels) > classes:
+            notes.append(
+                f"{source} has {len(labels)} labels, the model {classes} classes: the rest are unused"
+            )
+    return Resolved(labels, mean, std, labels_from, norm_from, tuple(notes))

@@ -72,3 +72,34 @@ def test_models_without_metadata_read_as_none_and_bad_json_is_refused(digits, tm
     # A second write replaces the entry instead of adding another.
     twice = share_quantization_vectors(bad, {metadata.METADATA_NAME: b'{"labels": ["x"]}'})
     assert metadata.parse(twice).labels == {0: "x"}
+
+
+def test_device_side_resolve_prefers_flags_then_the_model(digits, tmp_path) -> None:
+    from edge.errors import InputError
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"n{i}" for i in range(10)))
+    convert(
+        digits.model, output=tmp_path / "m.tflite", labels=labels, normalize="0-1", quantize_mode="float16"
+    )
+    model = tmp_path / "m.tflite"
+    r = metadata.resolve(model, classes=10)
+    assert (r.labels[3], r.mean, r.std, r.labels_from, r.normalization_from) == (
+        "n3",
+        0.0,
+        255.0,
+        "model",
+        "model",
+    )
+    r = metadata.resolve(model, labels={i: f"x{i}" for i in range(11)}, mean=127.5, std=127.5, classes=10)
+    assert (r.labels[3], r.mean, r.std, r.labels_from, r.normalization_from) == (
+        "x3",
+        127.5,
+        127.5,
+        "flag",
+        "flag",
+    )
+    assert r.warnings and "11 labels" in r.warnings[0] and "10 classes" in r.warnings[0]
+    with pytest.raises(InputError) as exc:
+        metadata.resolve(model, labels={0: "a", 1: "b"}, classes=10)
+    assert "names 2 of the model's 10 classes" in exc.value.what
