@@ -34,13 +34,17 @@ def share_quantization_vectors(data: bytes, metadata: Mapping[str, bytes] | None
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     for name, blob in (metadata or {}).items():
-        model.metadata = [m for m in (model.metadata or []) if m.name.decode() != name]
+        data_array = np.frombuffer(blob, dtype=np.uint8)
+        existing = [m for m in (model.metadata or []) if m.name.decode() == name]
+        if existing:  # rewrite the entry's own buffer: no orphan buffer left behind
+            model.buffers[existing[0].buffer].data = data_array
+            continue
         buf = schema.BufferT()
-        buf.data = np.frombuffer(blob, dtype=np.uint8)
+        buf.data = data_array
         model.buffers.append(buf)
         entry = schema.MetadataT()
         entry.name, entry.buffer = name, len(model.buffers) - 1
-        model.metadata.append(entry)
+        model.metadata = [*(model.metadata or []), entry]
     cache: dict[tuple[str, bytes], int] = {}
 
     def vector(builder: Any, values: Any, dtype: str) -> int:
