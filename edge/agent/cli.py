@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="the .tflite model")
     run.add_argument("--labels", help="labels file: one label a line, or 'N label' lines")
     run.add_argument(
+        "--input-mean",
+        type=float,
+        help="float = (pixel - mean) / std (default: from the model, as edge-convert wrote it)",
+    )
+    run.add_argument("--input-std", type=float, help="see --input-mean")
+    run.add_argument(
         "--source",
         help="a file, a directory, 'mqtt', 'camera[:N]', rtsp:// or http(s):// stream, video file, 'picamera[:N]'",
     )
@@ -118,6 +124,8 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
 
     put("model.path", a.model)
     put("model.labels", a.labels)
+    put("preprocess.mean", a.input_mean)
+    put("preprocess.std", a.input_std)
     put("model.runtime", a.runtime)
     put("model.threads", a.threads)
     put("model.delegate", a.delegate)

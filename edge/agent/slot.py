@@ -30,6 +30,7 @@ import numpy as np
 from edge.errors import EdgeError
 from edge.inference.pipeline import Pipeline, Settings
 from edge.inference.preprocess import Normalization, random_input
+from edge.model import metadata as model_metadata
 from edge.model.labels import read_labels
 from edge.model.runtime import LoadedModel, default_threads, load_model
 from edge.ota.install import InstalledModel, ModelStore
@@ -187,15 +188,27 @@ class ModelSlot:
             delegates=self.delegates,
             max_bytes=m.max_bytes,
         )
+        # Labels and normalization edge-convert embedded in the model fill what no flag or config gave.
+        meta = model_metadata.resolve(model.path, labels=read_labels(labels_path), mean=p.mean, std=p.std)
         pipe = Pipeline(
             model,
-            read_labels(labels_path),
-            Normalization(p.mean, p.std, p.resample),
+            meta.labels,
+            Normalization(meta.mean, meta.std, p.resample),
             self.settings,
             p.max_image_pixels,
             task=m.task,
             resize=p.resize,
         )
+        if pipe.kind == "classifier":  # labels naming fewer classes than the model outputs are refused
+            checked = model_metadata.resolve(
+                model.path,
+                labels=meta.labels if meta.labels_from == "flag" else None,
+                mean=meta.mean,
+                std=meta.std,
+                classes=model_metadata.classifier_classes([o.shape for o in model.outputs]),
+            )
+            for warning in checked.warnings:
+                log.warning("%s", warning)
         if test:  # a model that loads but cannot run must not replace one that runs
             spec = model.inputs[0]
             model.interpreter.set_tensor(spec.index, random_input(spec, np.random.default_rng(0)))

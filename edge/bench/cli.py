@@ -21,6 +21,7 @@ from edge.bench.inputs import feeds_for
 from edge.bench.runner import run
 from edge.errors import InputError, run_command
 from edge.inference.preprocess import Normalization
+from edge.model import metadata as model_metadata
 from edge.model.runtime import DELEGATE_CHOICES, load_model
 
 EXIT_REGRESSION = 1
@@ -200,12 +201,13 @@ def _main(args: argparse.Namespace) -> int:
         raise InputError(
             f"--tolerance must be >= 0; received {args.tolerance}", "e.g. --tolerance 0.3 for 30 %"
         )
-    norm = Normalization(mean=args.input_mean, std=args.input_std)
-
     benches = []
     for path in args.models:
         rss_before = system.rss_mb()
         loaded = load_model(path, runtime=args.runtime, threads=args.threads, delegate=args.delegate)
+        # Without --input-mean/--input-std, the normalization edge-convert embedded in the model.
+        meta = model_metadata.resolve(loaded.path, mean=args.input_mean, std=args.input_std)
+        norm = Normalization(mean=meta.mean, std=meta.std)
         feeds, label = feeds_for(loaded, args.input, options.seed, norm)
         bench = ModelBench(loaded, feeds, label, rss_before_mb=rss_before)
         bench.first_inference()  # now, so rss_delta_mb is this model's own growth

@@ -28,7 +28,9 @@ from edge.flash.manifest import (
     bundle_id,
     sums_text,
 )
+from edge.model import metadata as model_metadata
 from edge.model import tflite_file
+from edge.model.labels import read_labels
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -228,6 +230,16 @@ def build(
             f"labels file {labels} does not exist", "pass the labels.txt of the model, or omit it"
         )
     model_files = _gather_models([Path(m) for m in models])
+    if labels is not None:
+        # A labels file that names fewer classes than the model outputs is refused here, not on the device.
+        # Without one the agent takes the labels edge-convert embedded in the model.
+        first = model_files[0][0]
+        outputs = _check_model(first).subgraphs[0].outputs
+        model_metadata.resolve(
+            first,
+            labels=read_labels(labels),
+            classes=model_metadata.classifier_classes([t.shape for t in outputs]),
+        )
 
     with tempfile.TemporaryDirectory(prefix="edge-bundle-") as tmp:
         stage = Path(tmp) / BUNDLE_DIR

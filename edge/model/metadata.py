@@ -8,6 +8,7 @@ inputs. Read here with the pure-Python flatbuffer reader: no TensorFlow or tflit
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,12 @@ def resolve(
     """
     from edge.errors import InputError
 
-    meta = parse(model) if isinstance(model, bytes) else read(model)
     notes: list[str] = []
+    try:
+        meta = parse(model) if isinstance(model, bytes) else read(model)
+    except TFLiteFormatError as exc:  # a damaged entry must not stop a model that runs
+        meta = None
+        notes.append(f"ignored the model's embedded metadata: {exc}")
     labels_from = "flag" if labels else "none"
     if not labels and meta is not None and meta.labels:
         labels, labels_from = dict(meta.labels), "model"
@@ -133,3 +138,11 @@ def resolve(
                 f"{source} has {len(labels)} labels, the model {classes} classes: the rest are unused"
             )
     return Resolved(labels, mean, std, labels_from, norm_from, tuple(notes))
+
+
+def classifier_classes(output_shapes: Sequence[Sequence[int]]) -> int | None:
+    """K for a model with one (1, K) output, K > 1; None for detectors and other outputs."""
+    if len(output_shapes) != 1:
+        return None
+    shape = tuple(output_shapes[0])
+    return int(shape[-1]) if len(shape) == 2 and shape[-1] > 1 else None

@@ -77,7 +77,9 @@ def test_models_without_metadata_read_as_none_and_bad_json_is_refused(digits, tm
     def buffers(b: bytes) -> int:
         return len(schema.ModelT.InitFromPackedBuf(bytearray(b), 0).buffers)
 
-    assert buffers(twice) == buffers(bad) == buffers(plain) + 1  # the entry's buffer is rewritten, not orphaned
+    assert (
+        buffers(twice) == buffers(bad) == buffers(plain) + 1
+    )  # the entry's buffer is rewritten, not orphaned
 
 
 def test_device_side_resolve_prefers_flags_then_the_model(digits, tmp_path) -> None:
