@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import ROOT
+
 # tfmot needs tf-keras; must be set before anything imports TensorFlow.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-# CI exports EDGE_TFLITE_RUNTIME_PYTHON (dev.sh); on a workstation a local tflite venv stands in.
-_LOCAL_TFLITE = Path("/work/venv-tflite/bin/python")
+# CI exports EDGE_TFLITE_RUNTIME_PYTHON (dev.sh); elsewhere the venv ./dev.sh setup made stands in.
+_LOCAL_TFLITE = ROOT / ".venv-tflite" / "bin" / "python"
 if "EDGE_TFLITE_RUNTIME_PYTHON" not in os.environ and _LOCAL_TFLITE.exists():
     os.environ["EDGE_TFLITE_RUNTIME_PYTHON"] = str(_LOCAL_TFLITE)
 
