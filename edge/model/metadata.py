@@ -8,6 +8,8 @@ inputs. Read here with the pure-Python flatbuffer reader: no TensorFlow or tflit
 from __future__ import annotations
 
 import json
+import mmap
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +78,17 @@ def parse(data: bytes) -> ModelMetadata | None:
 
 
 def read(path: str | Path) -> ModelMetadata | None:
-    """The embedded metadata of the .tflite at ``path``; None when it has none."""
-    return parse(Path(path).read_bytes())
+    """The embedded metadata of the .tflite at ``path``; None when it has none.
+
+    The file is mapped, not read: only the pages of the flatbuffer's tables and of the metadata entry are
+    touched, and no model-sized buffer is allocated (glibc would keep one, raising the agent's RSS by the
+    model's size for good).
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return parse(b"")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return parse(data)  # type: ignore[arg-type]  # a read-only buffer: what parse() slices
 
 
 @dataclass(frozen=True)
