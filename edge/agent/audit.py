@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Any
 from edge.contract.messages import utc_iso
 from edge.digest import sha256_hex
 
+# The names of the agent's own actions (``commands.disabled`` may list these and ``model/set``).
+BUILTIN_ACTIONS = ("ping", "reload", "set", "bench")
+
 if TYPE_CHECKING:
     from edge.agent.config import AuditConfig
 

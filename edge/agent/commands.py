@@ -22,9 +22,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from edge.agent.audit import action_allowed
+import msgspec
+
+from edge.agent.audit import BUILTIN_ACTIONS, action_allowed
+from edge.agent.config import SettingsUpdate
 from edge.contract.payload import PayloadError, loads
 from edge.errors import EdgeError
+from edge.validation import DecodeError, decode
 
 if TYPE_CHECKING:
     from edge.agent.audit import AuditLog
@@ -189,36 +193,22 @@ def reload(slot: ModelSlot) -> Handler:
     return handle
 
 
-SETTABLE = {"top_k": int, "threshold": float, "iou": float, "max_detections": int}
-
-
 def settings_from(cmd: dict[str, Any]) -> dict[str, Any]:
-    """The values of a ``set`` command, checked; raises CommandError."""
+    """The values of a ``set`` command, checked against the config's own constraints; raises CommandError."""
     params = {k: v for k, v in cmd.items() if k not in ("id", "action")}
     if isinstance(params.get("values"), dict):  # {"action":"set","values":{"top_k":3}} also accepted
         params = params["values"]
-    if not params:
-        raise CommandError("set needs at least one of: " + ", ".join(SETTABLE) + ' (e.g. {"top_k": 3})')
-    unknown = sorted(set(params) - set(SETTABLE))
-    if unknown:
-        raise CommandError(f"cannot set {', '.join(unknown)}; settable: {', '.join(SETTABLE)}")
-    if "top_k" in params:
-        v = params["top_k"]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
-            raise CommandError(f"top_k must be an integer in 1..1000, received {v!r}")
-    if "threshold" in params:
-        v = params["threshold"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
-            raise CommandError(f"threshold must be a number in 0..1, received {v!r}")
-    if "iou" in params:
-        v = params["iou"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
-            raise CommandError(f"iou must be a number in 0..1, received {v!r}")
-    if "max_detections" in params:
-        v = params["max_detections"]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
-            raise CommandError(f"max_detections must be an integer in 1..10000, received {v!r}")
-    return {k: SETTABLE[k](v) for k, v in params.items()}
+    try:
+        update = decode(SettingsUpdate, params)
+    except DecodeError as exc:
+        raise CommandError(
+            "; ".join(f"{key} = {value!r}: {message}" for key, value, message in exc.problems)
+        ) from exc
+    values = {k: v for k, v in msgspec.structs.asdict(update).items() if v is not None}
+    if not values:
+        settable = ", ".join(f.name for f in msgspec.structs.fields(SettingsUpdate))
+        raise CommandError(f'set needs at least one of: {settable} (e.g. {{"top_k": 3}})')
+    return values
 
 
 def set_(slot: ModelSlot) -> Handler:
@@ -265,10 +255,6 @@ def bench(
         return report if isinstance(report, dict) else {"report": report}
 
     return handle
-
-
-# The names of the agent's own actions (``commands.disabled`` may list these and ``model/set``).
-BUILTIN_ACTIONS = ("ping", "reload", "set", "bench")
 
 
 def builtin_handlers(

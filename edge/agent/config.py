@@ -26,8 +26,7 @@ import msgspec.toml
 from msgspec import Meta, field
 
 from edge.agent import system
-from edge.agent.audit import action_allowed
-from edge.agent.commands import BUILTIN_ACTIONS
+from edge.agent.audit import BUILTIN_ACTIONS, action_allowed
 from edge.errors import EdgeError
 from edge.model.guard import GuardLimits
 from edge.ota.manifest import DEFAULT_MAX_BYTES
@@ -308,6 +307,13 @@ Threshold = Annotated[
     Meta(ge=0.0, le=1.0, title="Score threshold", description="Drop classes/detections scoring below it"),
 ]
 
+Iou = Annotated[
+    float, Meta(ge=0.0, le=1.0, title="NMS IoU", description="Detectors: overlap above which NMS drops a box")
+]
+MaxDetections = Annotated[
+    int, Meta(ge=1, le=10_000, title="Max detections", description="Detections (or poses) per prediction")
+]
+
 
 class PostprocessConfig(Record, frozen=True):
     top_k: TopK = 5
@@ -320,14 +326,8 @@ class PostprocessConfig(Record, frozen=True):
             description="Values per output tensor sent for non-classifier models",
         ),
     ] = 1024
-    iou: Annotated[
-        float,
-        Meta(ge=0.0, le=1.0, title="NMS IoU", description="Detectors: overlap above which NMS drops a box"),
-    ] = 0.45
-    max_detections: Annotated[
-        int,
-        Meta(ge=1, le=10_000, title="Max detections", description="Detections (or poses) per prediction"),
-    ] = 100
+    iou: Iou = 0.45
+    max_detections: MaxDetections = 100
     publish_mask: Annotated[
         bool,
         Meta(
@@ -349,6 +349,8 @@ class SettingsUpdate(Record, frozen=True):
 
     top_k: Optional[TopK] = None
     threshold: Optional[Threshold] = None
+    iou: Optional[Iou] = None
+    max_detections: Optional[MaxDetections] = None
 
 
 class SpoolConfig(Record, frozen=True):

@@ -43,12 +43,12 @@ def _registry(slot: ModelSlot, published: list | None = None) -> commands.Comman
         (b'{"id": 1}', "no 'action'"),
         (b'{"id": 2, "action": "explode"}', "unknown action 'explode'"),
         (b'{"id": 3, "action": "set"}', "set needs"),
-        (b'{"id": 4, "action": "set", "top_k": -1}', "top_k must be"),
-        (b'{"id": 5, "action": "set", "top_k": true}', "top_k must be"),
-        (b'{"id": 6, "action": "set", "colour": "red"}', "cannot set colour"),
-        (b'{"id": 7, "action": "set", "threshold": 2}', "threshold must be"),
-        (b'{"id": 8, "action": "set", "iou": -0.1}', "iou must be"),
-        (b'{"id": 9, "action": "set", "max_detections": 0}', "max_detections must be"),
+        (b'{"id": 4, "action": "set", "top_k": -1}', "top_k = -1: "),
+        (b'{"id": 5, "action": "set", "top_k": true}', "top_k = True: "),
+        (b'{"id": 6, "action": "set", "colour": "red"}', "colour = 'red': unknown key"),
+        (b'{"id": 7, "action": "set", "threshold": 2}', "threshold = 2: "),
+        (b'{"id": 8, "action": "set", "iou": -0.1}', "iou = -0.1: Expected `float` >= 0.0"),
+        (b'{"id": 9, "action": "set", "max_detections": 0}', "max_detections = 0: Expected `int` >= 1"),
     ],
 )
 def test_malformed_commands_get_error_results(slot: ModelSlot, payload: bytes, needle: str) -> None:

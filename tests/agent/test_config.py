@@ -331,7 +331,7 @@ def test_set_command_parameters_share_the_config_constraints() -> None:
     with pytest.raises(DecodeError) as err:
         decode(SettingsUpdate, {"top_k": 0, "threshold": float("nan"), "topk": 1})
     assert err.value.problems == [
-        ("topk", 1, "unknown key (did you mean 'top_k'? valid keys: top_k, threshold)"),
+        ("topk", 1, "unknown key (did you mean 'top_k'? valid keys: top_k, threshold, iou, max_detections)"),
         ("top_k", 0, "Expected `int` >= 1"),
         ("threshold", pytest.approx(float("nan"), nan_ok=True), "Expected `float` >= 0.0"),
     ]
