@@ -43,6 +43,7 @@ from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health, predicted_labels
 from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
+from edge.agent.thumbnail import Thumbnails
 from edge.contract import messages
 from edge.errors import EdgeError
 from edge.inference.pipeline import Invoked, Pipeline, Prepared, Settings
@@ -125,6 +126,17 @@ class Agent:
             on_swap=[self.publish_status],
         )
         self.slot.start()
+        self.thumbnails = (
+            Thumbnails(
+                max_edge=pp.thumbnail_size,
+                quality=pp.thumbnail_quality,
+                max_bytes=pp.thumbnail_max_bytes,
+                rate=pp.thumbnail_rate,
+                max_pixels=cfg.preprocess.max_image_pixels,
+            )
+            if pp.publish_thumbnail
+            else None
+        )
 
         # The transport: client (not connected yet), spool, outbox.
         self.url: BrokerURL = credentials(cfg.mqtt, parse_broker_url(cfg.mqtt.broker))
@@ -362,6 +374,12 @@ class Agent:
         if res.mask_png is not None and self.client is not None:
             # QoS 0, not spooled: a mask describes the present, like metrics (and is big)
             self.client.publish(self.topics.mask, res.mask_png, 0, False, None)
+        thumbs = self.thumbnails
+        if thumbs is not None and self.client.connected and thumbs.due():
+            # QoS 0 like the mask; tagged with this prediction's seq and ts so subscribers pair them
+            jpeg = thumbs.render(item.data, seq, payload["ts"])
+            if jpeg is not None:
+                self.client.publish(self.topics.thumbnail, jpeg, 0, False, None)
         self.predictions += 1
         if self.first_prediction_s is None:
             self.first_prediction_s = time.monotonic() - self.started_mono

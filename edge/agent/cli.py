@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         "--publish-mask", action="store_true", default=None, help="segmentation: PNG mask on .../mask"
     )
     run.add_argument(
+        "--publish-thumbnail",
+        action="store_true",
+        default=None,
+        help="a small JPEG of the input on .../thumbnail, tagged with its prediction's seq",
+    )
+    run.add_argument("--thumbnail-size", type=int, help="thumbnails: longest side in pixels (default 320)")
+    run.add_argument("--thumbnail-rate", type=float, help="thumbnails per second at most (default 1)")
+    run.add_argument(
         "--full-embedding",
         action="store_true",
         default=None,
@@ -141,6 +149,9 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     put("postprocess.max_detections", a.max_detections)
     put("postprocess.publish_mask", a.publish_mask)
     put("postprocess.full_embedding", a.full_embedding)
+    put("postprocess.publish_thumbnail", a.publish_thumbnail)
+    put("postprocess.thumbnail_size", a.thumbnail_size)
+    put("postprocess.thumbnail_rate", a.thumbnail_rate)
     put("model.task", a.task)
     put("preprocess.resize", a.resize)
     put("source.fps", a.fps)

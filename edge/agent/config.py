@@ -335,6 +335,39 @@ class PostprocessConfig(Record, frozen=True):
             description="Segmentation: also publish the class mask as a PNG on <prefix>/<device>/mask",
         ),
     ] = False
+    publish_thumbnail: Annotated[
+        bool,
+        Meta(
+            title="Publish thumbnails",
+            description="Also publish a small JPEG of the input on <prefix>/<device>/thumbnail, tagged "
+            "with its prediction's seq (for dashboards to draw results on)",
+        ),
+    ] = False
+    thumbnail_size: Annotated[
+        int,
+        Meta(ge=16, le=4096, title="Thumbnail size", description="Longest side of a thumbnail, in pixels"),
+    ] = 320
+    thumbnail_quality: Annotated[
+        int, Meta(ge=1, le=95, title="Thumbnail quality", description="JPEG quality of a thumbnail")
+    ] = 70
+    thumbnail_max_bytes: Annotated[
+        int,
+        Meta(
+            ge=4096,
+            le=1024 * 1024,
+            title="Thumbnail size cap",
+            description="Bytes per thumbnail at most: lower quality, then a smaller picture, else none",
+        ),
+    ] = 64 * 1024
+    thumbnail_rate: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=100,
+            title="Thumbnail rate",
+            description="Thumbnails per second at most, whatever the input rate",
+        ),
+    ] = 1.0
     full_embedding: Annotated[
         bool,
         Meta(

@@ -18,11 +18,13 @@ OUTPUTS: dict[str, str] = {
     "bench": "bench",
     "audit": "audit",
 }
-# kind -> leaf, binary payloads the agent publishes (no JSON Schema): the segmentation mask as a PNG
-BINARY_OUTPUTS: dict[str, str] = {"mask": "mask"}
+# kind -> leaf, binary payloads the agent publishes (no JSON Schema): the segmentation mask as a PNG,
+# the input as a small JPEG tagged with its prediction's seq (edge.contract.thumbnail)
+BINARY_OUTPUTS: dict[str, str] = {"mask": "mask", "thumbnail": "thumbnail"}
 # kind -> leaf, for what the agent listens to
 INPUTS: dict[str, str] = {"cmd": "cmd", "infer": "infer", "model_set": "model/set"}
 _OUTPUT_KIND = {v: k for k, v in OUTPUTS.items()}
+_BINARY_KIND = {v: k for k, v in BINARY_OUTPUTS.items()}
 
 
 def topic_for(kind: str, device: str, prefix: str = "edge") -> str:
@@ -43,6 +45,16 @@ def split_topic(topic: str, prefix: str = "edge") -> tuple[str, str] | None:
     return device, kind
 
 
+def split_binary_topic(topic: str, prefix: str = "edge") -> tuple[str, str] | None:
+    """``edge/<device>/thumbnail`` -> ``("<device>", "thumbnail")``; None for any other topic."""
+    head = prefix.rstrip("/") + "/"
+    if not topic.startswith(head):
+        return None
+    device, _, leaf = topic[len(head) :].partition("/")
+    kind = _BINARY_KIND.get(leaf)
+    return (device, kind) if device and kind is not None else None
+
+
 class Topics:
     """The topics of one device, computed once (they are read on every publish)."""
 
@@ -54,7 +66,7 @@ class Topics:
 
         self.availability, self.status, self.predictions = t("availability"), t("status"), t("predictions")
         self.errors, self.metrics, self.bench, self.audit = t("errors"), t("metrics"), t("bench"), t("audit")
-        self.mask = t("mask")
+        self.mask, self.thumbnail = t("mask"), t("thumbnail")
         self.cmd, self.cmd_result, self.infer, self.model_set = (
             t("cmd"),
             t("cmd_result"),

@@ -25,7 +25,7 @@ from edge import cli
 from edge.contract import schemas
 from edge.errors import EdgeError, run_command
 from edge.transport.url import BrokerURL, parse_broker_url
-from edge.watch.state import Fleet, Malformed, Message, top_result
+from edge.watch.state import Fleet, Malformed, Message, Thumbnail, top_result
 from edge.watch.table import LiveTable
 
 CSV_COLUMNS = (
@@ -45,10 +45,14 @@ CSV_COLUMNS = (
 )
 
 
-def subscriptions(prefix: str, device: str | None) -> list[tuple[str, int]]:
-    """One filter per published topic: ``<prefix>/+/#`` would also pull every input image."""
+def subscriptions(prefix: str, device: str | None, thumbnails: bool = False) -> list[tuple[str, int]]:
+    """One filter per published topic: ``<prefix>/+/#`` would also pull every input image.
+    ``thumbnails``: the frames agents publish with --publish-thumbnail too (the dashboard draws on them)."""
     dev = device or "+"
-    return [(schemas.topic_for(kind, dev, prefix), 1) for kind in schemas.KINDS]
+    subs = [(schemas.topic_for(kind, dev, prefix), 1) for kind in schemas.KINDS]
+    if thumbnails:
+        subs.append((schemas.topic_for("thumbnail", dev, prefix), 0))
+    return subs
 
 
 def csv_row(msg: Message) -> dict[str, Any]:
@@ -84,6 +88,7 @@ class Watcher:
         csv_path: Path | None = None,
         count: int | None = None,
         kinds: set[str] | None = None,
+        thumbnails: bool = False,
         err: TextIO = sys.stderr,
     ) -> None:
         self.broker = broker
@@ -91,6 +96,7 @@ class Watcher:
         self.json_out = json_out
         self.count = count
         self.kinds = kinds  # --kind: what --json prints and --count counts (the table shows everything)
+        self.thumbnails = thumbnails  # --web: subscribe to thumbnails (for the dashboard only)
         self.err = err
         self.seen = 0
         self.pipe_closed = False
@@ -146,7 +152,7 @@ class Watcher:
         if reason.is_failure:
             self.connect_error = f"the broker refused the connection: {reason}"
             return
-        client.subscribe(subscriptions(self.fleet.prefix, self.fleet.only_device))
+        client.subscribe(subscriptions(self.fleet.prefix, self.fleet.only_device, self.thumbnails))
         self.ever_connected = True
         self.connected.set()
 
@@ -154,8 +160,8 @@ class Watcher:
         if self.done.is_set():
             return
         result = self.fleet.ingest(msg.topic, msg.payload, retained=bool(msg.retain))
-        if result is None:
-            return
+        if result is None or isinstance(result, Thumbnail):
+            return  # a thumbnail is for the dashboard: not a line of --json, nor counted
         with self._out_lock:
             if isinstance(result, Malformed):
                 if self.json_out is not None:
@@ -276,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
         csv_path=args.csv,
         count=args.count,
         kinds=set(args.kind) if args.kind else None,
+        thumbnails=bool(args.web),
     )
     dashboard = None
     if args.web:

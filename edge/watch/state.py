@@ -9,6 +9,8 @@ publisher must not take the fleet view down.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import threading
@@ -19,11 +21,20 @@ from datetime import datetime
 from typing import Any
 
 from edge.contract import schemas
+from edge.contract import thumbnail as thumbnail_format
 from edge.errors import EdgeError
+from edge.transport.topics import split_binary_topic
 from edge.watch.drift import DriftTracker
 
 LATENCY_POINTS = 300  # per device, for the chart and the local percentiles
 RATE_WINDOW_S = 10.0
+# What the dashboard may hold and serve per device (``/api/frame/<device>``), whatever publishers send:
+# one thumbnail of at most this many bytes (the agent caps its own at 64 KiB by default) ...
+THUMBNAIL_MAX_BYTES = 256 * 1024
+# ... and the results drawn over it, cut to these many items, labels to LABEL_CHARS characters
+OVERLAY_ITEMS = {"detections": 100, "poses": 10, "keypoints": 33, "segments": 8, "top_k": 5}
+LABEL_CHARS = 48
+PAIR_WINDOW = 32  # predictions remembered per device, to pair with a thumbnail arriving before or after
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,98 @@ class Malformed:
 
     def to_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "reason": self.reason, "received": round(self.received, 3)}
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A frame the agent published with ``--publish-thumbnail`` (edge.contract.thumbnail)."""
+
+    topic: str
+    device: str
+    jpeg: bytes
+    seq: int
+    ts: str
+    width: int
+    height: int
+    received: float
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "width": self.width,
+            "height": self.height,
+            "bytes": len(self.jpeg),
+        }
+
+
+def parse_thumbnail(
+    topic: str, raw: bytes, *, prefix: str = "edge", now: float | None = None
+) -> Thumbnail | Malformed | None:
+    """Check one message on a ``thumbnail`` topic; None for any other topic."""
+    where = split_binary_topic(topic, prefix)
+    if where is None or where[1] != "thumbnail":
+        return None
+    now = time.time() if now is None else now
+    if len(raw) > THUMBNAIL_MAX_BYTES:
+        return Malformed(topic, f"thumbnail of {len(raw)} bytes, over the {THUMBNAIL_MAX_BYTES} kept", now)
+    tag = thumbnail_format.read_tag(bytes(raw))
+    if tag is None:
+        return Malformed(
+            topic, f"not a JPEG tagged {thumbnail_format.FORMAT} (seq and ts in a COM segment)", now
+        )
+    from PIL import Image  # only dashboards subscribe to thumbnails
+
+    try:
+        with Image.open(io.BytesIO(raw), formats=("JPEG",)) as img:  # the header only
+            width, height = img.size
+    except Exception as err:
+        return Malformed(topic, f"thumbnail is not a readable JPEG: {err}", now)
+    return Thumbnail(topic, where[0], bytes(raw), tag.seq, tag.ts, width, height, now)
+
+
+def _label(item: dict[str, Any]) -> str:
+    label = item.get("label")
+    return str(item.get("index") if label is None else label)[:LABEL_CHARS]
+
+
+def overlay(pred: dict[str, Any]) -> dict[str, Any]:
+    """What the dashboard draws over a thumbnail, from a prediction: bounded in items and characters."""
+    n = OVERLAY_ITEMS
+
+    def points(kps: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": str(k.get("name"))[:LABEL_CHARS], "x": k["x"], "y": k["y"], "score": k.get("score")}
+            for k in (kps or [])[: n["keypoints"]]
+        ]
+
+    out: dict[str, Any] = {
+        "seq": pred.get("seq"),
+        "ts": pred.get("ts"),
+        "kind": pred.get("kind"),
+        "source": str(pred.get("source"))[:LABEL_CHARS],
+        "summary": (summary(pred) or "")[: 4 * LABEL_CHARS],
+    }
+    if "detections" in pred:
+        out["detections"] = [
+            {"label": _label(d), "score": d.get("score"), "box": d["box"]}
+            for d in pred["detections"][: n["detections"]]
+        ]
+    if "keypoints" in pred:
+        out["keypoints"] = points(pred["keypoints"])
+        out["pose_score"] = pred.get("pose_score")
+    if "poses" in pred:
+        out["poses"] = [
+            {"pose_score": p.get("pose_score"), "box": p.get("box"), "keypoints": points(p.get("keypoints"))}
+            for p in pred["poses"][: n["poses"]]
+        ]
+    if "segments" in pred:
+        out["segments"] = [
+            {"label": _label(x), "fraction": x["fraction"]} for x in pred["segments"][: n["segments"]]
+        ]
+    if "top_k" in pred:
+        out["top_k"] = [{"label": _label(c), "score": c.get("score")} for c in pred["top_k"][: n["top_k"]]]
+    return out
 
 
 def parse(
@@ -179,6 +282,9 @@ class DeviceState:
     latencies: deque[tuple[float, float, int]] = field(default_factory=lambda: deque(maxlen=LATENCY_POINTS))
     _seen_seq: deque[int] = field(default_factory=lambda: deque(maxlen=2000))
     drift: DriftTracker = field(default_factory=DriftTracker)
+    thumbnail: Thumbnail | None = None
+    # (seq, overlay) of the last predictions, once the device has sent a thumbnail (no cost otherwise)
+    overlays: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=PAIR_WINDOW))
 
     def model_sha256(self) -> str | None:
         st = self.status or {}
@@ -216,6 +322,37 @@ class DeviceState:
             if self.last_prediction is None or p["seq"] > self.last_prediction["seq"]:
                 self.last_prediction = p
             self.latencies.append((msg.received, float(p["latency_ms"]["total"]), p["seq"]))
+            if self.thumbnail is not None:
+                self.overlays.append((p["seq"], overlay(p)))
+
+    def apply_thumbnail(self, thumb: Thumbnail) -> None:
+        self.thumbnail = thumb  # QoS 0 from one publisher: the last to arrive is the newest
+
+    def paired(self, build: bool = True) -> dict[str, Any] | None:
+        """The overlay of the prediction the thumbnail shows, once that has arrived (before or after it);
+        ``build=False``: only whether it has (an empty dict), without building it."""
+        thumb = self.thumbnail
+        if thumb is None:
+            return None
+        for seq, over in reversed(self.overlays):
+            if seq == thumb.seq:
+                return over
+        last = self.last_prediction
+        if last is not None and last["seq"] == thumb.seq:
+            return overlay(last) if build else {}
+        return None
+
+    def frame(self) -> dict[str, Any] | None:
+        """The thumbnail and what to draw over it (``/api/frame/<device>``); bounded in bytes."""
+        thumb = self.thumbnail
+        if thumb is None:
+            return None
+        return {
+            "device": self.device,
+            **thumb.describe(),
+            "image": "data:image/jpeg;base64," + base64.b64encode(thumb.jpeg).decode("ascii"),
+            "prediction": self.paired(),
+        }
 
     def snapshot(self, now: float) -> dict[str, Any]:
         st = self.status or {}
@@ -274,6 +411,11 @@ class DeviceState:
             "last_seen": self.last_seen,
             "last_seen_ago_s": None if self.last_seen is None else max(0.0, now - self.last_seen),
             "latency_series": [[round(t, 3), round(lat, 3)] for t, lat, _ in self.latencies],
+            "thumbnail": (
+                None
+                if self.thumbnail is None
+                else {**self.thumbnail.describe(), "paired": self.paired(build=False) is not None}
+            ),
         }
 
 
@@ -305,10 +447,13 @@ class Fleet:
 
     def ingest(
         self, topic: str, raw: bytes, *, retained: bool = False, now: float | None = None
-    ) -> Message | Malformed | None:
+    ) -> Message | Thumbnail | Malformed | None:
         """Parse, validate and apply one MQTT message; never raises for bad payloads."""
+        result: Message | Thumbnail | Malformed | None
         try:
             result = parse(topic, raw, retained=retained, prefix=self.prefix, now=now, builtin=self.builtin)
+            if result is None:
+                result = parse_thumbnail(topic, raw, prefix=self.prefix, now=now)
         except Exception as err:  # a validator bug must not take the view down either
             result = Malformed(
                 topic,
@@ -317,7 +462,7 @@ class Fleet:
             )
         if result is None:
             return None
-        if isinstance(result, Message) and self.only_device and result.device != self.only_device:
+        if not isinstance(result, Malformed) and self.only_device and result.device != self.only_device:
             return None
         with self.changed:
             if isinstance(result, Malformed):
@@ -330,7 +475,10 @@ class Fleet:
                     dev = self.devices[result.device] = DeviceState(
                         result.device, drift=DriftTracker(min_inferences=self.drift_min)
                     )
-                dev.apply(result)
+                if isinstance(result, Thumbnail):
+                    dev.apply_thumbnail(result)
+                else:
+                    dev.apply(result)
             self.version += 1
             self.changed.notify_all()
         return result
@@ -346,6 +494,12 @@ class Fleet:
                 "recent_malformed": [m.to_json() for m in self.recent_malformed],
                 "devices": [self.devices[d].snapshot(now) for d in sorted(self.devices)],
             }
+
+    def frame(self, device: str) -> dict[str, Any] | None:
+        """A device's last thumbnail with the results to draw over it; None without one."""
+        with self.changed:
+            dev = self.devices.get(device)
+            return dev.frame() if dev is not None else None
 
     def wait_change(self, seen_version: int, timeout: float) -> int:
         """Block until the model changes past ``seen_version`` (or timeout); returns the version."""

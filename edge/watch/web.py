@@ -3,7 +3,9 @@
 One static page (edge/watch/dashboard.html: inline JS and SVG, no build step,
 no CDN, so it works on an air-gapped LAN) reads ``/api/state`` once and then
 follows ``/events``, a server-sent-events stream of fleet snapshots produced
-by the same :class:`~edge.watch.state.Fleet` as the terminal table.
+by the same :class:`~edge.watch.state.Fleet` as the terminal table. Devices that publish thumbnails
+(``edge-agent --publish-thumbnail``) get their last frame at ``/api/frame/<device>``, with the
+prediction it shows, which the page draws boxes, keypoints and segments over.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 from edge.errors import EdgeError
 from edge.watch.state import Fleet
@@ -22,6 +25,9 @@ from edge.watch.state import Fleet
 # no handler thread lives forever behind a proxy that lost the client.
 STREAM_SECONDS = 60.0
 MIN_EVENT_GAP_S = 0.25
+# A device's last thumbnail and the results drawn over it (bounded: edge.watch.state.THUMBNAIL_MAX_BYTES)
+FRAME_PATH = "/api/frame/"
+TEXT = "text/plain; charset=utf-8"
 
 
 def page() -> bytes:
@@ -50,8 +56,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(self._state()).encode(), "application/json")
         elif path == "/events":
             self._events()
+        elif path.startswith(FRAME_PATH):
+            frame = self.server.fleet.frame(unquote(path[len(FRAME_PATH) :]))
+            if frame is None:
+                self._send(
+                    404, b"no thumbnail from this device (is it run with --publish-thumbnail?)\n", TEXT
+                )
+            else:
+                self._send(200, json.dumps(frame, separators=(",", ":")).encode(), "application/json")
         else:
-            self._send(404, b"not found: try / or /api/state or /events\n", "text/plain; charset=utf-8")
+            self._send(404, b"not found: try / or /api/state or /events or /api/frame/<device>\n", TEXT)
 
     def _state(self) -> dict[str, Any]:
         snap = self.server.fleet.snapshot()
