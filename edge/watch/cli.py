@@ -274,7 +274,13 @@ def run(args: argparse.Namespace) -> int:
     broker = parse_broker_url(args.broker)
     if args.drift_min < 1:
         raise EdgeError(f"--drift-min must be at least 1, got {args.drift_min}", "e.g. --drift-min 50")
-    fleet = Fleet(prefix=args.prefix, device=args.device, validator=args.validator, drift_min=args.drift_min)
+    fleet = Fleet(
+        prefix=args.prefix,
+        device=args.device,
+        validator=args.validator,
+        drift_min=args.drift_min,
+        thumbnails=bool(args.web),
+    )
     watcher = Watcher(
         broker,
         fleet,

@@ -283,7 +283,10 @@ class DeviceState:
     _seen_seq: deque[int] = field(default_factory=lambda: deque(maxlen=2000))
     drift: DriftTracker = field(default_factory=DriftTracker)
     thumbnail: Thumbnail | None = None
-    # (seq, overlay) of the last predictions, once the device has sent a thumbnail (no cost otherwise)
+    pair: bool = (
+        False  # keep the overlays below for every prediction (a dashboard), not only after a thumbnail
+    )
+    # (seq, overlay) of the last predictions, to pair with a thumbnail arriving before or after them
     overlays: deque[tuple[int, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=PAIR_WINDOW))
 
     def model_sha256(self) -> str | None:
@@ -322,7 +325,7 @@ class DeviceState:
             if self.last_prediction is None or p["seq"] > self.last_prediction["seq"]:
                 self.last_prediction = p
             self.latencies.append((msg.received, float(p["latency_ms"]["total"]), p["seq"]))
-            if self.thumbnail is not None:
+            if self.pair or self.thumbnail is not None:
                 self.overlays.append((p["seq"], overlay(p)))
 
     def apply_thumbnail(self, thumb: Thumbnail) -> None:
@@ -423,8 +426,14 @@ class Fleet:
     """Thread-safe: paho's network thread writes, the table/web threads read."""
 
     def __init__(
-        self, prefix: str = "edge", device: str | None = None, validator: str = "auto", drift_min: int = 50
+        self,
+        prefix: str = "edge",
+        device: str | None = None,
+        validator: str = "auto",
+        drift_min: int = 50,
+        thumbnails: bool = False,
     ) -> None:
+        """``thumbnails``: a dashboard will show thumbnails, keep what pairs them with their predictions."""
         if validator not in ("auto", "builtin", "jsonschema"):
             raise ValueError(f"validator must be auto, builtin or jsonschema, not {validator!r}")
         if validator == "jsonschema" and schemas.backend() != "jsonschema":
@@ -439,6 +448,7 @@ class Fleet:
         self.only_device = device
         self.devices: dict[str, DeviceState] = {}
         self.drift_min = drift_min
+        self.thumbnails = thumbnails
         self.messages = 0
         self.malformed = 0
         self.recent_malformed: deque[Malformed] = deque(maxlen=20)
@@ -473,7 +483,7 @@ class Fleet:
                 dev = self.devices.get(result.device)
                 if dev is None:
                     dev = self.devices[result.device] = DeviceState(
-                        result.device, drift=DriftTracker(min_inferences=self.drift_min)
+                        result.device, drift=DriftTracker(min_inferences=self.drift_min), pair=self.thumbnails
                     )
                 if isinstance(result, Thumbnail):
                     dev.apply_thumbnail(result)
