@@ -94,9 +94,10 @@ class Thumbnails:
     def render(self, data: bytes | Path | Image.Image | EdgeError, seq: int, ts: str) -> bytes | None:
         """The tagged JPEG of one input, or None (logged) when it cannot be made."""
         t0 = time.perf_counter()
+        jpeg = None
         try:
             if isinstance(data, EdgeError):
-                return None
+                raise data  # a source's refusal: no picture to show
             img = (
                 data
                 if isinstance(data, Image.Image)
@@ -107,7 +108,6 @@ class Thumbnails:
             jpeg = encode(img, self.max_edge, self.quality, self.max_bytes)
         except Exception as exc:  # the pipeline reported this input already if it was bad
             log.debug("no thumbnail for seq %d: %s", seq, exc)
-            jpeg = None
         if jpeg is None:
             self.skipped += 1
             return None
