@@ -132,7 +132,6 @@ class Agent:
                 quality=pp.thumbnail_quality,
                 max_bytes=pp.thumbnail_max_bytes,
                 rate=pp.thumbnail_rate,
-                max_pixels=cfg.preprocess.max_image_pixels,
             )
             if pp.publish_thumbnail
             else None
@@ -304,9 +303,14 @@ class Agent:
     def prepare(self, item: Item) -> Prepared | EdgeError | Exception:
         """Decode + preprocess; errors are returned, to be reported in input order by _finish()."""
         try:
-            return self.slot.pipeline.prepare(item.data, item.name)
+            return self.slot.pipeline.prepare(item.data, item.name, keep_image=self._thumbnail_due())
         except Exception as exc:
             return exc
+
+    def _thumbnail_due(self) -> bool:
+        """Keep this input's picture for a thumbnail (rate-limited, and only while connected)?"""
+        thumbs = self.thumbnails
+        return thumbs is not None and self.client.connected and thumbs.due()
 
     def _invoke(self, item: Item, prepared: Prepared | Exception) -> Job:
         pipe = self.slot.pipeline
@@ -374,10 +378,10 @@ class Agent:
         if res.mask_png is not None and self.client is not None:
             # QoS 0, not spooled: a mask describes the present, like metrics (and is big)
             self.client.publish(self.topics.mask, res.mask_png, 0, False, None)
-        thumbs = self.thumbnails
-        if thumbs is not None and self.client.connected and thumbs.due():
+        picture = outcome.image if isinstance(outcome, Invoked) else None
+        if picture is not None and self.thumbnails is not None and seq is not None:
             # QoS 0 like the mask; tagged with this prediction's seq and ts so subscribers pair them
-            jpeg = thumbs.render(item.data, seq, payload["ts"])
+            jpeg = self.thumbnails.render(picture, seq, payload["ts"])
             if jpeg is not None:
                 self.client.publish(self.topics.thumbnail, jpeg, 0, False, None)
         self.predictions += 1

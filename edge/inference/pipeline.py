@@ -57,6 +57,7 @@ class Prepared:
     preprocess_ms: float
     model: LoadedModel  # the model whose input spec shaped the tensor
     geometry: Geometry | None = None  # where the original image sits in the input
+    image: Image.Image | None = None  # the decoded picture before resizing, when asked for (thumbnails)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Invoked:
     preprocess_ms: float
     inference_ms: float
     geometry: Geometry | None = None
+    image: Image.Image | None = None  # Prepared.image, passed on
 
 
 def _model_metadata(model: LoadedModel) -> dict[str, Any] | None:
@@ -138,8 +140,9 @@ class Pipeline:
             },
         }
 
-    def prepare(self, data: ImageInput, name: str = "") -> Prepared:
-        """Decode and preprocess (no interpreter involved): may run on another thread, ahead of invoke."""
+    def prepare(self, data: ImageInput, name: str = "", *, keep_image: bool = False) -> Prepared:
+        """Decode and preprocess (no interpreter involved): may run on another thread, ahead of invoke.
+        ``keep_image``: the result holds on to the decoded picture (the agent's thumbnails)."""
         t0 = time.perf_counter()
         if isinstance(data, EdgeError):
             raise data  # a source's refusal (e.g. a symlink out of its directory): reported in order
@@ -155,11 +158,12 @@ class Pipeline:
             )
         )
         geometry = Geometry.plan(img.size, (self.layout.width, self.layout.height), self.resize)
+        original = img if keep_image else None
         if self.resize == "letterbox":
             mode = "L" if self.layout.channels == 1 else "RGB"
             img = geometry.apply(img if img.mode == mode else img.convert(mode), RESAMPLE[self.norm.resample])
         tensor = image_to_tensor(img, self.model.inputs[0], self.norm)
-        return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model, geometry)
+        return Prepared(tensor, (time.perf_counter() - t0) * 1e3, self.model, geometry, original)
 
     def invoke(self, prepared: Prepared) -> Invoked:
         """Feed a prepared input to the interpreter and copy its outputs out."""
@@ -174,7 +178,7 @@ class Pipeline:
             # get_tensor copies, so the outputs survive the next invoke
             outs = tuple(interp.get_tensor(o.index) for o in self.model.outputs)
             t2 = time.perf_counter()
-        return Invoked(outs, prepared.preprocess_ms, (t2 - t1) * 1e3, prepared.geometry)
+        return Invoked(outs, prepared.preprocess_ms, (t2 - t1) * 1e3, prepared.geometry, prepared.image)
 
     def finish(self, invoked: Invoked) -> Result:
         """Postprocess outputs (no interpreter involved): may run on another thread, behind invoke."""

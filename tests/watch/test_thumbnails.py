@@ -284,12 +284,10 @@ def test_rate_limit_and_unrenderable_inputs() -> None:
         got.append(t.due())
         now[0] += 1 / 16
     assert [i for i, g in enumerate(got) if g] == [0, 8, 16, 24, 32]
-    from edge.errors import InputError
-
-    assert t.render(InputError("refused", "fix"), 1, TS) is None
-    assert t.render(b"not an image", 2, TS) is None and t.skipped == 2
-    jpeg = t.render(DATA / "cat.bmp", 3, TS)
+    jpeg = t.render(Image.open(DATA / "cat.bmp"), 3, TS)
     assert jpeg is not None and thumbnail.read_tag(jpeg) == thumbnail.Tag(3, TS) and t.published == 1
+    noise = Image.fromarray(np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    assert Thumbnails(max_bytes=300).render(noise, 4, TS) is None  # nothing fits: skipped, not an error
 
 
 def test_fleet_pairs_in_either_order_and_bounds_what_it_serves() -> None:
