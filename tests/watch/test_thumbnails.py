@@ -322,3 +322,40 @@ def test_fleet_pairs_in_either_order_and_bounds_what_it_serves() -> None:
     assert isinstance(f.ingest("edge/a/thumbnail", big), Malformed)
     assert isinstance(f.ingest("edge/a/thumbnail", jpeg), Malformed)  # no tag: cannot be paired
     assert f.frame("a")["seq"] == 7  # type: ignore[index]
+
+
+def test_the_kept_picture_is_the_original_not_the_letterboxed_input() -> None:
+    from edge.inference.pipeline import Pipeline, Settings
+    from edge.inference.preprocess import Normalization
+    from edge.model.runtime import load_model
+
+    model = load_model(DATA / "movenet_single_pose_lightning_ptq.tflite", threads=1)
+    pipe = Pipeline(model, {}, Normalization(), Settings(), resize="letterbox")
+    data = (DATA / "squat.bmp").read_bytes()
+    assert pipe.prepare(data, "squat").image is None  # not kept unless asked: no memory held
+    prepared = pipe.prepare(data, "squat", keep_image=True)
+    assert prepared.image is not None and prepared.image.size == (500, 610)
+    assert prepared.geometry is not None and prepared.geometry.content != (0, 0, 192, 192)  # it was padded
+    assert pipe.invoke(prepared).image is prepared.image  # handed on to the finisher
+
+
+def test_thumbnail_flags_and_keys_reach_the_config() -> None:
+    from edge.agent.cli import _flags, _parser
+    from edge.agent.config import load_config
+
+    default = load_config(flags={}, environ={}).postprocess
+    assert (default.publish_thumbnail, default.thumbnail_size, default.thumbnail_rate) == (False, 320, 1.0)
+    assert (default.thumbnail_quality, default.thumbnail_max_bytes) == (70, 64 * 1024)
+    args = _parser().parse_args(
+        ["run", "--publish-thumbnail", "--thumbnail-size", "240", "--thumbnail-rate", "0.5"]
+    )
+    pp = load_config(
+        flags=_flags(args),
+        environ={"EDGE_POSTPROCESS_THUMBNAIL_QUALITY": "60", "EDGE_POSTPROCESS_THUMBNAIL_MAX_BYTES": "20000"},
+    ).postprocess
+    assert (pp.publish_thumbnail, pp.thumbnail_size, pp.thumbnail_rate) == (True, 240, 0.5)
+    assert (pp.thumbnail_quality, pp.thumbnail_max_bytes) == (60, 20000)
+    from edge.errors import EdgeError
+
+    with pytest.raises(EdgeError, match="thumbnail_rate"):
+        load_config(flags={"postprocess": {"thumbnail_rate": 0}}, environ={})
