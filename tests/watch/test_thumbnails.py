@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,47 @@ def test_thumbnail_flags_and_keys_reach_the_config() -> None:
 
     with pytest.raises(EdgeError, match="thumbnail_rate"):
         load_config(flags={"postprocess": {"thumbnail_rate": 0}}, environ={})
+
+
+def test_a_flood_of_requests_gets_thumbnails_at_the_rate_limit_only(
+    mosquitto: Mosquitto, capture: Any, tmp_path: Path
+) -> None:
+    sub = capture("edge/flood/#")
+    agent = AgentProcess(
+        agent_command(
+            mosquitto,
+            "flood",
+            tmp_path / "state",
+            "--model",
+            str(DATA / "movenet_single_pose_lightning_ptq.tflite"),
+            "--source",
+            "mqtt",
+            "--publish-thumbnail",
+            "--thumbnail-rate",
+            "2",
+            "--threads",
+            "1",
+        ),
+        tmp_path / "agent.log",
+    )
+    n = 40
+    try:
+        sub.wait(lambda s: s.json("edge/flood/status"), 60, "the agent's status")
+        time.sleep(0.5)
+        squat = (DATA / "squat.bmp").read_bytes()
+        for i in range(n):
+            sub.publish(f"edge/flood/infer/r{i}", squat)
+        preds = sub.wait(
+            lambda s: len(s.json("edge/flood/predictions")) >= n and s.json("edge/flood/predictions"), 60
+        )
+        time.sleep(0.5)  # a last thumbnail in flight
+    finally:
+        agent.terminate()
+    thumbs = [thumbnail.read_tag(bytes(m.payload)) for m in sub.on("edge/flood/thumbnail")]
+    stamps = sorted(datetime.fromisoformat(p["ts"].replace("Z", "+00:00")).timestamp() for p in preds)
+    span = stamps[-1] - stamps[0]
+    # 2 a second at most (the first at once), whatever the 40 requests' pace; each tied to its prediction
+    assert 1 <= len(thumbs) <= 2 * span + 1, (len(thumbs), span)
+    assert len(thumbs) < n / 4
+    by_seq = {p["seq"]: p for p in preds}
+    assert all(t is not None and by_seq[t.seq]["ts"] == t.ts for t in thumbs)
