@@ -326,7 +326,10 @@ class DeviceState:
                 self.last_prediction = p
             self.latencies.append((msg.received, float(p["latency_ms"]["total"]), p["seq"]))
             if self.pair or self.thumbnail is not None:
-                self.overlays.append((p["seq"], overlay(p)))
+                try:
+                    self.overlays.append((p["seq"], overlay(p)))
+                except (KeyError, TypeError, AttributeError):  # valid, but not drawable: nothing to draw
+                    pass
 
     def apply_thumbnail(self, thumb: Thumbnail) -> None:
         self.thumbnail = thumb  # QoS 0 from one publisher: the last to arrive is the newest
@@ -342,7 +345,12 @@ class DeviceState:
                 return over
         last = self.last_prediction
         if last is not None and last["seq"] == thumb.seq:
-            return overlay(last) if build else {}
+            if not build:
+                return {}
+            try:
+                return overlay(last)
+            except (KeyError, TypeError, AttributeError):
+                return None
         return None
 
     def frame(self) -> dict[str, Any] | None:
