@@ -17,6 +17,7 @@ OUTPUTS: dict[str, str] = {
     "cmd_result": "cmd/result",
     "bench": "bench",
     "audit": "audit",
+    "shadow": "shadow",
 }
 # kind -> leaf, binary payloads the agent publishes (no JSON Schema): the segmentation mask as a PNG
 BINARY_OUTPUTS: dict[str, str] = {"mask": "mask"}
@@ -54,7 +55,7 @@ class Topics:
 
         self.availability, self.status, self.predictions = t("availability"), t("status"), t("predictions")
         self.errors, self.metrics, self.bench, self.audit = t("errors"), t("metrics"), t("bench"), t("audit")
-        self.mask = t("mask")
+        self.mask, self.shadow = t("mask"), t("shadow")
         self.cmd, self.cmd_result, self.infer, self.model_set = (
             t("cmd"),
             t("cmd_result"),
