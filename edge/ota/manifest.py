@@ -121,6 +121,8 @@ class Manifest(Record, frozen=True, kw_only=True):
         for key, default in _STAGE_DEFAULTS.items():
             if out.get(key) == default:
                 del out[key]
+            elif isinstance(default, float):
+                out[key] = float(out[key])  # 5 and 5.0 must sign alike: the device decodes a float
         return out
 
     def canonical(self) -> bytes:
