@@ -77,6 +77,7 @@ class ModelSlot:
         self.delegates = delegates  # the delegate seam of edge.model.runtime.load_model (tests)
         self.on_swap = list(on_swap)
         self.notes: list[str] = store.recover()  # an interrupted update is undone before anything loads
+        store.discard_candidates()  # shadow mode is not kept across a restart (docs/mqtt.md)
         for note in self.notes:
             log.warning("%s", note)
         self.installed: InstalledModel | None = store.active()  # None: the configured model

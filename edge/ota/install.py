@@ -6,7 +6,8 @@ Layout under ``<state_dir>/models``::
     active.json                pointer to the model the agent must run (absent: the configured model)
     previous.json              pointer to the model it replaced (what a rollback goes back to)
     update.journal             exists only while an update is in flight
-    shadow/                    the candidate of shadow mode (stage ``shadow``): never served, removed at start-up
+    shadow/                    the candidate of shadow mode (stage ``shadow``): never served; the agent
+                               removes it at start-up (shadow mode is not kept across a restart)
 
 Every pointer and journal write is write-temp + fsync + rename + fsync(dir), so
 a power cut leaves either the old or the new file, never half of one. The
@@ -282,7 +283,6 @@ class ModelStore:
             )
         for tmp in self.dir.glob(".incoming-*"):
             tmp.unlink()
-        self.discard_candidates()  # shadow mode is not kept across a restart
         for marker in self.dir.glob("paused-at-*"):
             marker.unlink()
         active = self.active()
