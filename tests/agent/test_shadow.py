@@ -265,3 +265,22 @@ def test_offer_never_waits_for_a_busy_candidate(coral: Path) -> None:
     offering.join(30)  # no runner thread takes anything: a blocking put would hang here
     assert not offering.is_alive()
     assert runner._window.skipped == 999 and runner._jobs.qsize() == 1
+
+
+def test_a_failed_install_leaves_the_candidate_shadowing_and_activatable(
+    agent: tuple[Agent, Observer], coral: Path, signer: dict[str, Any]
+) -> None:
+    a, obs = agent
+    key = signer["key"]
+    other = (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+    sha = hashlib.sha256(other).hexdigest()
+    assert _shadow(obs, key, other)["ok"]
+    _send(
+        obs,
+        build_message((coral / "model_invoking_error.tflite").read_bytes(), key, version="bad", cmd_id="i1"),
+    )
+    failed = _answer(obs, "i1")
+    assert not failed["ok"] and failed["stage"] == "install" and failed["reason"] == "health_check", failed
+    assert a.shadow.candidate() is not None
+    up = _stage(obs, key, "activate", sha)
+    assert up["ok"] and a.slot.pipeline.model.sha256 == sha, up
