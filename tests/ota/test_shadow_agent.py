@@ -3,6 +3,7 @@ roll back, drop, and the refusals, all with signed stage messages on ``model/set
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +14,7 @@ from edge.digest import sha256_file
 from edge.ota.manifest import build_message, build_stage_message, frame, read_header
 from tests.support.agent import agent_command
 from tests.support.broker import Mosquitto
+from tests.support.process import run_module
 
 DEV = "shadow1"
 T = f"edge/{DEV}"
@@ -141,10 +143,27 @@ def test_shadow_activate_restart_rollback_and_drop_through_a_real_agent(
     )
     assert pred["model_sha256"] == lsha and pred["top_k"][0]["index"] == 9
 
-    # shadow again, then drop: no more windows
-    assert _shadow(sub, key, mobilenet, "m3")["ok"]
-    dropped = _stage(sub, key, "drop", msha)
-    assert dropped["ok"] and dropped["stage"] == "drop", dropped
+    # shadow again, then drop, with edge-flash push-model --stage: no more windows
+    for stage in ("shadow", "drop"):
+        r = run_module(
+            "edge.flash",
+            "push-model",
+            "--broker",
+            mosquitto.url,
+            "--device-id",
+            DEV,
+            "--key",
+            str(keys["private"]),
+            "--stage",
+            stage,
+            "--shadow-window",
+            "1",
+            str(mobilenet),
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        answer = json.loads(r.stdout)
+        assert answer["ok"] and answer["stage"] == stage and answer["result"]["sha256"] == msha, answer
     _status(sub, lambda m: m["shadow"] is None and m["model_sha256"] == lsha, "status after the drop")
     n = len(sub.json(f"{T}/shadow"))
     _infer(sub, images[:2], "d")
