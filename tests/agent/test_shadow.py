@@ -40,17 +40,31 @@ def signer(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def agent(
+def make_agent(
     broker: MemoryBroker, tmp_path: Path, coral: Path, signer: dict[str, Any]
-) -> Iterator[tuple[Agent, Observer]]:
-    model = tmp_path / "model.tflite"
-    model.write_bytes((coral / "keras_lstm_mnist_ptq.tflite").read_bytes())
-    observer = Observer(broker)
-    client = broker.client("agent", will=Will(T.availability, messages.OFFLINE.encode(), qos=1, retain=True))
-    a = Agent(_config(tmp_path, model, ota={"public_keys": [str(signer["public"])]}), client=client)
-    run = Running(a, observer)
-    yield a, observer
-    run.stop()
+) -> Iterator[Callable[[str], tuple[Agent, Observer]]]:
+    """``make_agent(model_name)``: an agent serving that model (a private copy), trusting ``signer``."""
+    running: list[Running] = []
+
+    def make(name: str) -> tuple[Agent, Observer]:
+        model = tmp_path / "model.tflite"
+        model.write_bytes((coral / name).read_bytes())
+        observer = Observer(broker)
+        client = broker.client(
+            "agent", will=Will(T.availability, messages.OFFLINE.encode(), qos=1, retain=True)
+        )
+        a = Agent(_config(tmp_path, model, ota={"public_keys": [str(signer["public"])]}), client=client)
+        running.append(Running(a, observer))
+        return a, observer
+
+    yield make
+    for run in running:
+        run.stop()
+
+
+@pytest.fixture
+def agent(make_agent: Callable[[str], tuple[Agent, Observer]]) -> tuple[Agent, Observer]:
+    return make_agent("keras_lstm_mnist_ptq.tflite")
 
 
 def _send(obs: Observer, payload: bytes) -> None:
@@ -284,3 +298,40 @@ def test_a_failed_install_leaves_the_candidate_shadowing_and_activatable(
     assert a.shadow.candidate() is not None
     up = _stage(obs, key, "activate", sha)
     assert up["ok"] and a.slot.pipeline.model.sha256 == sha, up
+
+
+def test_a_candidate_of_another_task_agrees_zero(
+    agent: tuple[Agent, Observer], coral: Path, signer: dict[str, Any]
+) -> None:
+    _, obs = agent
+    pose = (coral / "movenet_single_pose_lightning_ptq.tflite").read_bytes()
+    sha = hashlib.sha256(pose).hexdigest()
+    assert _shadow(obs, signer["key"], pose)["ok"]
+    _infer(obs, [(coral / n).read_bytes() for n in ("squat.bmp", "mnist_nine.bmp")], "pose")
+    w = _windows(obs, sha, lambda w: w["inputs"] >= 1, "a window of the pose candidate")
+    assert w["agreement"] == 0.0 and w["task"] == "classifier" and w["errors"] == 0, w
+
+
+@pytest.mark.parametrize(
+    "name,image,task,metric",
+    [
+        ("movenet_single_pose_lightning_ptq.tflite", "squat.bmp", "pose", "keypoint_distance"),
+        ("deeplabv3_mnv2_pascal_quant.tflite", "bird_segmentation.bmp", "segmentation", "segment_fractions"),
+    ],
+)
+def test_the_same_model_agrees_fully_on_pose_and_segmentation(
+    make_agent: Callable[[str], tuple[Agent, Observer]],
+    coral: Path,
+    signer: dict[str, Any],
+    name: str,
+    image: str,
+    task: str,
+    metric: str,
+) -> None:
+    a, obs = make_agent(name)
+    model = (coral / name).read_bytes()
+    sha = hashlib.sha256(model).hexdigest()
+    assert _shadow(obs, signer["key"], model)["ok"]
+    _infer(obs, [(coral / image).read_bytes()], task)
+    w = _windows(obs, sha, lambda w: w["inputs"] >= 1, f"a {task} window")
+    assert w["task"] == task and w["metric"] == metric and w["agreement"] == 1.0 and w["errors"] == 0, w
