@@ -113,6 +113,19 @@ def _windows(obs: Observer, sha: str, pred: Callable[[dict[str, Any]], bool], wh
     )
 
 
+def _counted(obs: Observer, sha: str, n: int) -> list[dict[str, Any]]:
+    """The candidate's windows, once they account for ``n`` offered inputs (compared or skipped)."""
+    return obs.wait(
+        lambda o: (
+            (ws := [w for w in o.json(T.shadow) if w["candidate_sha256"] == sha])
+            and sum(w["inputs"] + w["skipped"] for w in ws) >= n
+            and ws
+        ),
+        f"windows accounting for {n} inputs",
+        60,
+    )
+
+
 def test_a_shadow_of_the_same_model_agrees_fully_and_activate_and_rollback_work(
     agent: tuple[Agent, Observer], coral: Path, signer: dict[str, Any]
 ) -> None:
@@ -136,8 +149,9 @@ def test_a_shadow_of_the_same_model_agrees_fully_and_activate_and_rollback_work(
     assert w["agreement"] == 1.0 and w["metric"] == "top1" and w["task"] == "classifier", w
     assert w["active_sha256"] == sha and w["errors"] == 0
     assert w["latency_ms"]["candidate"]["p50"] is not None and w["latency_ms"]["active"]["p50"] is not None
-    total = sum(x["inputs"] + x["skipped"] for x in obs.json(T.shadow))
-    assert total == 3  # every input was offered exactly once
+    ws = _counted(obs, sha, 3)
+    assert sum(x["inputs"] + x["skipped"] for x in ws) == 3  # every input offered exactly once
+    assert all(x["agreement"] == 1.0 for x in ws if x["inputs"]), ws
 
     # activate the candidate that is already serving: nothing to install, the shadow ends
     done = _stage(obs, key, "activate", sha)
@@ -173,8 +187,8 @@ def test_another_model_disagrees_and_drop_stops_the_windows(
     assert _shadow(obs, key, other)["ok"]
     images = [(coral / n).read_bytes() for n in ("mnist_nine.bmp", "cat.bmp", "hot_dog.jpg", "squat.bmp")]
     _infer(obs, images, "other")
-    w = _windows(obs, sha, lambda w: w["inputs"] >= 2, "windows with inputs")
-    seen = [x for x in obs.json(T.shadow) if x["inputs"]]
+    seen = [x for x in _counted(obs, sha, 4) if x["inputs"]]
+    w = seen[-1]
     agreement = sum(x["agreement"] * x["inputs"] for x in seen) / sum(x["inputs"] for x in seen)
     assert agreement <= 0.25, seen  # an ImageNet model does not read MNIST digits
     assert w["active_sha256"] != sha and w["errors"] == 0
