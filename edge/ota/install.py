@@ -214,7 +214,7 @@ class ModelStore:
                 "free some disk space on the device and send it again",
             ) from exc
         if sha256_file(candidate.path) != m.sha256:
-            self.discard_candidates(keep=())
+            self._remove(candidate)
             raise UpdateRefusedError(
                 "shadow_failed",
                 "the candidate file on disk does not match the update (disk error?)",
@@ -222,7 +222,7 @@ class ModelStore:
             )
         verdict = self.health_check(Path(candidate.path), self.limits)
         if not verdict.ok:
-            self.discard_candidates(keep=())
+            self._remove(candidate)
             raise UpdateRefusedError(
                 "shadow_failed",
                 f"candidate {m.version} failed its health check ({verdict.stage}): {verdict.reason}; "
@@ -230,6 +230,13 @@ class ModelStore:
                 verdict.fix,
             )
         return candidate
+
+    @staticmethod
+    def _remove(model: InstalledModel) -> None:
+        """Delete a refused candidate's files (a candidate still shadowing keeps its own)."""
+        for p in (model.path, model.labels_path):
+            if p:
+                Path(p).unlink(missing_ok=True)
 
     def discard_candidates(self, keep: tuple[InstalledModel, ...] = ()) -> None:
         """Remove shadow candidates' files, but ``keep``'s (the candidate still shadowing)."""

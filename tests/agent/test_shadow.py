@@ -349,3 +349,18 @@ def test_the_same_model_agrees_fully_on_pose_and_segmentation(
     _infer(obs, [(coral / image).read_bytes()], task)
     w = _windows(obs, sha, lambda w: w["inputs"] >= 1, f"a {task} window")
     assert w["task"] == task and w["metric"] == metric and w["agreement"] == 1.0 and w["errors"] == 0, w
+
+
+def test_a_refused_candidate_leaves_the_one_shadowing_in_place(
+    agent: tuple[Agent, Observer], coral: Path, signer: dict[str, Any]
+) -> None:
+    a, obs = agent
+    key = signer["key"]
+    good = (coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()
+    sha = hashlib.sha256(good).hexdigest()
+    assert _shadow(obs, key, good)["ok"]
+    bad = _shadow(obs, key, (coral / "model_invoking_error.tflite").read_bytes(), version="bad")
+    assert not bad["ok"] and bad["reason"] == "shadow_failed", bad
+    running = a.shadow.candidate()
+    assert running is not None and running[0].sha256 == sha and Path(running[0].path).exists()
+    assert _stage(obs, key, "activate", sha)["ok"] and a.slot.pipeline.model.sha256 == sha
