@@ -364,3 +364,17 @@ def test_a_refused_candidate_leaves_the_one_shadowing_in_place(
     running = a.shadow.candidate()
     assert running is not None and running[0].sha256 == sha and Path(running[0].path).exists()
     assert _stage(obs, key, "activate", sha)["ok"] and a.slot.pipeline.model.sha256 == sha
+
+
+def test_a_corrupted_but_loadable_candidate_disagrees(
+    make_agent: Callable[[str], tuple[Agent, Observer]], coral: Path, signer: dict[str, Any]
+) -> None:
+    from tests.support.corrupt import corrupt_weights
+
+    _, obs = make_agent("mobilenet_v1_0.25_128_quant.tflite")
+    bad = corrupt_weights(coral / "mobilenet_v1_0.25_128_quant.tflite")
+    sha = hashlib.sha256(bad).hexdigest()
+    assert _shadow(obs, signer["key"], bad)["ok"]  # it passes the guard, loads and runs
+    _infer(obs, [(coral / n).read_bytes() for n in ("cat.bmp", "hot_dog.jpg", "squat.bmp")], "bad")
+    seen = [w for w in _counted(obs, sha, 3) if w["inputs"]]
+    assert seen and all(w["agreement"] == 0.0 and w["errors"] == 0 for w in seen), seen
