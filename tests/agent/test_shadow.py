@@ -360,7 +360,9 @@ def test_a_refused_candidate_leaves_the_one_shadowing_in_place(
     sha = hashlib.sha256(good).hexdigest()
     assert _shadow(obs, key, good)["ok"]
     idle = _windows(obs, sha, lambda w: True, "a window without traffic")
-    assert idle["inputs"] == 0 and idle["agreement"] is None and idle["latency_ms"]["candidate"]["p50"] is None
+    assert (
+        idle["inputs"] == 0 and idle["agreement"] is None and idle["latency_ms"]["candidate"]["p50"] is None
+    )
     assert schemas.problems("shadow", idle) == []
     bad = _shadow(obs, key, (coral / "model_invoking_error.tflite").read_bytes(), version="bad")
     assert not bad["ok"] and bad["reason"] == "shadow_failed", bad
