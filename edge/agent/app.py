@@ -41,6 +41,7 @@ from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
 from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health, predicted_labels
+from edge.agent.shadow import ShadowRunner
 from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
 from edge.agent.thumbnail import Thumbnails
@@ -157,7 +158,14 @@ class Agent:
             self.commands.register(action, handler)
         self.worker = CommandWorker(self.commands, self._publish_cmd_result)
 
-        # Over-the-air model updates.
+        # Over-the-air model updates; shadow mode runs a candidate beside the model (edge.agent.shadow).
+        self.shadow = ShadowRunner(
+            self.slot,
+            self.device,
+            lambda body: self.client.publish(topics.shadow, _json(body), 1, False, None),
+            on_change=self.publish_status,
+        )
+        self.status_extras.append(self.shadow.status)
         self.ota = OtaService(
             cfg.ota,
             slot=self.slot,
@@ -167,6 +175,7 @@ class Agent:
             topics=topics,
             disabled=cfg.commands.disabled,
             on_done=self.publish_status,
+            shadow=self.shadow,
         )
         self.status_extras.append(self.ota.status)
 
@@ -319,9 +328,11 @@ class Agent:
         if isinstance(prepared, Exception):
             return item, pipe, prepared
         try:
-            return item, pipe, pipe.invoke(prepared)
+            invoked = pipe.invoke(prepared)
         except Exception as exc:  # reported in order by _finish
             return item, pipe, exc
+        self.shadow.offer(item, prepared, pipe, invoked)  # never blocks: dropped when the candidate is busy
+        return item, pipe, invoked
 
     def _finish(self, job: Job) -> bool:
         """Postprocess, spool, answer; True once the prediction or error report is in the spool."""
@@ -530,6 +541,7 @@ class Agent:
         if self.worker.thread.ident is not None:  # started (run() may stop before its source opened)
             self.worker.stop()
         self.ota.stop()
+        self.shadow.close()
         flushed = self.outbox.flush(self.cfg.flush_timeout_s)
         depth = self.spool.depth()
         if flushed:

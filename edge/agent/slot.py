@@ -14,6 +14,11 @@ then is it swapped in (under the serving interpreter's lock, so an invoke in pro
 first). The replaced pipeline is kept, one deep, for :meth:`ModelSlot.rollback` and for an
 update that is rolled back right after its activation. A failure anywhere leaves the serving
 model untouched. The main and finisher threads read :attr:`ModelSlot.pipeline` and nothing else.
+
+Shadow mode (edge.agent.shadow) adds a *candidate* beside the serving pipeline
+(:meth:`ModelSlot.load_candidate`): loaded and tested the same way, with one interpreter thread (it
+runs on the shadow runner's low-priority thread, on whatever CPU the serving model leaves), never
+served. Promoting it is an ordinary install of its file (edge.ota.handler), not a swap of this object.
 """
 
 from __future__ import annotations
@@ -72,11 +77,13 @@ class ModelSlot:
         self.delegates = delegates  # the delegate seam of edge.model.runtime.load_model (tests)
         self.on_swap = list(on_swap)
         self.notes: list[str] = store.recover()  # an interrupted update is undone before anything loads
+        store.discard_candidates()  # shadow mode is not kept across a restart (docs/mqtt.md)
         for note in self.notes:
             log.warning("%s", note)
         self.installed: InstalledModel | None = store.active()  # None: the configured model
         self.previous: tuple[Pipeline, InstalledModel | None] | None = None
         self.pipeline: Pipeline  # set by start(); a plain attribute: the main thread reads it per input
+        self.candidate: tuple[Pipeline, InstalledModel] | None = None  # shadow mode's, never served
         # One change at a time: the command worker (reload) and the OTA thread (activate) may race.
         self._change = threading.RLock()
 
@@ -148,6 +155,20 @@ class ModelSlot:
             self._swap(pipe, target)
         log.info("now serving %s (version %s)", pipe.model.path, target.version if target else "configured")
 
+    def load_candidate(self, model: InstalledModel) -> Pipeline:
+        """Load ``model`` as the shadow candidate (load -> test inference), replacing any earlier one; raises
+        if it fails to load or run, and then nothing changes (the serving model is never touched)."""
+        with self._change:
+            pipe = self._load(model, test=True, threads=1)
+            pipe.settings = self.settings
+            self.candidate = (pipe, model)
+        log.info("shadow candidate %s (version %s) loaded", model.sha256[:12], model.version)
+        return pipe
+
+    def drop_candidate(self) -> None:
+        with self._change:
+            self.candidate = None
+
     def rollback(self) -> None:
         """Swap the replaced pipeline back in (kept in memory: no load, no test needed)."""
         with self._change:
@@ -164,6 +185,8 @@ class ModelSlot:
             pipe = self.pipeline
             with pipe.lock:
                 pipe.settings = self.settings
+            if self.candidate is not None:  # compared under the same settings
+                self.candidate[0].settings = self.settings
         log.info("settings changed: %s", values)
         return self.settings
 
@@ -173,7 +196,7 @@ class ModelSlot:
         return {"top_k": s.top_k, "threshold": s.threshold, "iou": s.iou, "max_detections": s.max_detections}
 
     # --- internals ---------------------------------------------------------------------------------------
-    def _load(self, installed: InstalledModel | None, *, test: bool) -> Pipeline:
+    def _load(self, installed: InstalledModel | None, *, test: bool, threads: int | None = None) -> Pipeline:
         path, labels_path = self.paths(installed)
         if path is None:
             raise EdgeError(
@@ -183,7 +206,7 @@ class ModelSlot:
         model = load_model(
             path,
             runtime=m.runtime,
-            threads=m.threads or default_threads(),  # all usable cores (see default_threads)
+            threads=threads or m.threads or default_threads(),  # all usable cores (see default_threads)
             delegate=m.delegate,
             delegates=self.delegates,
             max_bytes=m.max_bytes,

@@ -123,3 +123,33 @@ def cmd_result(
     else:
         body["error"] = error
     return envelope(device, **body)
+
+
+def shadow_window(
+    device: str,
+    *,
+    candidate_sha256: str,
+    active_sha256: str,
+    task: str,
+    inputs: int,
+    skipped: int,
+    agreement: float | None,
+    metric: str,
+    latency_ms: Mapping[str, Mapping[str, float | None]],
+    errors: int,
+    window_s: float,
+) -> dict[str, Any]:
+    """One window of shadow mode (``edge/<device>/shadow``): the candidate against the active model."""
+    return envelope(
+        device,
+        candidate_sha256=candidate_sha256,
+        active_sha256=active_sha256,
+        task=task,
+        inputs=inputs,
+        skipped=skipped,
+        agreement=None if agreement is None else round(agreement, 6),
+        metric=metric,
+        latency_ms={k: dict(v) for k, v in latency_ms.items()},
+        errors=errors,
+        window_s=round(window_s, 3),
+    )

@@ -8,7 +8,7 @@ import sys
 
 from edge import cli
 from edge.errors import run_command
-from edge.ota.manifest import DEFAULT_MAX_BYTES
+from edge.ota.manifest import DEFAULT_MAX_BYTES, STAGES
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -40,10 +40,16 @@ def cmd_push_model(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_bytes=args.max_bytes,
         bind_device=not args.any_device,
+        stage=args.stage,
+        shadow_fraction=args.shadow_fraction,
+        shadow_window_s=args.shadow_window,
     )
     print(json.dumps(answer, indent=2))
     if not answer.get("ok"):
-        print(f"update refused ({answer.get('reason')}): {answer.get('error')}", file=sys.stderr)
+        print(
+            f"{answer.get('stage') or 'update'} refused ({answer.get('reason')}): {answer.get('error')}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -82,6 +88,16 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not bind the signature to --device-id (the same message installs on any device)",
     )
+    p.add_argument(
+        "--stage",
+        choices=STAGES,
+        default="install",
+        help="install (default); shadow: run beside the active model and report on edge/<device>/shadow; "
+        "activate / drop: promote or discard that shadowing model (only its sha256 is sent); activate "
+        "naming the model the device ran before rolls back",
+    )
+    p.add_argument("--shadow-fraction", type=float, default=1.0, help="--stage shadow: share of inputs (0-1]")
+    p.add_argument("--shadow-window", type=float, default=10.0, help="--stage shadow: seconds per window")
     p.set_defaults(func=cmd_push_model)
 
 

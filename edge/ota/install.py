@@ -6,6 +6,8 @@ Layout under ``<state_dir>/models``::
     active.json                pointer to the model the agent must run (absent: the configured model)
     previous.json              pointer to the model it replaced (what a rollback goes back to)
     update.journal             exists only while an update is in flight
+    shadow/                    the candidate of shadow mode (stage ``shadow``): never served; the agent
+                               removes it at start-up (shadow mode is not kept across a restart)
 
 Every pointer and journal write is write-temp + fsync + rename + fsync(dir), so
 a power cut leaves either the old or the new file, never half of one. The
@@ -30,7 +32,7 @@ from typing import Any
 from edge.contract.messages import utc_iso
 from edge.digest import sha256_file
 from edge.model.guard import GuardLimits, Verdict, default_limits, guard_file
-from edge.ota.manifest import REFUSAL_REASONS, UpdateRefusedError, VerifiedUpdate, signed_time
+from edge.ota.manifest import REFUSAL_REASONS, Manifest, UpdateRefusedError, VerifiedUpdate, signed_time
 
 # Test seam for crash-safety tests: ``EDGE_OTA_PAUSE_AT=<phase>`` makes an install write
 # ``<state>/models/paused-at-<phase>`` and sleep there, so a test can SIGKILL the agent at that exact point.
@@ -163,6 +165,87 @@ class ModelStore:
         """Point the agent at ``model`` (None: its configured model), e.g. when the installed one stopped loading."""
         self._write_pointer("active.json", model)
 
+    def check_replay(self, manifest: Manifest) -> None:
+        """Refuse (``replayed``) a message signed no later than the newest one accepted here."""
+        newest = self.newest_signed_at()
+        if newest is not None and signed_time(manifest.created) <= signed_time(newest):
+            raise UpdateRefusedError(
+                "replayed",
+                f"{manifest.stage} {manifest.version} was signed at {manifest.created}, not after the last "
+                f"update accepted here (signed at {newest}): an old update message sent again?",
+                "push-model and edge-fleet sign a fresh manifest every time: send it again",
+            )
+
+    def note_signed(self, created: str) -> None:
+        """Remember ``created`` as the newest accepted signing time (what :meth:`check_replay` compares)."""
+        atomic_write(self.dir / "replay.json", json.dumps({"newest_signed_at": created}).encode())
+
+    # -- shadow candidates ------------------------------------------------------------------------------
+    @property
+    def shadow_dir(self) -> Path:
+        return self.dir / "shadow"
+
+    def stage_candidate(self, update: VerifiedUpdate) -> InstalledModel:
+        """Write a shadow candidate under ``shadow/`` and guard it; raise ``shadow_failed`` when it fails.
+
+        The active model's files and pointers are not touched: the candidate only runs beside it."""
+        m = update.manifest
+        stem = f"{_safe(m.version)}-{m.sha256[:12]}"
+        d = self.shadow_dir
+        candidate = InstalledModel(
+            path=str(d / f"{stem}.tflite"),
+            sha256=m.sha256,
+            version=m.version,
+            labels_path=str(d / f"{stem}.labels.txt") if update.labels else None,
+            installed_at=utc_iso(),
+            signed_at=m.created,
+        )
+        try:
+            d.mkdir(exist_ok=True)
+            for path, data in ((candidate.path, update.model), (candidate.labels_path, update.labels)):
+                if path is not None and data is not None:
+                    tmp = d / f".incoming-{Path(path).name}"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, path)
+        except OSError as exc:
+            raise UpdateRefusedError(
+                "shadow_failed",
+                f"writing the shadow candidate to {d} failed: {exc}",
+                "free some disk space on the device and send it again",
+            ) from exc
+        if sha256_file(candidate.path) != m.sha256:
+            self._remove(candidate)
+            raise UpdateRefusedError(
+                "shadow_failed",
+                "the candidate file on disk does not match the update (disk error?)",
+                "check the device's storage and send it again",
+            )
+        verdict = self.health_check(Path(candidate.path), self.limits)
+        if not verdict.ok:
+            self._remove(candidate)
+            raise UpdateRefusedError(
+                "shadow_failed",
+                f"candidate {m.version} failed its health check ({verdict.stage}): {verdict.reason}; "
+                "the active model serves on",
+                verdict.fix,
+            )
+        return candidate
+
+    @staticmethod
+    def _remove(model: InstalledModel) -> None:
+        """Delete a refused candidate's files (a candidate still shadowing keeps its own)."""
+        for p in (model.path, model.labels_path):
+            if p:
+                Path(p).unlink(missing_ok=True)
+
+    def discard_candidates(self, keep: tuple[InstalledModel, ...] = ()) -> None:
+        """Remove shadow candidates' files, but ``keep``'s (the candidate still shadowing)."""
+        kept = {p for m in keep for p in (m.path, m.labels_path) if p}
+        if self.shadow_dir.is_dir():
+            for p in self.shadow_dir.iterdir():
+                if str(p) not in kept:
+                    p.unlink()
+
     def _pause(self, phase: str) -> None:
         if os.environ.get(PAUSE_ENV) == phase:
             (self.dir / f"paused-at-{phase}").write_text(str(os.getpid()))
@@ -274,14 +357,7 @@ class ModelStore:
         activate: Callable[[InstalledModel | None], None] | None,
     ) -> InstallResult:
         m = update.manifest
-        newest = self.newest_signed_at()
-        if newest is not None and signed_time(m.created) <= signed_time(newest):
-            raise UpdateRefusedError(
-                "replayed",
-                f"update {m.version} was signed at {m.created}, not after the last update installed "
-                f"here (signed at {newest}): an old update message sent again?",
-                "push-model signs a fresh manifest every time: push the model again",
-            )
+        self.check_replay(m)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         stem = f"{_safe(m.version)}-{m.sha256[:12]}"
@@ -385,7 +461,7 @@ class ModelStore:
             timings["activate"] = (time.perf_counter() - t) * 1000.0
         self._pause("activated")
 
-        atomic_write(self.dir / "replay.json", json.dumps({"newest_signed_at": m.created}).encode())
+        self.note_signed(m.created)
         self.journal_path.unlink()
         _fsync_dir(self.dir)
         self._prune(
@@ -398,6 +474,65 @@ class ModelStore:
         )
         timings["total"] = (time.perf_counter() - t0) * 1000.0
         return InstallResult(True, None, "", "", candidate, current, False, verdict.describe(), timings)
+
+    def rollback(
+        self,
+        manifest: Manifest,
+        *,
+        current: InstalledModel | None,
+        activate: Callable[[InstalledModel | None], None] | None = None,
+    ) -> InstallResult:
+        """Serve the previous model again (a signed ``activate`` naming it): the pointers swap, journaled
+        like an install, so a crash halfway goes back to ``current``; on a failure to run it, ``current``
+        is restored. Afterwards ``current`` is the previous model: activating it again rolls forward."""
+        if not self._lock.acquire(blocking=False):
+            raise UpdateRefusedError(
+                "busy", "another model update is being installed", "wait for its result, then send again"
+            )
+        try:
+            self.check_replay(manifest)
+            target = self.previous()
+            if target is None or target.sha256 != manifest.sha256:
+                raise UpdateRefusedError(
+                    "no_candidate",
+                    f"no previous model with sha256 {manifest.sha256[:12]}... to roll back to",
+                    "name the candidate shadowing or the previous model (see the status' ota.previous)",
+                )
+            t0 = time.perf_counter()
+            active = self.active()
+            journal = {
+                "phase": "switched",
+                "candidate": target.describe(),
+                "started": utc_iso(),
+                "previous_active": active.describe() if active else None,
+                "previous_previous": target.describe(),
+            }
+            atomic_write(self.journal_path, json.dumps(journal).encode())
+            self._write_pointer("previous.json", current)
+            self._write_pointer("active.json", target)
+            if activate is not None:
+                try:
+                    activate(target)
+                except Exception as exc:
+                    self.recover()  # the journal puts the pointers back
+                    what = getattr(exc, "what", str(exc))
+                    return InstallResult(
+                        False,
+                        "health_check",
+                        f"the previous model {target.version!r} failed to load or run: {what}; "
+                        "still serving the current model",
+                        getattr(exc, "fix", "") or "push a model again",
+                        current,
+                        current,
+                        timings_ms={"total": (time.perf_counter() - t0) * 1000.0},
+                    )
+            self.note_signed(manifest.created)
+            self.journal_path.unlink()
+            _fsync_dir(self.dir)
+            timings = {"total": (time.perf_counter() - t0) * 1000.0}
+            return InstallResult(True, None, "", "", target, current, True, None, timings)
+        finally:
+            self._lock.release()
 
     def _prune(self, keep: set[str | None]) -> None:
         for p in self.dir.iterdir():

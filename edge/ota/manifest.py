@@ -5,8 +5,14 @@ Wire format (one MQTT message, so an update is delivered whole or not at all)::
     b"EDGEUPD1"                     8 bytes, magic and format version
     header length                   4 bytes, unsigned big-endian
     header                          UTF-8 JSON {"id", "manifest": {...}, "signature": base64}
-    model bytes                     manifest.size bytes
-    labels bytes                    manifest.labels_size bytes (optional)
+    model bytes                     manifest.size bytes (none for stage activate/drop)
+    labels bytes                    manifest.labels_size bytes (optional; none for activate/drop)
+
+``manifest.stage`` says what to do with the model: ``install`` (the default, and all a manifest without a
+stage can mean) replaces the serving model; ``shadow`` loads it *beside* the serving model and compares
+the two on live inputs (edge.agent.shadow); ``activate`` and ``drop`` carry no model bytes: they name a
+model by its sha256/size (the shadowing candidate, or for ``activate`` also the model the last install
+replaced: a rollback) and promote or discard it. Every stage is signed and replay-checked alike.
 
 The signature is Ed25519 over the manifest's canonical JSON (sorted keys, no
 spaces); the manifest carries the sha256 and size of the model (and labels),
@@ -25,7 +31,7 @@ import json
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import msgspec
 from msgspec import Meta
@@ -57,7 +63,16 @@ REFUSAL_REASONS = {
     "busy": "another update is in progress",
     "replayed": "the update is not newer than the last one installed (an old message sent again?)",
     "disabled": "model/set is disabled in this agent's config (commands.disabled)",
+    "no_candidate": "activate/drop names a sha256 that is neither the shadowing candidate nor the previous model",
+    "shadow_failed": "the shadow candidate failed its guard, load or test inference; the active model serves on",
 }
+
+STAGES = ("install", "shadow", "activate", "drop")
+Stage = Literal["install", "shadow", "activate", "drop"]
+MODEL_STAGES = ("install", "shadow")  # the stages whose message carries the model bytes
+# Defaults of the fields added with stages: left out of the canonical JSON when at their default, so a
+# manifest signed before stages existed verifies unchanged (and means what it meant: install).
+_STAGE_DEFAULTS: dict[str, Any] = {"stage": "install", "shadow_fraction": 1.0, "shadow_window_s": 10.0}
 
 
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -90,9 +105,24 @@ class Manifest(Record, frozen=True, kw_only=True):
             description="UTC time of signing (ISO 8601, Z); later updates must be signed later",
         ),
     ]
+    stage: Annotated[
+        Stage,
+        Meta(description="install (default), shadow beside the active model, activate or drop a candidate"),
+    ] = "install"
+    shadow_fraction: Annotated[
+        float, Meta(gt=0, le=1, description="stage shadow: the share of inputs the candidate also runs")
+    ] = 1.0
+    shadow_window_s: Annotated[
+        float, Meta(gt=0, le=3600, description="stage shadow: seconds between two shadow window messages")
+    ] = 10.0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = to_builtins(self)
+        for key, default in _STAGE_DEFAULTS.items():
+            if out.get(key) == default:
+                del out[key]
+            elif isinstance(default, float):
+                out[key] = float(out[key])  # 5 and 5.0 must sign alike: the device decodes a float
         return out
 
     def canonical(self) -> bytes:
@@ -131,23 +161,74 @@ def build_message(
     labels: bytes | None = None,
     device: str | None = None,
     cmd_id: str | None = None,
+    stage: str = "install",
+    shadow_fraction: float = 1.0,
+    shadow_window_s: float = 10.0,
 ) -> bytes:
-    """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message."""
-    from edge.ota.keys import key_id
+    """Sign a manifest for ``model`` (and ``labels``) and frame the whole update as one message.
 
-    manifest = Manifest(
+    ``stage``: ``install`` (replace the serving model) or ``shadow`` (run it beside the serving model on
+    ``shadow_fraction`` of the inputs, reporting every ``shadow_window_s`` seconds)."""
+    if stage not in MODEL_STAGES:
+        raise EdgeError(
+            f"stage {stage!r} carries no model",
+            "use stage install or shadow here; build_stage_message for activate/drop",
+        )
+    return _sign(
+        private_key,
+        cmd_id,
+        model,
+        labels or b"",
         version=version,
         sha256=sha256_hex(model),
         size=len(model),
         labels_sha256=sha256_hex(labels) if labels else None,
         labels_size=len(labels or b""),
         device=device,
-        key_id=key_id(private_key.public_key()),
-        # Microseconds: two updates signed in a row must never share a timestamp (replay check).
-        created=utc_iso(timespec="microseconds"),
+        stage=stage,
+        shadow_fraction=shadow_fraction,
+        shadow_window_s=shadow_window_s,
     )
+
+
+def build_stage_message(
+    private_key: Any,
+    *,
+    stage: str,
+    sha256: str,
+    size: int,
+    version: str,
+    device: str | None = None,
+    cmd_id: str | None = None,
+) -> bytes:
+    """Sign an ``activate`` or ``drop`` naming a model by ``sha256``/``size``: no model bytes follow.
+
+    ``activate`` promotes the shadowing candidate, or, naming the model the last install replaced,
+    rolls back to it; ``drop`` discards the candidate."""
+    if stage not in ("activate", "drop"):
+        raise EdgeError(
+            f"stage {stage!r} is not activate or drop",
+            "send install/shadow with build_message (they carry the model)",
+        )
+    return _sign(
+        private_key, cmd_id, b"", b"", version=version, sha256=sha256, size=size, device=device, stage=stage
+    )
+
+
+def _sign(private_key: Any, cmd_id: str | None, model: bytes, labels: bytes, **fields: Any) -> bytes:
+    from edge.ota.keys import key_id
+
+    try:
+        manifest = Manifest(
+            key_id=key_id(private_key.public_key()),
+            # Microseconds: two updates signed in a row must never share a timestamp (replay check).
+            created=utc_iso(timespec="microseconds"),
+            **fields,
+        )
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        raise EdgeError(f"cannot build the update manifest: {exc}", "check the stage arguments") from exc
     signature = base64.b64encode(private_key.sign(manifest.canonical())).decode()
-    return frame({"id": cmd_id, "manifest": manifest.to_dict(), "signature": signature}, model, labels or b"")
+    return frame({"id": cmd_id, "manifest": manifest.to_dict(), "signature": signature}, model, labels)
 
 
 def frame(header: dict[str, Any], model: bytes, labels: bytes = b"") -> bytes:
@@ -261,6 +342,16 @@ def verify_message(
             f"update is for device {manifest.device!r}, this is {device!r}",
             "push with --device-id of this device",
         )
+    if manifest.stage not in MODEL_STAGES:
+        # activate/drop: the signed manifest names a model the device already holds; nothing may follow
+        if len(payload) > offset:
+            raise UpdateRefusedError(
+                "malformed",
+                f"a {manifest.stage} message carries {len(payload) - offset} bytes after its header; "
+                "it must carry none",
+                "send activate/drop with edge-fleet rollout (or build_stage_message)",
+            )
+        return VerifiedUpdate(cmd_id, manifest, b"", None)
     if manifest.size > max_bytes:
         raise UpdateRefusedError(
             "oversize",

@@ -16,8 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from edge.digest import sha256_hex
 from edge.errors import EdgeError
-from edge.ota.manifest import DEFAULT_MAX_BYTES, build_message
+from edge.ota.manifest import DEFAULT_MAX_BYTES, build_message, build_stage_message
 from edge.transport.topics import Topics
 from edge.transport.url import BrokerURL, parse_broker_url
 
@@ -79,8 +80,15 @@ def push_model(
     timeout: float = 120.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     bind_device: bool = True,
+    stage: str = "install",
+    shadow_fraction: float = 1.0,
+    shadow_window_s: float = 10.0,
 ) -> dict[str, Any]:
-    """Send a signed update and return the device's ``cmd/result`` answer (raises EdgeError on no answer)."""
+    """Send a signed update and return the device's ``cmd/result`` answer (raises EdgeError on no answer).
+
+    ``stage``: ``install`` or ``shadow`` send the model; ``activate`` and ``drop`` send only its sha256
+    and size (computed from ``model_path``), naming the candidate shadowing on the device (or, for
+    ``activate``, the model it ran before: a rollback)."""
     import paho.mqtt.client as mqtt
 
     from edge.ota.keys import load_private_key
@@ -95,9 +103,29 @@ def push_model(
     key = load_private_key(key_path)
     cmd_id = uuid.uuid4().hex[:12]
     version = version or Path(model_path).stem
-    payload = build_message(
-        model, key, version=version, labels=labels, device=device_id if bind_device else None, cmd_id=cmd_id
-    )
+    device = device_id if bind_device else None
+    if stage in ("activate", "drop"):
+        payload = build_stage_message(
+            key,
+            stage=stage,
+            sha256=sha256_hex(model),
+            size=len(model),
+            version=version,
+            device=device,
+            cmd_id=cmd_id,
+        )
+    else:
+        payload = build_message(
+            model,
+            key,
+            version=version,
+            labels=labels,
+            device=device,
+            cmd_id=cmd_id,
+            stage=stage,
+            shadow_fraction=shadow_fraction,
+            shadow_window_s=shadow_window_s,
+        )
     broker = parse_broker(broker_url, username, password)
     topics = Topics(prefix, device_id)
 

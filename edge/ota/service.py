@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.agent.audit import action_allowed
 from edge.contract import messages
-from edge.ota.handler import ACTION, UpdateHandler, current_from_path
+from edge.ota.handler import ACTION, ShadowHooks, UpdateHandler, current_from_path, header_stage
 from edge.ota.install import InstalledModel, ModelStore
 from edge.ota.manifest import MAX_HEADER, header_id
 
@@ -49,6 +49,7 @@ class OtaService:
         topics: Topics,
         disabled: Sequence[str] = (),
         on_done: Callable[[], None] | None = None,
+        shadow: ShadowHooks | None = None,
     ) -> None:
         self.config = config  # the [ota] section
         self.slot = slot
@@ -59,7 +60,7 @@ class OtaService:
         self.disabled = tuple(disabled)
         self.on_done = on_done  # after every update, installed or not (the app publishes its status)
         self.handler = UpdateHandler(
-            config, store, device=topics.device, current=self.current, activate=slot.activate
+            config, store, device=topics.device, current=self.current, activate=slot.activate, shadow=shadow
         )
         self._updates: queue.Queue[bytes | None] = queue.Queue()
         self._pending_bytes = 0
@@ -155,7 +156,7 @@ class OtaService:
             log.exception("model update crashed")
             answer = {"ok": False, "reason": "install_failed", "error": f"{type(exc).__name__}: {exc}"}
         answer.setdefault("elapsed_ms", round((time.monotonic() - started) * 1000.0, 1))
-        self.last_update = {k: answer.get(k) for k in ("id", "ok", "reason", "error")}
+        self.last_update = {k: answer.get(k) for k in ("id", "ok", "stage", "reason", "error")}
         if answer.get("ok"):
             self.last_update["version"] = (answer.get("result") or {}).get("version")
         self._answer(
@@ -175,16 +176,17 @@ class OtaService:
     def _answer(self, payload: bytes, answer: dict[str, Any], outcome: str) -> None:
         answer.setdefault("id", header_id(payload))
         answer.setdefault("action", ACTION)
+        answer.setdefault("stage", header_stage(payload))
         level = logging.INFO if answer.get("ok") else logging.WARNING
         log.log(
             level,
             "model update %s: %s",
             answer.get("id"),
-            "installed " + str((answer.get("result") or {}).get("version"))
+            f"{answer.get('stage')} ok: " + str((answer.get("result") or {}).get("version"))
             if answer.get("ok")
             else f"refused ({answer.get('reason')}): {answer.get('error')}",
         )
-        detail = {k: answer[k] for k in ("reason",) if k in answer}
+        detail: dict[str, Any] = {k: answer[k] for k in ("stage", "reason") if k in answer}
         result = answer.get("result") or {}
         for k in ("version", "sha256", "previous_sha256", "rolled_back"):
             if k in result:

@@ -17,6 +17,7 @@ OUTPUTS: dict[str, str] = {
     "cmd_result": "cmd/result",
     "bench": "bench",
     "audit": "audit",
+    "shadow": "shadow",
 }
 # kind -> leaf, binary payloads the agent publishes (no JSON Schema): the segmentation mask as a PNG,
 # the input as a small JPEG tagged with its prediction's seq (edge.contract.thumbnail)
@@ -66,7 +67,7 @@ class Topics:
 
         self.availability, self.status, self.predictions = t("availability"), t("status"), t("predictions")
         self.errors, self.metrics, self.bench, self.audit = t("errors"), t("metrics"), t("bench"), t("audit")
-        self.mask, self.thumbnail = t("mask"), t("thumbnail")
+        self.mask, self.thumbnail, self.shadow = t("mask"), t("thumbnail"), t("shadow")
         self.cmd, self.cmd_result, self.infer, self.model_set = (
             t("cmd"),
             t("cmd_result"),

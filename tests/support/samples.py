@@ -142,6 +142,22 @@ def audit(device: str = "pi-1") -> dict[str, Any]:
     }
 
 
+def shadow(device: str = "pi-1", agreement: float | None = 0.97, inputs: int = 120) -> dict[str, Any]:
+    return {
+        **envelope(device),
+        "candidate_sha256": "cd" * 32,
+        "active_sha256": SHA,
+        "task": "classifier",
+        "inputs": inputs,
+        "skipped": 3,
+        "agreement": agreement,
+        "metric": "top1",
+        "latency_ms": {"active": {"p50": 3.1, "p99": 4.0}, "candidate": {"p50": 3.4, "p99": 5.2}},
+        "errors": 0,
+        "window_s": 10.0,
+    }
+
+
 VALID: dict[str, Any] = {
     "availability": lambda: "online",
     "status": status,
@@ -151,6 +167,7 @@ VALID: dict[str, Any] = {
     "cmd_result": cmd_result,
     "bench": bench,
     "audit": audit,
+    "shadow": shadow,
 }
 
 
