@@ -382,6 +382,51 @@ class Rollout:
             self._log(now, "rolled back")
         return actions
 
+    def resume(self, now: float, current: Mapping[str, tuple[str | None, str | None]]) -> None:
+        """Pick up a saved rollout in a new run. ``current``: device -> (the sha256 it serves, the
+        candidate it shadows) from its retained status. Answers that came while no run listened are
+        read from the status: what it confirms counts as acknowledged; what it does not is sent again.
+        An ``incomplete`` rollout gets its offline devices back as one more batch."""
+        if self.phase == "incomplete":
+            retry = []
+            for dev, rec in sorted(self.devices.items()):
+                if rec.state != "offline":
+                    continue
+                if (current.get(dev) or (None, None))[0] == self.model_sha256:
+                    rec.state = "active"
+                else:
+                    rec.state, rec.attempts, rec.sent_at, rec.error = "pending", 0, None, None
+                    retry.append(dev)
+            self.phase, self.reason = "running", None
+            if retry:
+                self.batches.append(retry)
+                self.batch_index, self.batch_stage = len(self.batches) - 1, "shadow"
+                self.window_started_at, self.windows = None, 0
+            else:
+                self.batch_index = len(self.batches)
+            self._log(now, f"resumed: retrying {len(retry)} devices that were offline: {retry}")
+            return
+        for dev, rec in sorted(self.devices.items()):
+            serving, shadowing = current.get(dev) or (None, None)
+            before = rec.state
+            if rec.state == "shadowing":
+                rec.state = "shadow" if shadowing == self.model_sha256 else "pending"
+            elif rec.state == "activating":
+                if serving == self.model_sha256:
+                    rec.state = "active"
+                else:
+                    rec.state = "shadow" if shadowing == self.model_sha256 else "pending"
+            elif rec.state == "dropping":
+                rec.state = "shadow" if shadowing == self.model_sha256 else "dropped"
+            elif rec.state == "rolling_back":
+                rec.state = "rolled_back" if serving == rec.previous_sha256 else "active"
+            else:
+                continue
+            if rec.state == "pending":
+                rec.attempts = max(0, rec.attempts - 1)  # the unanswered send does not count
+            rec.sent_at = None
+            self._log(now, f"resumed: {dev} {before} -> {rec.state} (from its status)")
+
     # --------------------------------------------------------------------------------- events
     def on_ack(self, device: str, kind: str, ok: bool, now: float, reason: str | None = None) -> None:
         """A device answered an action (its ``cmd/result``)."""
