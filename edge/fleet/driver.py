@@ -44,18 +44,32 @@ LISTENED = ("cmd_result", "shadow", "availability")
 ACTION_KINDS = ("shadow", "install", "activate", "drop", "rollback")  # edge.fleet.rollout.Action.kind
 
 
-def resolve_devices(spec: str, collected: Collected) -> dict[str, tuple[str | None, str | None, bool]]:
-    """``--devices``: comma-separated ids and globs -> {device: (serving sha256, shadowed sha256, online)}.
+@dataclass(frozen=True)
+class Device:
+    """What the inventory says of one device, as far as a rollout needs it."""
+
+    serving: str | None  # sha256 of the model it runs
+    size: int | None
+    version: str | None
+    shadowing: str | None  # sha256 of the candidate it shadows
+    online: bool
+
+
+def resolve_devices(spec: str, collected: Collected) -> dict[str, Device]:
+    """``--devices``: comma-separated ids and globs -> the chosen devices, by id.
 
     An exact id must be known to the broker (a retained availability or status); a glob must match one."""
-    known: dict[str, tuple[str | None, str | None, bool]] = {}
+    known: dict[str, Device] = {}
     for dev, state in collected.fleet.devices.items():
         status = state.status or {}
         shadow = status.get("shadow") if isinstance(status.get("shadow"), dict) else None
-        known[dev] = (
-            state.model_sha256(),
-            (shadow or {}).get("candidate_sha256"),
-            state.availability == messages.ONLINE,
+        model: dict[str, Any] = status["model"] if isinstance(status.get("model"), dict) else {}
+        known[dev] = Device(
+            serving=state.model_sha256(),
+            size=model.get("size_bytes"),
+            version=status.get("model_version"),
+            shadowing=(shadow or {}).get("candidate_sha256"),
+            online=state.availability == messages.ONLINE,
         )
     items = [x.strip() for x in spec.split(",") if x.strip()]
     if not items:
@@ -129,7 +143,7 @@ class Signer:
         # the agent's own windows: several per rollout window, so one always lands inside it
         self.shadow_window_s = max(0.5, window_s / 3)
 
-    def message(self, action: ro.Action, cmd_id: str) -> bytes:
+    def message(self, action: ro.Action, cmd_id: str, previous: ro.DeviceRecord) -> bytes:
         from edge.ota.manifest import build_message, build_stage_message
 
         if action.kind in ("shadow", "install"):
@@ -144,14 +158,22 @@ class Signer:
                 shadow_fraction=1.0,
                 shadow_window_s=self.shadow_window_s,
             )
-        stage = "drop" if action.kind == "drop" else "activate"  # a rollback activates the previous sha
-        size = len(self.model) if action.sha256 == self.sha256 else 0
+        if action.kind == "rollback":  # activate the model the candidate replaced
+            return build_stage_message(
+                self.key,
+                stage="activate",
+                sha256=action.sha256,
+                size=previous.previous_size or 0,
+                version=previous.previous_version or "previous",
+                device=action.device,
+                cmd_id=cmd_id,
+            )
         return build_stage_message(
             self.key,
-            stage=stage,
+            stage=action.kind,
             sha256=action.sha256,
-            size=size,
-            version=self.version if action.sha256 == self.sha256 else "previous",
+            size=len(self.model),
+            version=self.version,
             device=action.device,
             cmd_id=cmd_id,
         )
@@ -266,7 +288,9 @@ class Driver:
         client.loop_start()
         if not self.subscribed.wait(15):
             client.loop_stop()
-            raise EdgeError(f"no answer from the broker at {self.broker.redacted()} in 15 s", "check --broker")
+            raise EdgeError(
+                f"no answer from the broker at {self.broker.redacted()} in 15 s", "check --broker"
+            )
         if self.refused:
             client.loop_stop()
             raise EdgeError(f"the broker refused the connection: {self.refused[0]}", "check --broker")
@@ -324,7 +348,7 @@ class Driver:
             attempt = self.r.devices[a.device].attempts + self.r.devices[a.device].undo_attempts
             if a.kind == "shadow":
                 self.acc.pop(a.device, None)  # a new shadow starts a new sum
-            payload = self.signer.message(a, cmd_id(self.r.rollout_id, a, attempt))
+            payload = self.signer.message(a, cmd_id(self.r.rollout_id, a, attempt), self.r.devices[a.device])
             info = client.publish(topic_for("model_set", a.device, self.prefix), payload, qos=1)
             self._pending.append(info)
             self.counters.sent[a.kind] = self.counters.sent.get(a.kind, 0) + 1
@@ -464,6 +488,8 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     )
     if args.ack_timeout <= 0:
         raise EdgeError(f"--ack-timeout must be > 0, got {args.ack_timeout}", "e.g. --ack-timeout 60")
+    if args.settle <= 0:
+        raise EdgeError(f"--settle must be > 0, got {args.settle}", "e.g. --settle 0.5")
     broker = parse_broker_url(args.broker)
     state_dir = Path(args.state_dir) if args.state_dir else ro.default_state_dir()
     progress = print_progress(sys.stderr if args.json else out)
@@ -474,7 +500,7 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     version = args.version or model_path.stem
     plan = ro.Rollout.plan(
         model_sha256=sha,
-        devices={d: v[0] for d, v in devices.items()},
+        devices={d: v.serving for d, v in devices.items()},
         gates=gates,
         canary=args.canary,
         batch=args.batch,
@@ -486,18 +512,29 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     path = state_dir / f"{plan.rollout_id}.json"
     if path.is_file():
         r = ro.load(plan.rollout_id, state_dir)
-        progress(f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_index + 1} of {len(r.batches)})")
+        progress(
+            f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_index + 1} of {len(r.batches)})"
+        )
         r.ack_timeout_s = args.ack_timeout
-        r.resume(time.time(), {d: (v[0], v[1]) for d, v in devices.items()})
+        r.resume(time.time(), {d: (v.serving, v.shadowing) for d, v in devices.items()})
     else:
         r = plan
+        for d, v in devices.items():
+            r.devices[d].previous_size, r.devices[d].previous_version = v.size, v.version
         progress(
             f"rollout {r.rollout_id}: {sha[:12]} ({version}) to {len(devices)} devices in {len(r.batches)} "
             f"batches (canary {len(r.batches[0])}), window {args.window:g} s; state {path}"
         )
-    online = {d: v[2] for d, v in devices.items()}
-    driver = Driver(r, Signer(model, labels, key, version, r.window_s), broker, prefix=args.prefix,
-                    state_dir=state_dir, online=online, progress=progress)
+    online = {d: v.online for d, v in devices.items()}
+    driver = Driver(
+        r,
+        Signer(model, labels, key, version, r.window_s),
+        broker,
+        prefix=args.prefix,
+        state_dir=state_dir,
+        online=online,
+        progress=progress,
+    )
     code = driver.run() if r.exit_code() is None else r.exit_code()
     assert code is not None
     doc = outcome(r, driver, path)

@@ -151,6 +151,8 @@ class Action:
 class DeviceRecord:
     state: str = "pending"
     previous_sha256: str | None = None
+    previous_size: int | None = None  # what a rollback's activate names beside the sha256
+    previous_version: str | None = None
     attempts: int = 0
     sent_at: float | None = None
     error: str | None = None
