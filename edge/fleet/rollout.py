@@ -300,16 +300,21 @@ class Rollout:
             if self.windows < self.max_windows:
                 self.window_started_at = now  # wait one more window for traffic
                 return None
-            self._fail(now, f"batch {self.batch_index}: not enough live traffic ({verdict.reasons[0]})")
+            self._fail(now, f"batch {self.batch_index + 1}: not enough live traffic ({verdict.reasons[0]})")
             return False
         if not verdict.passed:
-            self._fail(now, f"batch {self.batch_index}: " + "; ".join(verdict.reasons))
+            self._fail(now, f"batch {self.batch_index + 1}: " + "; ".join(verdict.reasons))
             return False
-        self._log(now, f"batch {self.batch_index} passed: {verdict.figures}")
+        f = verdict.figures
+        self._log(
+            now,
+            f"batch {self.batch_index + 1} passed: agreement {f['agreement']:.3f} on {f['inputs']} inputs, "
+            f"{f['errors']} errors, candidate p99 {f['candidate_p99_ms']} ms",
+        )
         return True
 
     def _next_batch(self, now: float) -> None:
-        self._log(now, f"batch {self.batch_index} done")
+        self._log(now, f"batch {self.batch_index + 1} done")
         self.batch_index += 1
         self.batch_stage = "shadow"
         self.window_started_at = None

@@ -143,7 +143,12 @@ def rollout_args(broker: Mosquitto, model: Path, keys: dict[str, Any], state: Pa
 
 
 def test_other_task_is_rolled_back_on_the_canary_then_a_same_task_model_is_promoted(
-    mosquitto: Mosquitto, fleet: dict[str, Any], coral: Path, keys: dict[str, Any], capture: Any, tmp_path: Path
+    mosquitto: Mosquitto,
+    fleet: dict[str, Any],
+    coral: Path,
+    keys: dict[str, Any],
+    capture: Any,
+    tmp_path: Path,
 ) -> None:
     sets = capture("edge/+/model/set")
     other = coral / "keras_lstm_mnist_ptq.tflite"
