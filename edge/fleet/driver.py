@@ -296,6 +296,12 @@ class Driver:
             raise EdgeError(f"the broker refused the connection: {self.refused[0]}", "check --broker")
         return client
 
+    def _forget_session(self, client: Any) -> None:
+        done = threading.Event()
+        client.on_unsubscribe = lambda *_a: done.set()
+        client.unsubscribe([topic_for(k, "+", self.prefix) for k in LISTENED])
+        done.wait(5)
+
     def _split(self, topic: str) -> tuple[str, str] | None:
         head = self.prefix.rstrip("/") + "/"
         if not topic.startswith(head):
@@ -423,6 +429,10 @@ class Driver:
                 for info in self._pending:
                     info.wait_for_publish(max(0.01, deadline - time.monotonic()))
                 self.counters.unconfirmed_publishes = sum(not i.is_published() for i in self._pending)
+                if self.r.exit_code() is not None:
+                    # finished: the broker must stop keeping this session's messages (a killed run's
+                    # session stays, on purpose: its resumption reads what came meanwhile)
+                    self._forget_session(client)
                 client.disconnect()
                 client.loop_stop()
                 ro.save(self.r, self.state_dir)
