@@ -11,12 +11,19 @@ Phases, in one run:
 2. steady traffic for ``--duration`` s: ``--rate`` predictions/s per device (QoS 1 through the spool),
    metrics every ``--metrics-interval`` s (QoS 0); meanwhile ``edge-fleet ls --json`` runs ``--ls-runs``
    times (the real CLI, a subprocess) and ``edge-watch --json`` (a subprocess) reads everything;
-3. every outbox flushes; the run counts predictions sent vs received by edge-watch (unique device/seq).
+3. staged rollouts (``--no-rollout`` skips them): every device predicts ``--rollout-rate``/s and the real
+   ``edge-fleet rollout`` (a subprocess) rolls out a stand-in model that mostly agrees (promoted on every
+   device), then one of another task (stopped on the canaries); each device's ``model/set`` handling is a
+   stand-in of the agent's around the real ``verify_message`` and contract messages (see SimDevice);
+4. every outbox flushes; the run counts predictions sent vs received by edge-watch (unique device/seq) and
+   ``model/set`` messages sent vs answered.
 
 CPU (user+system, from /proc) of mosquitto, edge-watch and the simulator is taken over the steady phase.
-Targets (issue 15): ``edge-fleet ls`` <= 5 s for 500 devices; no prediction lost.
+Targets (issue 15): ``edge-fleet ls`` <= 5 s for 500 devices; a rollout to all in <= 2 min plus its windows;
+no prediction or model/set message lost.
 
-The machine is small and shared: the default run is 500 devices for 60 s (about 2 minutes in all).
+The machine is small and shared: the default run is 500 devices for 60 s, then the rollouts with 2 s windows
+(about 2.5 minutes in all).
 
     python benchmarks/fleet_sim.py [--devices 500] [--procs 5] [--duration 60] [--json out.json]
 """
