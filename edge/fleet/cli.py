@@ -70,16 +70,24 @@ def rollout_parser(sub: Any) -> None:
     )
     ro.add_argument("--labels", help="labels file shipped with the model")
     ro.add_argument("--version", help="version named in the signed manifest (default: the file's stem)")
-    ro.add_argument("--canary", type=int, default=1, metavar="N", help="devices in the first batch (1)")
-    ro.add_argument("--batch", type=int, default=10, metavar="N", help="devices per later batch (10)")
+    ro.add_argument("--canary", type=int, default=1, metavar="N", help="devices in the first batch")
+    ro.add_argument("--batch", type=int, default=10, metavar="N", help="devices per later batch")
     ro.add_argument(
-        "--window", type=float, default=300.0, metavar="S", help="seconds of live traffic per check (300)"
+        "--window", type=float, default=300.0, metavar="S", help="seconds of live traffic per check"
     )
-    ro.add_argument("--min-agreement", type=float, default=0.9, metavar="A", help="0..1 (0.9)")
-    ro.add_argument("--max-error-rate", type=float, default=0.01, metavar="R", help="0..1 (0.01)")
+    ro.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.9,
+        metavar="A",
+        help="lowest agreement a batch may show, 0..1",
+    )
+    ro.add_argument(
+        "--max-error-rate", type=float, default=0.01, metavar="R", help="highest candidate error rate, 0..1"
+    )
     ro.add_argument("--max-p99-ms", type=float, metavar="X", help="worst candidate p99 allowed (off)")
     ro.add_argument(
-        "--min-inputs", type=int, default=20, metavar="N", help="inputs a batch's window needs to count (20)"
+        "--min-inputs", type=int, default=20, metavar="N", help="inputs a batch's window needs to count"
     )
     ro.add_argument(
         "--no-shadow-batches",
@@ -91,7 +99,7 @@ def rollout_parser(sub: Any) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="a device that does not answer in S seconds is retried later (60)",
+        help="a device that does not answer in S seconds is retried later",
     )
     ro.add_argument("--prefix", default="edge", help="topic prefix the agents use")
     ro.add_argument("--settle", type=float, default=0.5, metavar="S", help="inventory: as edge-fleet ls")
