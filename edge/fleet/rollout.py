@@ -459,6 +459,11 @@ class Rollout:
             ):
                 self._rollback_actions(now)
             return
+        if not ok and kind == "activate" and (reason or "").startswith("no_candidate"):
+            # the device no longer has the candidate (shadow mode does not survive a restart): not the
+            # model's fault; it gets a fresh shadow check in the retry batch, the rest goes on
+            self._defer(device, now, f"lost its candidate before the activation ({reason})")
+            return
         if not ok:
             # the candidate was refused (signature, guard, does not load): the rollout stops here. A
             # refused shadow/install never replaced anything; a refused activate leaves it shadowing.

@@ -356,3 +356,23 @@ def test_resuming_an_incomplete_rollout_retries_its_offline_devices() -> None:
     assert e.run() == EXIT_INCOMPLETE
     e.r.resume(e.now, {"d2": (NEW, None)})
     assert e.r.devices["d2"].state == "active" and e.run() == EXIT_PROMOTED and e.kinds("d2") == []
+
+
+def test_a_device_that_lost_its_candidate_is_shadowed_again_not_a_failure() -> None:
+    d = Driver(new_rollout())
+    d.refuse[("activate", "d1")] = "no_candidate: no candidate with sha256 nnnn is shadowing here"
+    r = d.r
+    for _ in range(200):  # d1 restarts during its window: its activate is refused once
+        d.sent += (acts := r.step(d.now, d.online))
+        for a in acts:
+            why = d.refuse.pop((a.kind, a.device), None)
+            r.on_ack(a.device, a.kind, why is None, d.now, why)
+        for dev, rec in r.devices.items():
+            if rec.state == "shadow":
+                r.on_report(report(dev))
+        if r.exit_code() is not None:
+            break
+        d.now += 10
+    assert r.exit_code() == EXIT_PROMOTED and r.batches[-1] == ["d1"]
+    assert d.kinds("d1") == ["shadow", "activate", "shadow", "activate"]
+    assert all(d.kinds(x) == ["shadow", "activate"] for x in ("d0", "d2", "d3", "d4"))
