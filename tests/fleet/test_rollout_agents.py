@@ -8,7 +8,8 @@ in a subprocess; nothing here stands in for a device.
   the canary ever received a model/set message, and it serves the previous model again;
 - a model of the same task with a new sha256 (the same network, its file padded: what a retrained model
   that agrees looks like to the gate) is promoted batch by batch: exit 0, every status shows the new sha;
-- a rollout killed mid-way finishes when the same command runs again (resumed by the rollout id).
+- a rollout killed mid-way finishes when the same command runs again (resumed by the rollout id);
+- run on one of two bridged brokers, a rollout reaches the agent behind the bridge too.
 """
 
 from __future__ import annotations
@@ -64,19 +65,17 @@ class Feeder:
         self.client.disconnect()
 
 
-@pytest.fixture
-def fleet(
-    mosquitto: Mosquitto, coral: Path, keys: dict[str, Any], agents: Any, tmp_path: Path
-) -> Iterator[dict[str, Any]]:
-    model = coral / "mobilenet_v1_0.25_128_quant.tflite"
-    for dev in DEVICES:
+def start_agents(
+    agents: Any, placement: dict[str, Mosquitto], coral: Path, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    for dev, broker in placement.items():
         agents(
             agent_command(
-                mosquitto,
+                broker,
                 dev,
                 tmp_path / f"state-{dev}",
                 "--model",
-                str(model),
+                str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
                 "--labels",
                 str(coral / "imagenet_labels.txt"),
                 "--source",
@@ -88,6 +87,14 @@ def fleet(
             ),
             tmp_path / f"agent-{dev}.log",
         )
+
+
+@pytest.fixture
+def fleet(
+    mosquitto: Mosquitto, coral: Path, keys: dict[str, Any], agents: Any, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    model = coral / "mobilenet_v1_0.25_128_quant.tflite"
+    start_agents(agents, {dev: mosquitto for dev in DEVICES}, coral, keys, tmp_path)
     feeder = Feeder(mosquitto, [(coral / name).read_bytes() for name in IMAGES])
     try:
         sha = hashlib.sha256(model.read_bytes()).hexdigest()
@@ -258,3 +265,26 @@ def test_bad_input_exits_2_with_a_clear_message(
         assert done.returncode == 2, (message, done.stdout, done.stderr)
         assert message in done.stderr and "fix:" in done.stderr, (message, done.stderr)
     assert not list((tmp_path / "s").glob("*.json"))  # nothing planned, nothing sent
+
+
+def test_a_rollout_on_one_broker_reaches_agents_behind_a_bridge(
+    bridged: tuple[Mosquitto, Mosquitto], coral: Path, keys: dict[str, Any], agents: Any, tmp_path: Path
+) -> None:
+    a, b = bridged
+    start_agents(agents, {"cam-1": a, "cam-2": a, "cam-3": b}, coral, keys, tmp_path)
+    feeder = Feeder(a, [(coral / name).read_bytes() for name in IMAGES])  # reaches cam-3 over the bridge
+    try:
+        old = hashlib.sha256((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes()).hexdigest()
+        wait_status(a, lambda s: s.get("model_sha256") == old, "every agent up, seen from broker a")
+        same = tmp_path / "mobilenet_v1_repacked.tflite"
+        same.write_bytes((coral / "mobilenet_v1_0.25_128_quant.tflite").read_bytes() + b"\0" * 16)
+        new = hashlib.sha256(same.read_bytes()).hexdigest()
+        done = run_module(
+            "edge.fleet", *rollout_args(a, same, keys, tmp_path / "rollouts", "--json"), timeout=300
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["devices"] == {"active": 3} and doc["messages"]["answers"] == 6
+        wait_status(b, lambda s: s.get("model_sha256") == new, "the new model everywhere, seen from b")
+    finally:
+        feeder.close()
