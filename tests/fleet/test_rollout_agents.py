@@ -288,3 +288,47 @@ def test_a_rollout_on_one_broker_reaches_agents_behind_a_bridge(
         wait_status(b, lambda s: s.get("model_sha256") == new, "the new model everywhere, seen from b")
     finally:
         feeder.close()
+
+
+def test_devices_that_never_answer_end_incomplete_and_a_rerun_retries_them(
+    mosquitto: Mosquitto, coral: Path, keys: dict[str, Any], capture: Any, tmp_path: Path
+) -> None:
+    # pi-1 says it is online but nothing answers for it (a hung agent); pi-9 is offline
+    publish(
+        mosquitto,
+        [
+            ("edge/pi-1/availability", "online"),
+            ("edge/pi-1/status", samples.status("pi-1")),
+            ("edge/pi-9/availability", "offline"),
+            ("edge/pi-9/status", samples.status("pi-9")),
+        ],
+        retain=True,
+    )
+    sets = capture("edge/+/model/set")
+    args = [
+        "rollout",
+        str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+        "--broker",
+        mosquitto.url,
+        "--key",
+        str(keys["private"]),
+        "--devices",
+        "pi-*",
+        "--window",
+        "1",
+        "--ack-timeout",
+        "1",
+        "--state-dir",
+        str(tmp_path / "s"),
+    ]
+    done = run_module("edge.fleet", *args, "--json", timeout=120)
+    assert done.returncode == 4, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["phase"] == "incomplete" and doc["devices"] == {"offline": 2}
+    assert "pi-1" in doc["reason"] and "pi-9" in doc["reason"]
+    # the silent one was sent the candidate 3 times (no answer in 1 s each); the offline one nothing
+    assert doc["messages"]["sent"] == {"shadow": 3}
+    assert {m.topic for m in sets.messages} == {"edge/pi-1/model/set"}
+    again = run_module("edge.fleet", *args, timeout=120)
+    assert again.returncode == 4 and f"resuming rollout {doc['rollout_id']}" in again.stdout
+    assert "run the same command again to resume" in again.stdout
