@@ -11,12 +11,19 @@ Phases, in one run:
 2. steady traffic for ``--duration`` s: ``--rate`` predictions/s per device (QoS 1 through the spool),
    metrics every ``--metrics-interval`` s (QoS 0); meanwhile ``edge-fleet ls --json`` runs ``--ls-runs``
    times (the real CLI, a subprocess) and ``edge-watch --json`` (a subprocess) reads everything;
-3. every outbox flushes; the run counts predictions sent vs received by edge-watch (unique device/seq).
+3. staged rollouts (``--no-rollout`` skips them): every device predicts ``--rollout-rate``/s and the real
+   ``edge-fleet rollout`` (a subprocess) rolls out a stand-in model that mostly agrees (promoted on every
+   device), then one of another task (stopped on the canaries); each device's ``model/set`` handling is a
+   stand-in of the agent's around the real ``verify_message`` and contract messages (see SimDevice);
+4. every outbox flushes; the run counts predictions sent vs received by edge-watch (unique device/seq) and
+   ``model/set`` messages sent vs answered.
 
 CPU (user+system, from /proc) of mosquitto, edge-watch and the simulator is taken over the steady phase.
-Targets (issue 15): ``edge-fleet ls`` <= 5 s for 500 devices; no prediction lost.
+Targets (issue 15): ``edge-fleet ls`` <= 5 s for 500 devices; a rollout to all in <= 2 min plus its windows;
+no prediction or model/set message lost.
 
-The machine is small and shared: the default run is 500 devices for 60 s (about 2 minutes in all).
+The machine is small and shared: the default run is 500 devices for 60 s, then the rollouts with 2 s windows
+(about 2.5 minutes in all).
 
     python benchmarks/fleet_sim.py [--devices 500] [--procs 5] [--duration 60] [--json out.json]
 """
@@ -45,6 +52,7 @@ from edge.contract import messages  # noqa: E402
 from edge.transport.topics import Topics  # noqa: E402
 
 LS_TARGET_S = 5.0
+ROLLOUT_TARGET_S = 120.0  # issue 15: a rollout to all in <= 2 min plus its windows
 # paho's network loop uses select(), which cannot watch a descriptor numbered 1024 or above; a simulated
 # device holds about 6 (socket, paho's wake-up pair, the spool's SQLite db/WAL/shm), so more than ~150
 # devices in one process make paho drop connections. A real agent is one device per process.
@@ -77,16 +85,32 @@ class StandInInterpreter:
         # every device has its own scene: a skewed, fixed label mix
         self.bias = self.rng.integers(0, 120, size=len(LABELS), dtype=np.int64)
 
-    def invoke(self) -> list[dict[str, Any]]:
+    def invoke(self) -> tuple[list[dict[str, Any]], Any]:
         import numpy as np
 
         y = np.clip(self.rng.integers(0, 136, size=len(LABELS)) + self.bias, 0, 255).astype(np.uint8)
         order = np.argsort(y)[::-1][:3]  # uint8: never argsort(-y)
-        return [{"index": int(i), "label": LABELS[i], "score": round(float(y[i]) / 255, 4)} for i in order]
+        top = [{"index": int(i), "label": LABELS[i], "score": round(float(y[i]) / 255, 4)} for i in order]
+        return top, y
+
+
+def stand_in_model(noise: int = 0, permute: bool = False, name: str = "stand-in model") -> bytes:
+    """A stand-in "model file": what the simulated interpreter does with it (the bytes are what is signed,
+    sent, hashed and verified, like a real model's). ``noise``: amplitude added to the active model's
+    scores (a retrained model that mostly agrees); ``permute``: another task's classes (agrees by chance)."""
+    return json.dumps({"stand_in": name, "noise": noise, "permute": permute}, sort_keys=True).encode()
 
 
 class SimDevice:
-    def __init__(self, device: str, broker: str, state: Path, seed: int) -> None:
+    """One simulated agent. Its ``model/set`` side is a faithful stand-in of the agent's (edge.ota.service
+    + edge.agent.shadow, which load real TFLite models): the message is checked by the real
+    :func:`edge.ota.manifest.verify_message` (signature, device, sizes, hashes, stage), the answers are the
+    real ``cmd/result`` envelope with the contract's stage/reason/result fields, and a shadowing candidate
+    publishes ``shadow`` windows with a real top-1 agreement between the active and candidate stand-ins."""
+
+    def __init__(
+        self, device: str, broker: str, state: Path, seed: int, public_keys: list[Any] | None = None
+    ) -> None:
         from edge.transport.client import MqttClient, Will
         from edge.transport.outbox import Outbox
         from edge.transport.spool import Spool
@@ -106,10 +130,22 @@ class SimDevice:
         self.spool = Spool(state / f"{device}.db")
         self.outbox = Outbox(self.client, self.spool)
         self.client.on_connect(self._on_connect)
+        self.client.subscribe(self.topics.model_set, self._on_update, qos=1)
+        self.public_keys = public_keys or []
+        self.updates: list[bytes] = []  # model/set messages, handled on the worker's loop (one thread)
+        self.update_lock = threading.Lock()
+        self.models: dict[str, bytes] = {}  # sha256 -> stand-in model bytes (active, previous)
+        self.previous: tuple[str, str | None] | None = None  # (sha256, version) the last install replaced
+        self.candidate: dict[str, Any] | None = None  # sha256, version, since, fraction, window_s, params
+        self.shadow_acc: dict[str, Any] = {}
+        self.answers = 0
+        self.windows = 0
         self.sent = 0
         self.last_seq = 0
         self.errors = 0
-        sha = hashlib.sha256(b"stand-in model").hexdigest()
+        model = stand_in_model()
+        sha = hashlib.sha256(model).hexdigest()
+        self.models[sha] = model
         tensor = {"name": "x", "shape": [1, 224, 224, 3], "dtype": "uint8", "quantization": None}
         self.status = messages.status(
             device,
@@ -136,7 +172,128 @@ class SimDevice:
 
     def _on_connect(self) -> None:  # as the agent: online, then the retained status
         self.client.publish(self.topics.availability, messages.ONLINE, 1, True)
+        self.publish_status()
+
+    def publish_status(self) -> None:
+        self.status["ts"] = messages.utc_iso()
         self.client.publish(self.topics.status, json.dumps(self.status), 1, True)
+
+    def _on_update(self, msg: Any) -> None:  # the network thread: only queue it
+        with self.update_lock:
+            self.updates.append(bytes(msg.payload))
+
+    def handle_updates(self) -> None:
+        with self.update_lock:
+            todo, self.updates = self.updates, []
+        for payload in todo:
+            answer = self.handle_update(payload)
+            body = messages.envelope(self.device, action="model/set", **answer)
+            self.outbox.send(self.topics.cmd_result, body, qos=1)
+            self.answers += 1
+
+    def _serve(self, sha: str, model: bytes, version: str | None) -> None:
+        old = self.status["model_sha256"]
+        self.previous = (old, self.status.get("model_version"))
+        self.models[sha] = model
+        self.status["model_sha256"] = sha
+        self.status["model"] = {**self.status["model"], "sha256": sha, "size_bytes": len(model)}
+        self.status["model_version"] = version
+
+    def handle_update(self, payload: bytes) -> dict[str, Any]:
+        from edge.ota.manifest import UpdateRefusedError, header_id, verify_message
+
+        cmd_id = header_id(payload)
+        try:
+            up = verify_message(payload, self.public_keys, device=self.device)
+        except UpdateRefusedError as exc:
+            return {"id": cmd_id, "ok": False, "reason": exc.reason, "error": exc.what, "fix": exc.fix}
+        m = up.manifest
+        active = self.status["model_sha256"]
+        result = {"sha256": m.sha256, "version": m.version, "previous_sha256": active}
+        answer: dict[str, Any] = {"id": cmd_id, "stage": m.stage, "ok": True, "result": result}
+        if m.stage == "shadow":
+            self.candidate = {
+                "sha256": m.sha256,
+                "version": m.version,
+                "since": messages.utc_iso(),
+                "fraction": m.shadow_fraction,
+                "window_s": m.shadow_window_s,
+                "params": json.loads(up.model),
+                "model": up.model,
+                "next": time.monotonic() + m.shadow_window_s,
+            }
+            self.shadow_acc = {"inputs": 0, "agree": 0, "lat_a": [], "lat_c": []}
+        elif m.stage == "install":
+            self._serve(m.sha256, up.model, m.version)
+        elif m.stage == "activate":
+            if self.candidate is not None and self.candidate["sha256"] == m.sha256:
+                self._serve(m.sha256, self.candidate["model"], m.version)
+                self.candidate = None
+            elif self.previous is not None and self.previous[0] == m.sha256:  # a rollback
+                self._serve(m.sha256, self.models[m.sha256], self.previous[1])
+                result["rolled_back"] = True
+            else:
+                answer.update(ok=False, reason="no_candidate", error=f"no candidate {m.sha256[:12]}")
+        elif m.stage == "drop":
+            if self.candidate is not None and self.candidate["sha256"] == m.sha256:
+                self.candidate = None
+            else:
+                answer.update(ok=False, reason="no_candidate", error=f"no candidate {m.sha256[:12]}")
+        self.status["shadow"] = (
+            None
+            if self.candidate is None
+            else {k: self.candidate[k] for k in ("version", "since", "fraction")}
+            | {"candidate_sha256": self.candidate["sha256"]}
+        )
+        self.publish_status()
+        return answer
+
+    def shadow_run(self, scores: Any, latency_ms: float) -> None:
+        """The candidate on the same input: the active stand-in's scores, perturbed as its model says."""
+        import numpy as np
+
+        assert self.candidate is not None
+        p = self.candidate["params"]
+        y = scores.astype(np.int64) + self.interp.rng.integers(-p["noise"], p["noise"] + 1, size=len(scores))
+        if p["permute"]:
+            y = y[::-1]
+        acc = self.shadow_acc
+        acc["inputs"] += 1
+        acc["agree"] += int(np.argmax(y) == np.argmax(scores))
+        acc["lat_a"].append(latency_ms)
+        acc["lat_c"].append(latency_ms * 1.05)
+
+    def shadow_window(self, now: float) -> None:
+        import numpy as np
+
+        c = self.candidate
+        if c is None or now < c["next"]:
+            return
+        acc = self.shadow_acc
+        n = acc["inputs"]
+
+        def pct(xs: list[float]) -> dict[str, float | None]:
+            if not xs:
+                return {"p50": None, "p99": None}
+            return {"p50": float(np.percentile(xs, 50)), "p99": float(np.percentile(xs, 99))}
+
+        body = messages.envelope(
+            self.device,
+            candidate_sha256=c["sha256"],
+            active_sha256=self.status["model_sha256"],
+            task="classifier",
+            inputs=n,
+            skipped=0,
+            agreement=None if n == 0 else acc["agree"] / n,
+            metric="top1",
+            latency_ms={"active": pct(acc["lat_a"]), "candidate": pct(acc["lat_c"])},
+            errors=0,
+            window_s=c["window_s"],
+        )
+        self.outbox.send(self.topics.shadow, body, qos=1)
+        self.windows += 1
+        self.shadow_acc = {"inputs": 0, "agree": 0, "lat_a": [], "lat_c": []}
+        c["next"] = now + c["window_s"]
 
     def start(self) -> None:
         self.outbox.start()
@@ -144,8 +301,10 @@ class SimDevice:
 
     def infer(self) -> None:
         t = time.perf_counter()
-        top = self.interp.invoke()
+        top, scores = self.interp.invoke()
         latency = {"preprocess": 0.4, "inference": 5.0 + (time.perf_counter() - t) * 1000, "postprocess": 0.1}
+        if self.candidate is not None and self.interp.rng.random() < self.candidate["fraction"]:
+            self.shadow_run(scores, latency["inference"])
         latency["total"] = sum(latency.values())
         self.window.add(latency["total"], labels=predicted_labels("top_k", top))
         payload = messages.prediction(
@@ -187,7 +346,15 @@ def worker(args: argparse.Namespace) -> int:
     first, count = args.worker_range
     state = Path(args.state) / f"w{first}"
     state.mkdir(parents=True, exist_ok=True)
-    devs = [SimDevice(f"sim-{i:05d}", args.broker, state, seed=i) for i in range(first, first + count)]
+    keys = []
+    if args.update_key:
+        from edge.ota.keys import load_public_key
+
+        keys = [load_public_key(args.update_key)]
+    devs = [
+        SimDevice(f"sim-{i:05d}", args.broker, state, seed=i, public_keys=keys)
+        for i in range(first, first + count)
+    ]
     t0 = time.monotonic()
     for d in devs:
         d.start()
@@ -198,17 +365,38 @@ def worker(args: argparse.Namespace) -> int:
     print(json.dumps({"ready": connected, "connect_s": round(time.monotonic() - t0, 3)}), flush=True)
     if sys.stdin.readline().strip() != "go":  # the parent says when the steady phase starts
         return 1
+    # later lines: "rate R" (predictions/s per device from now on), "stop" (end the steady phase)
+    stop = threading.Event()
+    rate = [args.rate]
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            word, _, value = line.strip().partition(" ")
+            if word == "rate":
+                rate[0] = float(value)
+            elif word == "stop":
+                break
+        stop.set()
+
+    threading.Thread(target=read_commands, daemon=True).start()
     start = time.monotonic()
     # spread every device's ticks over the period so the broker sees a steady stream, not bursts
+    cur_rate = args.rate
     period = 1.0 / args.rate
     next_infer = [start + period * i / len(devs) for i in range(len(devs))]
     next_metrics = [start + args.metrics_interval * i / len(devs) for i in range(len(devs))]
     late = 0.0
     while True:
         now = time.monotonic()
-        if now - start >= args.duration:
+        if stop.is_set() or (now - start >= args.duration and not args.until_stop):
             break
+        if rate[0] != cur_rate:
+            cur_rate = rate[0]
+            period = 1.0 / cur_rate
+            next_infer = [now + period * i / len(devs) for i in range(len(devs))]
         for i, d in enumerate(devs):
+            d.handle_updates()
+            d.shadow_window(now)
             if now >= next_infer[i]:
                 late = max(late, now - next_infer[i])
                 d.infer()
@@ -217,7 +405,7 @@ def worker(args: argparse.Namespace) -> int:
                 d.metrics()
                 next_metrics[i] += args.metrics_interval
         wake = min(min(next_infer), min(next_metrics))
-        time.sleep(max(0.0, min(0.05, wake - time.monotonic())))
+        time.sleep(max(0.0, min(0.02, wake - time.monotonic())))
     flush_t = time.monotonic()
     flushed = sum(d.outbox.flush(60) for d in devs)
     flush_s = time.monotonic() - flush_t
@@ -232,6 +420,10 @@ def worker(args: argparse.Namespace) -> int:
                 "flush_s": round(flush_s, 3),
                 "spool_depth_after": depth,
                 "max_lateness_s": round(late, 3),
+                "model_set_answers": sum(d.answers for d in devs),
+                "shadow_windows": sum(d.windows for d in devs),
+                "serving": {d.device: d.status["model_sha256"] for d in devs},
+                "shadowing": sum(d.candidate is not None for d in devs),
             }
         ),
         flush=True,
@@ -308,10 +500,72 @@ def fleet_ls(broker: str) -> tuple[float, dict[str, Any]]:
     return took, json.loads(done.stdout)
 
 
+def say(workers: list[subprocess.Popen[str]], line: str) -> None:
+    for w in workers:
+        w.stdin.write(line + "\n")  # type: ignore[union-attr]
+        w.stdin.flush()  # type: ignore[union-attr]
+
+
+def fleet_rollout(broker: str, key: Path, model: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``edge-fleet rollout`` (the real CLI, a subprocess) to every simulated device; its --json and time."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.fleet",
+        "rollout",
+        str(model),
+        "--broker",
+        broker,
+        "--key",
+        str(key),
+        "--devices",
+        "sim-*",
+        "--window",
+        str(args.rollout_window),
+        "--canary",
+        str(args.rollout_canary),
+        "--batch",
+        str(args.rollout_batch),
+        "--min-inputs",
+        str(args.rollout_min_inputs),
+        "--min-agreement",
+        str(args.rollout_min_agreement),
+        "--state-dir",
+        str(tmp / "rollouts"),
+        "--json",
+    ]
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env())
+    took = time.perf_counter() - t
+    if done.returncode not in (0, 3):
+        raise SystemExit(f"edge-fleet rollout exited {done.returncode}: {done.stderr[-3000:]}")
+    doc = json.loads(done.stdout)
+    doc["wall_s"] = round(took, 3)
+    doc["exit"] = done.returncode
+    return doc
+
+
+def rollout_phase(args: argparse.Namespace, broker: str, key: Path, tmp: Path) -> dict[str, Any]:
+    """A better model (mostly agrees: promoted everywhere), then another task's (caught on the canaries)."""
+    good, bad = tmp / "better.tflite", tmp / "other_task.tflite"
+    good.write_bytes(stand_in_model(noise=1, name="better"))
+    bad.write_bytes(stand_in_model(permute=True, name="other task"))
+    time.sleep(1.0)  # the new rate reaches every device
+    out = {
+        "good": fleet_rollout(broker, key, good, tmp, args),
+        "bad": fleet_rollout(broker, key, bad, tmp, args),
+    }
+    out["good_sha256"] = hashlib.sha256(good.read_bytes()).hexdigest()
+    return out
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from tests.support.broker import Mosquitto
 
     tmp = Path(tempfile.mkdtemp(prefix="fleet-sim-"))
+    from edge.ota.keys import generate_keypair
+
+    key, pub, _ = generate_keypair(tmp / "keys" / "update.key")
     broker = Mosquitto(workdir=tmp / "mosquitto")
     broker.workdir.mkdir()
     broker.start()
@@ -346,6 +600,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         str(args.metrics_interval),
                         "--duration",
                         str(args.duration),
+                        "--until-stop",
+                        "--update-key",
+                        str(pub),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -378,7 +635,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             took, doc = fleet_ls(broker.url)
             ls_runs.append(took)
             ls_listed.append(sum(d["online"] for d in doc["devices"]))
-        done = [json.loads(w.stdout.readline()) for w in workers]  # type: ignore[union-attr]
+        time.sleep(max(0.0, wall0 + args.duration - time.monotonic()))
         wall = time.monotonic() - wall0
         cpu1 = {
             "broker": cpu_seconds(broker.proc.pid),
@@ -386,6 +643,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sim": sum(cpu_seconds(w.pid) for w in workers),
         }
         msgs = watch.count() - msgs0
+        rollouts: dict[str, Any] = {}
+        if args.rollout:
+            say(workers, f"rate {args.rollout_rate}")
+            rollouts = rollout_phase(args, broker.url, key, tmp)
+        say(workers, "stop")
+        done = [json.loads(w.stdout.readline()) for w in workers]  # type: ignore[union-attr]
         for w in workers:
             w.wait(60)
         time.sleep(2.0)  # the last offline messages reach edge-watch
@@ -438,6 +701,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "flush_s_max": max(d["flush_s"] for d in done),
         "spool_depth_after": sum(d["spool_depth_after"] for d in done),
         "sim_max_lateness_s": max(d["max_lateness_s"] for d in done),
+        **(rollout_figures(args, rollouts, done) if rollouts else {}),
+    }
+
+
+def rollout_figures(args: argparse.Namespace, rollouts: dict[str, Any], done: list[Any]) -> dict[str, Any]:
+    good, bad = rollouts["good"], rollouts["bad"]
+    serving: dict[str, str] = {}
+    for d in done:
+        serving.update(d["serving"])
+    windows_s = len(good["verdicts"]) * args.rollout_window
+    sent = good["messages"]["sent_total"] + bad["messages"]["sent_total"]
+    answers = good["messages"]["answers"] + bad["messages"]["answers"]
+    return {
+        "rollout": {
+            "config": {
+                "window_s": args.rollout_window,
+                "canary": args.rollout_canary,
+                "batch": args.rollout_batch,
+                "min_inputs": args.rollout_min_inputs,
+                "min_agreement": args.rollout_min_agreement,
+                "rate_per_device": args.rollout_rate,
+            },
+            "exit": good["exit"],
+            "devices": good["devices"],
+            "batches": good["batches"],
+            "wall_s": good["wall_s"],
+            "driver_s": good["seconds"],
+            "windows_checked": len(good["verdicts"]),
+            "windows_s": windows_s,
+            "beyond_windows_s": round(good["wall_s"] - windows_s, 3),
+            "target_beyond_windows_s": ROLLOUT_TARGET_S,
+            "messages": good["messages"],
+            "serving_new_sha256": sum(v == rollouts["good_sha256"] for v in serving.values()),
+            "agreement_per_batch": [v["figures"]["agreement"] for v in good["verdicts"]],
+        },
+        "rollout_rejected": {
+            "exit": bad["exit"],
+            "reason": bad["reason"],
+            "wall_s": bad["wall_s"],
+            "devices": bad["devices"],
+            "messages": bad["messages"],
+        },
+        "model_set_sent": sent,
+        "model_set_answered_to_cli": answers,
+        "model_set_answered_by_devices": sum(d["model_set_answers"] for d in done),
+        "model_set_lost": sent - answers,
     }
 
 
@@ -457,6 +766,17 @@ def main() -> int:
     p.add_argument("--worker-range", type=int, nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--broker", help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
+    p.add_argument("--update-key", help=argparse.SUPPRESS)
+    p.add_argument("--until-stop", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-rollout", dest="rollout", action="store_false", help="skip the rollout phase")
+    p.add_argument("--rollout-window", type=float, default=2.0, help="edge-fleet rollout --window (s)")
+    p.add_argument("--rollout-canary", type=int, default=5)
+    p.add_argument("--rollout-batch", type=int, default=50)
+    p.add_argument("--rollout-min-inputs", type=int, default=5)
+    p.add_argument("--rollout-min-agreement", type=float, default=0.8)
+    p.add_argument(
+        "--rollout-rate", type=float, default=1.0, help="predictions/s per device during the rollouts"
+    )
     args = p.parse_args()
     if args.worker_range:
         return worker(args)
@@ -472,6 +792,19 @@ def main() -> int:
     ok = (
         res["ls_worst_vs_target"] <= 1.0 and res["predictions_lost"] == 0 and res["connected"] == args.devices
     )
+    if args.rollout:
+        ro = res["rollout"]
+        ok = ok and ro["exit"] == 0 and ro["serving_new_sha256"] == args.devices
+        ok = ok and res["rollout_rejected"]["exit"] == 3 and res["model_set_lost"] == 0
+        ok = ok and ro["beyond_windows_s"] <= ROLLOUT_TARGET_S
+        print(
+            f"rollout to {args.devices}: {ro['wall_s']:.1f} s ({ro['windows_s']:.0f} s of windows, "
+            f"{ro['beyond_windows_s']:.1f} s beyond: target {ROLLOUT_TARGET_S:.0f}), "
+            f"{ro['messages']['sent_total']} model/set messages, {ro['serving_new_sha256']} serving the new "
+            f"model; other-task model: exit {res['rollout_rejected']['exit']}; "
+            f"{res['model_set_lost']} model/set messages unanswered",
+            file=sys.stderr,
+        )
     print(
         f"ls worst {max([res['ls_idle_s'], *res['ls_busy_s']]):.2f} s for {args.devices} devices "
         f"({res['ls_worst_vs_target']:.2f}x the 5 s target); {res['predictions_lost']} of "

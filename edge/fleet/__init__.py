@@ -1,1 +1,1 @@
-"""``edge-fleet``: fleet operations from the host (inventory now; staged rollouts later). No TensorFlow."""
+"""``edge-fleet``: fleet operations from the host (inventory, staged rollouts gated by shadow checks). No TensorFlow."""

@@ -2,7 +2,13 @@
 
 edge-fleet ls --broker mqtt://broker.lan          every device: online, model, runtime, board, last seen
 edge-fleet ls --broker URL --json                 the same as one JSON document
+edge-fleet rollout MODEL --broker URL --key KEY --devices 'cam-*'
+                                                   shadow on canaries, check the gates, promote batch by
+                                                   batch; any gate failing rolls back (exit 3)
 edge-fleet status ROLLOUT_ID                       where a staged rollout stands (its state file)
+
+rollout exit codes: 0 promoted everywhere, 3 rolled back, 4 incomplete (devices offline: run the same
+command again to resume), 2 bad input.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop after S seconds at most, even if retained messages are still coming",
     )
+    rollout_parser(sub)
     st = sub.add_parser("status", help="where a rollout stands, from its state file")
     st.add_argument("rollout_id", metavar="ROLLOUT_ID")
     st.add_argument(
@@ -48,6 +55,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
+
+
+def rollout_parser(sub: Any) -> None:
+    ro = sub.add_parser(
+        "rollout",
+        help="staged rollout gated by on-device shadow checks (exit 0 promoted, 3 rolled back, 4 incomplete)",
+    )
+    ro.add_argument("model", metavar="MODEL", help="the .tflite file to roll out")
+    ro.add_argument("--broker", required=True, help="mqtt://[user:pass@]host[:port] (mqtts:// for TLS)")
+    ro.add_argument("--key", required=True, help="Ed25519 private key the devices trust (edge-flash keygen)")
+    ro.add_argument(
+        "--devices", required=True, metavar="GLOB|ID,...", help="device ids and/or globs, comma-separated"
+    )
+    ro.add_argument("--labels", help="labels file shipped with the model")
+    ro.add_argument("--version", help="version named in the signed manifest (default: the file's stem)")
+    ro.add_argument("--canary", type=int, default=1, metavar="N", help="devices in the first batch")
+    ro.add_argument("--batch", type=int, default=10, metavar="N", help="devices per later batch")
+    ro.add_argument(
+        "--window", type=float, default=300.0, metavar="S", help="seconds of live traffic per check"
+    )
+    ro.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.9,
+        metavar="A",
+        help="lowest agreement a batch may show, 0..1",
+    )
+    ro.add_argument(
+        "--max-error-rate", type=float, default=0.01, metavar="R", help="highest candidate error rate, 0..1"
+    )
+    ro.add_argument("--max-p99-ms", type=float, metavar="X", help="worst candidate p99 allowed (off)")
+    ro.add_argument(
+        "--min-inputs", type=int, default=20, metavar="N", help="inputs a batch's window needs to count"
+    )
+    ro.add_argument(
+        "--no-shadow-batches",
+        action="store_true",
+        help="shadow-check only the canaries; later batches install directly",
+    )
+    ro.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="a device that does not answer in S seconds is retried later",
+    )
+    ro.add_argument("--prefix", default="edge", help="topic prefix the agents use")
+    ro.add_argument("--settle", type=float, default=0.5, metavar="S", help="inventory: as edge-fleet ls")
+    ro.add_argument(
+        "--state-dir", type=Path, help="rollout state files (default: $XDG_STATE_HOME/edge-fleet/rollouts)"
+    )
+    ro.add_argument("--json", action="store_true", help="one JSON document at the end (progress on stderr)")
 
 
 COLUMNS = (
@@ -136,9 +195,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from edge.fleet.driver import main_rollout
+
+    return main_rollout(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("edge-fleet", lambda: {"ls": cmd_ls, "status": cmd_status}[args.command](args))
+    return run_command(
+        "edge-fleet",
+        lambda: {"ls": cmd_ls, "status": cmd_status, "rollout": cmd_rollout}[args.command](args),
+    )
 
 
 if __name__ == "__main__":

@@ -151,6 +151,8 @@ class Action:
 class DeviceRecord:
     state: str = "pending"
     previous_sha256: str | None = None
+    previous_size: int | None = None  # what a rollback's activate names beside the sha256
+    previous_version: str | None = None
     attempts: int = 0
     sent_at: float | None = None
     error: str | None = None
@@ -298,16 +300,21 @@ class Rollout:
             if self.windows < self.max_windows:
                 self.window_started_at = now  # wait one more window for traffic
                 return None
-            self._fail(now, f"batch {self.batch_index}: not enough live traffic ({verdict.reasons[0]})")
+            self._fail(now, f"batch {self.batch_index + 1}: not enough live traffic ({verdict.reasons[0]})")
             return False
         if not verdict.passed:
-            self._fail(now, f"batch {self.batch_index}: " + "; ".join(verdict.reasons))
+            self._fail(now, f"batch {self.batch_index + 1}: " + "; ".join(verdict.reasons))
             return False
-        self._log(now, f"batch {self.batch_index} passed: {verdict.figures}")
+        f = verdict.figures
+        self._log(
+            now,
+            f"batch {self.batch_index + 1} passed: agreement {f['agreement']:.3f} on {f['inputs']} inputs, "
+            f"{f['errors']} errors, candidate p99 {f['candidate_p99_ms']} ms",
+        )
         return True
 
     def _next_batch(self, now: float) -> None:
-        self._log(now, f"batch {self.batch_index} done")
+        self._log(now, f"batch {self.batch_index + 1} done")
         self.batch_index += 1
         self.batch_stage = "shadow"
         self.window_started_at = None
@@ -382,6 +389,51 @@ class Rollout:
             self._log(now, "rolled back")
         return actions
 
+    def resume(self, now: float, current: Mapping[str, tuple[str | None, str | None]]) -> None:
+        """Pick up a saved rollout in a new run. ``current``: device -> (the sha256 it serves, the
+        candidate it shadows) from its retained status. Answers that came while no run listened are
+        read from the status: what it confirms counts as acknowledged; what it does not is sent again.
+        An ``incomplete`` rollout gets its offline devices back as one more batch."""
+        if self.phase == "incomplete":
+            retry = []
+            for dev, rec in sorted(self.devices.items()):
+                if rec.state != "offline":
+                    continue
+                if (current.get(dev) or (None, None))[0] == self.model_sha256:
+                    rec.state = "active"
+                else:
+                    rec.state, rec.attempts, rec.sent_at, rec.error = "pending", 0, None, None
+                    retry.append(dev)
+            self.phase, self.reason = "running", None
+            if retry:
+                self.batches.append(retry)
+                self.batch_index, self.batch_stage = len(self.batches) - 1, "shadow"
+                self.window_started_at, self.windows = None, 0
+            else:
+                self.batch_index = len(self.batches)
+            self._log(now, f"resumed: retrying {len(retry)} devices that were offline: {retry}")
+            return
+        for dev, rec in sorted(self.devices.items()):
+            serving, shadowing = current.get(dev) or (None, None)
+            before = rec.state
+            if rec.state == "shadowing":
+                rec.state = "shadow" if shadowing == self.model_sha256 else "pending"
+            elif rec.state == "activating":
+                if serving == self.model_sha256:
+                    rec.state = "active"
+                else:
+                    rec.state = "shadow" if shadowing == self.model_sha256 else "pending"
+            elif rec.state == "dropping":
+                rec.state = "shadow" if shadowing == self.model_sha256 else "dropped"
+            elif rec.state == "rolling_back":
+                rec.state = "rolled_back" if serving == rec.previous_sha256 else "active"
+            else:
+                continue
+            if rec.state == "pending":
+                rec.attempts = max(0, rec.attempts - 1)  # the unanswered send does not count
+            rec.sent_at = None
+            self._log(now, f"resumed: {dev} {before} -> {rec.state} (from its status)")
+
     # --------------------------------------------------------------------------------- events
     def on_ack(self, device: str, kind: str, ok: bool, now: float, reason: str | None = None) -> None:
         """A device answered an action (its ``cmd/result``)."""
@@ -406,6 +458,11 @@ class Rollout:
                 r.state in ("dropping", "rolling_back") for r in self.devices.values()
             ):
                 self._rollback_actions(now)
+            return
+        if not ok and kind == "activate" and (reason or "").startswith("no_candidate"):
+            # the device no longer has the candidate (shadow mode does not survive a restart): not the
+            # model's fault; it gets a fresh shadow check in the retry batch, the rest goes on
+            self._defer(device, now, f"lost its candidate before the activation ({reason})")
             return
         if not ok:
             # the candidate was refused (signature, guard, does not load): the rollout stops here. A

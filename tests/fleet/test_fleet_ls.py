@@ -6,11 +6,8 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.support import samples
 from tests.support.broker import Mosquitto, free_port
@@ -23,26 +20,6 @@ def ls(broker: Mosquitto, *args: str) -> Any:
     done = run_module("edge.fleet", "ls", "--broker", broker.url, *args, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout) if "--json" in args else done.stdout
-
-
-@pytest.fixture
-def bridged(tmp_path: Path) -> Iterator[tuple[Mosquitto, Mosquitto]]:
-    """Broker a, and broker b bridged to it for everything under edge/ (both directions)."""
-    a = Mosquitto(workdir=tmp_path / "a")
-    a.workdir.mkdir()
-    a.start()
-    b = Mosquitto(
-        workdir=tmp_path / "b",
-        port=free_port(),
-        extra_conf=f"connection b-to-a\naddress 127.0.0.1:{a.port}\ntopic edge/# both 1\n",
-    )
-    b.workdir.mkdir()
-    try:
-        b.start()
-        yield a, b
-    finally:
-        b.stop()
-        a.stop()
 
 
 def wait_listing(broker: Mosquitto, want: dict[str, bool], timeout: float = 90) -> list[dict[str, Any]]:

@@ -308,3 +308,71 @@ def test_state_file_and_edge_fleet_status(tmp_path: Path) -> None:
     assert json.loads(js.stdout)["exit_code"] == EXIT_ROLLED_BACK
     missing = run_module("edge.fleet", "status", "nope", "--state-dir", str(tmp_path), timeout=60)
     assert missing.returncode == 2 and d.r.rollout_id in missing.stderr  # the known ids are listed
+
+
+def test_resume_reads_in_flight_answers_from_the_status_and_resends_the_rest() -> None:
+    r = new_rollout(batch=4)  # canary d0, then d1..d4
+    d = Driver(r)
+    d.r.step(0.0)  # shadow sent to the canary; the run is killed before any answer
+    assert r.devices["d0"].state == "shadowing" and r.devices["d0"].attempts == 1
+    copy = Rollout.from_json(json.loads(json.dumps(r.to_json())))
+    # its status says it shadows the candidate: the lost answer counts as an acknowledgement
+    copy.resume(5.0, {"d0": (OLD, NEW)})
+    assert copy.devices["d0"].state == "shadow" and copy.devices["d0"].sent_at is None
+    # nothing in its status: the shadow is sent again, and the unanswered send does not count
+    again = Rollout.from_json(json.loads(json.dumps(r.to_json())))
+    again.resume(5.0, {"d0": (OLD, None)})
+    assert again.devices["d0"].state == "pending" and again.devices["d0"].attempts == 0
+    assert [a.kind for a in again.step(6.0)] == ["shadow"]
+    # an activation that happened while no run listened
+    d2 = Driver(new_rollout(batch=4))
+    for _ in range(10):
+        acts = d2.r.step(d2.now)
+        for a in acts:
+            if a.kind != "activate":
+                d2.r.on_ack(a.device, a.kind, True, d2.now)
+        if d2.r.devices["d0"].state == "shadow":
+            d2.r.on_report(report("d0"))
+        if d2.r.devices["d0"].state == "activating":
+            break
+        d2.now += 10
+    assert d2.r.devices["d0"].state == "activating"
+    d2.r.resume(d2.now, {"d0": (NEW, None)})
+    assert d2.r.devices["d0"].state == "active"
+    assert Driver(d2.r).run() == EXIT_PROMOTED
+
+
+def test_resuming_an_incomplete_rollout_retries_its_offline_devices() -> None:
+    d = Driver(new_rollout(max_attempts=1))
+    d.online["d1"] = False
+    assert d.run() == EXIT_INCOMPLETE and d.r.devices["d1"].state == "offline"
+    d.r.resume(d.now, {"d1": (OLD, None)})
+    assert d.r.phase == "running" and d.r.batches[-1] == ["d1"] and d.r.devices["d1"].state == "pending"
+    d.online["d1"] = True
+    assert d.run() == EXIT_PROMOTED and d.kinds("d1") == ["shadow", "activate"]
+    # a device that got the model some other way meanwhile is simply counted done
+    e = Driver(new_rollout(max_attempts=1))
+    e.online["d2"] = False
+    assert e.run() == EXIT_INCOMPLETE
+    e.r.resume(e.now, {"d2": (NEW, None)})
+    assert e.r.devices["d2"].state == "active" and e.run() == EXIT_PROMOTED and e.kinds("d2") == []
+
+
+def test_a_device_that_lost_its_candidate_is_shadowed_again_not_a_failure() -> None:
+    d = Driver(new_rollout())
+    d.refuse[("activate", "d1")] = "no_candidate: no candidate with sha256 nnnn is shadowing here"
+    r = d.r
+    for _ in range(200):  # d1 restarts during its window: its activate is refused once
+        d.sent += (acts := r.step(d.now, d.online))
+        for a in acts:
+            why = d.refuse.pop((a.kind, a.device), None)
+            r.on_ack(a.device, a.kind, why is None, d.now, why)
+        for dev, rec in r.devices.items():
+            if rec.state == "shadow":
+                r.on_report(report(dev))
+        if r.exit_code() is not None:
+            break
+        d.now += 10
+    assert r.exit_code() == EXIT_PROMOTED and r.batches[-1] == ["d1"]
+    assert d.kinds("d1") == ["shadow", "activate", "shadow", "activate"]
+    assert all(d.kinds(x) == ["shadow", "activate"] for x in ("d0", "d2", "d3", "d4"))
