@@ -2,7 +2,7 @@
 
     python benchmarks/stream_latency_bench.py [--seconds 20] [--json benchmarks/reference/stream_latency_x86_64.json]
 
-Setup, all real: an HTTP MJPEG camera at 30 fps (tests/agent/mjpeg_server.py, a separate process), a
+Setup, all real: an HTTP MJPEG camera at 30 fps (tests/agent/sources/mjpeg_server.py, a separate process), a
 mosquitto, the agent (``python -m edge run --source http://...``) running DeepLab v3 (tests/data, ~100-250
 ms per invoke with one thread here: slower than the stream, as a detector on a Pi is) and a subscriber.
 Half-way, the camera process is killed, kept down for --outage seconds, and restarted on the same port.
@@ -42,7 +42,7 @@ from edge.agent.sources.stream import BACKOFF_S  # noqa: E402
 from tests.support.broker import Mosquitto, free_port  # noqa: E402
 
 MODEL = ROOT / "tests" / "data" / "deeplabv3_mnv2_pascal_quant.tflite"
-SERVER = ROOT / "tests" / "agent" / "mjpeg_server.py"
+SERVER = ROOT / "tests" / "agent" / "sources" / "mjpeg_server.py"
 TARGETS = {"age_p50_vs_inference": 1.5, "age_trend": 1.2}
 
 

@@ -261,6 +261,9 @@ class Agent:
         body["broker"] = self.url.redacted()
         body["commands_disabled"] = list(self.cfg.commands.disabled)
         body["max_request_bytes"] = self.cfg.source.max_request_bytes
+        link = getattr(self.source, "link", None)  # live streams: up or lost (and why), reconnects
+        if link is not None:
+            body["stream"] = link()
         for extra in self.status_extras:
             body.update(extra())
         return body
@@ -487,13 +490,16 @@ class Agent:
         return 0
 
     def _stream_event(self, kind: str, message: str) -> None:
-        """A live stream lost (an errors message: someone should look) or back (logged by the source)."""
+        """A live stream lost (an errors message: someone should look) or back; the retained status
+        says which, until the next change."""
         if kind == "lost" and self.source is not None:
             self._publish_error(
                 self.source.description,
                 message,
                 "check the camera or stream server; the agent keeps retrying and resumes by itself",
             )
+        if self.source is not None:
+            self.publish_status()
 
     def _prefetched(self) -> Iterator[tuple[Item, Prepared | Exception]]:
         """Read and preprocess the next inputs on a thread while the interpreter runs the current one.

@@ -223,7 +223,14 @@ class SourceConfig(Record, frozen=True):
         ),
     ] = 0.2
     camera_interval_s: Annotated[
-        float, Meta(ge=0, le=3600, title="Camera interval", description="Seconds between camera frames")
+        float,
+        Meta(
+            ge=0,
+            le=3600,
+            title="Camera interval",
+            description="camera[:N]: seconds between frames taken when no fps cap is set (0: as fast as the "
+            "model runs)",
+        ),
     ] = 1.0
     fps: Annotated[
         Optional[Annotated[float, Meta(gt=0, le=1000)]],

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from edge.contract import schemas
-from tests.agent.test_stream_source import Camera, free_port
+from tests.agent.sources.live import Camera, free_port
 from tests.support import DATA
 from tests.support.agent import AgentProcess, agent_command
 from tests.support.broker import Mosquitto

@@ -72,11 +72,17 @@ def open_source(
             max_request_bytes=cfg.max_request_bytes,
             max_queue_bytes=cfg.max_queue_bytes,
         )
-    from edge.agent.sources.camera import CameraSource
+    from edge.agent.sources.camera import open_camera
 
     m = _CAMERA.match(spec)
     assert m
-    return CameraSource(int(m.group(1) or 0), cfg.camera_interval_s)
+    return open_camera(
+        int(m.group(1) or 0),
+        fps=cfg.fps,
+        interval_s=cfg.camera_interval_s,
+        on_event=on_stream_event,
+        motion_threshold=cfg.motion_threshold,
+    )
 
 
 __all__ = ["Item", "Source", "SourceError", "open_source", "source_kind"]

@@ -1,67 +1,61 @@
-"""A camera through OpenCV (optional extra ``edge-ml-toolkit[camera]``): ``--source camera`` or ``camera:N``."""
+"""A camera on ``/dev/videoN`` (``--source camera`` or ``camera:N``) through OpenCV's V4L2 backend (the
+``camera`` extra), read like every live stream: :class:`edge.agent.sources.stream.StreamSource`.
+
+Only the opener differs from an RTSP or HTTP stream. One reader thread keeps the newest frame; the agent
+takes it when the model is free (at most ``--fps`` a second, else one every ``source.camera_interval_s``);
+``frames_dropped``/``stream_fps`` go into metrics; a camera that stops delivering (unplugged, driver
+error) is reported once on ``errors`` and reopened with backoff, and the agent keeps running.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable
 from typing import Any
 
-from PIL import Image
-
-from edge.agent.sources.base import Item
-from edge.errors import EdgeError
+from edge.agent.sources.stream import EventHook, OpenCVCapture, StreamError, StreamSource, require_cv2
 
 
-class CameraError(EdgeError):
-    pass
+class DeviceCapture(OpenCVCapture):
+    """``/dev/video<index>``: the device opener, the one part the tests cannot run without a camera."""
 
-
-def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError as exc:
-        raise CameraError(
-            "--source camera needs OpenCV, which is not installed",
-            "pip install 'edge-ml-toolkit[camera]' (opencv-python-headless), or use a file, "
-            "directory or mqtt source",
-        ) from exc
-    return cv2
-
-
-class CameraSource:
-    def __init__(self, index: int = 0, interval_s: float = 1.0) -> None:
-        cv2 = _cv2()
-        self.cv2 = cv2
-        self.index = index
-        self.interval_s = interval_s
-        self.description = f"camera:{index}"
-        self.cap = cv2.VideoCapture(index)
+    def __init__(self, index: int) -> None:
+        cv2 = require_cv2("--source camera needs")
+        # V4L2 by name: CAP_ANY may pick GStreamer, which queues frames of its own. No open/read timeout
+        # parameters: V4L2 refuses to open with parameters it does not know.
+        backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+        self.cap = cv2.VideoCapture(index, backend)
         if not self.cap.isOpened():
-            raise CameraError(
-                f"camera {index} cannot be opened",
-                "check it is connected (ls /dev/video*), that this user may read it (group video), "
-                "and the index in camera:N",
+            self.cap.release()
+            raise StreamError(
+                f"camera {index} (/dev/video{index}) cannot be opened",
+                "check it is connected (ls /dev/video*), that this user may read it (group video), that no "
+                "other process holds it, and the index in camera:N",
             )
-        self.frames = 0
+        # V4L2 honours this: the driver keeps one filled buffer, not four, so a read is never 4 frames old
+        self.cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self.fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
 
-    def items(self, stop: threading.Event, once: bool) -> Iterator[Item]:
-        while not stop.is_set():
-            started = time.monotonic()
-            ok, frame = self.cap.read()
-            if not ok:
-                raise CameraError(
-                    f"camera {self.index} stopped delivering frames", "check the cable and power"
-                )
-            self.frames += 1
-            img = Image.fromarray(self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB))
-            yield Item(f"camera{self.index}-{self.frames}", img)
-            if once:
-                return
-            stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
 
-    def done(self, item: Item) -> None:
-        pass
-
-    def close(self) -> None:
-        self.cap.release()
+def open_camera(
+    index: int,
+    *,
+    fps: float | None = None,
+    interval_s: float = 0.0,
+    on_event: EventHook | None = None,
+    motion_threshold: float | None = None,
+    opener: Callable[[int], Any] = DeviceCapture,
+) -> StreamSource:
+    """The source for ``--source camera:N``. ``fps`` (``--fps``) caps the rate; without it
+    ``interval_s`` (``source.camera_interval_s``, 0 = no cap) does. ``opener`` is the seam that opens
+    the device (tests hand it a real stream instead)."""
+    require_cv2("--source camera needs")  # fail at start-up, not in the reader thread
+    if fps is None and interval_s > 0:
+        fps = 1.0 / interval_s
+    return StreamSource(
+        lambda: opener(index),
+        f"camera:{index}",
+        fps=fps,
+        on_event=on_event,
+        motion_threshold=motion_threshold,
+    )

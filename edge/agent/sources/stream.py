@@ -82,12 +82,12 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _cv2() -> Any:
+def require_cv2(who: str = "stream and video sources need") -> Any:
     try:
         import cv2
     except ImportError as exc:
         raise StreamError(
-            "stream and video sources need OpenCV, which is not installed",
+            f"{who} OpenCV, which is not installed",
             "pip install 'edge-ml-toolkit[camera]' (opencv-python-headless)",
         ) from exc
     return cv2
@@ -99,7 +99,7 @@ class OpenCVCapture:
     bgr = True
 
     def __init__(self, target: str) -> None:
-        cv2 = _cv2()
+        cv2 = require_cv2()
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             OPEN_TIMEOUT_MS,
@@ -400,6 +400,10 @@ class StreamSource:
             "connected": self.connected,
         }
 
+    def link(self) -> dict[str, Any]:
+        """For the status message: is the stream delivering, and if not, why."""
+        return {"connected": self.connected, "reconnects": self.reconnects, "last_error": self.last_error}
+
     def done(self, item: Item) -> None:
         pass
 
@@ -430,10 +434,10 @@ def open_stream(
             lambda: PiCameraCapture(index, module=picamera_module), f"picamera:{index}", **common
         )
     if kind == "url":
-        _cv2()  # fail at start-up, not in the reader thread
+        require_cv2()  # fail at start-up, not in the reader thread
         return StreamSource(lambda: OpenCVCapture(spec), redact(spec), **common)
     if kind == "video":
-        _cv2()
+        require_cv2()
         return StreamSource(lambda: OpenCVCapture(spec), f"video:{spec}", finite=True, **common)
     raise StreamError(
         f"--source {spec!r} is not a stream",

@@ -3,8 +3,6 @@ restarts), a video file written here, and picamera2 behind its seam (faked: no P
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -16,65 +14,16 @@ import numpy as np
 import pytest
 
 from edge.agent.sources import stream
-from tests.agent.mjpeg_server import frame_number
-from tests.support.process import subprocess_env
-
-SERVER = Path(__file__).with_name("mjpeg_server.py")
-FPS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Camera:
-    """The MJPEG server process, startable again on the same port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVER), str(self.port), str(FPS)],
-            text=True,
-            stdout=subprocess.PIPE,
-            env=subprocess_env(),
-        )
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream"
+from tests.agent.sources.live import FPS, Camera, Events, free_port
+from tests.agent.sources.mjpeg_server import frame_number
 
 
 @pytest.fixture
 def camera() -> Iterator[Camera]:
-    cam = Camera(free_port())
+    cam = Camera()
     cam.start()
     yield cam
     cam.kill()
-
-
-class Events:
-    def __init__(self) -> None:
-        self.seen: list[tuple[float, str, str]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, kind: str, message: str) -> None:
-        with self.cond:
-            self.seen.append((time.monotonic(), kind, message))
-            self.cond.notify_all()
-
-    def kinds(self) -> list[str]:
-        return [k for _, k, _ in self.seen]
 
 
 def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(camera: Camera) -> None:
