@@ -12,8 +12,11 @@ TFLITE_VENV=${EDGE_TFLITE_VENV:-$ROOT/.venv-tflite}
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
+# python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good: GStreamer's RTSP server for the RTSP
+# camera in tests/agent/sources (run by the system python3, which has the gi bindings)
 apt_packages=(mosquitto mosquitto-clients qemu-user-static mmdebstrap mtools dosfstools e2fsprogs fdisk
-              openssh-server openssh-client chromium)
+              openssh-server openssh-client chromium
+              python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)
 
 setup_system() {
   local missing=()

@@ -299,11 +299,11 @@ class StreamSource:
                 now = time.monotonic()
                 if not got:
                     got = self.connected = True
+                    was, self.last_error = self.last_error, ""  # cleared first: the event reports the state
                     if self._lost:
                         self._lost = False
                         self.reconnects += 1
-                        self._event("recovered", f"stream delivering frames again (after: {self.last_error})")
-                    self.last_error = ""
+                        self._event("recovered", f"stream delivering frames again (after: {was})")
                 with self._cond:
                     seq = (self._latest.seq if self._latest else 0) + 1
                     if self._latest is not None and self._latest.seq > self._taken_seq:
