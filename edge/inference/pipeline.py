@@ -34,7 +34,7 @@ from edge.model.runtime import LoadedModel
 # An EdgeError: the source refused the input itself; prepare() raises it, so it is reported in order.
 ImageInput = Union[bytes, Path, Image.Image, EdgeError]
 RESIZE_CHOICES = ("auto", *RESIZE_MODES)
-_LETTERBOXED = ("yolo_v8", "yolo_v5", "yolo_pose")  # trained on letterboxed images
+_LETTERBOXED = ("yolo_v8", "yolo_v5", "yolo_pose", "yolo_seg")  # trained on letterboxed images
 
 __all__ = ["Invoked", "Pipeline", "Prepared", "RESIZE_CHOICES", "Result", "Settings"]
 

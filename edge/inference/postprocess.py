@@ -135,6 +135,24 @@ def decode(
             zero_point=spec.zero_point,
         )
         return _detections(detect.to_detections(found, labels, geometry))
+    if d == "yolo_seg":
+        head = next(i for i, o in enumerate(outputs) if np.ndim(o) == 3)  # the other one: the prototypes
+        protos = 1 - head
+        found, masks = detect.decode_yolo_seg(
+            outputs[head],
+            dequantize(np.asarray(outputs[protos]), specs[protos]),
+            threshold=tuning.threshold or YOLO_THRESHOLD,
+            iou=tuning.iou,
+            max_detections=tuning.max_detections,
+            input_size=_input_size(geometry),
+            scale=specs[head].scale if specs[head].quantized else 0.0,
+            zero_point=specs[head].zero_point,
+        )
+        classes = segment.instance_map(masks, found.classes, found.scores)
+        segs = tuple(s for s in segment.segments(classes, labels, geometry) if s.index != segment.BACKGROUND)
+        dets = _detections(detect.to_detections(found, labels, geometry))
+        png = segment.mask_png(classes, geometry) if tuning.mask else None
+        return Decoded("detections", {**dets.fields, "segments": [s.as_dict() for s in segs]}, png)
     if d == "ssd_postprocess":
         real = [dequantize(np.asarray(o), s) for o, s in zip(outputs, specs)]
         found = detect.decode_ssd(

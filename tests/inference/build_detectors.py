@@ -2,12 +2,14 @@
 
     python build_detectors.py JOB [JOB ...]     (one TensorFlow start-up for all of them)
     JOB = head,HEAD.npy,OUT.tflite,SIZE,{float,int8}  or  ssd,SCORES.npy,ANCHORS.npy,OUT.tflite,SIZE
+          or  seg,HEAD.npy,PROTOS.npy,OUT.tflite,SIZE
 
 ``head``: a model whose single output is the given array (a raw YOLO head): a dense layer with a
 near-zero kernel over the pooled image and the head as its bias, so the converter and the runtime
 lay out (and, for int8, quantize) a real tensor of that shape. ``ssd``: box encodings all zero (so
 each box is its anchor), the given class scores [N, C+1] (column 0 = background), and TensorFlow's
 ``TFLite_Detection_PostProcess`` op fused by the converter, as the Object Detection API exports it.
+``seg``: the same trick for a YOLO segmentation model's two outputs, head and mask prototypes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def build_head(head: np.ndarray, out: str, size: int, kind: str) -> None:
         conv.inference_output_type = tf.int8
     with open(out, "wb") as f:
         f.write(conv.convert())
+
+
+def build_seg(head: np.ndarray, protos: np.ndarray, out: str, size: int) -> None:
+    """A YOLO segmentation model: two outputs, the head and the mask prototypes (float)."""
+    inp = tf.keras.Input((size, size, 3))
+    model = tf.keras.Model(inp, [_pooled_dense(inp, head), _pooled_dense(inp, protos)])
+    with open(out, "wb") as f:
+        f.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
 
 def _nms_signature(num_classes: int, max_detections: int) -> str:
@@ -102,6 +112,8 @@ if __name__ == "__main__":
         what, *args = job.split(",")
         if what == "head":
             build_head(np.load(args[0]), args[1], int(args[2]), args[3])
+        elif what == "seg":
+            build_seg(np.load(args[0]), np.load(args[1]), args[2], int(args[3]))
         elif what == "ssd":
             build_ssd(np.load(args[0]), np.load(args[1]), args[2], int(args[3]))
         else:

@@ -5,7 +5,9 @@ Three families of detector output:
 * the ``TFLite_Detection_PostProcess`` op (SSD MobileNet, EfficientDet-Lite): boxes [1,N,4],
   classes [1,N], scores [1,N], count [1], in either exporter's order; NMS already done by the op;
 * raw YOLOv8/v11 heads, ``[1, 4+C, N]``: cx, cy, w, h then C class scores per anchor column;
-* raw YOLOv5 heads, ``[1, N, 5+C]``: cx, cy, w, h, objectness, C class scores per anchor row.
+* raw YOLOv5 heads, ``[1, N, 5+C]``: cx, cy, w, h, objectness, C class scores per anchor row;
+* YOLO segmentation heads: the same with M mask coefficients after the class scores, and a second
+  output of M mask prototypes (:func:`decode_yolo_seg`).
 
 YOLO heads may be float or int8/uint8 (one scale/zero point for the whole tensor): the score
 threshold is applied in the quantized domain, so only the candidates are ever de-quantized. Boxes
@@ -166,38 +168,108 @@ def decode_yolo(
 ) -> Boxes:
     """A raw YOLO head -> NMS'd boxes normalized to the input (``input_size`` = (width, height) of the
     input, needed when the head gives pixels). ``scale``/``zero_point``: the tensor's quantization."""
+    found, _ = _yolo_candidates(
+        raw, threshold, layout, input_size, scale, zero_point, max_candidates, extra=0
+    )
+    return nms(found, iou, max_detections)
+
+
+def decode_yolo_seg(
+    raw: np.ndarray,
+    protos: np.ndarray,
+    *,
+    threshold: float = 0.25,
+    iou: float = 0.45,
+    max_detections: int = 100,
+    layout: str = "auto",
+    input_size: tuple[int, int] | None = None,
+    scale: float = 0.0,
+    zero_point: int = 0,
+) -> tuple[Boxes, np.ndarray]:
+    """A YOLO segmentation head ([1, 4+C+M, N] or [1, N, 5+C+M]: M mask coefficients after the class
+    scores) and its prototypes ([1, H, W, M] or [1, M, H, W], de-quantized) -> NMS'd boxes and one
+    [H, W] boolean mask per box, at the prototypes' resolution over the whole input.
+
+    Each mask is sigmoid(coefficients . prototypes) > 0.5, i.e. the dot product > 0, kept inside its
+    box: one [K, M] x [M, H*W] product for all boxes."""
+    p = np.asarray(protos, dtype=np.float32)
+    if p.ndim != 4 or p.shape[0] != 1:
+        raise InputError(
+            f"YOLO mask prototypes are [1, H, W, M] or [1, M, H, W]; received {list(p.shape)}",
+            "pick --task detector with a plain YOLO head, or --task generic",
+        )
+    planes = p[0] if p.shape[3] < p.shape[1] else np.moveaxis(p[0], 0, -1)  # [H, W, M]: M is the short axis
+    mh, mw, m = planes.shape
+    found, coefs = _yolo_candidates(
+        raw, threshold, layout, input_size, scale, zero_point, MAX_CANDIDATES, extra=m
+    )
+    keep = nms_indices(found, iou, max_detections)
+    found, coefs = found.take(keep), coefs[keep]
+    logits = coefs @ planes.reshape(-1, m).T  # [K, H*W]
+    masks = (logits > 0).reshape(-1, mh, mw)
+    ys = (np.arange(mh, dtype=np.float32) + 0.5) / mh  # pixel centres, normalized like the boxes
+    xs = (np.arange(mw, dtype=np.float32) + 0.5) / mw
+    b = found.boxes
+    in_y = (ys[None, :] >= b[:, 0:1]) & (ys[None, :] <= b[:, 2:3])  # [K, H]
+    in_x = (xs[None, :] >= b[:, 1:2]) & (xs[None, :] <= b[:, 3:4])  # [K, W]
+    masks &= in_y[:, :, None] & in_x[:, None, :]
+    return found, masks
+
+
+def _yolo_candidates(
+    raw: np.ndarray,
+    threshold: float,
+    layout: str,
+    input_size: tuple[int, int] | None,
+    scale: float,
+    zero_point: int,
+    max_candidates: int,
+    extra: int,
+) -> tuple[Boxes, np.ndarray]:
+    """Boxes over the threshold (before NMS), and the ``extra`` trailing values of their anchors (the mask
+    coefficients of a segmentation head, de-quantized; [K, 0] without)."""
     arr = np.asarray(raw)
     kind = yolo_layout(arr.shape, layout)
     quant = scale > 0 and np.issubdtype(arr.dtype, np.integer)
     cut = _quantized_threshold(threshold, scale, zero_point) if quant else threshold
     head = arr[0]
     if kind == "v8":
-        cls_rows = head[4:]  # [C, N]
+        end = head.shape[0] - extra
+        cls_rows = head[4:end]  # [C, N]
+        if cls_rows.shape[0] < 1:
+            raise InputError(
+                f"a YOLO head [1, 4+C{'+M' if extra else ''}, N] with {extra} mask values has no class "
+                f"rows: {list(arr.shape)}",
+                "pick --task generic",
+            )
         best = cls_rows.max(axis=0)
         cand = np.flatnonzero(best >= cut)
         if cand.size == 0:
-            return _empty()
+            return _empty(), np.zeros((0, extra), np.float32)
         cls_c = cls_rows[:, cand]
         classes = cls_c.argmax(axis=0)
         scores = _real(best[cand], quant, scale, zero_point)
         xywh = _real(head[:4, cand].T, quant, scale, zero_point)
+        coefs = _real(head[end:, cand].T, quant, scale, zero_point)
     else:
+        end = head.shape[1] - extra
         obj = head[:, 4]
         cand = np.flatnonzero(obj >= cut)  # score = obj * cls <= obj: rows under the cut cannot pass
         if cand.size == 0:
-            return _empty()
+            return _empty(), np.zeros((0, extra), np.float32)
         rows = _real(head[cand], quant, scale, zero_point)
-        cls_c = rows[:, 5:]
+        cls_c = rows[:, 5:end]
         classes = cls_c.argmax(axis=1)
         scores = rows[:, 4] * cls_c[np.arange(cand.size), classes]
         passed = scores >= threshold
         rows, classes, scores = rows[passed], classes[passed], scores[passed]
         xywh = rows[:, :4]
+        coefs = rows[:, end:]
     if scores.size > max_candidates:
         top = np.argpartition(scores, scores.size - max_candidates)[-max_candidates:]
-        xywh, classes, scores = xywh[top], classes[top], scores[top]
+        xywh, classes, scores, coefs = xywh[top], classes[top], scores[top], coefs[top]
     boxes = xywh_to_yxyx(xywh, input_size)
-    return nms(Boxes(boxes, scores.astype(np.float32), classes.astype(np.int64)), iou, max_detections)
+    return Boxes(boxes, scores.astype(np.float32), classes.astype(np.int64)), coefs
 
 
 def _real(values: np.ndarray, quant: bool, scale: float, zero_point: int) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 A model either gives the class per pixel itself ([1,H,W] integers, e.g. DeepLab's ArgMax output) or
 per-class logits/scores ([1,H,W,C], float or quantized) of which we take the argmax (quantization
-has a positive scale, so the argmax of the raw values is the argmax of the real ones). With
-letterboxing, only the part of the mask that covers the image counts.
+has a positive scale, so the argmax of the raw values is the argmax of the real ones). Instance
+segmentation models (YOLO-seg) give one mask per detection: :func:`instance_map` paints them into a
+class map. With letterboxing, only the part of the mask that covers the image counts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 from edge.errors import InputError
 from edge.inference.tasks.geometry import Geometry
 
+BACKGROUND = 255  # instance-segmentation class maps (YOLO-seg): pixels no instance covers
 MASK_MAX_SIDE = 256  # the published PNG mask's longer side, at most
 MASK_MAX_BYTES = 64 * 1024  # and its size: halved until it fits (an MQTT message, not a file transfer)
 
@@ -51,6 +53,17 @@ def class_map(output: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         arr = np.rint(arr)
     return arr.astype(np.int64, copy=False)
+
+
+def instance_map(masks: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """[K,H,W] instance masks -> [H,W] class map: where instances overlap, the best-scoring one's class;
+    :data:`BACKGROUND` where none is."""
+    k, h, w = masks.shape
+    if k == 0:
+        return np.full((h, w), BACKGROUND, np.int64)
+    rank = (np.argsort(np.argsort(scores, kind="stable"), kind="stable") + 1).astype(np.int16)  # 1: worst
+    top = (masks * rank[:, None, None]).argmax(axis=0)  # per pixel, the best instance covering it
+    return np.where(masks.any(axis=0), np.asarray(classes, np.int64)[top], BACKGROUND)
 
 
 def segments(

@@ -105,6 +105,24 @@ def _spatial(shape: tuple[int, ...], input_hw: tuple[int, int] | None) -> bool:
     return h * 8 >= input_hw[0] and w * 8 >= input_hw[1] and min(h, w) >= 8
 
 
+def _yolo_seg(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], tuple[int, ...], int, int] | None:
+    """(head, prototypes, M, classes) for a YOLO segmentation model's two outputs: a head [1, 4+C+M, N]
+    (or [1, N, 5+C+M]) and M mask prototypes [1, H, W, M] (or [1, M, H, W]), in either order."""
+    if len(shapes) != 2 or sorted(len(x) for x in shapes) != [3, 4]:
+        return None
+    head, protos = sorted(shapes, key=len)
+    if head[0] != 1 or protos[0] != 1:
+        return None
+    m = min(protos[1:])
+    if not 8 <= m <= 64 or sorted(protos[1:])[1] < 2 * m:  # a few dozen planes, each larger than M
+        return None
+    attrs = min(head[1:])
+    classes = attrs - m - (4 if head[1] < head[2] else 5)
+    if classes < 1 or max(head[1:]) < 4 * attrs:
+        return None
+    return head, protos, m, classes
+
+
 def candidates(
     outputs: Sequence[OutputSpec],
     *,
@@ -122,6 +140,18 @@ def candidates(
     shapes: list[tuple[int, ...]] = [tuple(o.shape) for o in outputs]
     sig = ", ".join(str(list(s)) for s in shapes)
     meta_task = _ULTRALYTICS_TASKS.get(str((metadata or {}).get("task", "")))
+    seg = _yolo_seg(shapes)
+    if seg is not None and meta_task in (DETECTOR, None):
+        head, protos, m, classes = seg
+        fits = "" if num_labels in (None, classes) else f"; the labels file has {num_labels} names"
+        why = (
+            f"a YOLO segmentation head {list(head)} ({classes} classes, {m} mask coefficients) and "
+            f"mask prototypes {list(protos)}{fits}"
+        )
+        if meta_task is not None:
+            why = f"Ultralytics metadata says task={(metadata or {}).get('task')}; {why}"
+        add(DETECTOR, "yolo_seg", why)
+        add(SEGMENTATION, "yolo_seg", why)
     if meta_task and len(shapes) >= 1 and len(shapes[0]) == 3:
         head = shapes[0]
         if meta_task == POSE:
