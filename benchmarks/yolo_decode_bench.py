@@ -10,6 +10,8 @@ Figures (medians over --runs; interleaved so drift hits every path alike):
   2. the same on int8 (threshold applied to the raw int8 values)
   3. to_detections (records, letterbox mapping back to the image)
   4. threshold 0.05 (many more NMS candidates): the cost of a low --threshold
+  5. decode_yolo_seg: the same head with 32 mask coefficients ([1, 116, 8400], YOLOv8-seg) and
+     [1, 160, 160, 32] prototypes: decode + NMS + one mask per kept box (what masks add to 1.)
 and each as a ratio to one ``head.max()`` over the float32 head (a pass over its 2.8 MB: the speed of
 this machine's memory, which a Pi's ratio can be compared against).
 
@@ -55,6 +57,14 @@ def head(objects: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([xywh, scores], axis=1).T[None].astype(np.float32)  # [1, 84, 8400]
 
 
+def seg_outputs(h: np.ndarray, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The head with 32 mask coefficients per anchor after the class scores, and 160x160 prototypes."""
+    rng = np.random.default_rng(seed)
+    coefs = rng.normal(0.0, 1.0, (1, 32, ANCHORS)).astype(np.float32)
+    protos = rng.normal(0.0, 1.0, (1, SIZE // 4, SIZE // 4, 32)).astype(np.float32)
+    return np.concatenate([h, coefs], axis=1), protos
+
+
 def quantize(h: np.ndarray) -> tuple[np.ndarray, float, int]:
     """int8 the way the converter does a whole-tensor output: one scale over the observed range. Boxes
     normalized first, as int8 exports do (pixel boxes would leave scores a single quantization step)."""
@@ -83,12 +93,14 @@ def main() -> int:
     geo = Geometry.plan((1280, 720), (SIZE, SIZE), "letterbox")
     size = (SIZE, SIZE)
     found = detect.decode_yolo(h, input_size=size)
+    seg_head, protos = seg_outputs(h)
     paths: dict[str, Callable[[], object]] = {
         "memory_pass": lambda: h.max(),
         "decode_float32": lambda: detect.decode_yolo(h, input_size=size),
         "decode_int8": lambda: detect.decode_yolo(q, input_size=size, scale=scale, zero_point=zero),
         "to_detections": lambda: detect.to_detections(found, {}, geo),
         "decode_float32_threshold_0.05": lambda: detect.decode_yolo(h, threshold=0.05, input_size=size),
+        "decode_seg_float32": lambda: detect.decode_yolo_seg(seg_head, protos, input_size=size),
     }
     for fn in paths.values():  # warm-up (first-call allocations, caches)
         fn()
@@ -105,10 +117,11 @@ def main() -> int:
     }
     kept = len(found)
     kept_q = len(detect.decode_yolo(q, input_size=size, scale=scale, zero_point=zero))
+    kept_seg = len(detect.decode_yolo_seg(seg_head, protos, input_size=size)[0])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"head [1, 84, 8400], {a.objects} objects; anchors over the threshold: {candidates}; kept after NMS: "
-        f"float32 {kept}, int8 {kept_q}"
+        f"float32 {kept}, int8 {kept_q}, seg {kept_seg}"
     )
     print(f"{'path':34s} {'median ms':>10s} {'p90 ms':>8s} {'x memory pass':>14s}")
     for k in paths:
@@ -133,7 +146,7 @@ def main() -> int:
                     "runs": a.runs,
                     "objects": a.objects,
                     "candidates": candidates,
-                    "kept": {"float32": kept, "int8": kept_q},
+                    "kept": {"float32": kept, "int8": kept_q, "seg_float32": kept_seg},
                     "median_ms": {k: round(v, 4) for k, v in med.items()},
                     "p90_ms": {k: round(v, 4) for k, v in p90.items()},
                     "ratio_to_memory_pass": {k: round(v / base, 2) for k, v in med.items()},

@@ -191,7 +191,7 @@ def decode_yolo_seg(
     [H, W] boolean mask per box, at the prototypes' resolution over the whole input.
 
     Each mask is sigmoid(coefficients . prototypes) > 0.5, i.e. the dot product > 0, kept inside its
-    box: one [K, M] x [M, H*W] product for all boxes."""
+    box: one [H*W, M] x [M, K] product for all boxes."""
     p = np.asarray(protos, dtype=np.float32)
     if p.ndim != 4 or p.shape[0] != 1:
         raise InputError(
@@ -205,8 +205,10 @@ def decode_yolo_seg(
     )
     keep = nms_indices(found, iou, max_detections)
     found, coefs = found.take(keep), coefs[keep]
-    logits = coefs @ planes.reshape(-1, m).T  # [K, H*W]
-    masks = (logits > 0).reshape(-1, mh, mw)
+    # [H*W, M] x [M, K]: the prototypes in their own (NHWC) memory order, no copy; K masks as a view
+    with _one_blas_thread():
+        logits = planes.reshape(-1, m) @ coefs.T.astype(np.float32)
+    masks = (logits > 0).reshape(mh, mw, -1).transpose(2, 0, 1)
     ys = (np.arange(mh, dtype=np.float32) + 0.5) / mh  # pixel centres, normalized like the boxes
     xs = (np.arange(mw, dtype=np.float32) + 0.5) / mw
     b = found.boxes
@@ -214,6 +216,21 @@ def decode_yolo_seg(
     in_x = (xs[None, :] >= b[:, 1:2]) & (xs[None, :] <= b[:, 3:4])  # [K, W]
     masks &= in_y[:, :, None] & in_x[:, None, :]
     return found, masks
+
+
+_blas: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """numpy's BLAS (OpenBLAS) limited to one thread for the mask product. With its default (a thread
+    per core) it is 3-4x slower whenever the cores are busy, as they are while the interpreter runs the
+    next frame, and its spinning threads slow everything else (benchmarks/yolo_decode_bench.py)."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController  # ~2 ms to find the libraries: once
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
 
 
 def _yolo_candidates(
