@@ -1,8 +1,9 @@
 """A 30 fps live stream into a model slower than the stream: prediction age, drops, and recovery.
 
-    python benchmarks/stream_latency_bench.py [--seconds 20] [--json benchmarks/reference/stream_latency_x86_64.json]
+    python benchmarks/stream_latency_bench.py [--seconds 20] [--camera mjpeg|rtsp] [--json benchmarks/reference/stream_latency_x86_64.json]
 
-Setup, all real: an HTTP MJPEG camera at 30 fps (tests/agent/sources/mjpeg_server.py, a separate process), a
+Setup, all real: an HTTP MJPEG camera at 30 fps (tests/agent/sources/mjpeg_server.py, a separate process;
+or, with --camera rtsp, GStreamer's RTSP server serving RTP/JPEG: tests/agent/sources/rtsp_server.py), a
 mosquitto, the agent (``python -m edge run --source http://...``) running DeepLab v3 (tests/data, ~100-250
 ms per invoke with one thread here: slower than the stream, as a detector on a Pi is) and a subscriber.
 Half-way, the camera process is killed, kept down for --outage seconds, and restarted on the same port.
@@ -39,10 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.agent.sources.stream import BACKOFF_S  # noqa: E402
-from tests.support.broker import Mosquitto, free_port  # noqa: E402
+from tests.agent.sources.live import Camera, RtspCamera, Served  # noqa: E402
+from tests.support.broker import Mosquitto  # noqa: E402
 
 MODEL = ROOT / "tests" / "data" / "deeplabv3_mnv2_pascal_quant.tflite"
-SERVER = ROOT / "tests" / "agent" / "sources" / "mjpeg_server.py"
 TARGETS = {"age_p50_vs_inference": 1.5, "age_trend": 1.2}
 
 
@@ -52,12 +53,17 @@ def env() -> dict[str, str]:
     return e
 
 
-def camera(port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), str(port), "30"], stdout=subprocess.PIPE, text=True, env=env()
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    return proc
+def camera(kind: str, work: Path) -> tuple[Served, str]:
+    """The 30 fps camera server (not started) and its URL."""
+    if kind == "mjpeg":
+        cam: Served = Camera()
+        return cam, cam.url
+    from PIL import Image
+
+    jpeg = work / "bird.jpg"  # RTP/JPEG wants sides that are multiples of 8
+    Image.open(ROOT / "tests" / "data" / "bird_segmentation.bmp").convert("RGB").resize((512, 512)).save(jpeg)
+    rtsp = RtspCamera(jpeg, fps=30)
+    return rtsp, rtsp.url
 
 
 def parse_ts(ts: str) -> float:
@@ -69,14 +75,20 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="run time before and after the outage, each")
     ap.add_argument("--outage", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--camera",
+        choices=("mjpeg", "rtsp"),
+        default="mjpeg",
+        help="HTTP MJPEG (tests/agent/sources/mjpeg_server.py) or RTSP (GStreamer's RTSP server: rtsp_server.py)",
+    )
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     broker = Mosquitto(workdir=work / "mosquitto")
     broker.workdir.mkdir()
     broker.start()
-    port = free_port()
-    cam = camera(port)
+    cam, url = camera(a.camera, work)
+    cam.start()
     preds: list[tuple[float, dict[str, Any]]] = []  # (received epoch, payload)
     metrics: list[dict[str, Any]] = []
     statuses: list[dict[str, Any]] = []
@@ -106,7 +118,7 @@ def main() -> int:
             "--model",
             str(MODEL),
             "--source",
-            f"http://127.0.0.1:{port}/stream",
+            url,
             "--broker",
             broker.url,
             "--device-id",
@@ -129,9 +141,8 @@ def main() -> int:
         with lock:
             before = list(preds)
         cam.kill()
-        cam.wait()
         time.sleep(a.outage)
-        cam = camera(port)
+        cam.start()
         restarted = time.time()
         time.sleep(a.seconds)
     finally:
@@ -184,11 +195,12 @@ def main() -> int:
             json.dumps(
                 {
                     "benchmark": "stream_latency",
-                    "description": "30 fps HTTP MJPEG camera -> agent (DeepLab v3, slower than the stream) -> MQTT; "
+                    "description": f"30 fps {'HTTP MJPEG' if a.camera == 'mjpeg' else 'RTSP (RTP/JPEG)'} camera -> agent (DeepLab v3, slower than the stream) -> MQTT; "
                     "prediction age vs inference time, drops, recovery after a camera restart",
                     "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "load_average": round(os.getloadavg()[0], 2),
                     "machine": {"platform": platform.platform(), "python": platform.python_version()},
+                    "camera": a.camera,
                     "seconds": a.seconds,
                     "outage_s": a.outage,
                     "threads": a.threads,

@@ -31,6 +31,10 @@ class Served:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
     def env(self) -> dict[str, str]:
         return subprocess_env()
 

@@ -34,6 +34,7 @@ def mjpeg() -> Iterator[Camera]:
     cam.kill()
 
 
+@pytest.mark.hardware  # the device is faked: a real MJPEG stream behind the opener seam
 def test_camera_reads_like_a_stream_newest_frame_capped_rate_reconnect(mjpeg: Camera) -> None:
     events = Events()
     src = open_camera(0, interval_s=0.2, on_event=events, opener=lambda index: OpenCVCapture(mjpeg.url))
