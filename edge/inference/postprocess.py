@@ -25,6 +25,7 @@ from edge.inference.tasks.select import (
     POSE,
     SEGMENTATION,
     TaskChoice,
+    posenet_outputs,
 )
 from edge.model.runtime import TensorSpec
 
@@ -165,11 +166,11 @@ def decode(
         return _detections(detect.to_detections(found, labels, geometry))
     if d in ("movenet_single", "posenet"):
         real = [dequantize(np.asarray(o), s) for o, s in zip(outputs, specs)]
-        one = (
-            pose.movenet_single(real[0], geometry)
-            if d == "movenet_single"
-            else pose.posenet(real[0], real[1], _input_size(geometry) or (1, 1), geometry)
-        )
+        if d == "movenet_single":
+            one = pose.movenet_single(real[0], geometry)
+        else:
+            heat, off = posenet_outputs([r.shape for r in real]) or (0, 1)
+            one = pose.posenet(real[heat], real[off], _input_size(geometry) or (1, 1), geometry)
         return Decoded("keypoints", one.as_dict())
     if d in ("movenet_multi", "yolo_pose"):
         real0 = dequantize(np.asarray(outputs[0]), specs[0])

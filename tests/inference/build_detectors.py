@@ -2,14 +2,15 @@
 
     python build_detectors.py JOB [JOB ...]     (one TensorFlow start-up for all of them)
     JOB = head,HEAD.npy,OUT.tflite,SIZE,{float,int8}  or  ssd,SCORES.npy,ANCHORS.npy,OUT.tflite,SIZE
-          or  seg,HEAD.npy,PROTOS.npy,OUT.tflite,SIZE
+          or  outputs,OUT.tflite,SIZE,A.npy[,B.npy ...]
 
 ``head``: a model whose single output is the given array (a raw YOLO head): a dense layer with a
 near-zero kernel over the pooled image and the head as its bias, so the converter and the runtime
 lay out (and, for int8, quantize) a real tensor of that shape. ``ssd``: box encodings all zero (so
 each box is its anchor), the given class scores [N, C+1] (column 0 = background), and TensorFlow's
 ``TFLite_Detection_PostProcess`` op fused by the converter, as the Object Detection API exports it.
-``seg``: the same trick for a YOLO segmentation model's two outputs, head and mask prototypes.
+``outputs``: the same trick for several outputs (a YOLO-seg head and its mask prototypes, PoseNet's
+heatmaps, offsets and displacements).
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def build_head(head: np.ndarray, out: str, size: int, kind: str) -> None:
         f.write(conv.convert())
 
 
-def build_seg(head: np.ndarray, protos: np.ndarray, out: str, size: int) -> None:
-    """A YOLO segmentation model: two outputs, the head and the mask prototypes (float)."""
+def build_outputs(arrays: list[np.ndarray], out: str, size: int) -> None:
+    """A float model whose outputs are the given arrays (the converter may list them in another order)."""
     inp = tf.keras.Input((size, size, 3))
-    model = tf.keras.Model(inp, [_pooled_dense(inp, head), _pooled_dense(inp, protos)])
+    model = tf.keras.Model(inp, [_pooled_dense(inp, a) for a in arrays])
     with open(out, "wb") as f:
         f.write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
@@ -112,8 +113,8 @@ if __name__ == "__main__":
         what, *args = job.split(",")
         if what == "head":
             build_head(np.load(args[0]), args[1], int(args[2]), args[3])
-        elif what == "seg":
-            build_seg(np.load(args[0]), np.load(args[1]), args[2], int(args[3]))
+        elif what == "outputs":
+            build_outputs([np.load(a) for a in args[2:]], args[0], int(args[1]))
         elif what == "ssd":
             build_ssd(np.load(args[0]), np.load(args[1]), args[2], int(args[3]))
         else:

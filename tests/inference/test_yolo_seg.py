@@ -7,8 +7,6 @@ positive everywhere, so the mask is what the box crop leaves)."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,7 @@ from edge.inference.pipeline import Pipeline, Settings
 from edge.inference.preprocess import Normalization
 from edge.inference.tasks import detect, segment, select
 from edge.inference.tasks.geometry import Geometry
-from tests.inference.runtime_helpers import load
-from tests.support.process import subprocess_env
+from tests.inference.runtime_helpers import build_models, load
 
 SIZE = 320  # model input, square
 ANCHORS = 2100
@@ -102,24 +99,9 @@ def test_instance_map_puts_the_best_scoring_instance_on_top() -> None:
 
 @pytest.fixture(scope="module")
 def seg_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("yolo-seg")
-    head, protos = seg_outputs()
-    np.save(root / "head.npy", head)
-    np.save(root / "protos.npy", protos)
-    out = root / "yolo-seg.tflite"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("build_detectors.py")),
-            f"seg,{root / 'head.npy'},{root / 'protos.npy'},{out},{SIZE}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(TF_USE_LEGACY_KERAS="1"),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return build_models(tmp_path_factory.mktemp("yolo-seg"), {"yolo-seg": list(seg_outputs())}, SIZE)[
+        "yolo-seg"
+    ]
 
 
 def test_pipeline_decodes_a_yolo_seg_model_to_boxes_segments_and_mask(seg_model: Path) -> None:

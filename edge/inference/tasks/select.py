@@ -105,6 +105,18 @@ def _spatial(shape: tuple[int, ...], input_hw: tuple[int, int] | None) -> bool:
     return h * 8 >= input_hw[0] and w * 8 >= input_hw[1] and min(h, w) >= 8
 
 
+def posenet_outputs(shapes: Sequence[Sequence[int]]) -> tuple[int, int] | None:
+    """(heatmaps, offsets) output positions of a PoseNet model: [1,H,W,17] and [1,H,W,34] among its 2 or 4
+    outputs (the other two: displacements), in whatever order the converter listed them."""
+    if len(shapes) not in (2, 4) or any(len(x) != 4 for x in shapes):
+        return None
+    heat = [i for i, x in enumerate(shapes) if x[-1] == 17]
+    off = [i for i, x in enumerate(shapes) if x[-1] == 34]
+    if len(heat) != 1 or len(off) != 1 or tuple(shapes[heat[0]][:3]) != tuple(shapes[off[0]][:3]):
+        return None
+    return heat[0], off[0]
+
+
 def _yolo_seg(shapes: Sequence[tuple[int, ...]]) -> tuple[tuple[int, ...], tuple[int, ...], int, int] | None:
     """(head, prototypes, M, classes) for a YOLO segmentation model's two outputs: a head [1, 4+C+M, N]
     (or [1, N, 5+C+M]) and M mask prototypes [1, H, W, M] (or [1, M, H, W]), in either order."""
@@ -178,13 +190,7 @@ def candidates(
             else "boxes, classes, scores, count outputs"
         )
         add(DETECTOR, "ssd_postprocess", f"{why} ({sig})")
-    if (
-        len(shapes) in (2, 4)
-        and len(shapes[0]) == 4
-        and shapes[0][-1] == 17
-        and len(shapes[1]) == 4
-        and shapes[1][-1] == 34
-    ):
+    if posenet_outputs(shapes) is not None:
         add(POSE, "posenet", f"PoseNet heatmaps [..,17] and offsets [..,34] ({sig})")
     if len(shapes) == 1:
         s, o = shapes[0], outputs[0]
