@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tests.support.broker import free_port
 from tests.support.process import subprocess_env
 
@@ -110,3 +112,13 @@ class Events:
     def wait_for(self, kind: str, timeout: float) -> bool:
         with self.cond:
             return self.cond.wait_for(lambda: kind in self.kinds(), timeout=timeout)
+
+
+def assert_capped(times: list[float], gap: float) -> None:
+    """Hand-outs (consumer-side times) at most one per ``gap``, and not much slower. Checked cumulatively:
+    a consumer thread resumed late once makes one gap long and the next one short, but never gets ahead
+    of the cap (which counts from each hand-out)."""
+    t = np.asarray(times) - times[0]
+    ahead = [(i, round(float(x), 3)) for i, x in enumerate(t) if x < i * gap - 0.03]
+    assert not ahead, f"faster than 1 per {gap} s: {ahead}"
+    assert np.median(np.diff(t)) <= 1.5 * gap, np.diff(t)

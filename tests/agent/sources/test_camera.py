@@ -22,7 +22,7 @@ from edge.agent.config import SourceConfig
 from edge.agent.sources import open_source
 from edge.agent.sources.camera import open_camera
 from edge.agent.sources.stream import OpenCVCapture
-from tests.agent.sources.live import Camera, Events
+from tests.agent.sources.live import Camera, Events, assert_capped
 from tests.agent.sources.mjpeg_server import frame_number
 
 
@@ -71,8 +71,7 @@ def test_camera_reads_like_a_stream_newest_frame_capped_rate_reconnect(mjpeg: Ca
         worker.join(timeout=10)
         src.close()
     first = got[:8]
-    gaps = np.diff([t for t, _, _ in first])
-    assert (gaps >= 0.18).all() and np.median(gaps) <= 0.3, gaps  # 5 a second, not 30
+    assert_capped([t for t, _, _ in first], 0.2)  # 5 a second, not 30
     steps = np.diff([n for _, n, _ in first[2:]])  # (the first frames may come from FFmpeg's probe buffer)
     assert (steps >= 3).all(), first  # ~6 frames of the 30 fps camera pass between two hand-outs
     assert sorted(a for _, _, a in first[2:])[len(first) // 2 - 1] < 2.5 / 30, first  # the newest frame
