@@ -56,16 +56,19 @@ def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(camera: Camer
 def test_fps_cap_takes_the_newest_frame_per_slot(camera: Camera) -> None:
     src = stream.open_stream(camera.url, fps=5)
     stop = threading.Event()
-    times = []
+    times, ages = [], []
     try:
         for item in src.items(stop, once=False):
             times.append(time.monotonic())
-            assert time.monotonic() - item.meta["captured_mono"] < 0.15  # the newest, not a queued one
+            ages.append(times[-1] - item.meta["captured_mono"])
             if len(times) == 6:
                 break
     finally:
         src.close()
     assert_capped(times, 0.2)
+    # the newest frame at each slot, not one queued since the last (0.2 s); the median, because a
+    # loaded machine may stall the camera process once
+    assert np.median(ages) < 0.1, ages
 
 
 def test_a_lost_stream_is_reported_and_recovered_within_the_backoff(camera: Camera) -> None:
