@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import edge
-from converter import compat, evaluate, quantize, report
+from converter import compat, evaluate, isolate, quantize, report
 from converter import data as data_mod
 from converter import inputs as inputs_mod
 from converter import metadata as metadata_mod
@@ -352,122 +352,155 @@ def convert(
     )
     meta_entries = metadata_mod.entries(meta)
 
-    def build(m: Any, q_mode: str, dest: Path, label: str) -> dict[str, Any]:
+    exports: dict[int, Path] = {}  # id(model) -> its SavedModel for the child converter, written once
+    work = Path(tempfile.mkdtemp(prefix="edge-convert-work-"))
+
+    def build(m: Any, q_mode: str, dest: Path, label: str, isolate: bool) -> dict[str, Any]:
+        """Convert ``m`` to ``dest``; with ``isolate``, in a child Python (see converter.isolate)."""
+        flavor, sm_dir, exported = source.flavor, saved_dir, 0.0
+        if isolate:
+            if id(m) not in exports:
+                t0 = time.perf_counter()
+                exports[id(m)] = quantize.export_saved_model(
+                    m,
+                    flavor=flavor,
+                    saved_model_dir=saved_dir,
+                    batch1=edgetpu,
+                    dest=work / f"sm{len(exports)}",
+                )
+                exported = time.perf_counter() - t0
+            flavor, sm_dir, m = "tf", exports[id(m)], None
         tfl, rec = quantize.convert(
             m,
-            flavor=source.flavor,
+            flavor=flavor,
             mode=q_mode,
             io_dtype=io_dtype,
             calibration=calib,
-            saved_model_dir=saved_dir,
+            saved_model_dir=sm_dir,
             progress=progress,
             label=label,
             batch1=edgetpu,
             metadata=meta_entries,
+            isolate=isolate,
         )
+        if exported:
+            rec["seconds"] = round(rec["seconds"] + exported, 3)
+            rec["export_seconds"] = round(exported, 3)
         dest.write_bytes(tfl)
         return rec
 
-    if max_accuracy_drop is None:
-        _say(quiet, f"converting ({mode})")
-        steps.append(build(keras_model, mode, out, "calibration"))
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="edge-convert-candidates-"))
-        qat_model = keras_model if qat else None
-        best: tuple[int, float, int] | None = None
-        try:
-            for i, (name, c_mode, c_qat) in enumerate(CANDIDATES):
-                if edgetpu and c_mode != "int8":
-                    continue  # the Edge TPU runs full int8 only
-                if c_qat and qat_model is None:
-                    if source.flavor != "tf_keras":
-                        continue
-                    from converter.steps import qat as qat_step
+    try:
+        if max_accuracy_drop is None:
+            _say(quiet, f"converting ({mode})")
+            steps.append(build(keras_model, mode, out, "calibration", mode in quantize.ISOLATED_MODES))
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="edge-convert-candidates-"))
+            qat_model = keras_model if qat else None
+            best: tuple[int, float, int] | None = None
+            try:
+                for i, (name, c_mode, c_qat) in enumerate(CANDIDATES):
+                    if edgetpu and c_mode != "int8":
+                        continue  # the Edge TPU runs full int8 only
+                    if c_qat and qat_model is None:
+                        if source.flavor != "tf_keras":
+                            continue
+                        from converter.steps import qat as qat_step
 
-                    try:
-                        if qat_refusal is not None:
-                            raise ConvertError(qat_refusal, "")
-                        _say(quiet, "candidate int8+qat: quantization-aware training")
-                        qat_model, rec = qat_step.qat(
-                            _copy(base_model),
-                            train,
-                            epochs=epochs,
-                            batch_size=batch_size,
-                            learning_rate=learning_rate,
-                            skip=qat_skip,
-                            preserve_sparsity=prune is not None,
-                            progress=progress,
-                        )
+                        try:
+                            if qat_refusal is not None:
+                                raise ConvertError(qat_refusal, "")
+                            _say(quiet, "candidate int8+qat: quantization-aware training")
+                            qat_model, rec = qat_step.qat(
+                                _copy(base_model),
+                                train,
+                                epochs=epochs,
+                                batch_size=batch_size,
+                                learning_rate=learning_rate,
+                                skip=qat_skip,
+                                preserve_sparsity=prune is not None,
+                                progress=progress,
+                            )
+                        except ConvertError as exc:
+                            # A candidate that cannot be built is reported, and the search goes on.
+                            candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
+                            continue
+                        steps.append({**rec, "candidate": name})
+                    if qat and not c_qat and c_mode == "int8":
+                        continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
+                    dest = tmp / f"{name}.tflite"
+                    _say(quiet, f"candidate {name}")
+                    try:  # both in a child Python: a C++ abort fails this candidate, not the search
+                        rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}", True)
+                        assert splits is not None
+                        t_out = evaluate.run_tflite_isolated(dest, splits.eval.x, name)
                     except ConvertError as exc:
-                        # A candidate that cannot be built is reported, and the search goes on.
                         candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
                         continue
-                    steps.append({**rec, "candidate": name})
-                if qat and not c_qat and c_mode == "int8":
-                    continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
-                dest = tmp / f"{name}.tflite"
-                _say(quiet, f"candidate {name}")
-                try:
-                    rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}")
-                except ConvertError as exc:
-                    candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
-                    continue
-                assert splits is not None
-                t_out = evaluate.run_tflite(dest, splits.eval.x)
-                mt = evaluate.metrics(float_out, t_out, eval_y)
-                size = dest.stat().st_size
-                within = mt["accuracy_drop"] is not None and mt["accuracy_drop"] <= max_accuracy_drop
-                candidates.append(
-                    {
-                        "name": name,
-                        "mode": c_mode,
-                        "qat": c_qat,
-                        "size_bytes": size,
-                        "tflite_accuracy": mt["tflite_accuracy"],
-                        "accuracy_drop": mt["accuracy_drop"],
-                        "top1_agreement": mt["top1_agreement"],
-                        "seconds": rec["seconds"],
-                        "within_budget": within,
-                        "chosen": False,
-                        "_rec": rec,
-                        "_path": dest,
-                    }
+                    mt = evaluate.metrics(float_out, t_out, eval_y)
+                    size = dest.stat().st_size
+                    within = mt["accuracy_drop"] is not None and mt["accuracy_drop"] <= max_accuracy_drop
+                    candidates.append(
+                        {
+                            "name": name,
+                            "mode": c_mode,
+                            "qat": c_qat,
+                            "size_bytes": size,
+                            "tflite_accuracy": mt["tflite_accuracy"],
+                            "accuracy_drop": mt["accuracy_drop"],
+                            "top1_agreement": mt["top1_agreement"],
+                            "seconds": rec["seconds"],
+                            "within_budget": within,
+                            "chosen": False,
+                            "_rec": rec,
+                            "_path": dest,
+                        }
+                    )
+                    if within:
+                        key = (size, -(mt["tflite_accuracy"] or 0.0), i)
+                        if best is None or key < best:
+                            best = key
+                if best is None:
+                    raise ConvertError(
+                        f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
+                        + ", ".join(
+                            f"{c['name']} {c['accuracy_drop']} pp"
+                            if c.get("error") is None
+                            else f"{c['name']} not built ({c['error']})"
+                            for c in candidates
+                        ),
+                        "raise the budget, fine-tune with more --epochs, or pass more --data",
+                    )
+                chosen = next(
+                    c
+                    for c in candidates
+                    if c["size_bytes"] == best[0]
+                    and -(c["tflite_accuracy"] or 0.0) == best[1]
+                    and c.get("_path")
                 )
-                if within:
-                    key = (size, -(mt["tflite_accuracy"] or 0.0), i)
-                    if best is None or key < best:
-                        best = key
-            if best is None:
-                raise ConvertError(
-                    f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
-                    + ", ".join(
-                        f"{c['name']} {c['accuracy_drop']} pp"
-                        if c.get("error") is None
-                        else f"{c['name']} not built ({c['error']})"
-                        for c in candidates
-                    ),
-                    "raise the budget, fine-tune with more --epochs, or pass more --data",
-                )
-            chosen = next(
-                c
-                for c in candidates
-                if c["size_bytes"] == best[0] and -(c["tflite_accuracy"] or 0.0) == best[1] and c.get("_path")
-            )
-            chosen["chosen"] = True
-            shutil.copyfile(chosen["_path"], out)
-            mode = chosen["mode"]
-            steps.append({**chosen["_rec"], "candidate": chosen["name"]})
-        finally:
-            for c in candidates:
-                c.pop("_rec", None)
-                c.pop("_path", None)
-            shutil.rmtree(tmp, ignore_errors=True)
+                chosen["chosen"] = True
+                shutil.copyfile(chosen["_path"], out)
+                mode = chosen["mode"]
+                steps.append({**chosen["_rec"], "candidate": chosen["name"]})
+            finally:
+                for c in candidates:
+                    c.pop("_rec", None)
+                    c.pop("_path", None)
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:  # the SavedModels written for the child converter, and the child itself
+        shutil.rmtree(work, ignore_errors=True)
+        isolate.close()
 
     metrics = evaluate.metrics(None, None, None)
     if splits is not None:
         t0 = time.perf_counter()
         _say(quiet, f"evaluating {out.name} on {len(splits.eval)} samples (ai-edge-litert)")
-        t_out = evaluate.run_tflite(out, splits.eval.x, progress=progress)
+        if mode in quantize.ISOLATED_MODES and max_accuracy_drop is None:
+            try:  # the first run of a risky mode: a kernel abort must not take edge-convert with it
+                t_out = evaluate.run_tflite_isolated(out, splits.eval.x, mode)
+            finally:
+                isolate.close()
+        else:
+            t_out = evaluate.run_tflite(out, splits.eval.x, progress=progress)
         metrics = evaluate.metrics(float_out, t_out, eval_y)
         steps.append(
             {

@@ -28,6 +28,27 @@ def run_tflite(
     return np.stack(results) if results else np.zeros((0,), np.float32)
 
 
+def run_tflite_isolated(path: str | Path, x: np.ndarray, what: str) -> np.ndarray:
+    """:func:`run_tflite` in a child Python: a kernel that aborts the process fails with a ConvertError."""
+    import tempfile
+
+    from converter import isolate
+
+    with tempfile.TemporaryDirectory(prefix="edge-convert-eval-") as d:
+        np.save(Path(d) / "x.npy", x)
+        isolate.run(
+            {
+                "kind": "evaluate",
+                "model": str(path),
+                "x": str(Path(d) / "x.npy"),
+                "y": str(Path(d) / "y.npy"),
+            },
+            f"running the {what} model in ai-edge-litert",
+            "pick another --quantize mode: this model's ops have no working kernel in this mode",
+        )
+        return np.load(Path(d) / "y.npy")
+
+
 def top1(y: np.ndarray) -> np.ndarray:
     # argmax, never argsort(-y): quantized outputs may be unsigned.
     return np.asarray(y).reshape(len(y), -1).argmax(axis=1)

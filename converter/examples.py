@@ -286,3 +286,131 @@ def train_keras3_digits(path: str | Path, *, kind: str = "good", epochs: int = 1
     model.fit(x, y, epochs=epochs if kind == "good" else 1, batch_size=32, verbose=0)
     model.save(path)
     return Path(path)
+
+
+def keras_to_onnx(model: Any, path: Path) -> Path:
+    """A tf-keras CNN written as an NCHW ONNX graph (helper API), the way ``torch.onnx.export`` writes one.
+
+    Covers the layers of Keras's MobileNetV2 and of small ResNets: Conv2D, DepthwiseConv2D,
+    BatchNormalization (folded into the convolution before it, as PyTorch's export does in eval mode),
+    ReLU/ReLU6, ZeroPadding2D (folded into the next convolution's pads), Add, GlobalAveragePooling2D,
+    Dense (+softmax). Batch 1, static shapes. Made for benchmarks: no PyTorch, no downloads.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converter import _tf
+
+    layers_mod = _tf.keras().layers
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    tensor: dict[str, str] = {}  # keras layer name -> ONNX tensor holding its output
+    pads_of: dict[str, tuple[str, list[int]]] = {}  # ZeroPadding2D name -> (its input tensor, pads)
+    convs: dict[str, dict[str, Any]] = {}  # conv layer name -> its node's weights (BN folded in later)
+
+    def const(name: str, value: Any, dtype: Any = np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def inbound(layer: Any) -> list[str]:
+        src = layer._inbound_nodes[0].inbound_layers
+        return [s.name for s in (src if isinstance(src, list) else [src])]
+
+    for layer in model.layers:
+        name = layer.name
+        if isinstance(layer, layers_mod.InputLayer):
+            _, h, w, c = layer.output.shape
+            graph_input = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, c, h, w])
+            tensor[name] = "input"
+            continue
+        srcs = inbound(layer)
+        if isinstance(layer, (layers_mod.Conv2D, layers_mod.DepthwiseConv2D)):
+            src, extra = pads_of[srcs[0]] if srcs[0] in pads_of else (tensor[srcs[0]], [0, 0, 0, 0])
+            weights = layer.get_weights()
+            k = weights[0]
+            if isinstance(layer, layers_mod.DepthwiseConv2D):
+                group = k.shape[2]
+                k = k.transpose(2, 3, 0, 1).reshape(k.shape[2] * k.shape[3], 1, k.shape[0], k.shape[1])
+            else:
+                group = 1
+                k = k.transpose(3, 2, 0, 1)
+            bias = weights[1] if len(weights) > 1 else np.zeros(k.shape[0], np.float32)
+            pads = [0, 0, 0, 0]  # top, left, bottom, right
+            if layer.padding == "same":  # TF puts the odd pixel after
+                for axis in (0, 1):
+                    size, kk, s = layer.input.shape[1 + axis], layer.kernel_size[axis], layer.strides[axis]
+                    total = max((-(-size // s) - 1) * s + kk - size, 0)
+                    pads[axis], pads[axis + 2] = total // 2, total - total // 2
+            convs[name] = {"w": k.astype(np.float32), "b": bias.astype(np.float32)}
+            node = helper.make_node(
+                "Conv",
+                [src, f"{name}_w", f"{name}_b"],
+                [name],
+                pads=[p + e for p, e in zip(pads, extra, strict=True)],
+                strides=list(layer.strides),
+                group=group,
+                kernel_shape=list(layer.kernel_size),
+            )
+            nodes.append(node)
+            tensor[name] = name
+            if layer.activation is not None and layer.activation.__name__ != "linear":
+                raise ValueError(f"{name}: fused activation {layer.activation.__name__} is not exported")
+        elif isinstance(layer, layers_mod.BatchNormalization):
+            if srcs[0] not in convs:
+                raise ValueError(f"{name}: BatchNormalization not after a convolution is not exported")
+            gamma, beta, mean, var = layer.get_weights()
+            scale = gamma / np.sqrt(var + layer.epsilon)
+            conv = convs[srcs[0]]
+            conv["w"] = conv["w"] * scale[:, None, None, None]
+            conv["b"] = (conv["b"] - mean) * scale + beta
+            tensor[name] = tensor[srcs[0]]
+        elif isinstance(layer, layers_mod.ZeroPadding2D):
+            (t, b), (left, r) = layer.padding
+            pads_of[name] = (tensor[srcs[0]], [t, left, b, r])
+        elif isinstance(layer, layers_mod.ReLU):
+            if layer.max_value is None:
+                nodes.append(helper.make_node("Relu", [tensor[srcs[0]]], [name]))
+            else:
+                lo, hi = const(f"{name}_min", 0.0), const(f"{name}_max", float(layer.max_value))
+                nodes.append(helper.make_node("Clip", [tensor[srcs[0]], lo, hi], [name]))
+            tensor[name] = name
+        elif isinstance(layer, layers_mod.Add):
+            nodes.append(helper.make_node("Add", [tensor[s] for s in srcs], [name]))
+            tensor[name] = name
+        elif isinstance(layer, layers_mod.GlobalAveragePooling2D):
+            nodes.append(helper.make_node("GlobalAveragePool", [tensor[srcs[0]]], [f"{name}_4d"]))
+            nodes.append(helper.make_node("Flatten", [f"{name}_4d"], [name], axis=1))
+            tensor[name] = name
+        elif isinstance(layer, layers_mod.Dense):
+            wd, bd = layer.get_weights()
+            act = layer.activation.__name__
+            out = f"{name}_logits" if act == "softmax" else name
+            inputs = [tensor[srcs[0]], const(f"{name}_w", wd), const(f"{name}_b", bd)]
+            nodes.append(helper.make_node("Gemm", inputs, [out]))
+            if act == "softmax":
+                nodes.append(helper.make_node("Softmax", [out], [name], axis=1))
+            elif act != "linear":
+                raise ValueError(f"{name}: Dense activation {act} is not exported")
+            tensor[name] = name
+        else:
+            raise ValueError(f"{name}: {type(layer).__name__} is not exported")
+    for name, conv in convs.items():
+        const(f"{name}_w", conv["w"])
+        const(f"{name}_b", conv["b"])
+    last = model.layers[-1].name
+    graph = helper.make_graph(
+        nodes,
+        model.name,
+        [graph_input],
+        [
+            helper.make_tensor_value_info(
+                tensor[last], TensorProto.FLOAT, [1, int(model.outputs[0].shape[-1])]
+            )
+        ],
+        initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edge-ml")
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Path(path)

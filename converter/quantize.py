@@ -15,6 +15,9 @@ from converter.errors import ConvertError
 from converter.progress import iterate
 
 MODES = ("int8", "int16x8", "float16", "dynamic", "none")
+# Modes whose TFLite kernels abort the process on some models (int16x8 + LayerNormalization: ai-edge-litert
+# aborts on the first invoke): converted and first run in a child Python (converter.isolate).
+ISOLATED_MODES = ("int16x8",)
 IO_DTYPES = ("int8", "uint8")
 NEEDS_CALIBRATION = ("int8", "int16x8")
 
@@ -42,6 +45,60 @@ def _converter(model: Any, flavor: str, saved_model_dir: Path | None, batch1: bo
     return tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved"))
 
 
+def export_saved_model(
+    model: Any, *, flavor: str, saved_model_dir: Path | None, batch1: bool, dest: Path
+) -> Path:
+    """The SavedModel the TFLite converter reads, written so a child Python can convert it.
+
+    For tf-keras this is what ``TFLiteConverter.from_keras_model`` itself writes first (or, for the Edge TPU,
+    the one-sample concrete function), so the child converts the same graph the in-process path would.
+    """
+    tf = _tf.tf()
+    if flavor == "tf":
+        assert saved_model_dir is not None
+        return saved_model_dir
+    if flavor == "keras3":
+        model.export(str(dest), verbose=False)
+    elif batch1:
+        inp = model.inputs[0]
+        spec = tf.TensorSpec([1, *inp.shape[1:]], inp.dtype, name=inp.name.split(":")[0])
+        fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+        tf.saved_model.save(model, str(dest), signatures=fn)
+    else:
+        tf.saved_model.save(model, str(dest), options=tf.saved_model.SaveOptions(save_debug_info=True))
+    return dest
+
+
+def _convert_isolated(
+    saved_model_dir: Path,
+    mode: str,
+    io_dtype: str,
+    calibration: np.ndarray | None,
+    metadata: dict[str, bytes] | None,
+) -> tuple[bytes, dict[str, Any]]:
+    from converter import isolate
+
+    with tempfile.TemporaryDirectory(prefix="edge-convert-child-") as d:
+        calib = None
+        if calibration is not None and mode in NEEDS_CALIBRATION:
+            calib = str(Path(d) / "calibration.npy")
+            np.save(calib, calibration.astype(np.float32))
+        result = isolate.run(
+            {
+                "kind": "convert",
+                "saved_model": str(saved_model_dir),
+                "mode": mode,
+                "io_dtype": io_dtype,
+                "calibration": calib,
+                "metadata": {k: v.hex() for k, v in (metadata or {}).items()},
+                "output": str(Path(d) / "model.tflite"),
+            },
+            f"the TFLite converter in mode {mode}",
+            "try another --quantize mode (float16 or none keep every op in float)",
+        )
+        return (Path(d) / "model.tflite").read_bytes(), result["record"]
+
+
 def convert(
     model: Any,
     *,
@@ -54,8 +111,12 @@ def convert(
     label: str = "calibration",
     batch1: bool = False,
     metadata: dict[str, bytes] | None = None,
+    isolate: bool = False,
 ) -> tuple[bytes, dict[str, Any]]:
-    """Return the .tflite bytes and a step record ``{name, seconds, mode, ...}``."""
+    """Return the .tflite bytes and a step record ``{name, seconds, mode, ...}``.
+
+    With ``isolate``, ``saved_model_dir`` (see :func:`export_saved_model`) is converted in a child Python.
+    """
     if mode not in MODES:
         raise ConvertError(
             f"--quantize must be one of {', '.join(MODES)}; received {mode!r}", "pick one of them"
@@ -69,8 +130,12 @@ def convert(
             f"--quantize {mode} calibrates activation ranges on sample inputs, and no --data was given",
             "pass --data (an .npz/.npy or image folder of typical inputs), or use --quantize float16",
         )
-    tf = _tf.tf()
     started = time.perf_counter()
+    if isolate:
+        assert saved_model_dir is not None
+        data, rec = _convert_isolated(saved_model_dir, mode, io_dtype, calibration, metadata)
+        return data, {**rec, "seconds": round(time.perf_counter() - started, 3), "isolated": True}
+    tf = _tf.tf()
     conv = _converter(model, flavor, saved_model_dir, batch1)
     if mode != "none":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -141,8 +141,9 @@ def test_qat_refusal_names_every_rejected_layer_before_any_training(tmp_path, rg
 
 def test_max_accuracy_drop_lists_a_candidate_it_cannot_build_and_goes_on(tmp_path, rgb_data) -> None:
     model = tmp_path / "odd.h5"
-    # Without the LayerNormalization: TF 2.21's converter aborts the process on it in int16x8.
-    _with_rejected_layers(model, layer_norm=False)
+    # tfmot rejects LayerNormalization and the lone BN for QAT; the int16x8 model with LayerNormalization
+    # aborts ai-edge-litert (SIGABRT) on its first invoke: both are listed, and the search goes on.
+    _with_rejected_layers(model)
     rep = convert(
         model,
         output=tmp_path / "o.tflite",
@@ -151,10 +152,31 @@ def test_max_accuracy_drop_lists_a_candidate_it_cannot_build_and_goes_on(tmp_pat
         max_accuracy_drop=100.0,
         epochs=1,
     )
-    qat = next(c for c in rep["candidates"] if c["name"] == "int8+qat")
-    assert "lone_bn (BatchNormalization)" in qat["error"] and qat["size_bytes"] is None and not qat["chosen"]
-    assert [c["name"] for c in rep["candidates"] if c["chosen"]] == ["int8"]
+    by_name = {c["name"]: c for c in rep["candidates"]}
+    assert list(by_name) == ["int8", "int8+qat", "int16x8", "float16", "float32"]
+    qat = by_name["int8+qat"]
+    assert "ln (LayerNormalization)" in qat["error"] and "lone_bn (BatchNormalization)" in qat["error"]
+    i16 = by_name["int16x8"]
+    assert "int16x8" in i16["error"] and "crashed the process (SIGABRT)" in i16["error"], i16["error"]
+    assert i16["size_bytes"] is None and not i16["chosen"] and not i16["within_budget"]
+    for name in ("int8", "float16", "float32"):  # built and measured after the crash too
+        assert by_name[name].get("error") is None and by_name[name]["size_bytes"] > 0, by_name[name]
+        assert by_name[name]["tflite_accuracy"] is not None
+    chosen = [c for c in rep["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["size_bytes"] == rep["output"]["size_bytes"]
     assert not any(s["name"] == "qat" for s in rep["steps"])
+
+
+def test_int16x8_abort_is_a_clear_error_not_a_dead_process(tmp_path, rgb_data) -> None:
+    model = tmp_path / "ln.h5"
+    _with_rejected_layers(model)
+    with pytest.raises(ConvertError) as exc:
+        convert(model, output=tmp_path / "i16.tflite", data=rgb_data[0], quantize_mode="int16x8")
+    assert "int16x8" in exc.value.what and "SIGABRT" in exc.value.what
+    assert "--quantize" in exc.value.fix
+    # The same model in int8 converts in this very process afterwards.
+    rep = convert(model, output=tmp_path / "i8.tflite", data=rgb_data[0])
+    assert rep["quantization"]["mode"] == "int8" and rep["metrics"]["tflite_accuracy"] is not None
 
 
 @pytest.mark.slow
