@@ -448,6 +448,8 @@ def _onnx_int8(tmp: Path, tag: str, onnx_path: Path, train: Path, test: Path, re
             "runs_seconds_same_steps": base_s,
         },
         "time_ratio_same_steps": round(min(edge_s) / min(base_s), 3),
+        # Each edge-convert run is followed by its plain run: their ratio cancels slow changes in load.
+        "time_ratio_median_of_pairs": round(float(np.median(np.array(edge_s) / np.array(base_s))), 3),
         "timing": f"best of {repeats} interleaved runs after one unmeasured warm-up run of each path",
     }
 
@@ -621,7 +623,7 @@ def main() -> int:
         help=f"with --only user-models: comma-separated subset of {','.join(CASES)} (all)",
     )
     p.add_argument(
-        "--onnx-repeats", type=int, default=3, help="ONNX int8 runs per path; the best wall time counts (3)"
+        "--onnx-repeats", type=int, default=5, help="ONNX int8 runs per path; the best wall time counts (5)"
     )
     args = p.parse_args()
     if args.only == "user-models":

@@ -71,3 +71,34 @@ def test_broken_onnx_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ConvertError) as exc:
         convert(bad, output=tmp_path / "b.tflite")
     assert "bad.onnx" in exc.value.what
+
+
+def test_keras_to_onnx_writes_what_the_keras_model_computes(tmp_path) -> None:
+    """The benchmark's realistic ONNX model (MobileNetV2 as PyTorch exports it) must be the Keras model."""
+    import onnx
+    import onnxruntime
+
+    from converter import examples
+
+    model = examples.build_mobilenet_v2()
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # non-trivial BN statistics, so that folding them is really checked
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, mean, var = layer.get_weights()
+            layer.set_weights(
+                [g * rng.uniform(0.5, 2, g.shape), b + rng.normal(0, 0.1, b.shape), mean + 0.1, var * 1.5]
+            )
+    dense = model.layers[-1]
+    w, b = dense.get_weights()
+    dense.set_weights([w * 30, b])  # a confident softmax: differences show in the outputs
+    path = examples.keras_to_onnx(model, tmp_path / "mnv2.onnx")
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "BatchNormalization" not in ops and "Pad" not in ops  # folded, as torch.onnx.export does
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+    x = rng.random((4, 32, 32, 3), dtype=np.float32)
+    sess = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": s[None].transpose(0, 3, 1, 2)})[0] for s in x])
+    want = model.predict(x, verbose=0)
+    assert want.std() > 1e-3  # the outputs differ between samples/classes: the comparison means something
+    np.testing.assert_allclose(got, want, atol=1e-5)
