@@ -352,24 +352,24 @@ def convert(
     )
     meta_entries = metadata_mod.entries(meta)
 
-    exports: dict[int, Path] = {}  # id(model) -> its SavedModel for the child converter, written once
-    work = Path(tempfile.mkdtemp(prefix="edge-convert-work-"))
+    # id(model) -> the SavedModel the child converter reads, written once per model; the directories go
+    # when convert() returns.
+    exports: dict[int, tempfile.TemporaryDirectory[str]] = {}
 
-    def build(m: Any, q_mode: str, dest: Path, label: str, isolate: bool) -> dict[str, Any]:
-        """Convert ``m`` to ``dest``; with ``isolate``, in a child Python (see converter.isolate)."""
+    def build(m: Any, q_mode: str, dest: Path, label: str, isolated: bool = False) -> dict[str, Any]:
+        """Convert ``m`` to ``dest``; ``isolated``: in a child Python (see converter.isolate)."""
         flavor, sm_dir, exported = source.flavor, saved_dir, 0.0
-        if isolate:
-            if id(m) not in exports:
-                t0 = time.perf_counter()
-                exports[id(m)] = quantize.export_saved_model(
-                    m,
-                    flavor=flavor,
-                    saved_model_dir=saved_dir,
-                    batch1=edgetpu,
-                    dest=work / f"sm{len(exports)}",
-                )
-                exported = time.perf_counter() - t0
-            flavor, sm_dir, m = "tf", exports[id(m)], None
+        if isolated:
+            if flavor != "tf":  # a SavedModel input is read as it is
+                if id(m) not in exports:
+                    t0 = time.perf_counter()
+                    exports[id(m)] = tempfile.TemporaryDirectory(prefix="edge-convert-saved-")
+                    quantize.export_saved_model(
+                        m, flavor=flavor, batch1=edgetpu, dest=Path(exports[id(m)].name) / "saved"
+                    )
+                    exported = time.perf_counter() - t0
+                sm_dir = Path(exports[id(m)].name) / "saved"
+            flavor, m = "tf", None
         tfl, rec = quantize.convert(
             m,
             flavor=flavor,
@@ -381,7 +381,7 @@ def convert(
             label=label,
             batch1=edgetpu,
             metadata=meta_entries,
-            isolate=isolate,
+            isolate=isolated,
         )
         if exported:
             rec["seconds"] = round(rec["seconds"] + exported, 3)
@@ -389,106 +389,111 @@ def convert(
         dest.write_bytes(tfl)
         return rec
 
-    try:
-        if max_accuracy_drop is None:
-            _say(quiet, f"converting ({mode})")
-            steps.append(build(keras_model, mode, out, "calibration", mode in quantize.ISOLATED_MODES))
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix="edge-convert-candidates-"))
-            qat_model = keras_model if qat else None
-            best: tuple[int, float, int] | None = None
-            try:
-                for i, (name, c_mode, c_qat) in enumerate(CANDIDATES):
-                    if edgetpu and c_mode != "int8":
-                        continue  # the Edge TPU runs full int8 only
-                    if c_qat and qat_model is None:
-                        if source.flavor != "tf_keras":
-                            continue
-                        from converter.steps import qat as qat_step
+    def release() -> None:
+        """End the child converter and remove the SavedModels written for it."""
+        isolate.close()
+        for d in exports.values():
+            d.cleanup()
+        exports.clear()
 
-                        try:
-                            if qat_refusal is not None:
-                                raise ConvertError(qat_refusal, "")
-                            _say(quiet, "candidate int8+qat: quantization-aware training")
-                            qat_model, rec = qat_step.qat(
-                                _copy(base_model),
-                                train,
-                                epochs=epochs,
-                                batch_size=batch_size,
-                                learning_rate=learning_rate,
-                                skip=qat_skip,
-                                preserve_sparsity=prune is not None,
-                                progress=progress,
-                            )
-                        except ConvertError as exc:
-                            # A candidate that cannot be built is reported, and the search goes on.
-                            candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
-                            continue
-                        steps.append({**rec, "candidate": name})
-                    if qat and not c_qat and c_mode == "int8":
-                        continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
-                    dest = tmp / f"{name}.tflite"
-                    _say(quiet, f"candidate {name}")
-                    try:  # both in a child Python: a C++ abort fails this candidate, not the search
-                        rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}", True)
-                        assert splits is not None
-                        t_out = evaluate.run_tflite_isolated(dest, splits.eval.x, name)
+    if max_accuracy_drop is None:
+        _say(quiet, f"converting ({mode})")
+        try:
+            steps.append(build(keras_model, mode, out, "calibration", mode in quantize.ISOLATED_MODES))
+        finally:
+            release()
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix="edge-convert-candidates-"))
+        qat_model = keras_model if qat else None
+        best: tuple[int, float, int] | None = None
+        try:
+            for i, (name, c_mode, c_qat) in enumerate(CANDIDATES):
+                if edgetpu and c_mode != "int8":
+                    continue  # the Edge TPU runs full int8 only
+                if c_qat and qat_model is None:
+                    if source.flavor != "tf_keras":
+                        continue
+                    from converter.steps import qat as qat_step
+
+                    try:
+                        if qat_refusal is not None:
+                            raise ConvertError(qat_refusal, "")
+                        _say(quiet, "candidate int8+qat: quantization-aware training")
+                        qat_model, rec = qat_step.qat(
+                            _copy(base_model),
+                            train,
+                            epochs=epochs,
+                            batch_size=batch_size,
+                            learning_rate=learning_rate,
+                            skip=qat_skip,
+                            preserve_sparsity=prune is not None,
+                            progress=progress,
+                        )
                     except ConvertError as exc:
+                        # A candidate that cannot be built is reported, and the search goes on.
                         candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
                         continue
-                    mt = evaluate.metrics(float_out, t_out, eval_y)
-                    size = dest.stat().st_size
-                    within = mt["accuracy_drop"] is not None and mt["accuracy_drop"] <= max_accuracy_drop
-                    candidates.append(
-                        {
-                            "name": name,
-                            "mode": c_mode,
-                            "qat": c_qat,
-                            "size_bytes": size,
-                            "tflite_accuracy": mt["tflite_accuracy"],
-                            "accuracy_drop": mt["accuracy_drop"],
-                            "top1_agreement": mt["top1_agreement"],
-                            "seconds": rec["seconds"],
-                            "within_budget": within,
-                            "chosen": False,
-                            "_rec": rec,
-                            "_path": dest,
-                        }
-                    )
-                    if within:
-                        key = (size, -(mt["tflite_accuracy"] or 0.0), i)
-                        if best is None or key < best:
-                            best = key
-                if best is None:
-                    raise ConvertError(
-                        f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
-                        + ", ".join(
-                            f"{c['name']} {c['accuracy_drop']} pp"
-                            if c.get("error") is None
-                            else f"{c['name']} not built ({c['error']})"
-                            for c in candidates
-                        ),
-                        "raise the budget, fine-tune with more --epochs, or pass more --data",
-                    )
-                chosen = next(
-                    c
-                    for c in candidates
-                    if c["size_bytes"] == best[0]
-                    and -(c["tflite_accuracy"] or 0.0) == best[1]
-                    and c.get("_path")
+                    steps.append({**rec, "candidate": name})
+                if qat and not c_qat and c_mode == "int8":
+                    continue  # --qat asked for: the PTQ int8 candidate is replaced by the QAT one
+                dest = tmp / f"{name}.tflite"
+                _say(quiet, f"candidate {name}")
+                try:  # both in a child Python: a C++ abort fails this candidate, not the search
+                    rec = build(qat_model if c_qat else base_model, c_mode, dest, f"calib {name}", True)
+                    assert splits is not None
+                    t_out = evaluate.run_tflite_isolated(dest, splits.eval.x, name)
+                except ConvertError as exc:
+                    candidates.append(_failed_candidate(name, c_mode, c_qat, exc.what))
+                    continue
+                mt = evaluate.metrics(float_out, t_out, eval_y)
+                size = dest.stat().st_size
+                within = mt["accuracy_drop"] is not None and mt["accuracy_drop"] <= max_accuracy_drop
+                candidates.append(
+                    {
+                        "name": name,
+                        "mode": c_mode,
+                        "qat": c_qat,
+                        "size_bytes": size,
+                        "tflite_accuracy": mt["tflite_accuracy"],
+                        "accuracy_drop": mt["accuracy_drop"],
+                        "top1_agreement": mt["top1_agreement"],
+                        "seconds": rec["seconds"],
+                        "within_budget": within,
+                        "chosen": False,
+                        "_rec": rec,
+                        "_path": dest,
+                    }
                 )
-                chosen["chosen"] = True
-                shutil.copyfile(chosen["_path"], out)
-                mode = chosen["mode"]
-                steps.append({**chosen["_rec"], "candidate": chosen["name"]})
-            finally:
-                for c in candidates:
-                    c.pop("_rec", None)
-                    c.pop("_path", None)
-                shutil.rmtree(tmp, ignore_errors=True)
-    finally:  # the SavedModels written for the child converter, and the child itself
-        shutil.rmtree(work, ignore_errors=True)
-        isolate.close()
+                if within:
+                    key = (size, -(mt["tflite_accuracy"] or 0.0), i)
+                    if best is None or key < best:
+                        best = key
+            if best is None:
+                raise ConvertError(
+                    f"no candidate stays within --max-accuracy-drop {max_accuracy_drop} pp: "
+                    + ", ".join(
+                        f"{c['name']} {c['accuracy_drop']} pp"
+                        if c.get("error") is None
+                        else f"{c['name']} not built ({c['error']})"
+                        for c in candidates
+                    ),
+                    "raise the budget, fine-tune with more --epochs, or pass more --data",
+                )
+            chosen = next(
+                c
+                for c in candidates
+                if c["size_bytes"] == best[0] and -(c["tflite_accuracy"] or 0.0) == best[1] and c.get("_path")
+            )
+            chosen["chosen"] = True
+            shutil.copyfile(chosen["_path"], out)
+            mode = chosen["mode"]
+            steps.append({**chosen["_rec"], "candidate": chosen["name"]})
+        finally:
+            for c in candidates:
+                c.pop("_rec", None)
+                c.pop("_path", None)
+            shutil.rmtree(tmp, ignore_errors=True)
+            release()
 
     metrics = evaluate.metrics(None, None, None)
     if splits is not None:

@@ -45,18 +45,13 @@ def _converter(model: Any, flavor: str, saved_model_dir: Path | None, batch1: bo
     return tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved"))
 
 
-def export_saved_model(
-    model: Any, *, flavor: str, saved_model_dir: Path | None, batch1: bool, dest: Path
-) -> Path:
-    """The SavedModel the TFLite converter reads, written so a child Python can convert it.
+def export_saved_model(model: Any, *, flavor: str, batch1: bool, dest: Path) -> None:
+    """Write ``model`` as the SavedModel the TFLite converter reads, so a child Python can convert it.
 
     For tf-keras this is what ``TFLiteConverter.from_keras_model`` itself writes first (or, for the Edge TPU,
     the one-sample concrete function), so the child converts the same graph the in-process path would.
     """
     tf = _tf.tf()
-    if flavor == "tf":
-        assert saved_model_dir is not None
-        return saved_model_dir
     if flavor == "keras3":
         model.export(str(dest), verbose=False)
     elif batch1:
@@ -66,7 +61,6 @@ def export_saved_model(
         tf.saved_model.save(model, str(dest), signatures=fn)
     else:
         tf.saved_model.save(model, str(dest), options=tf.saved_model.SaveOptions(save_debug_info=True))
-    return dest
 
 
 def _convert_isolated(

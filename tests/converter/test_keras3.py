@@ -49,6 +49,28 @@ def test_keras3_model_converts_to_int8_directly(keras3_digits, digits, tmp_path,
     assert rep["compatibility"]["ai_edge_litert"]["ok"] and rep["compatibility"]["tflite_runtime"]["ok"]
 
 
+def test_keras3_accuracy_budget_search_converts_in_the_child_python(keras3_digits, digits, tmp_path) -> None:
+    # Each candidate is converted from the Keras 3 model's own SavedModel export in a child Python.
+    rep = convert(
+        keras3_digits,
+        output=tmp_path / "b.tflite",
+        data=digits.train,
+        eval_data=digits.test,
+        max_accuracy_drop=2.0,
+    )
+    assert [c["name"] for c in rep["candidates"]] == [
+        "int8",
+        "int16x8",
+        "float16",
+        "float32",
+    ]  # no QAT: Keras 3
+    assert all(c.get("error") is None and c["size_bytes"] > 0 for c in rep["candidates"]), rep["candidates"]
+    chosen = next(c for c in rep["candidates"] if c["chosen"])
+    assert chosen["accuracy_drop"] <= 2.0 and rep["output"]["size_bytes"] == chosen["size_bytes"]
+    step = next(s for s in rep["steps"] if s.get("candidate") == chosen["name"])
+    assert step["isolated"]
+
+
 def test_keras3_prune_and_qat_through_the_tf_keras_rebuild(
     keras3_digits, digits, tmp_path, zero_fraction
 ) -> None:
