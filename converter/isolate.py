@@ -183,6 +183,14 @@ def main() -> int:
             result = {"convert": _convert_job, "evaluate": _evaluate_job}[job["kind"]](job)
         except ConvertError as exc:
             result = {"error": {"what": exc.what, "fix": exc.fix}}
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which owns the user's error
+            first = str(exc).strip().splitlines()
+            result = {
+                "error": {
+                    "what": f"{job['kind']} failed: {type(exc).__name__}: {first[0] if first else ''}",
+                    "fix": "",
+                }
+            }
         Path(job["result"]).write_text(json.dumps(result))
         out.write(_DONE + "\n")
         out.flush()
