@@ -39,6 +39,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -212,6 +213,29 @@ def rss_of(pid: int) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+
+
+def decode_floor(spec: Any, pool: Path, sizes: list[str]) -> dict[str, list[float]]:
+    """Decode + preprocess of every photo of the burst, one at a time on one thread (the agent's own
+    functions, as its decode threads call them: DCT-scaled JPEG decode, resize, int8): ms per photo by
+    size. Entropy decoding reads the whole file at any DCT scale, so no scheduling gets below this."""
+    from edge.inference.preprocess import decode_image, image_layout, image_to_tensor
+
+    layout = image_layout(spec)
+    out: dict[str, list[float]] = {}
+    for f, size in zip(sorted(pool.iterdir()), sizes):
+        raw = f.read_bytes()
+        t = time.perf_counter()
+        image_to_tensor(decode_image(raw, fit=(layout.width, layout.height)), spec)
+        out.setdefault(size, []).append((time.perf_counter() - t) * 1e3)
+    return out
+
+
 def _ts(p: dict) -> float:
     from datetime import datetime
 
@@ -239,6 +263,8 @@ def agent_run(
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.model.runtime import load_model
 
     broker = Mosquitto(workdir=Path(tempfile.mkdtemp(prefix="mosq-", dir=workdir))).start()
     got: list[tuple[float, bytes]] = []
@@ -300,6 +326,7 @@ def agent_run(
         text=True,
     )
     results = []
+    spec = load_model(model, threads=1).inputs[0] if photos else None
     loops: list[BareLoop] = []
     preprocess_by_size: dict[str, list[float]] = {}
     try:
@@ -309,6 +336,7 @@ def agent_run(
         bares = {lp.threads: [lp.block(n)] for lp in loops}
         for c in range(cycles):
             start = len(got)
+            cpu_before = (cpu_ms(proc.pid), cpu_ms(broker.proc.pid) if broker.proc else 0.0)
             names = []
             # n files appear at once, renamed in as a camera daemon would
             for i, f in enumerate(sorted(pool.iterdir())):
@@ -318,8 +346,11 @@ def agent_run(
             for name in names:
                 os.rename(src / (name + ".part"), src / name)
             wait_for(start + n, 600)
+            cpu_after = (cpu_ms(proc.pid), cpu_ms(broker.proc.pid) if broker.proc else 0.0)
             for lp in loops:
                 bares[lp.threads].append(lp.block(n))
+            # the decode floor next to the burst and the bare blocks: the same drift hits all three
+            floor = decode_floor(spec, pool, sizes) if photos else {}
             everything = [json.loads(raw) for _, raw in got[start : start + n]]
             for p in everything:
                 size = sizes[int(p["source"].split("_")[1][:4])]
@@ -344,6 +375,11 @@ def agent_run(
                     "bare_per_inference_ms_by_threads": around,
                     "bare_best_per_inference_ms": min(around.values()),
                     "agent_rss_mb": rss_of(proc.pid),
+                    # every thread of the agent (decode, invoke, finish, MQTT) and of the broker, per image
+                    "agent_cpu_ms_per_image": (cpu_after[0] - cpu_before[0]) / n,
+                    "broker_cpu_ms_per_image": (cpu_after[1] - cpu_before[1]) / n,
+                    "decode_floor_ms_by_size": {k: statistics.median(v) for k, v in floor.items()},
+                    "decode_floor_ms_mean": sum(map(sum, floor.values())) / n if floor else 0.0,
                 }
             )
             for name in names:  # a camera's cleaner: keeps the directory (and each scan) small
@@ -447,6 +483,27 @@ def int8_case(a: argparse.Namespace) -> bool:
         return [c["bare_best_per_inference_ms"] / c["per_inference_ms"] for c in run["cycles"]]
 
     dflt = throughput(runs["threads_default"])
+
+    # The floor: all the CPU work an image needs (its decode, on one thread, next to the burst, plus a
+    # 1-thread invoke) spread over every core. No scheduling gets an image through faster, so when
+    # decoding is the larger part the targets above cannot be met on this many cores; these bounded
+    # ratios say how close the agent gets to what the machine can do.
+    def cpu_floor(c: dict) -> float:
+        return (c["decode_floor_ms_mean"] + c["bare_per_inference_ms_by_threads"][1]) / cores
+
+    def bound_1(c: dict) -> float:  # best time per image with a 1-thread interpreter
+        return max(c["bare_per_inference_ms_by_threads"][1], cpu_floor(c))
+
+    def bound_best(c: dict) -> float:  # best time per image at any thread count
+        return max(c["bare_best_per_inference_ms"], cpu_floor(c))
+
+    vs_floor_1 = [c["per_inference_ms"] / bound_1(c) for c in one]
+    vs_floor_dflt = [bound_best(c) / c["per_inference_ms"] for c in runs["threads_default"]["cycles"]]
+    every_cycle = [c for r in runs.values() for c in r["cycles"]]
+    floor_by_size: dict[str, list[float]] = {}
+    for c in every_cycle:
+        for k, v in c["decode_floor_ms_by_size"].items():
+            floor_by_size.setdefault(k, []).append(v)
     figures = {
         "time_ratio_1_thread": statistics.median(time_ratios),
         "time_ratio_1_thread_quartiles": _quartiles(time_ratios),
@@ -461,11 +518,30 @@ def int8_case(a: argparse.Namespace) -> bool:
             for k in every
         },
         "agent_per_inference_ms_median_1_thread": statistics.median(c["per_inference_ms"] for c in one),
+        "agent_per_inference_ms_median_default_threads": statistics.median(
+            c["per_inference_ms"] for c in runs["threads_default"]["cycles"]
+        ),
         "bare_per_inference_ms_median_1_thread": statistics.median(c["bare_per_inference_ms"] for c in one),
         "bare_best_per_inference_ms_median": statistics.median(
             c["bare_best_per_inference_ms"] for c in runs["threads_default"]["cycles"]
         ),
         "preprocess_ms_median_by_size": runs["threads_1"]["preprocess_ms_median_by_size"],
+        "decode_floor_ms_median_by_size": {k: statistics.median(v) for k, v in floor_by_size.items()},
+        "decode_floor_ms_mean_median": statistics.median(c["decode_floor_ms_mean"] for c in every_cycle),
+        "cpu_floor_ms_median": statistics.median(cpu_floor(c) for c in every_cycle),
+        # the best the original targets' ratios can be on this machine with these photos
+        "time_ratio_1_thread_best_possible": statistics.median(
+            bound_1(c) / c["bare_per_inference_ms_by_threads"][1] for c in one
+        ),
+        "throughput_ratio_best_possible": statistics.median(
+            c["bare_best_per_inference_ms"] / bound_best(c) for c in runs["threads_default"]["cycles"]
+        ),
+        "time_ratio_1_thread_vs_floor": statistics.median(vs_floor_1),
+        "throughput_ratio_default_threads_vs_floor": statistics.median(vs_floor_dflt),
+        "agent_cpu_ms_per_image_median_1_thread": statistics.median(c["agent_cpu_ms_per_image"] for c in one),
+        "broker_cpu_ms_per_image_median": statistics.median(
+            c["broker_cpu_ms_per_image"] for c in every_cycle
+        ),
     }
     passed = {
         "time_ratio_1_thread": figures["time_ratio_1_thread"] <= TARGETS_INT8["time_ratio_1_thread"],
@@ -499,6 +575,26 @@ def int8_case(a: argparse.Namespace) -> bool:
         print(f"{k:16s} agent images/s = {v:.3f}x the best bare loop (info)")
     bare = figures["bare_per_inference_ms_median_by_threads"]
     print("bare loop        " + ", ".join(f"{k} thread(s) {v:.2f} ms" for k, v in bare.items()))
+    print(
+        "decode floor     (decode + preprocess, 1 thread, no agent) "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in figures["decode_floor_ms_median_by_size"].items())
+        + f"; mean {figures['decode_floor_ms_mean_median']:.2f} ms per photo of the burst"
+    )
+    print(
+        f"CPU floor        (decode + 1-thread invoke) / {cores} cores = {figures['cpu_floor_ms_median']:.2f} ms "
+        f"per image: best possible here {figures['time_ratio_1_thread_best_possible']:.3f}x at 1 thread, "
+        f"{figures['throughput_ratio_best_possible']:.3f}x images/s"
+    )
+    print(
+        f"vs the floor     1 thread {figures['time_ratio_1_thread_vs_floor']:.3f}x max(bare, CPU floor) "
+        f"(restated target <= {TARGETS_INT8['time_ratio_1_thread']}x); default threads images/s "
+        f"{figures['throughput_ratio_default_threads_vs_floor']:.3f}x min(bare best, CPU floor)'s "
+        f"(restated target >= {TARGETS_INT8['throughput_ratio_default_threads']}x)  (info)"
+    )
+    print(
+        f"CPU per image    agent {figures['agent_cpu_ms_per_image_median_1_thread']:.2f} ms (all threads, "
+        f"1-thread run), broker {figures['broker_cpu_ms_per_image_median']:.2f} ms"
+    )
     report = {
         "benchmark": "agent_bench int8-jpeg",
         "machine": platform.machine(),

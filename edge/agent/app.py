@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
 from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health, predicted_labels
+from edge.agent.prefetch import decode_workers, prefetched
 from edge.agent.shadow import ShadowRunner
 from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
@@ -502,11 +502,8 @@ class Agent:
             self.publish_status()
 
     def _prefetched(self) -> Iterator[tuple[Item, Prepared | Exception]]:
-        """Read and preprocess the next inputs on a thread while the interpreter runs the current one.
-
-        Decoding and resizing release the GIL for most of their time, as does invoke(): on a
-        multi-core board the agent's time per inference approaches the bare invoke time.
-        """
+        """Read and preprocess the next inputs on other threads while the interpreter runs the current
+        one (edge.agent.prefetch: a small pool of decode threads)."""
         assert self.source is not None
         source = self.source
         if getattr(source, "live", False):
@@ -515,28 +512,12 @@ class Agent:
             for item in source.items(self.stop_event, self.cfg.once):
                 yield item, self.prepare(item)
             return
-        q: queue.Queue[tuple[Item, Prepared | Exception] | BaseException | None] = queue.Queue(maxsize=2)
-
-        def produce() -> None:
-            try:
-                for item in source.items(self.stop_event, self.cfg.once):
-                    q.put((item, self.prepare(item)))
-                q.put(None)
-            except BaseException as exc:  # e.g. a camera that stopped: re-raised in the main thread
-                q.put(exc)
-
-        threading.Thread(target=produce, name="edge-prefetch", daemon=True).start()
-        while True:
-            try:
-                # A timeout, because a blocked main thread would never run the Python SIGTERM handler.
-                got = q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if got is None:
-                return
-            if isinstance(got, BaseException):
-                raise got
-            yield got
+        yield from prefetched(
+            source.items(self.stop_event, self.cfg.once),
+            self.prepare,
+            workers=decode_workers(),
+            stop=self.stop_event,
+        )
 
     def shutdown(self) -> None:
         self.stop_event.set()

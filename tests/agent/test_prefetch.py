@@ -1,0 +1,113 @@
+"""The agent's first pipeline stage: a decode pool that keeps input order and bounds what it reads ahead."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge.agent.prefetch import decode_workers, input_bytes, prefetched
+from edge.agent.sources.base import Item
+from edge.inference.preprocess import decode_image
+from tests.support import DATA
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.open(DATA / "cat.bmp").convert("RGB").resize(size).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_results_come_in_input_order_although_decodes_finish_out_of_order() -> None:
+    # Real JPEG decodes of very different sizes on 3 threads: a small photo behind a big one is
+    # decoded first, and must still be handed on second.
+    photos = [_jpeg((2400, 1800)), _jpeg((64, 48)), _jpeg((1200, 900)), _jpeg((32, 32))] * 5
+    items = [Item(f"p{i}", data) for i, data in enumerate(photos)]
+    threads: set[str] = set()
+
+    def prepare(item: Item) -> tuple[int, int]:
+        threads.add(threading.current_thread().name)
+        assert isinstance(item.data, bytes)
+        return decode_image(item.data, fit=(32, 32)).size
+
+    got = list(prefetched(iter(items), prepare, workers=3, stop=threading.Event()))
+    assert [it.name for it, _ in got] == [it.name for it in items]
+    assert [size for _, size in got] == [decode_image(p, fit=(32, 32)).size for p in photos]
+    assert all(name.startswith("edge-decode") for name in threads)
+
+
+def test_read_ahead_is_bounded_in_bytes() -> None:
+    started: list[str] = []
+    release = threading.Event()
+
+    def prepare(item: Item) -> str:
+        started.append(item.name)
+        release.wait(10)
+        return item.name
+
+    items = [Item(f"i{i}", b"x" * 10) for i in range(6)]
+    out = prefetched(iter(items), prepare, workers=4, stop=threading.Event(), max_bytes=25)
+    consumer = threading.Thread(target=lambda: results.extend(out))
+    results: list[tuple[Item, str]] = []
+    consumer.start()
+    time.sleep(0.5)
+    # 4 idle workers and room in the queue, but 10 + 10 bytes fill the 25-byte budget
+    assert started == ["i0", "i1"]
+    release.set()
+    consumer.join(10)
+    assert [name for _, name in results] == [f"i{i}" for i in range(6)]
+
+
+def test_an_input_larger_than_the_budget_still_passes_alone() -> None:
+    items = [Item("small", b"x"), Item("huge", b"x" * 100), Item("after", b"x")]
+    got = list(prefetched(iter(items), lambda it: it.name, workers=2, stop=threading.Event(), max_bytes=10))
+    assert [r for _, r in got] == ["small", "huge", "after"]
+
+
+def test_a_source_failure_is_raised_after_the_inputs_before_it() -> None:
+    def items():
+        yield Item("a", b"1")
+        yield Item("b", b"2")
+        raise OSError("camera unplugged")
+
+    seen = []
+    with pytest.raises(OSError, match="camera unplugged"):
+        for item, _ in prefetched(items(), lambda it: it.name, workers=2, stop=threading.Event()):
+            seen.append(item.name)
+    assert seen == ["a", "b"]
+
+
+def test_stop_while_waiting_for_room_ends_the_stream() -> None:
+    stop = threading.Event()
+    release = threading.Event()
+
+    def prepare(item: Item) -> str:
+        release.wait(10)
+        return item.name
+
+    items = [Item(f"i{i}", b"x" * 10) for i in range(5)]
+    out = prefetched(iter(items), prepare, workers=2, stop=stop, max_bytes=15)
+    stop.set()  # set before the stream starts: i0 fits the empty budget, i1 finds no room and a stop
+    release.set()
+    assert [r for _, r in out] == ["i0"]
+
+
+def test_decode_workers_one_per_core_capped() -> None:
+    assert decode_workers(1) == 1
+    assert decode_workers(2) == 2
+    assert decode_workers(64) == 4
+    assert decode_workers(0) == 1
+
+
+def test_input_bytes_counts_what_will_be_read(tmp_path: Path) -> None:
+    f = tmp_path / "a.jpg"
+    f.write_bytes(b"x" * 123)
+    assert input_bytes(Item("a", b"x" * 7)) == 7
+    assert input_bytes(Item("a", f)) == 123
+    assert input_bytes(Item("gone", tmp_path / "missing.jpg")) == 0
+    assert input_bytes(Item("img", Image.fromarray(np.zeros((4, 4), np.uint8)))) == 0
