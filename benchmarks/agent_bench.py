@@ -448,6 +448,13 @@ def int8_case(a: argparse.Namespace) -> bool:
     Agent runs, each interleaved with bare blocks at 1..cores threads: --threads 1 against the 1-thread
     bare loop (time per image); the agent's default threads (and every other count up to the cores)
     against the best of the bare loops (images/s, the higher the better).
+
+    Next to each burst, the burst's photos are also decoded and preprocessed on one thread in this
+    process (the decode floor): with the 1-thread invoke time it gives the CPU floor, (decode + invoke)
+    / cores per image, which no scheduling beats. Where it exceeds the bare loop's time the targets
+    cannot be met on this machine; the "vs the floor" ratios then compare the agent with
+    max(bare, CPU floor) instead. --photo-sizes picks the photo mix (e.g. 640x480,1280x720 for camera
+    frames, 4032x3024 for phone photos); the figures depend on it, so name the mix with the figures.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     model = build_int8_model(a.workdir)

@@ -44,10 +44,11 @@ INT8_SLOWDOWN_NOTE = (
 def default_threads() -> int:
     """Interpreter threads when none are configured: every core this process may use.
 
-    Chosen with the agent's prefetch thread in mind, by measurement (benchmarks/agent_bench.py,
-    int8-jpeg case, 2 cores): decoding the next JPEG does compete with the interpreter's threads, but
-    the agent still makes more images/s at threads = cores than at cores - 1, which leaves the decode a
-    core of its own and halves the interpreter's speed. The runtime's own default is one thread.
+    Chosen with the agent's decode threads in mind (edge.agent.prefetch: one per core), by measurement
+    (benchmarks/agent_bench.py, int8-jpeg case, 2 cores): when JPEG decoding costs more CPU than invoke,
+    one interpreter thread makes up to ~10 % more images/s than two (the decode gets the CPU the second
+    interpreter thread would take); when it costs less (small frames, BMPs, tensors, bigger models), two
+    threads make up to ~1.8x more. The runtime's own default is one thread.
     """
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
