@@ -24,6 +24,11 @@ from edge.model.runtime import default_threads
 # Encoded input bytes read ahead at most (a lone larger input still passes, one at a time): a burst of
 # 50 MB infer payloads must not pile up in memory while the interpreter works through them.
 READ_AHEAD_BYTES = 32 * 1024 * 1024
+# Inputs read ahead at most (with every decode thread busy, at least one more is ready for the interpreter).
+# Deeper than the pool: decode cost varies ~8x between inputs (VGA frame vs 12 Mpx photo), and a lead built
+# while the interpreter is the bottleneck is spent when a run of big photos comes (agent_bench int8-jpeg,
+# four-size mix, --threads 1: 1.51x and 2.25x the bare loop with 10 ahead vs 1.66x and 2.56x with 3).
+READ_AHEAD_INPUTS = 10
 # Each decode of a non-JPEG image (no DCT scaling) may hold up to preprocess.max_image_pixels x 4 bytes.
 MAX_DECODE_WORKERS = 4
 # Waits in a loop with this timeout, so that a main thread waiting here still runs its SIGTERM handler.
@@ -96,8 +101,9 @@ def prefetched(
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-decode")
     budget = ByteBudget(max_bytes)
-    # Count bound: every worker busy, plus one ready for the interpreter
-    q: queue.Queue[tuple[Item, Future[T], int] | BaseException | None] = queue.Queue(maxsize=workers + 1)
+    q: queue.Queue[tuple[Item, Future[T], int] | BaseException | None] = queue.Queue(
+        maxsize=max(workers + 1, READ_AHEAD_INPUTS)
+    )
 
     def produce() -> None:
         try:
