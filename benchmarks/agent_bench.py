@@ -543,13 +543,6 @@ def int8_case(a: argparse.Namespace) -> bool:
         "decode_floor_ms_median_by_size": {k: statistics.median(v) for k, v in floor_by_size.items()},
         "decode_floor_ms_mean_median": statistics.median(c["decode_floor_ms_mean"] for c in every_cycle),
         "cpu_floor_ms_median": statistics.median(cpu_floor(c) for c in every_cycle),
-        # the best the original targets' ratios can be on this machine with these photos
-        "time_ratio_1_thread_best_possible": statistics.median(
-            bound_1(c) / c["bare_per_inference_ms_by_threads"][1] for c in one
-        ),
-        "throughput_ratio_best_possible": statistics.median(
-            c["bare_best_per_inference_ms"] / bound_best(c) for c in runs["threads_default"]["cycles"]
-        ),
         "time_ratio_1_thread_vs_floor": statistics.median(vs_floor_1),
         "throughput_ratio_default_threads_vs_floor": statistics.median(vs_floor_dflt),
         "agent_cpu_ms_per_image_median_1_thread": statistics.median(c["agent_cpu_ms_per_image"] for c in one),
@@ -572,6 +565,11 @@ def int8_case(a: argparse.Namespace) -> bool:
     # images per CPU-second, agent over a 1-thread bare loop: what any images/s ratio is, at best,
     # when both keep every core busy
     figures["images_per_cpu_second_ratio"] = invoke_cpu / cpu
+    # The best the original targets' ratios can be with these photos, from CPU times (load-independent):
+    # decoding and invoking alone, spread over every core, against a 1-thread invoke; the images/s one
+    # assumes the bare loop's best uses every core (2 threads: 1.9x faster than 1 on the reference box).
+    figures["time_ratio_1_thread_best_possible"] = max(1.0, (decode_cpu + invoke_cpu) / cores / invoke_cpu)
+    figures["throughput_ratio_best_possible"] = min(1.0, invoke_cpu / (decode_cpu + invoke_cpu))
     passed = {
         "time_ratio_1_thread": figures["time_ratio_1_thread"] <= TARGETS_INT8["time_ratio_1_thread"],
         "throughput_ratio_default_threads": figures["throughput_ratio_default_threads"]
@@ -611,7 +609,8 @@ def int8_case(a: argparse.Namespace) -> bool:
     )
     print(
         f"CPU floor        (decode + 1-thread invoke) / {cores} cores = {figures['cpu_floor_ms_median']:.2f} ms "
-        f"per image: best possible here {figures['time_ratio_1_thread_best_possible']:.3f}x at 1 thread, "
+        f"per image (wall, this run); from CPU times, the best possible with these photos: "
+        f"{figures['time_ratio_1_thread_best_possible']:.3f}x at 1 thread, "
         f"{figures['throughput_ratio_best_possible']:.3f}x images/s"
     )
     print(
