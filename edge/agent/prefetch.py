@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -24,13 +25,10 @@ from edge.model.runtime import default_threads
 # Encoded input bytes read ahead at most (a lone larger input still passes, one at a time): a burst of
 # 50 MB infer payloads must not pile up in memory while the interpreter works through them.
 READ_AHEAD_BYTES = 32 * 1024 * 1024
-# Inputs read ahead at most (with every decode thread busy, at least one more is ready for the interpreter).
-# Deeper than the pool: decode cost varies ~8x between inputs (VGA frame vs 12 Mpx photo), and a lead built
-# while the interpreter is the bottleneck is spent when a run of big photos comes (agent_bench int8-jpeg,
-# four-size mix, --threads 1: 1.51x and 2.25x the bare loop with 10 ahead vs 1.66x and 2.56x with 3).
-READ_AHEAD_INPUTS = 10
 # Each decode of a non-JPEG image (no DCT scaling) may hold up to preprocess.max_image_pixels x 4 bytes.
 MAX_DECODE_WORKERS = 4
+# Inputs in a row the interpreter had to wait for, with more queued, before one more decode may run at once
+WIDEN_AFTER = 3
 # Waits in a loop with this timeout, so that a main thread waiting here still runs its SIGTERM handler.
 POLL_S = 0.5
 
@@ -86,6 +84,46 @@ class ByteBudget:
             self._cond.notify_all()
 
 
+class Gate:
+    """Decodes running at once: one, widened up to ``most`` while the interpreter keeps waiting for them.
+
+    A second decode thread running doubles what big photos can be decoded at, but costs ~2 MB of RSS
+    (its buffers in a second malloc arena; agent_bench float-bmp: 94 -> 96 MB) that inputs decoded
+    faster than invoked (BMPs, small frames) would pay for nothing.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.limit = 1
+        self._running = 0
+        self._waiting: deque[threading.Event] = deque()  # first come, first run: input order
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._running < self.limit and not self._waiting:
+                self._running += 1
+                return
+            turn = threading.Event()
+            self._waiting.append(turn)
+        turn.wait()  # the slot was handed over: _running already counts this decode
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiting and self._running <= self.limit:
+                self._waiting.popleft().set()
+            else:
+                self._running -= 1
+
+    def widen(self) -> None:
+        with self._lock:
+            if self.limit < self.most:
+                self.limit += 1
+                if self._waiting:
+                    self._running += 1
+                    self._waiting.popleft().set()
+
+
 def prefetched(
     items: Iterator[Item],
     prepare: Callable[[Item], T],
@@ -94,15 +132,22 @@ def prefetched(
     stop: threading.Event,
     max_bytes: int = READ_AHEAD_BYTES,
 ) -> Iterator[tuple[Item, T]]:
-    """``(item, prepare(item))`` for each item, in order, ``prepare`` running on ``workers`` threads.
+    """``(item, prepare(item))`` for each item, in order, ``prepare`` running on up to ``workers`` threads
+    (one at first: see :class:`Gate`).
 
     An exception raised by ``items`` (e.g. a camera that stopped) is re-raised here, after the inputs
     before it; ``prepare`` is expected to return its errors, not raise them.
     """
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-decode")
+    gate = Gate(workers)
     budget = ByteBudget(max_bytes)
+
+    def gated(item: Item) -> T:
+        with gate:
+            return prepare(item)
+
     q: queue.Queue[tuple[Item, Future[T], int] | BaseException | None] = queue.Queue(
-        maxsize=max(workers + 1, READ_AHEAD_INPUTS)
+        maxsize=workers + 1  # every decode thread busy, and one more ready for the interpreter
     )
 
     def produce() -> None:
@@ -111,12 +156,13 @@ def prefetched(
                 size = input_bytes(item)
                 if not budget.take(size, stop):
                     break  # stopping: hand on what is in flight, then end
-                q.put((item, pool.submit(prepare, item), size))
+                q.put((item, pool.submit(gated, item), size))
             q.put(None)
         except BaseException as exc:  # re-raised in the consumer's thread
             q.put(exc)
 
     threading.Thread(target=produce, name="edge-prefetch", daemon=True).start()
+    behind = 0
     try:
         while True:
             try:
@@ -128,6 +174,13 @@ def prefetched(
             if isinstance(got, BaseException):
                 raise got
             item, future, size = got
+            if future.done() or q.empty():
+                behind = 0
+            else:  # the interpreter waits for a decode with more inputs queued: decoding is behind
+                behind += 1
+                if behind == WIDEN_AFTER:
+                    gate.widen()
+                    behind = 0
             while True:
                 try:
                     result = future.result(timeout=POLL_S)

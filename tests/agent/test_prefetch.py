@@ -42,25 +42,51 @@ def test_results_come_in_input_order_although_decodes_finish_out_of_order() -> N
 
 
 def test_read_ahead_is_bounded_in_bytes() -> None:
-    started: list[str] = []
+    pulled: list[str] = []
     release = threading.Event()
 
+    def items():
+        for i in range(6):
+            pulled.append(f"i{i}")
+            yield Item(f"i{i}", b"x" * 10)
+
     def prepare(item: Item) -> str:
-        started.append(item.name)
         release.wait(10)
         return item.name
 
-    items = [Item(f"i{i}", b"x" * 10) for i in range(6)]
-    out = prefetched(iter(items), prepare, workers=4, stop=threading.Event(), max_bytes=25)
-    consumer = threading.Thread(target=lambda: results.extend(out))
+    out = prefetched(items(), prepare, workers=4, stop=threading.Event(), max_bytes=25)
     results: list[tuple[Item, str]] = []
+    consumer = threading.Thread(target=lambda: results.extend(out))
     consumer.start()
     time.sleep(0.5)
-    # 4 idle workers and room in the queue, but 10 + 10 bytes fill the 25-byte budget
-    assert started == ["i0", "i1"]
+    # room in the queue (5), but i0 + i1 fill the 25-byte budget: i2 is read and waits for room
+    assert pulled == ["i0", "i1", "i2"]
     release.set()
     consumer.join(10)
     assert [name for _, name in results] == [f"i{i}" for i in range(6)]
+
+
+def test_decodes_run_one_at_a_time_until_the_interpreter_waits_for_them() -> None:
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def prepare(item: Item) -> str:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)  # a slow decode: the consumer below waits for every one
+        with lock:
+            running -= 1
+        return item.name
+
+    items = [Item(f"i{i}", b"x") for i in range(3)]
+    got = list(prefetched(iter(items), prepare, workers=2, stop=threading.Event()))
+    assert [r for _, r in got] == ["i0", "i1", "i2"] and most == 1  # too few waits to widen
+    items = [Item(f"i{i}", b"x") for i in range(30)]
+    got = list(prefetched(iter(items), prepare, workers=2, stop=threading.Event()))
+    assert [r for _, r in got] == [f"i{i}" for i in range(30)] and most == 2
 
 
 def test_an_input_larger_than_the_budget_still_passes_alone() -> None:
