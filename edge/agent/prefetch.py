@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from edge.agent.sources.base import Item
 from edge.model.runtime import default_threads
@@ -84,44 +83,43 @@ class ByteBudget:
             self._cond.notify_all()
 
 
-class Gate:
-    """Decodes running at once: one, widened up to ``most`` while the interpreter keeps waiting for them.
+class DecodePool(Generic[T]):
+    """Decode threads, started one at a time: a second one only once the interpreter keeps waiting.
 
-    A second decode thread running doubles what big photos can be decoded at, but costs ~2 MB of RSS
-    (its buffers in a second malloc arena; agent_bench float-bmp: 94 -> 96 MB) that inputs decoded
-    faster than invoked (BMPs, small frames) would pay for nothing.
+    A second decode thread doubles what big photos can be decoded at, but costs ~2 MB of RSS (its
+    buffers in another malloc arena; agent_bench float-bmp: 94 -> 96 MB) that inputs decoded faster
+    than invoked (BMPs, small frames) would pay for nothing. Work is taken first come, first served.
     """
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, fn: Callable[[Item], T], most: int) -> None:
+        self._fn = fn
         self.most = most
-        self.limit = 1
-        self._running = 0
-        self._waiting: deque[threading.Event] = deque()  # first come, first run: input order
-        self._lock = threading.Lock()
+        self.threads = 0
+        self._work: queue.Queue[tuple[Item, Future[T]] | None] = queue.Queue()
+        self.widen()
 
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._running < self.limit and not self._waiting:
-                self._running += 1
-                return
-            turn = threading.Event()
-            self._waiting.append(turn)
-        turn.wait()  # the slot was handed over: _running already counts this decode
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            if self._waiting and self._running <= self.limit:
-                self._waiting.popleft().set()
-            else:
-                self._running -= 1
+    def submit(self, item: Item) -> Future[T]:
+        future: Future[T] = Future()
+        self._work.put((item, future))
+        return future
 
     def widen(self) -> None:
-        with self._lock:
-            if self.limit < self.most:
-                self.limit += 1
-                if self._waiting:
-                    self._running += 1
-                    self._waiting.popleft().set()
+        if self.threads < self.most:
+            self.threads += 1
+            threading.Thread(target=self._run, name=f"edge-decode-{self.threads}", daemon=True).start()
+
+    def close(self) -> None:
+        for _ in range(self.threads):
+            self._work.put(None)
+
+    def _run(self) -> None:
+        while (got := self._work.get()) is not None:
+            item, future = got
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(self._fn(item))
+                except BaseException as exc:  # prepare returns its errors; this is a bug: hand it on
+                    future.set_exception(exc)
 
 
 def prefetched(
@@ -133,18 +131,13 @@ def prefetched(
     max_bytes: int = READ_AHEAD_BYTES,
 ) -> Iterator[tuple[Item, T]]:
     """``(item, prepare(item))`` for each item, in order, ``prepare`` running on up to ``workers`` threads
-    (one at first: see :class:`Gate`).
+    (one at first: see :class:`DecodePool`).
 
     An exception raised by ``items`` (e.g. a camera that stopped) is re-raised here, after the inputs
     before it; ``prepare`` is expected to return its errors, not raise them.
     """
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge-decode")
-    gate = Gate(workers)
+    pool: DecodePool[T] = DecodePool(prepare, workers)
     budget = ByteBudget(max_bytes)
-
-    def gated(item: Item) -> T:
-        with gate:
-            return prepare(item)
 
     q: queue.Queue[tuple[Item, Future[T], int] | BaseException | None] = queue.Queue(
         maxsize=workers + 1  # every decode thread busy, and one more ready for the interpreter
@@ -156,7 +149,7 @@ def prefetched(
                 size = input_bytes(item)
                 if not budget.take(size, stop):
                     break  # stopping: hand on what is in flight, then end
-                q.put((item, pool.submit(gated, item), size))
+                q.put((item, pool.submit(item), size))
             q.put(None)
         except BaseException as exc:  # re-raised in the consumer's thread
             q.put(exc)
@@ -179,7 +172,7 @@ def prefetched(
             else:  # the interpreter waits for a decode with more inputs queued: decoding is behind
                 behind += 1
                 if behind == WIDEN_AFTER:
-                    gate.widen()
+                    pool.widen()
                     behind = 0
             while True:
                 try:
@@ -190,4 +183,4 @@ def prefetched(
             budget.give(size)
             yield item, result
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.close()
