@@ -3,7 +3,7 @@
 A JPEG photo can take longer to decode than a small model takes to run: libjpeg's entropy decoding
 reads every byte of the file whatever the DCT scale: ~10 ms for a 12 Mpx photo on a 2-core x86 box
 against ~3 ms for an int8 MobileNetV2 (benchmarks/agent_bench.py, int8-jpeg case). So inputs are
-decoded by a small pool of threads (:func:`decode_workers`). Decoding and resizing
+decoded by a small pool of threads (:class:`DecodePool`, at most :func:`decode_workers`). Decoding and resizing
 release the GIL for most of their time, as does invoke(). Results come out in input order, and what
 is read ahead is bounded in count and in bytes.
 """
