@@ -41,7 +41,7 @@ def decode_workers(cores: int | None = None) -> int:
     1 thread), a second decode thread beside a 1-thread interpreter takes 12 Mpx photos from 11.5 to
     7.3 ms each, and VGA/720p frames (decoded faster than invoked: one decode thread busy at a time)
     from 3.3 to 3.3-3.7 ms, within this shared machine's noise; beside a 2-thread interpreter, 12 Mpx
-    photos go from 11.8 to 7.7 ms. Idle decode threads cost nothing.
+    photos go from 11.8 to 7.7 ms. Threads past the first start only when needed (:class:`DecodePool`).
     """
     cores = default_threads() if cores is None else cores
     return max(1, min(cores, MAX_DECODE_WORKERS))
