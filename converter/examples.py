@@ -268,6 +268,7 @@ def train_keras3_digits(path: str | Path, *, kind: str = "good", epochs: int = 1
     """
     import keras
 
+    keras.utils.set_random_seed(0)  # before the layers exist: their initial weights are drawn from it
     x, y = digits("train")
     inp = keras.Input((8, 8, 1), name="image")
     h = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inp)
@@ -280,7 +281,6 @@ def train_keras3_digits(path: str | Path, *, kind: str = "good", epochs: int = 1
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     h = keras.layers.Dropout(0.1, name="drop")(h)
     model = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="probs")(h))
-    keras.utils.set_random_seed(0)
     # No "accuracy" metric: Keras 3.15 with TF 2.21 fails promoting its string dtype.
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=epochs if kind == "good" else 1, batch_size=32, verbose=0)
