@@ -471,7 +471,7 @@ class OtaConfig(Record, frozen=True):
         Meta(
             title="Trusted update keys",
             description="Ed25519 public keys trusted for updates: .pub file paths, PEM or base64 text; "
-            "checked at start-up. Empty: every update is refused (reason no_key)",
+            "checked at start-up, read again for each update. Empty: every update is refused (reason no_key)",
         ),
     ] = field(default_factory=list)
     max_bytes: Annotated[

@@ -15,6 +15,7 @@ Every accepted stage moves the replay mark, so no signed message can be sent twi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from edge.agent.config import OtaConfig
 
 ACTION = "model/set"
+
+log = logging.getLogger("edge.ota")
 
 
 class ShadowHooks(Protocol):
@@ -83,15 +86,35 @@ class UpdateHandler:
         self.current = current
         self.activate = activate
         self.shadow = shadow
-        self._keys: list[Any] | None = None
         self.last: InstallResult | None = None
 
     def public_keys(self) -> list[Any]:
-        if self._keys is None:
-            from edge.ota.keys import load_public_key
+        """The trusted keys, read again for each update (a few file reads).
 
-            self._keys = [load_public_key(k) for k in self.config.public_keys]
-        return self._keys
+        The agent checked them at start-up; a ``.pub`` removed, emptied or replaced since then takes
+        effect at the next update without a restart (revoking a key works), and an update when none of
+        them can be read any more is refused as ``no_key`` naming each file, never ``install_failed``.
+        """
+        from edge.ota.keys import load_public_key
+
+        keys: list[Any] = []
+        unreadable: list[str] = []
+        for i, key in enumerate(self.config.public_keys):
+            try:
+                keys.append(load_public_key(key))
+            except EdgeError as exc:
+                unreadable.append(f"ota.public_keys[{i}]: {exc.what}")
+        if unreadable:
+            log.warning("trusted update keys unusable since start-up: %s", "; ".join(unreadable))
+        if unreadable and not keys:
+            raise UpdateRefusedError(
+                "no_key",
+                "none of the trusted update keys can be used any more (they could at start-up): "
+                + "; ".join(unreadable),
+                "put back the .pub file written by edge-flash keygen (or fix ota.public_keys / "
+                "--update-key and restart the agent); until then every update is refused",
+            )
+        return keys
 
     def handle(self, payload: bytes) -> dict[str, Any]:
         """Never raises: every outcome is an answer (``ok``, ``stage``, ``reason``, ``error``, ``fix``)."""

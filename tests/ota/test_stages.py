@@ -128,3 +128,39 @@ def test_the_store_rolls_back_to_the_previous_model_and_forward_again(
     with pytest.raises(UpdateRefusedError) as err:
         store.rollback(verify_message(unknown, [signer.public_key()]).manifest, current=second.model)
     assert err.value.reason == "no_candidate"
+
+
+def test_a_trust_key_removed_after_start_up_refuses_updates_as_no_key(
+    tmp_path: Path, keys: dict[str, Any]
+) -> None:
+    """The key file is read for each update: removing it revokes trust (no_key naming the file, not
+    install_failed), putting it back restores it, and one unreadable key of two leaves the other working."""
+    import shutil
+
+    from edge.agent.config import OtaConfig
+    from edge.model.guard import Verdict
+    from edge.ota.handler import UpdateHandler
+
+    pub = tmp_path / "device" / "update.pub"
+    pub.parent.mkdir()
+    shutil.copy(keys["public"], pub)
+    store = ModelStore(tmp_path / "state", health_check=lambda *_: Verdict(True, "ok", "", "", "", 0))
+    handler = UpdateHandler(OtaConfig(public_keys=[str(pub)]), store, device="dev1", current=store.active)
+    signer = keys["signer"]
+    assert handler.handle(build_message(b"one", signer, version="1", device="dev1"))["ok"]
+    pub.unlink()
+    fresh = UpdateHandler(OtaConfig(public_keys=[str(pub)]), store, device="dev1", current=store.active)
+    for h in (handler, fresh):  # removed after an update went through, or before the first one
+        refused = h.handle(build_message(b"two", signer, version="2", device="dev1"))
+        assert not refused["ok"] and refused["reason"] == "no_key", refused
+        assert str(pub) in refused["error"] and "ota.public_keys[0]" in refused["error"]
+        assert "edge-flash keygen" in refused["fix"]
+    shutil.copy(keys["public"], pub)
+    assert handler.handle(build_message(b"two", signer, version="2", device="dev1"))["ok"]
+    both = UpdateHandler(
+        OtaConfig(public_keys=[str(tmp_path / "gone.pub"), str(pub)]),
+        store,
+        device="dev1",
+        current=store.active,
+    )
+    assert both.handle(build_message(b"three", signer, version="3", device="dev1"))["ok"]
