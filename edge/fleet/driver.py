@@ -23,6 +23,7 @@ import fnmatch
 import json
 import os
 import queue
+import shlex
 import sys
 import threading
 import time
@@ -206,7 +207,7 @@ def locked(state_dir: Path, rollout_id: str) -> Iterator[None]:
             fh.seek(0)
             raise EdgeError(
                 f"rollout {rollout_id} is being driven by another edge-fleet run ({fh.read().strip()})",
-                f"wait for it, or stop it; edge-fleet status {rollout_id} shows where it stands",
+                f"wait for it, or stop it; {status_command(rollout_id, state_dir)} shows where it stands",
             ) from err
         fh.truncate(0)
         fh.write(f"pid {os.getpid()}\n")
@@ -545,7 +546,20 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
         online=online,
         progress=progress,
     )
-    code = driver.run() if r.exit_code() is None else r.exit_code()
+    status_cmd = status_command(r.rollout_id, args.state_dir)
+    try:
+        code = driver.run() if r.exit_code() is None else r.exit_code()
+    except KeyboardInterrupt:
+        # The state is saved before anything is sent, so nothing is lost; but what was sent stays where
+        # it is (a candidate keeps shadowing), which the user must know to decide what to do next.
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(r.summary()["devices"].items()))
+        (sys.stderr if args.json else out).write(
+            f"interrupted: rollout {r.rollout_id} stopped at batch {min(r.batch_index + 1, len(r.batches))} "
+            f"of {len(r.batches)} ({counts}); its state is saved in {path}. Devices keep what they were "
+            "sent (a shadowing candidate goes on shadowing). Run the same command again to resume, "
+            f"or see where it stands: {status_cmd}\n"
+        )
+        raise
     assert code is not None
     doc = outcome(r, driver, path)
     if args.json:
@@ -561,7 +575,16 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
         if last is not None:
             out.write(f"figures (batch {last['batch'] + 1}): {json.dumps(last['figures'])}\n")
         out.write(f"devices: {counts}\n")
+        # A re-run of the same command finds this state and sends nothing: say how to try again (after
+        # fixing a key, or with the same model on purpose), which otherwise only docs/fleet.md tells.
+        out.write(f"to roll this model out again with the same options, first remove {path}\n")
     else:
         out.write(f"incomplete: {r.reason} ({counts}); run the same command again to resume\n")
-    out.write(f"rollout {r.rollout_id}: edge-fleet status {r.rollout_id}\n")
+    out.write(f"rollout {r.rollout_id}: {status_cmd}\n")
     return code
+
+
+def status_command(rollout_id: str, state_dir: Any) -> str:
+    """The ``edge-fleet status`` command line that finds this rollout (with the --state-dir it used)."""
+    extra = f" --state-dir {shlex.quote(str(state_dir))}" if state_dir else ""
+    return f"edge-fleet status {rollout_id}{extra}"

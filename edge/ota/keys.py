@@ -95,6 +95,14 @@ def load_private_key(path: str | Path) -> Any:
             f"cannot read the signing key {path}: {exc.strerror}",
             "create one with: edge-flash keygen --out " + str(path),
         ) from exc
+    if b"PUBLIC KEY" in data:  # before the mode check: "chmod 600 update.pub" would be the wrong advice
+        private = path.with_suffix(".key")
+        raise EdgeError(
+            f"{path} is a public key; signing needs the private key",
+            "pass the private key written by edge-flash keygen"
+            + (f" ({private})" if private != path and private.is_file() else "")
+            + "; the .pub file goes to the devices (--update-key / ota.public_keys)",
+        )
     mode = path.stat().st_mode & 0o077
     if mode:
         raise EdgeError(

@@ -269,3 +269,11 @@ def test_old_updates_sent_again_are_refused_as_replays(
     # A fresh signature of the old model is a legitimate downgrade.
     again = sign((coral / "keras_lstm_mnist_ptq.tflite").read_bytes(), version="1b")
     assert store.install(verify_message(again, trusted), current=store.active()).ok
+
+
+def test_a_public_key_passed_as_the_signing_key_names_the_private_one(keys: dict[str, Any]) -> None:
+    # update.pub is 0644 as keygen writes it: the advice must not be "chmod 600 update.pub"
+    with pytest.raises(EdgeError) as err:
+        load_private_key(keys["public"])
+    assert "is a public key" in err.value.what and str(keys["private"]) in err.value.fix
+    assert "chmod" not in err.value.fix
