@@ -176,6 +176,7 @@ class Rollout:
     batch_stage: str = "shadow"  # shadow | activate (for the current batch)
     window_started_at: float | None = None
     windows: int = 0
+    retry_since: float | None = None  # when the current retry batch began: its offline devices are awaited
     devices: dict[str, DeviceRecord] = field(default_factory=dict)
     reports: dict[str, ShadowReport] = field(default_factory=dict)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
@@ -243,11 +244,17 @@ class Rollout:
             # offline, the next batch is checked in their place; nothing is installed unchecked
             shadowed = self.shadow_batches or not any(v["passed"] for v in self.verdicts)
             stage_kind = ("shadow" if shadowed else "install") if self.batch_stage == "shadow" else "activate"
+            awaiting = False
             for dev in batch:
                 rec = self.devices[dev]
                 if rec.state != ("pending" if self.batch_stage == "shadow" else "shadow"):
                     continue
                 if not online.get(dev, True):
+                    if self.retry_since is not None and now - self.retry_since < self.ack_timeout_s:
+                        # a retry batch waits up to --ack-timeout for its device to come back: retrying
+                        # at once would spend every attempt in the same instant, on the same outage
+                        awaiting = True
+                        continue
                     self._defer(dev, now, "offline")
                     continue
                 rec.state = {"shadow": "shadowing", "install": "activating", "activate": "activating"}[
@@ -258,8 +265,8 @@ class Rollout:
                 actions.append(Action(stage_kind, dev, self.model_sha256))
             if actions:
                 return actions
-            if any(self.devices[d].state in ("shadowing", "activating") for d in batch):
-                return []  # waiting for acknowledgements
+            if awaiting or any(self.devices[d].state in ("shadowing", "activating") for d in batch):
+                return []  # waiting for acknowledgements, or for offline devices of a retry batch
             if self.batch_stage == "shadow" and shadowed:
                 live = [d for d in batch if self.devices[d].state == "shadow"]
                 if live:
@@ -319,6 +326,7 @@ class Rollout:
         self.batch_stage = "shadow"
         self.window_started_at = None
         self.windows = 0
+        self.retry_since = None
         if self.batch_index == len(self.batches):
             # devices that were offline get another try, as a batch of their own (shadow-checked too)
             retry = sorted(
@@ -328,6 +336,7 @@ class Rollout:
                 for d in retry:
                     self.devices[d].state = "pending"
                 self.batches.append(retry)
+                self.retry_since = now
                 self._log(now, f"retrying {len(retry)} devices that were offline: {retry}")
 
     def _finish(self, now: float) -> None:
@@ -408,7 +417,7 @@ class Rollout:
             if retry:
                 self.batches.append(retry)
                 self.batch_index, self.batch_stage = len(self.batches) - 1, "shadow"
-                self.window_started_at, self.windows = None, 0
+                self.window_started_at, self.windows, self.retry_since = None, 0, now
             else:
                 self.batch_index = len(self.batches)
             self._log(now, f"resumed: retrying {len(retry)} devices that were offline: {retry}")

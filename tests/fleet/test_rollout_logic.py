@@ -199,6 +199,35 @@ def test_offline_device_that_comes_back_is_promoted_in_the_retry_batch() -> None
     assert r.batches[-1] == ["d1"]
 
 
+def test_a_retry_batch_waits_for_its_offline_device_instead_of_spending_every_attempt_at_once() -> None:
+    d = Driver(new_rollout())  # 3 batches, --ack-timeout 60 s
+    d.online["d1"] = False
+    r, retry_at = d.r, None
+    for _ in range(200):
+        d.sent += (acts := r.step(d.now, d.online))
+        for a in acts:
+            r.on_ack(a.device, a.kind, True, d.now)
+        for dev, rec in r.devices.items():
+            if rec.state == "shadow":
+                r.on_report(report(dev))
+        if retry_at is None and len(r.batches) > 3:
+            retry_at = d.now
+        if retry_at is not None and d.now - retry_at >= 30:
+            d.online["d1"] = True  # a short outage: back 30 s into the retry
+        if r.exit_code() is not None:
+            break
+        d.now += 10.0
+    assert r.exit_code() == EXIT_PROMOTED, r.events
+    assert d.kinds("d1") == ["shadow", "activate"], r.events
+    assert sum("d1: offline" in e for e in r.events) == 1, r.events  # only the first batch missed it
+
+    gone = Driver(new_rollout())  # never back: each retry waited --ack-timeout (60 s), then given up
+    gone.online["d1"] = False
+    assert gone.run() == EXIT_INCOMPLETE
+    tries = [float(e.split()[0]) for e in gone.r.events if e.split()[1] == "d1:"]
+    assert len(tries) == 3 and tries[2] - tries[0] >= 2 * 60.0, gone.r.events  # each attempt waited
+
+
 def test_silent_device_times_out_like_an_offline_one() -> None:
     d = Driver(new_rollout(max_attempts=2))
     d.silent.add("d2")
