@@ -61,6 +61,41 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """argparse's, except that an unknown option names the nearest valid one, and the error comes
+        from the sub-command that was given (its usage line, not the tool's)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            where = self._chosen_subparser(ns)
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            hints = where._nearest_options(extras)
+            if len(hints) == 1:
+                message += f" (did you mean {hints[0][1]}?)"
+            elif hints:
+                message += f" (did you mean {', '.join(f'{near} for {arg}' for arg, near in hints)}?)"
+            where.error(message)
+        return ns
+
+    def _chosen_subparser(self, ns: argparse.Namespace) -> Parser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest != argparse.SUPPRESS:
+                sub = action.choices.get(getattr(ns, action.dest, None))
+                if isinstance(sub, Parser):
+                    return sub._chosen_subparser(ns)
+        return self
+
+    def _nearest_options(self, extras: list[str]) -> list[tuple[str, str]]:
+        """(unknown option, the nearest known one) for each unknown ``--option`` that is near one."""
+        import difflib  # only on this error path: the agent imports this module
+
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        hints = []
+        for arg in extras:
+            name = arg.split("=", 1)[0]
+            near = difflib.get_close_matches(name, known, n=1, cutoff=0.6) if name.startswith("--") else []
+            hints += [(name, near[0])] if near else []
+        return hints
+
 
 def parser(prog: str, description: str | None = None, **kwargs: Any) -> Parser:
     """The parser of a command-line tool: the shared help format and ``--version``."""

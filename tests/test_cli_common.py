@@ -168,3 +168,31 @@ def test_help_formatting_keeps_shutil_out_for_the_agent() -> None:
     )
     r = run_python("-c", code, timeout=60)
     assert r.returncode == 0 and r.stdout == "False\n", r.stdout + r.stderr
+
+
+def test_a_misspelt_option_names_the_nearest_one_in_the_sub_command_it_was_given_to(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cases = [
+        ("edge-fleet", ["rollout", "m.tflite", "--broker", "u", "--key", "k", "--devices", "d", "--canery", "1"]),
+        ("edge-flash", ["push-model", "--broker", "u", "--key", "k", "--device-id", "d", "--shadow-fractoin=0.5", "m"]),
+        ("edge-watch", ["--broker", "u", "--jsn"]),
+        ("edge-agent", ["run", "--modle", "m.tflite"]),
+    ]  # fmt: skip
+    wanted = ["--canary", "--shadow-fraction", "--json", "--model"]
+    usages = [
+        "usage: edge-fleet rollout",
+        "usage: edge-flash push-model",
+        "usage: edge-watch",
+        "usage: edge-agent run",
+    ]
+    for (script, argv), near, usage in zip(cases, wanted, usages):
+        with pytest.raises(SystemExit) as exc:
+            _main(script)(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"(did you mean {near}?)" in err, err
+        assert err.startswith(usage), err
+    with pytest.raises(SystemExit):
+        _main("edge-fleet")(["ls", "--broker", "u", "--zzz", "--settel", "1"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzz --settel 1 (did you mean --settle?)" in err, err

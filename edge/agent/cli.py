@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import edge
+from edge.cli import Parser
 from edge.errors import EdgeError
 
 log = logging.getLogger("edge.agent")
@@ -30,7 +31,7 @@ def _help_formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-agent", description=__doc__, formatter_class=_help_formatter)
+    p = Parser(prog="edge-agent", description=__doc__, formatter_class=_help_formatter)  # names near options
     p.add_argument("--version", action="version", version=f"edge-agent {edge.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
