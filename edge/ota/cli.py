@@ -47,10 +47,11 @@ def cmd_push_model(args: argparse.Namespace) -> int:
     print(json.dumps(answer, indent=2))
     if not answer.get("ok"):
         print(
-            f"{answer.get('stage') or 'update'} refused ({answer.get('reason')}): {answer.get('error')}",
+            f"{answer.get('stage') or 'update'} refused ({answer.get('reason')}): {answer.get('error')}"
+            + (f"\n  fix: {answer['fix']}" if answer.get("fix") else ""),
             file=sys.stderr,
         )
-        return 1
+        return 1  # the device refused: the JSON answer on stdout, what to do on stderr
     return 0
 
 

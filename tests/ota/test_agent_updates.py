@@ -104,6 +104,12 @@ def test_push_model_installs_and_the_agent_serves_it(
         "previous_sha256"
     ] == sha256_file(lstm)
     status = _status(sub, lambda m: m["model_sha256"] == sha256_file(mobilenet), "status on the new model")
+    refused = run_module(
+        "edge.flash", "push-model", "--broker", mosquitto.url, "--device-id", DEV,
+        "--key", str(keys["other"]), str(lstm), timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1 and json.loads(refused.stdout)["reason"] == "wrong_key", refused.stderr
+    assert "install refused (wrong_key)" in refused.stderr and "\n  fix: sign with" in refused.stderr
     assert status["model_version"] == "2.0" and status["ota"]["previous"]["sha256"] == sha256_file(lstm)
     # The new model (and its labels) really serve.
     sub.publish(f"{T}/infer/cat-1", (coral / "cat.bmp").read_bytes())
