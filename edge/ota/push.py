@@ -93,13 +93,25 @@ def push_model(
 
     from edge.ota.keys import load_private_key
 
-    model = Path(model_path).read_bytes()
+    if stage == "shadow" and not 0.0 < shadow_fraction <= 1.0:
+        raise EdgeError(
+            f"--shadow-fraction must be in (0, 1], got {shadow_fraction:g}",
+            "the share of inputs the candidate runs on, e.g. --shadow-fraction 0.2 (one in five)",
+        )
+    if stage == "shadow" and not shadow_window_s > 0.0:
+        raise EdgeError(
+            f"--shadow-window must be > 0 seconds, got {shadow_window_s:g}",
+            "seconds per shadow window the device publishes, e.g. --shadow-window 10",
+        )
+    model = _read(
+        model_path, "model", "pass the .tflite file to send (for --stage activate/drop: the same file)"
+    )
     if len(model) > max_bytes:
         raise EdgeError(
             f"{model_path} is {len(model)} bytes, over the {max_bytes}-byte update limit",
             "shrink the model (edge-convert int8/pruning) or raise --max-bytes and ota.max_bytes",
         )
-    labels = Path(labels_path).read_bytes() if labels_path else None
+    labels = _read(labels_path, "labels", "check --labels (one class name a line)") if labels_path else None
     key = load_private_key(key_path)
     cmd_id = uuid.uuid4().hex[:12]
     version = version or Path(model_path).stem
@@ -186,3 +198,10 @@ def push_model(
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def _read(path: str | Path, what: str, fix: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise EdgeError(f"cannot read the {what} file {path}: {exc.strerror}", fix) from exc

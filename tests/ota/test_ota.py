@@ -277,3 +277,31 @@ def test_a_public_key_passed_as_the_signing_key_names_the_private_one(keys: dict
         load_private_key(keys["public"])
     assert "is a public key" in err.value.what and str(keys["private"]) in err.value.fix
     assert "chmod" not in err.value.fix
+
+
+def test_push_model_bad_input_exits_2_before_connecting(
+    coral: Path, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    model = str(coral / "keras_lstm_mnist_ptq.tflite")
+    base = [
+        "push-model",
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--device-id",
+        "d1",
+        "--key",
+        str(keys["private"]),
+    ]
+    cases = [
+        ([str(tmp_path / "nope.tflite")], "cannot read the model file"),  # was a FileNotFoundError traceback
+        (["--labels", str(tmp_path / "nope.txt"), model], "cannot read the labels file"),
+        (
+            ["--stage", "shadow", "--shadow-fraction", "1.5", model],
+            "--shadow-fraction must be in (0, 1], got 1.5",
+        ),
+        (["--stage", "shadow", "--shadow-window", "0", model], "--shadow-window must be > 0 seconds"),
+    ]
+    for args, message in cases:
+        done = run_module("edge.flash", *base, *args)
+        assert done.returncode == 2 and message in done.stderr and "fix:" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
