@@ -184,7 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"rollout {r.rollout_id}: model {r.model_sha256[:12]}" + (f" ({r.version})" if r.version else ""))
-    print(f"phase {r.phase}, batch {min(r.batch_index + 1, len(r.batches))} of {len(r.batches)}")
+    print(f"phase {r.phase}, batch {r.batch_number} of {len(r.batches)}")
     print("devices: " + ", ".join(f"{n} {state}" for state, n in sorted(summary["devices"].items())))
     if r.reason:
         print(f"reason: {r.reason}")

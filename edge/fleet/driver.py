@@ -523,9 +523,7 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     path = state_dir / f"{plan.rollout_id}.json"
     if path.is_file():
         r = ro.load(plan.rollout_id, state_dir)
-        progress(
-            f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_index + 1} of {len(r.batches)})"
-        )
+        progress(f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_number} of {len(r.batches)})")
         r.ack_timeout_s = args.ack_timeout
         r.resume(time.time(), {d: (v.serving, v.shadowing) for d, v in devices.items()})
     else:
@@ -554,7 +552,7 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
         # it is (a candidate keeps shadowing), which the user must know to decide what to do next.
         counts = ", ".join(f"{n} {s}" for s, n in sorted(r.summary()["devices"].items()))
         (sys.stderr if args.json else out).write(
-            f"interrupted: rollout {r.rollout_id} stopped at batch {min(r.batch_index + 1, len(r.batches))} "
+            f"interrupted: rollout {r.rollout_id} stopped at batch {r.batch_number} "
             f"of {len(r.batches)} ({counts}); its state is saved in {path}. Devices keep what they were "
             "sent (a shadowing candidate goes on shadowing). Run the same command again to resume, "
             f"or see where it stands: {status_cmd}\n"

@@ -223,6 +223,11 @@ class Rollout:
         return r
 
     # --------------------------------------------------------------------------------- the machine
+    @property
+    def batch_number(self) -> int:
+        """The batch in progress, 1-based, for people (the last one once the rollout has ended)."""
+        return min(self.batch_index + 1, len(self.batches))
+
     def current(self) -> list[str]:
         return self.batches[self.batch_index] if self.batch_index < len(self.batches) else []
 

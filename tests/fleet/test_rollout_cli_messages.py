@@ -4,6 +4,7 @@ against a device that says it is online and never answers (so nothing here needs
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def test_the_printed_status_command_finds_the_rollout_and_a_rolled_back_one_says
     path.write_text(json.dumps(doc))
     again = run_module("edge.fleet", *args, timeout=120)
     assert again.returncode == 3, again.stdout + again.stderr
+    n, of = re.search(r"resuming rollout \w+ \(rolled_back, batch (\d+) of (\d+)\)", again.stdout).groups()
+    assert int(n) <= int(of), again.stdout  # was "batch 2 of 1" once the last batch had ended
     assert f"first remove {path}" in again.stdout, again.stdout
 
 
