@@ -61,7 +61,7 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
         """argparse's, except that an unknown option names the nearest valid one, and the error comes
         from the sub-command that was given (its usage line, not the tool's)."""
         ns, extras = self.parse_known_args(args, namespace)
@@ -79,7 +79,7 @@ class Parser(argparse.ArgumentParser):
     def _chosen_subparser(self, ns: argparse.Namespace) -> Parser:
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction) and action.dest != argparse.SUPPRESS:
-                sub = action.choices.get(getattr(ns, action.dest, None))
+                sub = action.choices.get(str(getattr(ns, action.dest, "")))
                 if isinstance(sub, Parser):
                     return sub._chosen_subparser(ns)
         return self
