@@ -337,6 +337,8 @@ class Driver:
             if not ok and action == "drop" and reason == "no_candidate":
                 ok = True  # nothing left to drop is what a drop wants
             why = None if ok else ": ".join(str(x) for x in (reason, doc.get("error")) if x)
+            if why and doc.get("fix"):
+                why += f" (fix: {doc['fix']})"  # the device's advice: a wrong key or a refused model
             self.r.on_ack(device, action, ok, now, why)
         elif kind == "shadow":
             try:

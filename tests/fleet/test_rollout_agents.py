@@ -200,6 +200,24 @@ def test_other_task_is_rolled_back_on_the_canary_then_a_same_task_model_is_promo
     assert len(sets.messages) == before
 
 
+def test_a_key_the_devices_do_not_trust_stops_on_the_canary_with_the_devices_fix(
+    mosquitto: Mosquitto, fleet: dict[str, Any], keys: dict[str, Any], capture: Any, tmp_path: Path
+) -> None:
+    sets = capture("edge/+/model/set")
+    same = tmp_path / "mobilenet_v1_repacked.tflite"
+    same.write_bytes(fleet["model"].read_bytes() + b"\0" * 8)
+    args = rollout_args(mosquitto, same, keys, fleet["state"])
+    args[args.index("--key") + 1] = str(keys["other"])
+    done = run_module("edge.fleet", *args, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert (
+        "cam-1 refused shadow: wrong_key" in done.stdout and "(fix: sign with the private key" in done.stdout
+    )
+    state = next(fleet["state"].glob("*.json"))
+    assert f"first remove {state}" in done.stdout, done.stdout
+    assert {m.topic for m in sets.messages} == {"edge/cam-1/model/set"}
+
+
 def test_a_killed_rollout_finishes_when_the_same_command_runs_again(
     mosquitto: Mosquitto, fleet: dict[str, Any], keys: dict[str, Any], tmp_path: Path
 ) -> None:
