@@ -477,6 +477,9 @@ class Agent:
         self.ota.start()
         self.outbox.start()
         self.client.start()
+        if cfg.once and self.thumbnails is not None:
+            # --once reads its inputs straight away, and a thumbnail (QoS 0) is never kept while offline
+            self.client.wait_connected(cfg.flush_timeout_s)
         metrics_thread = None
         if cfg.metrics.interval_s > 0:
             metrics_thread = threading.Thread(target=self._metrics_loop, name="edge-metrics", daemon=True)

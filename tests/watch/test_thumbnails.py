@@ -404,3 +404,27 @@ def test_a_flood_of_requests_gets_thumbnails_at_the_rate_limit_only(
     assert len(thumbs) < n / 4
     by_seq = {p["seq"]: p for p in preds}
     assert all(t is not None and by_seq[t.seq]["ts"] == t.ts for t in thumbs)
+
+
+def test_a_once_run_on_one_image_publishes_its_thumbnail(
+    mosquitto: Mosquitto, capture: Any, tmp_path: Path
+) -> None:
+    from tests.support.agent import run_agent
+
+    # --once reads the file before the broker connection is up; its thumbnail (QoS 0) used to be skipped
+    sub = capture("edge/once/#")
+    done = run_agent(
+        mosquitto,
+        "once",
+        tmp_path / "state",
+        "--model",
+        str(DATA / "movenet_single_pose_lightning_ptq.tflite"),
+        "--source",
+        str(DATA / "squat.bmp"),
+        "--publish-thumbnail",
+        "--once",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (msg,) = sub.wait_for("edge/once/thumbnail", timeout=10)
+    tag = thumbnail.read_tag(msg.payload)
+    assert tag is not None and tag.seq == 1
