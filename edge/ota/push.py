@@ -106,6 +106,8 @@ def push_model(
     model = _read(
         model_path, "model", "pass the .tflite file to send (for --stage activate/drop: the same file)"
     )
+    if stage in ("install", "shadow"):
+        check_model(model, model_path)
     if len(model) > max_bytes:
         raise EdgeError(
             f"{model_path} is {len(model)} bytes, over the {max_bytes}-byte update limit",
@@ -205,3 +207,18 @@ def _read(path: str | Path, what: str, fix: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise EdgeError(f"cannot read the {what} file {path}: {exc.strerror}", fix) from exc
+
+
+def check_model(model: bytes, path: str | Path) -> None:
+    """Refuse, before anything is signed or sent, a file no device would take: not a TFLite flatbuffer
+    (a labels file, a .h5, a truncated copy). The device checks again (its guard also loads and runs it);
+    this only saves a refused update, or a rolled-back rollout, for a wrong path."""
+    from edge.model.tflite_file import TFLiteFormatError, verify
+
+    try:
+        verify(model)
+    except TFLiteFormatError as exc:
+        raise EdgeError(
+            f"{path} is not a valid TFLite model: {exc}",
+            "pass the .tflite file (edge-convert writes one); nothing was sent",
+        ) from exc

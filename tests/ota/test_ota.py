@@ -305,3 +305,23 @@ def test_push_model_bad_input_exits_2_before_connecting(
         done = run_module("edge.flash", *base, *args)
         assert done.returncode == 2 and message in done.stderr and "fix:" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_push_model_refuses_a_file_that_is_no_tflite_model_before_sending(
+    coral: Path, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    truncated = tmp_path / "m.tflite"
+    truncated.write_bytes((coral / "keras_lstm_mnist_ptq.tflite").read_bytes()[:1000])
+    base = [
+        "push-model",
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--device-id",
+        "d1",
+        "--key",
+        str(keys["private"]),
+    ]
+    for path, message in ((coral / "imagenet_labels.txt", "file identifier"), (truncated, "truncated")):
+        done = run_module("edge.flash", *base, str(path))
+        assert done.returncode == 2 and "is not a valid TFLite model" in done.stderr, done.stderr
+        assert message in done.stderr and "nothing was sent" in done.stderr
