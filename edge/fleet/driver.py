@@ -218,6 +218,14 @@ def locked(state_dir: Path, rollout_id: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def check_not_locked(state_dir: Path, rollout_id: str) -> None:
+    """Refuse early, before saying "resuming", when another run drives this rollout (the run's own lock
+    is taken again by :meth:`Driver.run`)."""
+    if (state_dir / f"{rollout_id}.lock").exists():
+        with locked(state_dir, rollout_id):
+            pass
+
+
 class Driver:
     """Runs one rollout to its end against a broker."""
 
@@ -524,6 +532,7 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     plan.ack_timeout_s = args.ack_timeout
     path = state_dir / f"{plan.rollout_id}.json"
     if path.is_file():
+        check_not_locked(state_dir, plan.rollout_id)
         r = ro.load(plan.rollout_id, state_dir)
         progress(f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_number} of {len(r.batches)})")
         r.ack_timeout_s = args.ack_timeout

@@ -3,6 +3,7 @@ against a device that says it is online and never answers (so nothing here needs
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import signal
@@ -50,6 +51,13 @@ def test_the_printed_status_command_finds_the_rollout_and_a_rolled_back_one_says
         shell=True, capture_output=True, text=True, env=subprocess_env(), timeout=60,
     )  # fmt: skip
     assert shown.returncode == 0 and "phase incomplete" in shown.stdout, shown.stderr
+
+    # while another run drives it, a second one says so at once (not "resuming rollout ..." first)
+    with open(next(state.glob("*.lock")), "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = run_module("edge.fleet", *args, timeout=120)
+    assert second.returncode == 2 and "is being driven by another edge-fleet run" in second.stderr
+    assert "resuming" not in second.stdout, second.stdout
 
     # a rollout that was rolled back (e.g. every device refused the key) stays so when run again, and
     # says which file to remove to try the same model again
