@@ -399,8 +399,9 @@ def test_a_flood_of_requests_gets_thumbnails_at_the_rate_limit_only(
     thumbs = [thumbnail.read_tag(bytes(m.payload)) for m in sub.on("edge/flood/thumbnail")]
     stamps = sorted(datetime.fromisoformat(p["ts"].replace("Z", "+00:00")).timestamp() for p in preds)
     span = stamps[-1] - stamps[0]
-    # 2 a second at most (the first at once), whatever the 40 requests' pace; each tied to its prediction
-    assert 1 <= len(thumbs) <= 2 * span + 1, (len(thumbs), span)
+    # 2 a second at most (the first at once), whatever the 40 requests' pace; each tied to its prediction.
+    # One more allowed: the limiter decides when an input is prepared, a little before its prediction's ts.
+    assert 1 <= len(thumbs) <= 2 * span + 2, (len(thumbs), span)
     assert len(thumbs) < n / 4
     by_seq = {p["seq"]: p for p in preds}
     assert all(t is not None and by_seq[t.seq]["ts"] == t.ts for t in thumbs)
