@@ -61,11 +61,21 @@ def classify(
     output: np.ndarray, spec: TensorSpec, labels: Mapping[int, str], top_k: int = 5, threshold: float = 0.0
 ) -> tuple[Class, ...]:
     """Top-k classes, highest score first. Ranks on the de-quantized scores (uint8 safe)."""
-    scores = dequantize(np.asarray(output).reshape(-1), spec)
-    k = max(0, min(top_k, scores.size))
-    order = np.argsort(scores, kind="stable")[::-1][:k]
+    values = np.asarray(output).reshape(-1)
+    k = max(0, min(top_k, values.size))
+    if spec.quantized and spec.scale > 0:
+        # De-quantizing is increasing when the scale is positive: rank the raw 8-bit values (numpy
+        # radix-sorts them) and de-quantize only the k kept, not every class (1,000+ per image).
+        order = np.argsort(values, kind="stable")[::-1][:k]
+        scores = dequantize(values[order], spec)
+    else:
+        everything = dequantize(values, spec)
+        order = np.argsort(everything, kind="stable")[::-1][:k]
+        scores = everything[order]
     return tuple(
-        Class(int(i), labels.get(int(i)), float(scores[i])) for i in order if float(scores[i]) >= threshold
+        Class(int(i), labels.get(int(i)), float(s))
+        for i, s in zip(order.tolist(), scores.tolist(), strict=True)
+        if s >= threshold
     )
 
 

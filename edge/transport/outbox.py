@@ -295,6 +295,8 @@ class Outbox:
         room = limit - len(self._inflight)
         if room <= 0:
             return False
+        if self._cursor >= self.spool.newest_id():
+            return False  # nothing spooled since the last row sent (e.g. woken by a PUBACK): no query
         rows = self.spool.pending(limit=min(room, _BATCH), after_id=self._cursor)
         if not rows:
             return False

@@ -251,6 +251,7 @@ class Spool:
             raise
         self._bytes = int(row[0])
         self._depth = int(row[1])
+        self._newest_id = self.last_id()
         self._ensure_reserve()
         self._last_age_check = 0.0
         # Expiry is a scan: do it at most every second (sooner only for tiny ages, i.e. tests).
@@ -435,6 +436,7 @@ class Spool:
             self._bytes += size
             self._depth += 1
             msg_id = int(cur.lastrowid or 0)
+            self._newest_id = max(self._newest_id, msg_id)
         return msg_id, size
 
     def _drop_oldest(self, need: int) -> None:
@@ -632,6 +634,10 @@ class Spool:
         with self._lock:
             row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
         return int(row[0]) if row else 0
+
+    def newest_id(self) -> int:
+        """The id of the newest message this process stored (or found at start): last_id() without a query."""
+        return self._newest_id
 
     def depth(self) -> int:
         return self._depth

@@ -50,6 +50,27 @@ def test_uint8_ranking_does_not_wrap() -> None:
     assert [c.index for c in top] == [1, 3, 2, 0]
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_8bit_ranking_matches_the_dequantized_one(dtype: type) -> None:
+    """classify ranks raw 8-bit values and de-quantizes only the top k: same classes, order (ties
+    included: the higher index first, as a stable sort of the de-quantized scores reversed) and scores."""
+    from edge.inference.preprocess import dequantize
+    from edge.model.runtime import TensorSpec
+
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    spec = TensorSpec("o", 0, (1, 1001), (1, 1001), np.dtype(dtype), 0.00390625, int(info.min) // 2)
+    for narrow in (False, True):  # narrow: few distinct values, so the top k is full of ties
+        hi = int(info.min) + 4 if narrow else int(info.max) + 1
+        y = rng.integers(info.min, hi, size=(1, 1001), dtype=dtype)
+        scores = dequantize(y.reshape(-1), spec)
+        order = np.argsort(scores, kind="stable")[::-1][:5]
+        for threshold in (-1.0, float(scores[order[2]])):
+            expected = [(int(i), float(scores[i])) for i in order if float(scores[i]) >= threshold]
+            top = classify(y, spec, {}, 5, threshold)
+            assert [(c.index, c.score) for c in top] == expected
+
+
 def test_flatbuffer_reader_matches_runtime(coral: Path) -> None:
     path = coral / "mobilenet_v1_0.25_128_quant.tflite"
     info = tflite_file.read(path)

@@ -30,6 +30,24 @@ def test_fifo_ack_and_attempts(tmp_path: Path) -> None:
         assert spool.dropped() == 0
 
 
+def test_newest_id_follows_puts_and_reopen(tmp_path: Path) -> None:
+    """The outbox skips its query when its cursor is at newest_id(): it must be the last id stored,
+    also after acks, sequenced puts and a reopen (rows left by an earlier run)."""
+    with Spool(tmp_path / "s.db") as spool:
+        assert spool.newest_id() == spool.last_id() == 0
+        a = spool.put("t/a", b"a", qos=1)
+        spool.put_sequenced("t/b", lambda n: b"b%d" % n, name="p", qos=1, key="k")
+        assert spool.newest_id() == spool.last_id() == a + 1
+        spool.ack([a, a + 1])
+        assert spool.newest_id() == a + 1 and spool.depth() == 0
+        spool.put_sequenced("t/b", lambda n: b"b%d" % n, name="p", qos=1, key="k")  # seen: nothing stored
+        assert spool.newest_id() == a + 1
+        b = spool.put("t/c", b"c", qos=1)
+    with Spool(tmp_path / "s.db") as spool:
+        assert spool.newest_id() == spool.last_id() == b
+        assert [m.id for m in spool.pending(after_id=0)] == [b]
+
+
 def test_byte_limit_drops_oldest_and_counts(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with Spool(path, max_bytes=1000) as spool:
