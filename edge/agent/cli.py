@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fps", type=float, help="streams: at most this many frames a second")
     run.add_argument("--motion-threshold", type=float, help="streams: skip frames that barely change (0-1)")
+    run.add_argument(
+        "--connect-timeout",
+        type=float,
+        help="streams/cameras with --once: give up when no frame came within this (seconds, default 30)",
+    )
     run.add_argument("--state-dir", help="spool and records (default ~/.local/state/edge-agent/<device id>)")
     run.add_argument("--metrics-interval", type=float, help="seconds between metrics messages (0: off)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -157,6 +162,7 @@ def _flags(a: argparse.Namespace) -> dict[str, Any]:
     put("preprocess.resize", a.resize)
     put("source.fps", a.fps)
     put("source.motion_threshold", a.motion_threshold)
+    put("source.connect_timeout_s", a.connect_timeout)
     put("state_dir", a.state_dir)
     put("metrics.interval_s", a.metrics_interval)
     put("log_level", a.log_level)

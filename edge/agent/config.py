@@ -247,6 +247,16 @@ class SourceConfig(Record, frozen=True):
             description="Streams: skip frames that differ from the last one inferred by less than this (0-1)",
         ),
     ] = None
+    connect_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=86400,
+            title="Stream connect timeout",
+            description="Streams and cameras, --once runs: give up (exit 1) when no frame came within this "
+            "many seconds; a long-running agent keeps reconnecting",
+        ),
+    ] = 30.0
     queue_size: Annotated[
         int,
         Meta(

@@ -52,7 +52,13 @@ def open_source(
     if kind == "stream":
         from edge.agent.sources.stream import open_stream
 
-        return open_stream(spec, fps=cfg.fps, on_event=on_stream_event, motion_threshold=cfg.motion_threshold)
+        return open_stream(
+            spec,
+            fps=cfg.fps,
+            on_event=on_stream_event,
+            motion_threshold=cfg.motion_threshold,
+            connect_timeout_s=cfg.connect_timeout_s,
+        )
     if kind == "file":
         from edge.agent.sources.file import FileSource
 
@@ -82,6 +88,7 @@ def open_source(
         interval_s=cfg.camera_interval_s,
         on_event=on_stream_event,
         motion_threshold=cfg.motion_threshold,
+        connect_timeout_s=cfg.connect_timeout_s,
     )
 
 

@@ -13,7 +13,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from edge.agent.sources.stream import EventHook, OpenCVCapture, StreamError, StreamSource, require_cv2
+from edge.agent.sources.stream import (
+    CONNECT_TIMEOUT_S,
+    EventHook,
+    OpenCVCapture,
+    StreamError,
+    StreamSource,
+    require_cv2,
+)
 
 
 class DeviceCapture(OpenCVCapture):
@@ -44,6 +51,7 @@ def open_camera(
     interval_s: float = 0.0,
     on_event: EventHook | None = None,
     motion_threshold: float | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
     opener: Callable[[int], Any] = DeviceCapture,
 ) -> StreamSource:
     """The source for ``--source camera:N``. ``fps`` (``--fps``) caps the rate; without it
@@ -58,4 +66,5 @@ def open_camera(
         fps=fps,
         on_event=on_event,
         motion_threshold=motion_threshold,
+        connect_timeout_s=connect_timeout_s,
     )

@@ -36,10 +36,19 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mjpeg", ".m
 _PICAMERA = re.compile(r"^picamera(?::(\d+))?$")
 BACKOFF_S = (0.5, 10.0)  # first and longest wait before reopening a lost stream
 OPEN_TIMEOUT_MS = 5000  # FFmpeg gives up opening / reading after this (a dead server must not hang us)
+# A --once run gives up when no frame came within this (reopening with backoff meanwhile); a long-running
+# agent keeps reconnecting forever instead. 30 s covers a camera's cold start and a few backoff rounds.
+CONNECT_TIMEOUT_S = 30.0
 
 
 class StreamError(EdgeError):
     pass
+
+
+class StreamOpenTimeout(StreamError):
+    """A --once run got no frame in time: a failed run (exit 1), not a usage error."""
+
+    exit_code = 1
 
 
 class Capture(Protocol):
@@ -208,6 +217,7 @@ class StreamSource:
         backoff_s: tuple[float, float] = BACKOFF_S,
         on_event: EventHook | None = None,
         motion_threshold: float | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
     ) -> None:
         if motion_threshold is not None and not 0 <= motion_threshold <= 1:
             raise StreamError(
@@ -226,6 +236,7 @@ class StreamSource:
         self.backoff_s = backoff_s
         self.on_event = on_event
         self.motion_threshold = motion_threshold
+        self.connect_timeout_s = connect_timeout_s  # --once only: how long to wait for the first frame
         self.frames_still = 0  # skipped by the motion gate
         self._cond = threading.Condition()
         self._latest: Frame | None = None
@@ -350,13 +361,16 @@ class StreamSource:
         gap = 1.0 / self.fps if self.fps else 0.0
         next_slot = time.monotonic()
         last: np.ndarray | None = None  # the last frame handed out (motion gating)
+        give_up = time.monotonic() + self.connect_timeout_s if once else None
         while not stop.is_set():
             if gap:  # the --fps cap: wait for the slot, then take whatever is newest *then*
                 wait = next_slot - time.monotonic()
                 if wait > 0 and stop.wait(wait):
                     return
-            frame = self.latest(stop)
+            frame = self.latest(stop, None if give_up is None else max(0.0, give_up - time.monotonic()))
             if frame is None:
+                if give_up is not None and not self._ended and not stop.is_set():
+                    raise self._open_timeout()
                 if self._ended and not stop.is_set() and not once:
                     stop.wait()  # a finished video file: keep the agent up (commands, metrics) until stopped
                 return
@@ -380,6 +394,15 @@ class StreamSource:
             )
             if once:
                 return
+
+    def _open_timeout(self) -> StreamOpenTimeout:
+        return StreamOpenTimeout(
+            f"could not open the stream {self.description} after {self.connect_timeout_s:g} s "
+            f"(--once gives up; a long-running agent keeps retrying); last error: "
+            f"{self.last_error or 'connected, but no frame arrived'}",
+            "check the URL (host, port, path), the credentials and that the camera is streaming "
+            "(test it with: ffprobe URL); raise --connect-timeout if it is only slow to start",
+        )
 
     def stats(self) -> dict[str, Any]:
         """For the metrics message."""
@@ -422,11 +445,17 @@ def open_stream(
     fps: float | None = None,
     on_event: EventHook | None = None,
     motion_threshold: float | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
     picamera_module: Any = None,
 ) -> StreamSource:
     """The source for ``--source URL|VIDEO_FILE|picamera[:N]``."""
     kind = stream_kind(spec)
-    common: dict[str, Any] = {"fps": fps, "on_event": on_event, "motion_threshold": motion_threshold}
+    common: dict[str, Any] = {
+        "fps": fps,
+        "on_event": on_event,
+        "motion_threshold": motion_threshold,
+        "connect_timeout_s": connect_timeout_s,
+    }
     if kind == "picamera":
         m = _PICAMERA.match(spec)
         index = int(m.group(1) or 0) if m else 0

@@ -3,6 +3,7 @@ restarts), a video file written here, and picamera2 behind its seam (faked: no P
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +17,8 @@ import pytest
 from edge.agent.sources import stream
 from tests.agent.sources.live import FPS, Camera, Events, assert_capped, free_port
 from tests.agent.sources.mjpeg_server import frame_number
+from tests.support.agent import run_agent
+from tests.support.broker import Mosquitto
 
 
 @pytest.fixture
@@ -278,3 +281,63 @@ def test_motion_gate_skips_still_frames() -> None:
     assert stream.motion(np.zeros((48, 64)), np.full((48, 64), 255.0)) == 1.0
     with pytest.raises(stream.StreamError, match="--motion-threshold"):
         stream.StreamSource(lambda: cap, "x", motion_threshold=2)
+
+
+def test_once_on_a_stream_that_never_connects_gives_up_and_says_why(
+    mosquitto: Mosquitto, tmp_path: Path, coral: Path
+) -> None:
+    """A real agent, ``--once`` on a URL where nothing listens: exit 1 within the connect timeout, the
+    stream and its last error named, ``offline`` published (before: it waited for ever)."""
+    url = f"http://user:secret@127.0.0.1:{free_port()}/cam.mjpg"
+    started = time.monotonic()
+    r = run_agent(
+        mosquitto,
+        "t1",
+        tmp_path / "state",
+        "--model",
+        coral / "mobilenet_v1_0.25_128_quant.tflite",
+        "--source",
+        url,
+        "--once",
+        "--connect-timeout",
+        "2",
+        "--flush-timeout",
+        "5",
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    err = r.stderr
+    assert "could not open the stream http://user:***@127.0.0.1" in err and "after 2 s" in err, err
+    assert "last error: cannot open" in err and "fix: check the URL" in err, err
+    assert "secret" not in err
+    assert took < 2 + 30, took  # the 2 s wait, the model load and the flush; not for ever
+    avail = subprocess.run(
+        ["mosquitto_sub", "-p", str(mosquitto.port), "-t", "edge/t1/availability", "-C", "1", "-W", "10"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert avail == "offline"
+
+
+def _dead(connect_timeout_s: float) -> stream.StreamSource:
+    return stream.StreamSource(
+        lambda: stream.OpenCVCapture(f"http://127.0.0.1:{free_port()}/none"),
+        "dead",
+        backoff_s=(0.05, 0.1),
+        connect_timeout_s=connect_timeout_s,
+    )
+
+
+def test_without_once_a_dead_stream_is_retried_past_the_connect_timeout() -> None:
+    src = _dead(0.3)
+    stop = threading.Event()
+    threading.Timer(1.5, stop.set).start()
+    started = time.monotonic()
+    assert list(src.items(stop, once=False)) == []  # no error: it kept retrying until stopped
+    assert time.monotonic() - started >= 1.4
+    src.close()
+    once = _dead(0.3)
+    with pytest.raises(stream.StreamOpenTimeout, match="could not open the stream dead after 0.3 s"):
+        list(once.items(threading.Event(), once=True))
+    once.close()
