@@ -40,7 +40,7 @@ from edge.agent.commands import CommandRegistry, CommandWorker, builtin_handlers
 from edge.agent.discovery import Discovery
 from edge.agent.finisher import Finisher
 from edge.agent.metrics import LatencyWindow, health, predicted_labels
-from edge.agent.prefetch import decode_workers, prefetched
+from edge.agent.prefetch import DECODED_BYTES_PER_PIXEL, ByteBudget, decode_workers, prefetched
 from edge.agent.shadow import ShadowRunner
 from edge.agent.slot import ModelSlot
 from edge.agent.sources import Item, Source, open_source
@@ -515,11 +515,14 @@ class Agent:
             for item in source.items(self.stop_event, self.cfg.once):
                 yield item, self.prepare(item)
             return
+        pipe = self.slot.pipeline  # decoded pictures held at once: one of the largest it accepts
         yield from prefetched(
             source.items(self.stop_event, self.cfg.once),
             self.prepare,
             workers=decode_workers(),
             stop=self.stop_event,
+            decoded=ByteBudget(pipe.max_image_pixels * DECODED_BYTES_PER_PIXEL),
+            fit=(pipe.layout.width, pipe.layout.height),
         )
 
     def shutdown(self) -> None:

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge.agent.prefetch import decode_workers, input_bytes, prefetched
+from edge.agent.prefetch import (
+    DECODE_BYTES,
+    DECODED_BYTES_PER_PIXEL,
+    ByteBudget,
+    decode_workers,
+    decoded_bytes,
+    input_bytes,
+    prefetched,
+)
 from edge.agent.sources.base import Item
-from edge.inference.preprocess import decode_image
+from edge.inference.preprocess import DEFAULT_MAX_PIXELS, decode_image
 from tests.support import DATA
 
 
@@ -137,3 +145,109 @@ def test_input_bytes_counts_what_will_be_read(tmp_path: Path) -> None:
     assert input_bytes(Item("a", f)) == 123
     assert input_bytes(Item("gone", tmp_path / "missing.jpg")) == 0
     assert input_bytes(Item("img", Image.fromarray(np.zeros((4, 4), np.uint8)))) == 0
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.open(DATA / "cat.bmp").convert("RGB").resize(size).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class _Held:
+    """What the decode threads really hold at once: the declared size of every picture being decoded,
+    counted by prepare itself (not by the budget under test)."""
+
+    def __init__(self) -> None:
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def prepare(self, item: Item) -> tuple[int, int]:
+        assert isinstance(item.data, bytes)
+        with Image.open(io.BytesIO(item.data)) as header:
+            n = header.size[0] * header.size[1] * DECODED_BYTES_PER_PIXEL
+        with self.lock:
+            self.now += n
+            self.peak = max(self.peak, self.now)
+        try:
+            img = decode_image(item.data)
+            time.sleep(0.01)  # the rest of preprocessing, picture still held
+            return img.size
+        finally:
+            with self.lock:
+                self.now -= n
+
+
+def test_decoded_bytes_held_at_once_stay_within_the_budget() -> None:
+    # 1200x900 PNGs: 4.3 MB decoded each; a budget of 2.5 of them lets 2 decode side by side, not 4
+    one = 1200 * 900 * DECODED_BYTES_PER_PIXEL
+    budget = ByteBudget(one * 5 // 2)
+    pngs = [_png((1200, 900)) for _ in range(3)] * 6
+    items = [Item(f"p{i}", data) for i, data in enumerate(pngs)]
+    held = _Held()
+    got = list(prefetched(iter(items), held.prepare, workers=4, stop=threading.Event(), decoded=budget))
+    assert [it.name for it, _ in got] == [it.name for it in items]
+    assert all(size == (1200, 900) for _, size in got)
+    assert held.peak <= budget.limit, (held.peak, budget.limit)
+    assert budget.peak <= budget.limit and budget.used == 0
+    assert held.peak == 2 * one  # the pool did decode in parallel, as far as the budget allows
+
+
+def test_without_a_budget_the_same_decodes_pile_up() -> None:
+    # The measurement above can fail: with room for all, 4 threads hold more than 2.5 pictures at once.
+    one = 1200 * 900 * DECODED_BYTES_PER_PIXEL
+    items = [Item(f"p{i}", data) for i, data in enumerate([_png((1200, 900))] * 18)]
+    held = _Held()
+    list(prefetched(iter(items), held.prepare, workers=4, stop=threading.Event(), decoded=ByteBudget(10**12)))
+    assert held.peak > one * 5 // 2
+
+
+def test_a_picture_larger_than_the_decode_budget_decodes_alone() -> None:
+    big, small = _png((1600, 1200)), _png((200, 150))
+    budget = ByteBudget(decoded_bytes(Item("b", big)) // 2)  # the big one can never fit: it waits for none
+    items = (
+        [Item(f"s{i}", small) for i in range(4)]
+        + [Item("big", big)]
+        + [Item(f"t{i}", small) for i in range(8)]
+    )
+    held = _Held()
+    got = list(prefetched(iter(items), held.prepare, workers=3, stop=threading.Event(), decoded=budget))
+    assert [it.name for it, _ in got] == [it.name for it in items]
+    assert held.peak == decoded_bytes(Item("b", big))  # alone: nothing else held beside it
+    assert budget.used == 0
+
+
+def test_decoded_bytes_from_the_header(tmp_path: Path) -> None:
+    photo = _jpeg((4000, 3000))
+    assert decoded_bytes(Item("p", photo)) == 4000 * 3000 * 4
+    # a JPEG for a 224x224 model decodes at 1/8 scale (preprocess's draft): its budget share too
+    assert decoded_bytes(Item("p", photo), fit=(224, 224)) == 500 * 375 * 4
+    assert decode_image(photo, fit=(224, 224)).size == (500, 375)
+    path = tmp_path / "x.png"
+    path.write_bytes(_png((300, 200)))
+    assert decoded_bytes(Item("x", path)) == 300 * 200 * 4
+    assert decoded_bytes(Item("junk", b"not an image")) == 0
+    assert decoded_bytes(Item("gone", tmp_path / "missing.png")) == 0
+    assert DECODE_BYTES == DEFAULT_MAX_PIXELS * DECODED_BYTES_PER_PIXEL  # one largest image always fits
+
+
+def test_the_budget_serves_waiters_in_order() -> None:
+    # A big request waiting for the budget to empty is not overtaken by smaller ones arriving after it.
+    budget = ByteBudget(10)
+    assert budget.take(6)
+    order: list[str] = []
+
+    def take(name: str, n: int) -> None:
+        budget.take(n)
+        order.append(name)
+
+    big = threading.Thread(target=take, args=("big", 8))
+    big.start()
+    time.sleep(0.2)
+    small = threading.Thread(target=take, args=("small", 2))  # would fit beside the 6 now
+    small.start()
+    time.sleep(0.2)
+    assert order == []
+    budget.give(6)
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"] and budget.used == 10 and budget.peak == 10
