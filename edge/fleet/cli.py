@@ -101,6 +101,11 @@ def rollout_parser(sub: Any) -> None:
         metavar="S",
         help="a device that does not answer in S seconds is retried later",
     )
+    ro.add_argument(
+        "--force",
+        action="store_true",
+        help="roll out even to devices shadowing another rollout's candidate (it is replaced)",
+    )
     ro.add_argument("--prefix", default="edge", help="topic prefix the agents use")
     ro.add_argument("--settle", type=float, default=0.5, metavar="S", help="inventory: as edge-fleet ls")
     ro.add_argument(

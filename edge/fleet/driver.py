@@ -500,6 +500,7 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
             raise EdgeError(
                 f"cannot read the labels {args.labels}: {err.strerror}", "check --labels"
             ) from err
+    notes = check_files(model, model_path, labels, args.labels)
     key = load_private_key(args.key)
     gates = ro.Gates(
         min_agreement=args.min_agreement,
@@ -514,6 +515,8 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     broker = parse_broker_url(args.broker)
     state_dir = Path(args.state_dir) if args.state_dir else ro.default_state_dir()
     progress = print_progress(sys.stderr if args.json else out)
+    for note in notes:
+        progress(f"note: {note}")
 
     collected = collect(broker, prefix=args.prefix, settle_s=args.settle, wait_s=max(10.0, args.settle * 4))
     devices = resolve_devices(args.devices, collected)
@@ -531,9 +534,15 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
     )
     plan.ack_timeout_s = args.ack_timeout
     path = state_dir / f"{plan.rollout_id}.json"
+    resumed = None
     if path.is_file():
         check_not_locked(state_dir, plan.rollout_id)
-        r = ro.load(plan.rollout_id, state_dir)
+        resumed = ro.load(plan.rollout_id, state_dir)
+    check_other_candidates(
+        resumed or plan, {d: v.shadowing for d, v in devices.items()}, state_dir, args, progress
+    )
+    if resumed is not None:
+        r = resumed
         progress(f"resuming rollout {r.rollout_id} ({r.phase}, batch {r.batch_number} of {len(r.batches)})")
         r.ack_timeout_s = args.ack_timeout
         r.resume(time.time(), {d: (v.serving, v.shadowing) for d, v in devices.items()})
@@ -591,6 +600,119 @@ def main_rollout(args: Any, out: TextIO = sys.stdout) -> int:
         out.write(f"incomplete: {r.reason} ({counts}); run the same command again to resume\n")
     out.write(f"rollout {r.rollout_id}: {status_cmd}\n")
     return code
+
+
+def check_files(model: bytes, model_path: Path, labels: bytes | None, labels_path: str | None) -> list[str]:
+    """Refuse before anything is sent what every device would refuse (a rollout would only find out on
+    the canary, as a rollback): MODEL must be a TFLite flatbuffer (its structure is parsed, no runtime is
+    loaded), the labels UTF-8 text naming every class of a classifier. Returns warnings to print."""
+    from edge.model import metadata
+    from edge.model.labels import parse_labels
+    from edge.model.tflite_file import parse
+    from edge.ota.push import check_model
+
+    check_model(model, model_path)
+    if labels is None:
+        return []
+    try:
+        text = labels.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise EdgeError(
+            f"--labels {labels_path} is not UTF-8 text (byte {err.start} is {labels[err.start]:#04x})",
+            "pass the labels file made for this model: UTF-8 text, one class name a line",
+        ) from err
+    names = parse_labels(text)
+    if not names:
+        raise EdgeError(
+            f"--labels {labels_path} names no class (it is empty)",
+            "pass the labels file made for this model, one class name a line, or leave --labels out",
+        )
+    outputs = parse(model).subgraphs[0].outputs
+    try:
+        resolved = metadata.resolve(
+            model, labels=names, classes=metadata.classifier_classes([t.shape for t in outputs])
+        )
+    except EdgeError as err:  # the devices refuse labels naming fewer classes than the model outputs
+        raise EdgeError(f"--labels {labels_path}: {err.what} (model {model_path})", err.fix) from err
+    return [f"--labels {labels_path}: {w}" for w in resolved.warnings]
+
+
+# Devices in these states get nothing more from this rollout
+SETTLED_STATES = ("active", "dropped", "rolled_back", "unreachable")
+
+
+def other_candidates(r: ro.Rollout, shadowing: Mapping[str, str | None]) -> dict[str, str]:
+    """Devices this rollout may still send to whose retained status shows a candidate it did not send:
+    device -> that candidate's sha256. Sending ours would replace it (a device shadows one candidate),
+    and the other rollout's drop would remove ours if it is the same model."""
+    if r.phase in ("promoted", "rolled_back"):
+        return {}  # a finished rollout sends nothing more
+    found = {}
+    for dev, rec in r.devices.items():
+        other = shadowing.get(dev)
+        if other is None or rec.state in SETTLED_STATES:
+            continue
+        if other == r.model_sha256 and rec.attempts > 0:
+            continue  # this rollout sent it (a resumed run)
+        found[dev] = other
+    return found
+
+
+def rollouts_of(sha256: str, state_dir: Path) -> list[str]:
+    """Ids of the unfinished rollouts in ``state_dir`` that roll out ``sha256``."""
+    ids = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("model_sha256") == sha256:
+            if doc.get("phase") not in ("promoted", "rolled_back"):
+                ids.append(str(doc.get("rollout_id") or path.stem))
+    return ids
+
+
+def check_other_candidates(
+    r: ro.Rollout,
+    shadowing: Mapping[str, str | None],
+    state_dir: Path,
+    args: Any,
+    progress: Callable[[str], None],
+) -> None:
+    """Two rollouts on the same devices break each other: refuse (exit 2) unless ``--force``.
+
+    No lock per broker is needed besides the state file's: the same command (same model, devices and
+    options) is the same rollout id, whose lock already stops a second run; any other rollout has another
+    id and may be driven from another machine, which only the devices' retained status shows."""
+    found = other_candidates(r, shadowing)
+    if not found:
+        return
+    by_sha: dict[str, list[str]] = {}
+    for dev, sha in sorted(found.items()):
+        by_sha.setdefault(sha, []).append(dev)
+    listed = "; ".join(
+        f"{', '.join(devs[:10])}{f' (+{len(devs) - 10} more)' if len(devs) > 10 else ''} shadow {sha}"
+        + (" (the same model, sent by another rollout or by hand)" if sha == r.model_sha256 else "")
+        for sha, devs in by_sha.items()
+    )
+    what = f"{len(found)} of the devices already shadow a candidate this rollout did not send: {listed}"
+    if getattr(args, "force", False):
+        progress(f"note: --force: {what}; this rollout's candidate replaces it")
+        return
+    others = [i for sha in by_sha for i in rollouts_of(sha, state_dir) if i != r.rollout_id]
+    where = (
+        "finish or abandon that rollout first ("
+        + ", ".join(status_command(i, args.state_dir) for i in others)
+        + " shows where it stands)"
+        if others
+        else "finish or abandon the rollout that sent it first (edge-fleet status ROLLOUT_ID)"
+    )
+    raise EdgeError(
+        what,
+        f"{where}, or discard the candidate on those devices: edge-flash push-model THAT_MODEL.tflite "
+        "--stage drop --broker URL --key KEY --device-id DEVICE; or pass --force to replace it with "
+        "this rollout's candidate (the other rollout then fails on those devices)",
+    )
 
 
 def status_command(rollout_id: str, state_dir: Any) -> str:
