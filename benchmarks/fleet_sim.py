@@ -94,11 +94,28 @@ class StandInInterpreter:
         return top, y
 
 
+# A real 10-class TFLite classifier (14 kB): every stand-in model file is a valid flatbuffer, so
+# edge-fleet rollout's up-front check (and anything else that parses it) takes it as a real model does.
+STAND_IN_BASE = ROOT / "tests" / "data" / "keras_lstm_mnist_ptq.tflite"
+STAND_IN_MARK = b"\n#edge-fleet-sim stand-in "  # after the flatbuffer, which ignores trailing bytes
+
+
 def stand_in_model(noise: int = 0, permute: bool = False, name: str = "stand-in model") -> bytes:
-    """A stand-in "model file": what the simulated interpreter does with it (the bytes are what is signed,
-    sent, hashed and verified, like a real model's). ``noise``: amplitude added to the active model's
-    scores (a retrained model that mostly agrees); ``permute``: another task's classes (agrees by chance)."""
-    return json.dumps({"stand_in": name, "noise": noise, "permute": permute}, sort_keys=True).encode()
+    """A stand-in "model file": a real TFLite flatbuffer followed by what the simulated interpreter does
+    with it (the bytes are what is signed, sent, hashed and verified, like a real model's; the trailer
+    makes each variant's sha256 its own). ``noise``: amplitude added to the active model's scores (a
+    retrained model that mostly agrees); ``permute``: another task's classes (agrees by chance)."""
+    params = json.dumps({"stand_in": name, "noise": noise, "permute": permute}, sort_keys=True).encode()
+    return STAND_IN_BASE.read_bytes() + STAND_IN_MARK + params
+
+
+def stand_in_params(model: bytes) -> dict[str, Any]:
+    """What :func:`stand_in_model` put after the flatbuffer."""
+    _, mark, params = model.rpartition(STAND_IN_MARK)
+    if not mark:
+        raise ValueError("not a stand-in model of benchmarks/fleet_sim.py")
+    doc: dict[str, Any] = json.loads(params)
+    return doc
 
 
 class SimDevice:
@@ -154,7 +171,7 @@ class SimDevice:
             model={
                 "path": "/models/stand_in.tflite",
                 "sha256": sha,
-                "size_bytes": 1,
+                "size_bytes": len(model),
                 "inputs": [tensor],
                 "outputs": [{**tensor, "shape": [1, len(LABELS)]}],
             },
@@ -218,7 +235,7 @@ class SimDevice:
                 "since": messages.utc_iso(),
                 "fraction": m.shadow_fraction,
                 "window_s": m.shadow_window_s,
-                "params": json.loads(up.model),
+                "params": stand_in_params(up.model),
                 "model": up.model,
                 "next": time.monotonic() + m.shadow_window_s,
             }
