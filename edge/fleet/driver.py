@@ -696,7 +696,7 @@ def check_other_candidates(
         for sha, devs in by_sha.items()
     )
     what = f"{len(found)} of the devices already shadow a candidate this rollout did not send: {listed}"
-    if getattr(args, "force", False):
+    if args.force:
         progress(f"note: --force: {what}; this rollout's candidate replaces it")
         return
     others = [i for sha in by_sha for i in rollouts_of(sha, state_dir) if i != r.rollout_id]

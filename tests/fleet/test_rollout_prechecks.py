@@ -55,6 +55,10 @@ def test_a_file_no_device_would_take_is_refused_before_connecting(
     # the model with its own labels passes the checks: the next thing is the (unreachable) broker
     good = run(model, "--labels", str(coral / "imagenet_labels.txt"))
     assert good.returncode == 2 and "broker" in good.stderr and "TFLite" not in good.stderr, good.stderr
+    # more names than classes: the agent only warns, so does the rollout
+    more = run(coral / "keras_lstm_mnist_ptq.tflite", "--labels", str(coral / "imagenet_labels.txt"))
+    assert "note: --labels" in more.stdout and "1001 labels, the model 10 classes" in more.stdout, more.stdout
+    assert more.returncode == 2 and "broker" in more.stderr, more.stderr
     assert not list((tmp_path / "s").glob("*.json"))  # nothing planned
 
 
