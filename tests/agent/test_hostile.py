@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge.ota.manifest import MAGIC
-from tests.support.agent import agent_command
+from tests.support.agent import updatable_agent_command
 
 DEV = "hostile1"
 T = f"edge/{DEV}"
@@ -47,18 +47,8 @@ def hostile_agent(
 ) -> tuple[Any, Any]:
     sub = capture(f"{T}/#")
     agent = agents(
-        agent_command(
-            mosquitto,
-            DEV,
-            tmp_path / "state",
-            "--model",
-            str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
-            "--source",
-            "mqtt",
-            "--update-key",
-            str(keys["public"]),
-            "--metrics-interval",
-            "0",
+        updatable_agent_command(
+            mosquitto, DEV, tmp_path / "state", coral / "mobilenet_v1_0.25_128_quant.tflite", keys["public"]
         ),
         tmp_path / "agent.log",
     )

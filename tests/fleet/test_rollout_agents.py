@@ -30,7 +30,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support import samples
-from tests.support.agent import agent_command
+from tests.support.agent import updatable_agent_command
 from tests.support.broker import Mosquitto
 from tests.support.mqtt import publish
 from tests.support.process import run_module, subprocess_env
@@ -70,20 +70,14 @@ def start_agents(
 ) -> None:
     for dev, broker in placement.items():
         agents(
-            agent_command(
+            updatable_agent_command(
                 broker,
                 dev,
                 tmp_path / f"state-{dev}",
-                "--model",
-                str(coral / "mobilenet_v1_0.25_128_quant.tflite"),
+                coral / "mobilenet_v1_0.25_128_quant.tflite",
+                keys["public"],
                 "--labels",
-                str(coral / "imagenet_labels.txt"),
-                "--source",
-                "mqtt",
-                "--update-key",
-                str(keys["public"]),
-                "--metrics-interval",
-                "0",
+                coral / "imagenet_labels.txt",
             ),
             tmp_path / f"agent-{dev}.log",
         )

@@ -14,7 +14,7 @@ from typing import Any
 from edge.digest import sha256_file
 from edge.ota.install import PAUSE_ENV
 from edge.ota.manifest import frame, read_header
-from tests.support.agent import agent_command
+from tests.support.agent import updatable_agent_command
 from tests.support.broker import Mosquitto
 from tests.support.process import run_module, subprocess_env
 
@@ -33,19 +33,8 @@ def _start(
     log: str = "agent.log",
 ) -> Any:
     return agents(
-        agent_command(
-            mosquitto,
-            DEV,
-            tmp_path / "state",
-            "--model",
-            str(coral / "keras_lstm_mnist_ptq.tflite"),
-            "--source",
-            "mqtt",
-            "--update-key",
-            str(keys["public"]),
-            "--metrics-interval",
-            "0",
-            *extra,
+        updatable_agent_command(
+            mosquitto, DEV, tmp_path / "state", coral / "keras_lstm_mnist_ptq.tflite", keys["public"], *extra
         ),
         tmp_path / log,
         env=env,

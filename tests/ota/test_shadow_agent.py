@@ -12,7 +12,7 @@ from typing import Any
 from edge.contract import schemas
 from edge.digest import sha256_file
 from edge.ota.manifest import build_message, build_stage_message, frame, read_header
-from tests.support.agent import agent_command
+from tests.support.agent import updatable_agent_command
 from tests.support.broker import Mosquitto
 from tests.support.process import run_module
 
@@ -24,18 +24,8 @@ def _start(
     agents: Any, mosquitto: Mosquitto, tmp_path: Path, coral: Path, keys: dict[str, Any], log: str
 ) -> Any:
     return agents(
-        agent_command(
-            mosquitto,
-            DEV,
-            tmp_path / "state",
-            "--model",
-            str(coral / "keras_lstm_mnist_ptq.tflite"),
-            "--source",
-            "mqtt",
-            "--update-key",
-            str(keys["public"]),
-            "--metrics-interval",
-            "0",
+        updatable_agent_command(
+            mosquitto, DEV, tmp_path / "state", coral / "keras_lstm_mnist_ptq.tflite", keys["public"]
         ),
         tmp_path / log,
     )

@@ -30,6 +30,27 @@ def agent_command(
     return [python, "-m", "edge", *agent_args(broker, device, state, *args)]
 
 
+def updatable_agent_command(
+    broker: Mosquitto | str, device: str, state: Path | str, model: Path, public_key: Path, *args: str | Path
+) -> list[str]:
+    """An agent that takes signed model updates: ``model`` served to MQTT requests, ``public_key`` trusted,
+    no metrics messages (they would interleave with the answers the update tests wait for)."""
+    return agent_command(
+        broker,
+        device,
+        state,
+        "--model",
+        model,
+        "--source",
+        "mqtt",
+        "--update-key",
+        public_key,
+        "--metrics-interval",
+        "0",
+        *args,
+    )
+
+
 def run_agent(
     broker: Mosquitto | str,
     device: str,
