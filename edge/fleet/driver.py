@@ -37,6 +37,7 @@ from edge.contract import messages
 from edge.digest import sha256_hex
 from edge.errors import EdgeError
 from edge.fleet import rollout as ro
+from edge.fleet.connect import connect_subscribed
 from edge.fleet.inventory import Collected, collect
 from edge.transport.topics import topic_for
 from edge.transport.url import BrokerURL
@@ -249,8 +250,6 @@ class Driver:
         self.counters = Counters()
         self.acc: dict[str, Accumulated] = {}
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.subscribed = threading.Event()
-        self.refused: list[str] = []
         self._pending: list[Any] = []  # MQTTMessageInfo of QoS 1 publishes not yet acknowledged
         self._printed = len(rollout.events)
         self._last_line = ""
@@ -259,51 +258,22 @@ class Driver:
 
     # --------------------------------------------------------------------------------- the MQTT side
     def _connect(self) -> Any:
-        import paho.mqtt.client as mqtt
-
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"edge-fleet-rollout-{self.r.rollout_id}",
-            clean_session=False,  # answers sent while no run listens wait on the broker
-        )
-        if self.broker.username:
-            client.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls:
-            client.tls_set()
-        client.max_inflight_messages_set(200)
-        client.max_queued_messages_set(0)
-
-        def on_connect(c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-            if reason.is_failure:
-                self.refused.append(str(reason))
-                self.subscribed.set()
-                return
-            c.subscribe([(topic_for(k, "+", self.prefix), 1) for k in LISTENED])
-
-        def on_subscribe(*_a: Any) -> None:
-            self.subscribed.set()
+        def configure(client: Any) -> None:
+            client.max_inflight_messages_set(200)
+            client.max_queued_messages_set(0)
 
         def on_message(_c: Any, _u: Any, msg: Any) -> None:
             self.inbox.put((msg.topic, bytes(msg.payload)))
 
-        client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-        try:
-            client.connect(self.broker.host, self.broker.port, keepalive=30)
-        except (OSError, ValueError) as err:
-            raise EdgeError(
-                f"cannot reach the broker at {self.broker.redacted()}: {err}",
-                "check --broker and that the broker is running",
-            ) from err
-        client.loop_start()
-        if not self.subscribed.wait(15):
-            client.loop_stop()
-            raise EdgeError(
-                f"no answer from the broker at {self.broker.redacted()} in 15 s", "check --broker"
-            )
-        if self.refused:
-            client.loop_stop()
-            raise EdgeError(f"the broker refused the connection: {self.refused[0]}", "check --broker")
-        return client
+        return connect_subscribed(
+            self.broker,
+            f"edge-fleet-rollout-{self.r.rollout_id}",
+            [(topic_for(k, "+", self.prefix), 1) for k in LISTENED],
+            on_message,
+            timeout_s=15,
+            clean_session=False,  # answers sent while no run listens wait on the broker
+            configure=configure,
+        )
 
     def _forget_session(self, client: Any) -> None:
         done = threading.Event()

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from edge.contract import schemas
-from edge.errors import EdgeError
+from edge.fleet.connect import connect_subscribed
 from edge.transport.url import BrokerURL
 from edge.watch.state import Fleet
 
@@ -64,26 +64,10 @@ def collect(
 
     The broker sends retained messages right after the SUBACK, back to back: a quiet gap means it is done.
     Live messages (retain flag clear) never extend the wait: a busy fleet would otherwise never settle."""
-    import paho.mqtt.client as mqtt
-
     fleet = Fleet(prefix=prefix)
     lock = threading.Lock()
-    subscribed = threading.Event()
-    refused: list[str] = []
     last = [0.0]
     retained = [0]
-
-    def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        if reason.is_failure:
-            refused.append(str(reason))
-            subscribed.set()
-            return
-        client.subscribe([(schemas.topic_for(k, "+", prefix), 1) for k in KINDS])
-
-    def on_subscribe(*_a: Any) -> None:
-        with lock:
-            last[0] = time.monotonic()
-        subscribed.set()
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
         fleet.ingest(msg.topic, msg.payload, retained=bool(msg.retain))
@@ -92,31 +76,17 @@ def collect(
                 retained[0] += 1
                 last[0] = time.monotonic()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge-fleet-{uuid.uuid4().hex[:8]}")
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if broker.tls:
-        client.tls_set()
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     started = time.monotonic()
+    client = connect_subscribed(
+        broker,
+        f"edge-fleet-{uuid.uuid4().hex[:8]}",
+        [(schemas.topic_for(k, "+", prefix), 1) for k in KINDS],
+        on_message,
+        timeout_s=connect_timeout_s,
+    )
+    with lock:  # the quiet gap counts from the SUBACK at the latest
+        last[0] = max(last[0], time.monotonic())
     try:
-        client.connect(broker.host, broker.port, keepalive=30)
-    except (OSError, ValueError) as err:
-        raise EdgeError(
-            f"cannot reach the broker at {broker.redacted()}: {err}",
-            "check --broker and that the broker is running",
-        ) from err
-    client.loop_start()
-    try:
-        if not subscribed.wait(connect_timeout_s):
-            raise EdgeError(
-                f"no answer from the broker at {broker.redacted()} in {connect_timeout_s:g} s",
-                "check --broker (host, port, mqtts:// for TLS)",
-            )
-        if refused:
-            raise EdgeError(
-                f"the broker refused the connection: {refused[0]}", "check the credentials in --broker"
-            )
         deadline = started + wait_s
         while True:
             now = time.monotonic()
