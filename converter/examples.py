@@ -41,6 +41,20 @@ def build_digits_cnn() -> Any:
     )
 
 
+def _fit_and_save(model: Any, train: Any, test: Any, path: str | Path, epochs: int) -> dict[str, Any]:
+    """Compile, train and save ``model`` the way every example is; return {path, test_accuracy, ...}."""
+    from converter import _tf
+
+    keras = _tf.keras()
+    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", ["accuracy"])
+    model.fit(*train, epochs=epochs, batch_size=32, verbose=0)
+    acc = float(model.evaluate(*test, verbose=0)[1])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return {"path": str(path), "test_accuracy": acc, "epochs": epochs, "model": model}
+
+
 def train_digits_cnn(path: str | Path, *, epochs: int = 15, seed: int = 0) -> dict[str, Any]:
     """Train on the train split, save as .h5 (or .keras by suffix); return {path, test_accuracy, ...}."""
     from converter import _tf
@@ -51,13 +65,7 @@ def train_digits_cnn(path: str | Path, *, epochs: int = 15, seed: int = 0) -> di
     x, y = digits("train", seed)
     xt, yt = digits("test", seed)
     model = build_digits_cnn()
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    acc = float(model.evaluate(xt, yt, verbose=0)[1])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return {"path": str(path), "test_accuracy": acc, "epochs": epochs, "model": model}
+    return _fit_and_save(model, (x, y), (xt, yt), path, epochs)
 
 
 def export_npz(path: str | Path, split: str = "all", seed: int = 0) -> Path:
@@ -156,13 +164,7 @@ def train_rgb_cnn(
     keras.utils.set_random_seed(seed)
     x, y = digits_rgb("train", size, seed)
     xt, yt = digits_rgb("test", size, seed)
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    acc = float(model.evaluate(xt, yt, verbose=0)[1])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return {"path": str(path), "test_accuracy": acc, "epochs": epochs, "model": model}
+    return _fit_and_save(model, (x, y), (xt, yt), path, epochs)
 
 
 def export_rgb_npz(path: str | Path, split: str = "all", size: int = 32, seed: int = 0) -> Path:
